@@ -1,0 +1,3 @@
+from vxtap.cli import main
+
+main()

@@ -1,0 +1,188 @@
+"""The domain of traffic mirroring, as plain immutable values.
+
+Everything here is pure: no I/O, no clock, no database. The API layer converts
+its wire models (with Huawei's quirks: strings for numbers, envelopes, any
+letter case) into these types; the dataplane compiler, the evaluator and the
+agent consume them. The agent's view of the world, `DesiredState`, travels from
+server to agent as JSON through pydantic, so both sides share one definition.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+VXLAN_PORT = 4789
+MAX_SOURCES_PER_SESSION = 10
+MAX_SESSIONS_PER_SOURCE = 3
+DEFAULT_VNI = 1
+DEFAULT_PACKET_LENGTH = 96
+
+
+class Direction(StrEnum):
+    INGRESS = "ingress"  # received by the source interface
+    EGRESS = "egress"  # sent by the source interface
+
+
+class Action(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+
+
+class EtherType(StrEnum):
+    IPV4 = "IPv4"
+    IPV6 = "IPv6"
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    ICMP = "ICMP"
+    ICMPV6 = "ICMPV6"
+    ALL = "ALL"
+
+    @property
+    def has_ports(self) -> bool:
+        return self in (Protocol.TCP, Protocol.UDP)
+
+
+IP_PROTOCOL_NUMBER: dict[Protocol, int] = {
+    Protocol.TCP: 6,
+    Protocol.UDP: 17,
+    Protocol.ICMP: 1,
+    Protocol.ICMPV6: 58,
+}
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PortRange(_Value):
+    """An inclusive range of TCP/UDP ports, written "80-200" on the wire."""
+
+    start: Annotated[int, Field(ge=1, le=65535)]
+    end: Annotated[int, Field(ge=1, le=65535)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.start > self.end:
+            raise ValueError(f"port range start {self.start} is greater than end {self.end}")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        """Parse "80-200" or "80-80"; raises ValueError naming the problem."""
+        parts = text.strip().split("-")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"{text!r} is not a port range of the form START-END, e.g. 80-200")
+        start, end = (int(p) for p in parts)
+        for value in (start, end):
+            if not 1 <= value <= 65535:
+                raise ValueError(f"port {value} in {text!r} is outside 1-65535")
+        return cls(start=start, end=end)
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.start <= port <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+class Rule(_Value):
+    """One rule of a mirror filter. Absent CIDRs and port ranges match anything."""
+
+    id: str
+    filter_id: str
+    direction: Direction
+    priority: Annotated[int, Field(ge=1, le=65535)]
+    action: Action
+    ethertype: EtherType
+    protocol: Protocol
+    source_cidr: IPNetwork | None = None
+    destination_cidr: IPNetwork | None = None
+    source_ports: PortRange | None = None
+    destination_ports: PortRange | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        version = 4 if self.ethertype is EtherType.IPV4 else 6
+        for name, cidr in (
+            ("source_cidr_block", self.source_cidr),
+            ("destination_cidr_block", self.destination_cidr),
+        ):
+            if cidr is not None and cidr.version != version:
+                raise ValueError(f"{name} {cidr} is not an {self.ethertype} network")
+        if not self.protocol.has_ports and (self.source_ports or self.destination_ports):
+            raise ValueError(f"port ranges are only allowed with TCP or UDP, not {self.protocol}")
+        if self.protocol is Protocol.ICMP and self.ethertype is EtherType.IPV6:
+            raise ValueError("protocol ICMP needs ethertype IPv4 (use ICMPV6 for IPv6)")
+        if self.protocol is Protocol.ICMPV6 and self.ethertype is EtherType.IPV4:
+            raise ValueError("protocol ICMPV6 needs ethertype IPv6 (use ICMP for IPv4)")
+        return self
+
+
+class Filter(_Value):
+    id: str
+    name: str
+    rules: tuple[Rule, ...] = ()
+
+    def rules_for(self, direction: Direction) -> tuple[Rule, ...]:
+        """This direction's rules in evaluation order (ascending priority)."""
+        return tuple(
+            sorted((r for r in self.rules if r.direction is direction), key=lambda r: r.priority)
+        )
+
+
+class Port(_Value):
+    """A network interface that sessions name as a source or a target."""
+
+    id: str
+    host: str
+    device: str
+    mac: str | None = None
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str | None:
+        """Where VXLAN for a target goes, and the outer source of a source: IPv4 first."""
+        if self.ipv4:
+            return self.ipv4[0]
+        if self.ipv6:
+            return self.ipv6[0]
+        return None
+
+
+class Session(_Value):
+    id: str
+    name: str
+    filter_id: str
+    sources: tuple[str, ...] = ()
+    target_id: str
+    vni: Annotated[int, Field(ge=0, le=16_777_215)] = DEFAULT_VNI
+    packet_length: Annotated[int, Field(ge=1, le=1460)] = DEFAULT_PACKET_LENGTH
+    priority: Annotated[int, Field(ge=1, le=32766)]
+    enabled: bool = True
+
+
+class DesiredState(_Value):
+    """What one host's agent must make the kernel do.
+
+    `ports` are the host's own ports; `sessions` are the sessions with at least
+    one of those ports as a source; `filters` and `targets` are what those
+    sessions reference. `revision` changes whenever any of it changes, so an
+    agent can skip re-applying an unchanged state.
+    """
+
+    host: str
+    revision: str
+    ports: tuple[Port, ...] = ()
+    sessions: tuple[Session, ...] = ()
+    filters: tuple[Filter, ...] = ()
+    targets: tuple[Port, ...] = ()
