@@ -16,7 +16,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "filter": ("vxtap.cli.resources:filter_group", "Mirror filters."),
     "rule": ("vxtap.cli.resources:rule_group", "Mirror filter rules."),
     "session": ("vxtap.cli.resources:session_group", "Mirror sessions."),
-    "port": ("vxtap.cli.resources:port_group", "Ports: the interfaces sessions mirror from and to."),
+    "port": (
+        "vxtap.cli.resources:port_group",
+        "Ports: the interfaces sessions mirror from and to.",
+    ),
     "agent": ("vxtap.cli.agent:agent", "Run the host agent that programs the kernel."),
     "explain": ("vxtap.cli.explain:explain", "Explain which session mirrors a packet, and why."),
     "collect": ("vxtap.cli.collect:collect", "Receive, show, count and store mirrored traffic."),
