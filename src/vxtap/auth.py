@@ -1,0 +1,263 @@
+"""SDK-HMAC-SHA256: the request signature of Huawei Cloud's official SDKs.
+
+Signing and verification share one canonical form, written to match
+`huaweicloudsdkcore/signer/signer.py` byte for byte (the algorithm is only
+documented by that code, so it is reproduced here rather than imported: the
+SDK's signer works on its own request objects and has no verifier):
+
+    canonical request = METHOD \\n canonical URI \\n canonical query \\n
+                        canonical headers \\n signed headers \\n hex(sha256(body))
+    string to sign    = "SDK-HMAC-SHA256" \\n X-Sdk-Date \\n hex(sha256(canonical request))
+    signature         = hex(hmac_sha256(sk, string to sign))
+
+- canonical URI: every segment of the unquoted path percent-encoded (only `~`
+  safe besides unreserved characters), always ending in `/`;
+- canonical query: (key, value) pairs sorted, both percent-encoded, joined by `&`;
+- signed headers: every header the client sends except names containing `_`,
+  lower-cased and sorted; canonical headers are `name:value` with values stripped;
+- the body hash is the empty-string hash for an empty body, otherwise the value of
+  `X-Sdk-Content-Sha256` when the client sent one, otherwise sha256 of the body.
+
+`BasicCredentials` adds `X-Project-Id` before signing, so the project is signed
+too; the verifier scopes each key to its project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+ALGORITHM = "SDK-HMAC-SHA256"
+DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+DATE_HEADER = "X-Sdk-Date"
+PROJECT_HEADER = "X-Project-Id"
+CONTENT_HASH_HEADER = "X-Sdk-Content-Sha256"
+EMPTY_BODY_HASH = hashlib.sha256(b"").hexdigest()
+# SPEC section 1: a signature dated more than 15 minutes from the server's clock is refused.
+MAX_CLOCK_SKEW = timedelta(minutes=15)
+
+_AUTHORIZATION = re.compile(
+    r"^\s*" + re.escape(ALGORITHM) + r"\s+Access=(?P<ak>[^,\s]+)\s*,\s*"
+    r"SignedHeaders=(?P<headers>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-fA-F]+)\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One access key: the secret that signs with it and the only project it may touch."""
+
+    ak: str
+    sk: str
+    project_id: str
+
+
+class AuthError(Exception):
+    """The request is not authenticated (401) or not allowed for this key's project (403)."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe="~")
+
+
+def canonical_uri(path: str) -> str:
+    encoded = "/".join(_encode(segment) for segment in unquote(path).split("/"))
+    return encoded if encoded.endswith("/") else encoded + "/"
+
+
+def parse_query(raw_query: str) -> list[tuple[str, str]]:
+    """Decode a raw query string into (key, value) pairs, `+` kept literal as the SDK does."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw_query.split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        pairs.append((unquote(key), unquote(value)))
+    return pairs
+
+
+def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+    return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(pairs))
+
+
+def canonical_request(
+    method: str,
+    path: str,
+    query: Iterable[tuple[str, str]],
+    headers: Mapping[str, str],
+    signed_headers: list[str],
+    payload_hash: str,
+) -> str:
+    """`headers` maps lower-case names to values; every name in `signed_headers` must be in it."""
+    canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed_headers)
+    return "\n".join(
+        (
+            method.upper(),
+            canonical_uri(path),
+            canonical_query(query),
+            canonical_headers,
+            ";".join(signed_headers),
+            payload_hash,
+        )
+    )
+
+
+def string_to_sign(canonical: str, date: str) -> str:
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"{ALGORITHM}\n{date}\n{digest}"
+
+
+def signature(sk: str, to_sign: str) -> str:
+    return hmac.new(sk.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _payload_hash(body: bytes, headers: Mapping[str, str]) -> str:
+    if not body:
+        return EMPTY_BODY_HASH
+    declared = headers.get(CONTENT_HASH_HEADER.lower())
+    if declared:
+        return declared.strip()
+    return hashlib.sha256(body).hexdigest()
+
+
+def sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    ak: str,
+    sk: str,
+    project_id: str,
+    *,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """The headers to add to a request so that it carries the SDK's signature.
+
+    `headers` are the headers the request will send besides these (e.g.
+    Content-Type); all of them are signed, as the SDK does. The request must be
+    sent to exactly `url` with exactly `body`.
+    """
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    parts = urlsplit(url)
+    added = {
+        DATE_HEADER: when.strftime(DATE_FORMAT),
+        "Host": parts.netloc,
+        PROJECT_HEADER: project_id,
+    }
+    all_headers = {k.lower(): v for k, v in {**headers, **added}.items()}
+    signed = sorted(name for name in all_headers if "_" not in name)
+    canonical = canonical_request(
+        method,
+        parts.path or "/",
+        parse_query(parts.query),
+        all_headers,
+        signed,
+        _payload_hash(body, all_headers),
+    )
+    sig = signature(sk, string_to_sign(canonical, added[DATE_HEADER]))
+    added["Authorization"] = (
+        f"{ALGORITHM} Access={ak}, SignedHeaders={';'.join(signed)}, Signature={sig}"
+    )
+    return added
+
+
+def verify(
+    method: str,
+    path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    lookup: Callable[[str], Credential | None],
+    *,
+    now: datetime | None = None,
+) -> Credential:
+    """Check a request's signature; return the credential that signed it or raise AuthError.
+
+    `headers` maps lower-case header names to values (as ASGI servers deliver them).
+    """
+    authorization = headers.get("authorization")
+    if not authorization:
+        raise AuthError("missing Authorization header: requests must be signed with " + ALGORITHM)
+    match = _AUTHORIZATION.match(authorization)
+    if match is None:
+        raise AuthError(
+            f"malformed Authorization header: expected '{ALGORITHM} Access=AK, "
+            "SignedHeaders=..., Signature=...'"
+        )
+    signed = match["headers"].split(";")
+    if DATE_HEADER.lower() not in signed:
+        raise AuthError(f"the {DATE_HEADER} header must be signed")
+    for name in signed:
+        if name not in headers:
+            raise AuthError(f"signed header {name!r} is missing from the request")
+    if PROJECT_HEADER.lower() in headers and PROJECT_HEADER.lower() not in signed:
+        raise AuthError(f"the {PROJECT_HEADER} header must be signed")
+    date_text = headers[DATE_HEADER.lower()].strip()
+    try:
+        date = datetime.strptime(date_text, DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise AuthError(
+            f"{DATE_HEADER} {date_text!r} is not of the form YYYYMMDDTHHMMSSZ"
+        ) from None
+    current = now or datetime.now(UTC)
+    if abs(current - date) > MAX_CLOCK_SKEW:
+        raise AuthError(
+            f"{DATE_HEADER} {date_text} is more than 15 minutes away from the server's clock "
+            f"({current.strftime(DATE_FORMAT)})"
+        )
+    declared_hash = headers.get(CONTENT_HASH_HEADER.lower())
+    if body and declared_hash and declared_hash.strip() != hashlib.sha256(body).hexdigest():
+        raise AuthError(
+            f"{CONTENT_HASH_HEADER} does not match the body (unsigned bodies are refused)"
+        )
+    credential = lookup(match["ak"])
+    if credential is None:
+        raise AuthError(f"unknown access key {match['ak']!r}")
+    canonical = canonical_request(
+        method, path, parse_query(raw_query), headers, signed, _payload_hash(body, headers)
+    )
+    expected = signature(credential.sk, string_to_sign(canonical, date_text))
+    if not hmac.compare_digest(expected, match["signature"].lower()):
+        raise AuthError("signature does not match: wrong secret key, or the request was altered")
+    project_header = headers.get(PROJECT_HEADER.lower())
+    if project_header is not None and project_header.strip() != credential.project_id:
+        raise AuthError(
+            f"{PROJECT_HEADER} {project_header.strip()!r} is not this access key's project", 403
+        )
+    return credential
+
+
+def load_credentials(path: Path) -> dict[str, Credential]:
+    """Read a JSON list of {"ak", "sk", "project_id"}; raise ValueError naming the problem."""
+    try:
+        entries = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"credentials file {path} is not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"credentials file {path} must hold a JSON list of {{ak, sk, project_id}}")
+    credentials: dict[str, Credential] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry.get(k) for k in ("ak", "sk", "project_id")
+        ):
+            raise ValueError(
+                f"credentials file {path}, entry {index}: "
+                "needs non-empty strings ak, sk, project_id"
+            )
+        if entry["ak"] in credentials:
+            raise ValueError(f"credentials file {path}: access key {entry['ak']!r} appears twice")
+        credentials[entry["ak"]] = Credential(entry["ak"], entry["sk"], entry["project_id"])
+    return credentials
