@@ -1,0 +1,626 @@
+"""`VxtapClient`: a signed HTTP client for every API of `vxtap server`.
+
+One method per operation: the 17 Huawei v3 traffic-mirror operations, the v1
+ports, and the internal agent API. The CLI, the agent and `vxtap explain` all
+talk to the server through this class, so wire details (envelopes, signing,
+pagination, error bodies) live in exactly one place.
+
+Public-API answers are returned as the server's JSON objects, typed with
+`TypedDict`s that describe Huawei's wire shape (not `vxtap.model` values: the
+wire carries ids, timestamps and Huawei's field names, and `--json` must print
+exactly what the server said). The internal API speaks `vxtap.model` types,
+because server and agent share those definitions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from vxtap import auth
+from vxtap.model import DesiredState, Port
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:9696"
+DEFAULT_TIMEOUT_S = 10.0
+MAX_PAGE_SIZE = 2000  # SPEC section 1: limit is 0-2000
+
+QueryValue = str | int | bool
+
+
+# --- wire shapes of the public API (Huawei v3 / v1) -------------------------
+
+
+class RuleJSON(TypedDict):
+    id: str
+    project_id: str
+    traffic_mirror_filter_id: str
+    direction: str
+    priority: int
+    action: str
+    ethertype: str
+    protocol: str
+    source_cidr_block: NotRequired[str]
+    destination_cidr_block: NotRequired[str]
+    source_port_range: NotRequired[str]
+    destination_port_range: NotRequired[str]
+    description: NotRequired[str]
+    created_at: str
+    updated_at: str
+
+
+class FilterJSON(TypedDict):
+    id: str
+    project_id: str
+    name: str
+    description: NotRequired[str]
+    ingress_rules: list[RuleJSON]
+    egress_rules: list[RuleJSON]
+    created_at: str
+    updated_at: str
+
+
+class SessionJSON(TypedDict):
+    id: str
+    project_id: str
+    name: str
+    description: NotRequired[str]
+    traffic_mirror_filter_id: str
+    traffic_mirror_sources: list[str]
+    traffic_mirror_target_id: str
+    traffic_mirror_target_type: str
+    virtual_network_id: int
+    packet_length: int
+    priority: int
+    enabled: bool
+    type: NotRequired[str]
+    created_at: str
+    updated_at: str
+
+
+class FixedIpJSON(TypedDict):
+    ip_address: str
+    subnet_id: NotRequired[str]
+
+
+# Huawei's v1 port has a key with a colon ("binding:host_id"), so the
+# functional TypedDict syntax is the only way to spell it.
+PortV1JSON = TypedDict(
+    "PortV1JSON",
+    {
+        "id": str,
+        "name": str,
+        "mac_address": NotRequired[str],
+        "fixed_ips": list[FixedIpJSON],
+        "binding:host_id": str,
+        "status": NotRequired[str],
+    },
+)
+
+ItemT = TypeVar("ItemT")
+
+
+@dataclass(frozen=True)
+class Page(Generic[ItemT]):
+    """One page of a list answer, with Huawei's `page_info` unpacked."""
+
+    items: list[ItemT]
+    previous_marker: str | None
+    next_marker: str | None  # None on the last page
+    current_count: int
+
+
+# --- internal API values -----------------------------------------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Interface(_Wire):
+    """What an agent reports about one of its host's network interfaces."""
+
+    device: str
+    mac: str | None = None
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+
+
+class Counter(_Wire):
+    packets: int
+    bytes: int
+
+
+class SessionStats(_Wire):
+    """Counters summed over all hosts, and when each host last reported."""
+
+    sessions: dict[str, Counter]
+    rules: dict[str, Counter]
+    hosts: dict[str, str]
+
+
+# --- errors --------------------------------------------------------------------
+
+
+class VxtapClientError(Exception):
+    """Anything that kept a request from getting a successful answer."""
+
+
+class ApiError(VxtapClientError):
+    """The server refused a request: HTTP status plus Huawei's error body."""
+
+    def __init__(
+        self, status: int, error_code: str, error_msg: str, request_id: str | None = None
+    ) -> None:
+        super().__init__(f"{error_code}: {error_msg}")
+        self.status = status
+        self.error_code = error_code
+        self.error_msg = error_msg
+        self.request_id = request_id
+
+
+class ServerUnreachable(VxtapClientError):
+    """No HTTP answer at all: connection refused, DNS failure, timeout."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"cannot reach vxtap server at {endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+# --- signing -------------------------------------------------------------------
+
+
+class SdkHmacAuth(httpx.Auth):
+    """Signs each request the way the official SDK does (`vxtap.auth.sign`)."""
+
+    requires_request_body = True
+
+    def __init__(self, ak: str, sk: str, project_id: str) -> None:
+        self._ak = ak
+        self._sk = sk
+        self._project_id = project_id
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        # Sign what the SDK signs (Content-Type plus the headers `sign` adds), not
+        # httpx's transport headers (Accept-Encoding, Connection...) that a proxy may rewrite.
+        content_type = request.headers.get("Content-Type")
+        added = auth.sign(
+            request.method,
+            str(request.url),
+            {"Content-Type": content_type} if content_type else {},
+            request.content,
+            self._ak,
+            self._sk,
+            self._project_id,
+        )
+        request.headers.update(added)
+        yield request
+
+
+# --- the client ----------------------------------------------------------------
+
+
+def _page_from(answer: Mapping[str, Any], key: str) -> Page[Any]:
+    info = answer.get("page_info") or {}
+    items = list(answer.get(key, []))
+    return Page(
+        items=items,
+        previous_marker=info.get("previous_marker"),
+        next_marker=info.get("next_marker"),
+        current_count=int(info.get("current_count", len(items))),
+    )
+
+
+def _query(
+    limit: int | None, marker: str | None, where: Mapping[str, QueryValue]
+) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in where.items():
+        # bool first: it is an int subclass, and the API spells it true/false.
+        params[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if limit is not None:
+        params["limit"] = str(limit)
+    if marker is not None:
+        params["marker"] = marker
+    return params
+
+
+def _without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class VxtapClient:
+    """Signed client for one project of one `vxtap server`.
+
+    Usable as a context manager; otherwise call `close()`. Every method raises
+    `ApiError` for a refused request and `ServerUnreachable` when there is no
+    answer.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        ak: str,
+        sk: str,
+        project_id: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.project_id = project_id
+        self._http = httpx.Client(
+            base_url=self.endpoint,
+            auth=SdkHmacAuth(ak, sk, project_id),
+            timeout=timeout,
+            transport=transport,
+            headers={"Content-Type": "application/json;charset=UTF-8"},
+        )
+        self._v3 = f"/v3/{quote(project_id, safe='')}/vpc"
+        self._v1 = f"/v1/{quote(project_id, safe='')}"
+        self._internal = f"/internal/v1/{quote(project_id, safe='')}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VxtapClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- transport ---
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        content = None if body is None else json.dumps(body).encode()
+        try:
+            response = self._http.request(method, path, content=content, params=params)
+        except httpx.TransportError as error:
+            raise ServerUnreachable(self.endpoint, str(error) or type(error).__name__) from error
+        if response.is_success:
+            return response.json() if response.content else None
+        raise self._error_from(response)
+
+    @staticmethod
+    def _error_from(response: httpx.Response) -> ApiError:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and "error_code" in answer:
+            return ApiError(
+                response.status_code,
+                str(answer["error_code"]),
+                str(answer.get("error_msg", "")),
+                answer.get("request_id"),
+            )
+        # Not Huawei's error shape (a proxy in between, or not a vxtap server).
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+        return ApiError(
+            response.status_code, f"HTTP.{response.status_code}", text or response.reason_phrase
+        )
+
+    def _pages(
+        self, fetch: Callable[[str | None], Page[ItemT]], first_marker: str | None = None
+    ) -> Iterator[ItemT]:
+        marker = first_marker
+        while True:
+            page = fetch(marker)
+            yield from page.items
+            if page.next_marker is None or not page.items:
+                return
+            marker = page.next_marker
+
+    # --- filters ---
+
+    def create_filter(self, name: str, description: str | None = None) -> FilterJSON:
+        body = {"traffic_mirror_filter": _without_none({"name": name, "description": description})}
+        answer = self._request("POST", f"{self._v3}/traffic-mirror-filters", body=body)
+        return cast(FilterJSON, answer["traffic_mirror_filter"])
+
+    def show_filter(self, filter_id: str) -> FilterJSON:
+        answer = self._request("GET", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}")
+        return cast(FilterJSON, answer["traffic_mirror_filter"])
+
+    def update_filter(
+        self, filter_id: str, *, name: str | None = None, description: str | None = None
+    ) -> FilterJSON:
+        body = {"traffic_mirror_filter": _without_none({"name": name, "description": description})}
+        answer = self._request(
+            "PUT", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}", body=body
+        )
+        return cast(FilterJSON, answer["traffic_mirror_filter"])
+
+    def delete_filter(self, filter_id: str) -> None:
+        self._request("DELETE", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}")
+
+    def list_filters(
+        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+    ) -> Page[FilterJSON]:
+        answer = self._request(
+            "GET", f"{self._v3}/traffic-mirror-filters", params=_query(limit, marker, where)
+        )
+        return _page_from(answer, "traffic_mirror_filters")
+
+    def iter_filters(
+        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+    ) -> Iterator[FilterJSON]:
+        return self._pages(lambda m: self.list_filters(limit=page_size, marker=m, **where))
+
+    # --- rules ---
+
+    def create_rule(
+        self,
+        filter_id: str,
+        *,
+        direction: str,
+        priority: int,
+        protocol: str,
+        action: str = "accept",
+        ethertype: str = "IPv4",
+        source_cidr_block: str | None = None,
+        destination_cidr_block: str | None = None,
+        source_port_range: str | None = None,
+        destination_port_range: str | None = None,
+        description: str | None = None,
+    ) -> RuleJSON:
+        fields = {
+            "traffic_mirror_filter_id": filter_id,
+            "direction": direction,
+            "priority": priority,
+            "action": action,
+            "ethertype": ethertype,
+            "protocol": protocol,
+            "source_cidr_block": source_cidr_block,
+            "destination_cidr_block": destination_cidr_block,
+            "source_port_range": source_port_range,
+            "destination_port_range": destination_port_range,
+            "description": description,
+        }
+        body = {"traffic_mirror_filter_rule": _without_none(fields)}
+        answer = self._request("POST", f"{self._v3}/traffic-mirror-filter-rules", body=body)
+        return cast(RuleJSON, answer["traffic_mirror_filter_rule"])
+
+    def show_rule(self, rule_id: str) -> RuleJSON:
+        answer = self._request("GET", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}")
+        return cast(RuleJSON, answer["traffic_mirror_filter_rule"])
+
+    def update_rule(
+        self,
+        rule_id: str,
+        *,
+        priority: int | None = None,
+        action: str | None = None,
+        ethertype: str | None = None,
+        protocol: str | None = None,
+        source_cidr_block: str | None = None,
+        destination_cidr_block: str | None = None,
+        source_port_range: str | None = None,
+        destination_port_range: str | None = None,
+        description: str | None = None,
+    ) -> RuleJSON:
+        """Change the given fields; None leaves a field as it is.
+
+        Direction and filter are fixed at creation (SPEC section 1).
+        """
+        fields = {
+            "priority": priority,
+            "action": action,
+            "ethertype": ethertype,
+            "protocol": protocol,
+            "source_cidr_block": source_cidr_block,
+            "destination_cidr_block": destination_cidr_block,
+            "source_port_range": source_port_range,
+            "destination_port_range": destination_port_range,
+            "description": description,
+        }
+        body = {"traffic_mirror_filter_rule": _without_none(fields)}
+        answer = self._request(
+            "PUT", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}", body=body
+        )
+        return cast(RuleJSON, answer["traffic_mirror_filter_rule"])
+
+    def delete_rule(self, rule_id: str) -> None:
+        self._request("DELETE", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}")
+
+    def list_rules(
+        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+    ) -> Page[RuleJSON]:
+        answer = self._request(
+            "GET", f"{self._v3}/traffic-mirror-filter-rules", params=_query(limit, marker, where)
+        )
+        return _page_from(answer, "traffic_mirror_filter_rules")
+
+    def iter_rules(
+        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+    ) -> Iterator[RuleJSON]:
+        return self._pages(lambda m: self.list_rules(limit=page_size, marker=m, **where))
+
+    # --- sessions ---
+
+    def create_session(
+        self,
+        name: str,
+        *,
+        filter_id: str,
+        sources: Iterable[str],
+        target_id: str,
+        priority: int,
+        target_type: str = "eni",
+        virtual_network_id: int | None = None,
+        packet_length: int | None = None,
+        enabled: bool | None = None,
+        description: str | None = None,
+        type: str | None = None,
+    ) -> SessionJSON:
+        """Create a session; VNI, packet length and enabled default on the server (1, 96, true)."""
+        fields = {
+            "name": name,
+            "description": description,
+            "traffic_mirror_filter_id": filter_id,
+            "traffic_mirror_sources": list(sources),
+            "traffic_mirror_target_id": target_id,
+            "traffic_mirror_target_type": target_type,
+            "virtual_network_id": virtual_network_id,
+            "packet_length": packet_length,
+            "priority": priority,
+            "enabled": enabled,
+            "type": type,
+        }
+        body = {"traffic_mirror_session": _without_none(fields)}
+        answer = self._request("POST", f"{self._v3}/traffic-mirror-sessions", body=body)
+        return cast(SessionJSON, answer["traffic_mirror_session"])
+
+    def show_session(self, session_id: str) -> SessionJSON:
+        answer = self._request("GET", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}")
+        return cast(SessionJSON, answer["traffic_mirror_session"])
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        filter_id: str | None = None,
+        target_id: str | None = None,
+        target_type: str | None = None,
+        virtual_network_id: int | None = None,
+        packet_length: int | None = None,
+        priority: int | None = None,
+        enabled: bool | None = None,
+        type: str | None = None,
+    ) -> SessionJSON:
+        """Change the given fields; sources change only through add/remove_sources."""
+        fields = {
+            "name": name,
+            "description": description,
+            "traffic_mirror_filter_id": filter_id,
+            "traffic_mirror_target_id": target_id,
+            "traffic_mirror_target_type": target_type,
+            "virtual_network_id": virtual_network_id,
+            "packet_length": packet_length,
+            "priority": priority,
+            "enabled": enabled,
+            "type": type,
+        }
+        body = {"traffic_mirror_session": _without_none(fields)}
+        answer = self._request(
+            "PUT", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}", body=body
+        )
+        return cast(SessionJSON, answer["traffic_mirror_session"])
+
+    def add_sources(self, session_id: str, sources: Iterable[str]) -> SessionJSON:
+        return self._change_sources(session_id, "add-sources", sources)
+
+    def remove_sources(self, session_id: str, sources: Iterable[str]) -> SessionJSON:
+        return self._change_sources(session_id, "remove-sources", sources)
+
+    def _change_sources(self, session_id: str, verb: str, sources: Iterable[str]) -> SessionJSON:
+        body = {"traffic_mirror_session": {"traffic_mirror_sources": list(sources)}}
+        answer = self._request(
+            "PUT", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}/{verb}", body=body
+        )
+        return cast(SessionJSON, answer["traffic_mirror_session"])
+
+    def delete_session(self, session_id: str) -> None:
+        self._request("DELETE", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}")
+
+    def list_sessions(
+        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+    ) -> Page[SessionJSON]:
+        answer = self._request(
+            "GET", f"{self._v3}/traffic-mirror-sessions", params=_query(limit, marker, where)
+        )
+        return _page_from(answer, "traffic_mirror_sessions")
+
+    def iter_sessions(
+        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+    ) -> Iterator[SessionJSON]:
+        return self._pages(lambda m: self.list_sessions(limit=page_size, marker=m, **where))
+
+    # --- ports (public, read-only, Huawei v1 shape) ---
+
+    def list_ports(
+        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+    ) -> Page[PortV1JSON]:
+        answer = self._request("GET", f"{self._v1}/ports", params=_query(limit, marker, where))
+        return _page_from(answer, "ports")
+
+    def iter_ports(
+        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+    ) -> Iterator[PortV1JSON]:
+        return self._pages(lambda m: self.list_ports(limit=page_size, marker=m, **where))
+
+    def show_port(self, port_id: str) -> PortV1JSON:
+        answer = self._request("GET", f"{self._v1}/ports/{quote(port_id)}")
+        return cast(PortV1JSON, answer["port"])
+
+    # --- internal API (agents, and ports by hand) ---
+
+    def register_ports(self, host: str, interfaces: Iterable[Interface]) -> list[Port]:
+        """Register or refresh `host`'s interfaces; the same (host, device) keeps its id."""
+        body = {"ports": [i.model_dump(mode="json") for i in interfaces]}
+        answer = self._request(
+            "PUT", f"{self._internal}/hosts/{quote(host, safe='')}/ports", body=body
+        )
+        return [Port.model_validate(p) for p in answer["ports"]]
+
+    def create_port(
+        self,
+        host: str,
+        device: str,
+        *,
+        ipv4: Iterable[str] = (),
+        ipv6: Iterable[str] = (),
+        mac: str | None = None,
+    ) -> Port:
+        """A port by hand, for a target on a machine that runs no agent."""
+        fields = {
+            "host": host,
+            "device": device,
+            "mac": mac,
+            "ipv4": list(ipv4),
+            "ipv6": list(ipv6),
+        }
+        answer = self._request(
+            "POST", f"{self._internal}/ports", body={"port": _without_none(fields)}
+        )
+        return Port.model_validate(answer["port"])
+
+    def delete_port(self, port_id: str) -> None:
+        self._request("DELETE", f"{self._internal}/ports/{quote(port_id, safe='')}")
+
+    def desired_state(self, host: str) -> DesiredState:
+        answer = self._request(
+            "GET", f"{self._internal}/hosts/{quote(host, safe='')}/desired-state"
+        )
+        return DesiredState.model_validate(answer)
+
+    def report_counters(
+        self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+    ) -> None:
+        """Totals since the agent's kernel state was created (the server keeps the latest)."""
+        body = {
+            "sessions": {k: v.model_dump() for k, v in sessions.items()},
+            "rules": {k: v.model_dump() for k, v in rules.items()},
+        }
+        self._request("PUT", f"{self._internal}/hosts/{quote(host, safe='')}/counters", body=body)
+
+    def session_stats(self) -> SessionStats:
+        answer = self._request("GET", f"{self._internal}/session-stats")
+        return SessionStats.model_validate(
+            {k: answer.get(k, {}) for k in ("sessions", "rules", "hosts")}
+        )
