@@ -348,17 +348,21 @@ class VxtapClient:
         self._request("DELETE", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}")
 
     def list_filters(
-        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+        self,
+        *,
+        limit: int | None = None,
+        marker: str | None = None,
+        where: Mapping[str, QueryValue] | None = None,
     ) -> Page[FilterJSON]:
         answer = self._request(
-            "GET", f"{self._v3}/traffic-mirror-filters", params=_query(limit, marker, where)
+            "GET", f"{self._v3}/traffic-mirror-filters", params=_query(limit, marker, where or {})
         )
         return _page_from(answer, "traffic_mirror_filters")
 
     def iter_filters(
-        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+        self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
     ) -> Iterator[FilterJSON]:
-        return self._pages(lambda m: self.list_filters(limit=page_size, marker=m, **where))
+        return self._pages(lambda m: self.list_filters(limit=page_size, marker=m, where=where))
 
     # --- rules ---
 
@@ -437,17 +441,23 @@ class VxtapClient:
         self._request("DELETE", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}")
 
     def list_rules(
-        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+        self,
+        *,
+        limit: int | None = None,
+        marker: str | None = None,
+        where: Mapping[str, QueryValue] | None = None,
     ) -> Page[RuleJSON]:
         answer = self._request(
-            "GET", f"{self._v3}/traffic-mirror-filter-rules", params=_query(limit, marker, where)
+            "GET",
+            f"{self._v3}/traffic-mirror-filter-rules",
+            params=_query(limit, marker, where or {}),
         )
         return _page_from(answer, "traffic_mirror_filter_rules")
 
     def iter_rules(
-        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+        self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
     ) -> Iterator[RuleJSON]:
-        return self._pages(lambda m: self.list_rules(limit=page_size, marker=m, **where))
+        return self._pages(lambda m: self.list_rules(limit=page_size, marker=m, where=where))
 
     # --- sessions ---
 
@@ -539,30 +549,40 @@ class VxtapClient:
         self._request("DELETE", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}")
 
     def list_sessions(
-        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+        self,
+        *,
+        limit: int | None = None,
+        marker: str | None = None,
+        where: Mapping[str, QueryValue] | None = None,
     ) -> Page[SessionJSON]:
         answer = self._request(
-            "GET", f"{self._v3}/traffic-mirror-sessions", params=_query(limit, marker, where)
+            "GET", f"{self._v3}/traffic-mirror-sessions", params=_query(limit, marker, where or {})
         )
         return _page_from(answer, "traffic_mirror_sessions")
 
     def iter_sessions(
-        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+        self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
     ) -> Iterator[SessionJSON]:
-        return self._pages(lambda m: self.list_sessions(limit=page_size, marker=m, **where))
+        return self._pages(lambda m: self.list_sessions(limit=page_size, marker=m, where=where))
 
     # --- ports (public, read-only, Huawei v1 shape) ---
 
     def list_ports(
-        self, *, limit: int | None = None, marker: str | None = None, **where: QueryValue
+        self,
+        *,
+        limit: int | None = None,
+        marker: str | None = None,
+        where: Mapping[str, QueryValue] | None = None,
     ) -> Page[PortV1JSON]:
-        answer = self._request("GET", f"{self._v1}/ports", params=_query(limit, marker, where))
+        answer = self._request(
+            "GET", f"{self._v1}/ports", params=_query(limit, marker, where or {})
+        )
         return _page_from(answer, "ports")
 
     def iter_ports(
-        self, *, page_size: int = MAX_PAGE_SIZE, **where: QueryValue
+        self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
     ) -> Iterator[PortV1JSON]:
-        return self._pages(lambda m: self.list_ports(limit=page_size, marker=m, **where))
+        return self._pages(lambda m: self.list_ports(limit=page_size, marker=m, where=where))
 
     def show_port(self, port_id: str) -> PortV1JSON:
         answer = self._request("GET", f"{self._v1}/ports/{quote(port_id)}")

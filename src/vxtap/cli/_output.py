@@ -1,0 +1,257 @@
+"""How the resource commands print: rich tables for people, `--json` for scripts.
+
+`--json` prints the server's JSON objects unchanged (a list command prints a
+JSON array of them), so `jq -r .id` works on any create/show. Tables show
+"any" where a rule field is absent (absent matches anything, SPEC section 2)
+and name ports as HOST/DEVICE next to their ids, because that is how people
+know their interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from vxtap.client import FilterJSON, PortV1JSON, RuleJSON, SessionJSON, SessionStats
+
+ANY = "any"
+
+
+def json_option(command: Any) -> Any:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the API's JSON objects instead of a table."
+    )(command)
+
+
+def console() -> Console:
+    # A pipe gets no wrapping: long ids stay whole for grep and cut.
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=400, no_color=True)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _fields(rows: Iterable[tuple[str, str]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+def port_label(port_id: str, names: Mapping[str, str]) -> str:
+    name = names.get(port_id)
+    return f"{name} ({port_id})" if name else port_id
+
+
+# --- filters and rules ---
+
+
+def rule_rows(rules: Sequence[RuleJSON], *, with_filter: bool = False) -> Table:
+    columns = ["ID", "DIRECTION", "PRIORITY", "ACTION", "ETHERTYPE", "PROTOCOL"]
+    columns += ["SOURCE", "SRC PORTS", "DESTINATION", "DST PORTS"]
+    if with_filter:
+        columns.append("FILTER")
+    table = _table(*columns)
+    for rule in rules:
+        row = [
+            rule["id"],
+            rule["direction"],
+            str(rule["priority"]),
+            rule["action"],
+            rule["ethertype"],
+            rule["protocol"],
+            rule.get("source_cidr_block") or ANY,
+            rule.get("source_port_range") or ANY,
+            rule.get("destination_cidr_block") or ANY,
+            rule.get("destination_port_range") or ANY,
+        ]
+        if with_filter:
+            row.append(rule["traffic_mirror_filter_id"])
+        table.add_row(*row)
+    return table
+
+
+def show_rule(rule: RuleJSON) -> None:
+    console().print(
+        _fields(
+            [
+                ("id", rule["id"]),
+                ("filter", rule["traffic_mirror_filter_id"]),
+                ("direction", rule["direction"]),
+                ("priority", str(rule["priority"])),
+                ("action", rule["action"]),
+                ("ethertype", rule["ethertype"]),
+                ("protocol", rule["protocol"]),
+                ("source", rule.get("source_cidr_block") or ANY),
+                ("source ports", rule.get("source_port_range") or ANY),
+                ("destination", rule.get("destination_cidr_block") or ANY),
+                ("destination ports", rule.get("destination_port_range") or ANY),
+                ("description", rule.get("description") or ""),
+                ("created", rule["created_at"]),
+                ("updated", rule["updated_at"]),
+            ]
+        )
+    )
+
+
+def list_rules(rules: Sequence[RuleJSON]) -> None:
+    console().print(rule_rows(rules, with_filter=True))
+
+
+def show_filter(item: FilterJSON) -> None:
+    out = console()
+    out.print(
+        _fields(
+            [
+                ("id", item["id"]),
+                ("name", item["name"]),
+                ("description", item.get("description") or ""),
+                ("created", item["created_at"]),
+                ("updated", item["updated_at"]),
+            ]
+        )
+    )
+    rules = [*item["ingress_rules"], *item["egress_rules"]]
+    out.print()
+    if rules:
+        out.print(rule_rows(rules))
+    else:
+        out.print("no rules: a session with this filter mirrors nothing")
+
+
+def list_filters(items: Sequence[FilterJSON]) -> None:
+    table = _table("ID", "NAME", "INGRESS RULES", "EGRESS RULES", "DESCRIPTION")
+    for item in items:
+        table.add_row(
+            item["id"],
+            item["name"],
+            str(len(item["ingress_rules"])),
+            str(len(item["egress_rules"])),
+            item.get("description") or "",
+        )
+    console().print(table)
+
+
+# --- sessions ---
+
+
+def show_session(session: SessionJSON, port_names: Mapping[str, str]) -> None:
+    sources = session["traffic_mirror_sources"]
+    console().print(
+        _fields(
+            [
+                ("id", session["id"]),
+                ("name", session["name"]),
+                ("description", session.get("description") or ""),
+                ("enabled", "yes" if session["enabled"] else "no"),
+                ("priority", str(session["priority"])),
+                ("filter", session["traffic_mirror_filter_id"]),
+                (
+                    "sources",
+                    "\n".join(port_label(s, port_names) for s in sources) if sources else "none",
+                ),
+                (
+                    "target",
+                    f"{port_label(session['traffic_mirror_target_id'], port_names)}"
+                    f" [{session['traffic_mirror_target_type']}]",
+                ),
+                ("vni", str(session["virtual_network_id"])),
+                ("packet length", str(session["packet_length"])),
+                ("created", session["created_at"]),
+                ("updated", session["updated_at"]),
+            ]
+        )
+    )
+
+
+def list_sessions(sessions: Sequence[SessionJSON], port_names: Mapping[str, str]) -> None:
+    table = _table(
+        "ID", "NAME", "ENABLED", "PRIORITY", "VNI", "LENGTH", "FILTER", "SOURCES", "TARGET"
+    )
+    for session in sessions:
+        table.add_row(
+            session["id"],
+            session["name"],
+            "yes" if session["enabled"] else "no",
+            str(session["priority"]),
+            str(session["virtual_network_id"]),
+            str(session["packet_length"]),
+            session["traffic_mirror_filter_id"],
+            "\n".join(port_names.get(s, s) for s in session["traffic_mirror_sources"]) or "none",
+            port_names.get(
+                session["traffic_mirror_target_id"], session["traffic_mirror_target_id"]
+            ),
+        )
+    console().print(table)
+
+
+def show_stats(stats: SessionStats, session_names: Mapping[str, str]) -> None:
+    out = console()
+    sessions = _table("SESSION", "NAME", "PACKETS", "BYTES")
+    for session_id, counter in sorted(stats.sessions.items()):
+        sessions.add_row(
+            session_id, session_names.get(session_id, ""), str(counter.packets), str(counter.bytes)
+        )
+    out.print(sessions)
+    if stats.rules:
+        out.print()
+        rules = _table("RULE", "PACKETS", "BYTES")
+        for rule_id, counter in sorted(stats.rules.items()):
+            rules.add_row(rule_id, str(counter.packets), str(counter.bytes))
+        out.print(rules)
+    out.print()
+    if stats.hosts:
+        hosts = _table("HOST", "LAST REPORT")
+        for host, reported_at in sorted(stats.hosts.items()):
+            hosts.add_row(host, reported_at)
+        out.print(hosts)
+    else:
+        out.print("no agent has reported counters yet")
+
+
+# --- ports ---
+
+
+def port_addresses(port: PortV1JSON) -> list[str]:
+    return [ip["ip_address"] for ip in port.get("fixed_ips", [])]
+
+
+def show_port(fields: Sequence[tuple[str, str]]) -> None:
+    console().print(_fields(fields))
+
+
+def list_ports(ports: Sequence[PortV1JSON]) -> None:
+    table = _table("ID", "HOST", "DEVICE", "MAC", "ADDRESSES", "STATUS")
+    for port in ports:
+        table.add_row(
+            port["id"],
+            port["binding:host_id"],
+            port["name"],
+            port.get("mac_address") or "",
+            "\n".join(port_addresses(port)),
+            port.get("status") or "",
+        )
+    console().print(table)
+
+
+def done(message: str) -> None:
+    click.echo(message)
