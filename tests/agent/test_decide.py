@@ -1,0 +1,65 @@
+"""The agent's pure decisions."""
+
+from __future__ import annotations
+
+from vxtap.agent import decide
+from vxtap.client import Interface
+from vxtap.model import DesiredState
+
+
+def state(revision: str) -> DesiredState:
+    return DesiredState(host="h", revision=revision)
+
+
+def test_start_leaves_a_kernel_that_matches_the_saved_state_alone() -> None:
+    assert decide.on_start(state("7"), []) is None
+    assert decide.on_start(None, None) is None
+
+
+def test_start_repairs_a_kernel_that_differs_from_the_saved_state() -> None:
+    action = decide.on_start(state("7"), ["table netdev vxtap missing"])
+    assert action is not None
+    assert action.state.revision == "7"
+    assert "table netdev vxtap missing" in action.reason
+
+
+def test_fetch_applies_only_a_new_revision() -> None:
+    assert decide.on_fetch(state("1"), state("1")) is None
+    first = decide.on_fetch(None, state("1"))
+    assert first is not None and first.reason == "revision none -> 1"
+    later = decide.on_fetch(state("1"), state("2"))
+    assert later is not None and later.state.revision == "2"
+
+
+def test_drift_is_repaired_with_the_applied_state() -> None:
+    assert decide.on_drift(state("3"), []) is None
+    assert decide.on_drift(None, ["device gone"]) is None
+    action = decide.on_drift(state("3"), ["device vxtap0 missing", "chain x missing"])
+    assert action is not None and action.state.revision == "3"
+    assert action.reason == "repairing drift: device vxtap0 missing; chain x missing"
+
+
+def test_interfaces_are_registered_when_new_or_changed() -> None:
+    eth0 = Interface(device="eth0", ipv4=("10.0.0.1",))
+    assert decide.interfaces_to_register(None, ()) == ()
+    assert decide.interfaces_to_register(None, (eth0,)) == (eth0,)
+    assert decide.interfaces_to_register((eth0,), (eth0,)) is None
+    moved = Interface(device="eth0", ipv4=("10.0.0.2",))
+    assert decide.interfaces_to_register((eth0,), (moved,)) == (moved,)
+
+
+def test_reachability_is_logged_on_change_only() -> None:
+    assert decide.reachability_news(None, True, "") == "server reachable"
+    assert decide.reachability_news(True, True, "") is None
+    down = decide.reachability_news(True, False, "connection refused")
+    assert down is not None and "connection refused" in down and "last known state" in down
+    assert decide.reachability_news(False, False, "x") is None
+    assert decide.reachability_news(False, True, "") == "server reachable again"
+
+
+def test_timer() -> None:
+    timer = decide.Timer(0.5)
+    assert timer.due(100.0) and timer.remaining(100.0) == 0.0
+    timer.fired(100.0)
+    assert not timer.due(100.4) and abs(timer.remaining(100.1) - 0.4) < 1e-9
+    assert timer.due(100.5)

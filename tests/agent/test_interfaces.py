@@ -1,0 +1,47 @@
+"""Which interfaces the agent registers (pure selection, and the real netlink read)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vxtap.agent.interfaces import discover, select_interfaces
+from vxtap.client import Interface
+from vxtap.netns import Namespace, veth
+
+
+def test_selection_skips_loopback_own_devices_and_link_local() -> None:
+    links = [
+        {"index": 1, "ifname": "lo", "address": "00:00:00:00:00:00", "kind": None},
+        {"index": 2, "ifname": "eth1", "address": "02:00:00:00:00:02", "kind": "veth"},
+        {"index": 3, "ifname": "eth0", "address": "02:00:00:00:00:01", "kind": None},
+        {"index": 4, "ifname": "vxtap0", "address": "02:00:00:00:00:09", "kind": "vxlan"},
+    ]
+    addresses = [
+        {"index": 1, "family": 2, "address": "127.0.0.1"},
+        {"index": 3, "family": 2, "address": "10.0.0.9"},
+        {"index": 3, "family": 2, "address": "10.0.0.10"},
+        {"index": 3, "family": 10, "address": "fe80::1"},
+        {"index": 3, "family": 10, "address": "fd00::1"},
+        {"index": 4, "family": 2, "address": "10.9.9.9"},
+    ]
+    assert select_interfaces(links, addresses, lambda n: n.startswith("vxtap")) == (
+        Interface(
+            device="eth0",
+            mac="02:00:00:00:00:01",
+            ipv4=("10.0.0.9", "10.0.0.10"),
+            ipv6=("fd00::1",),
+        ),
+        Interface(device="eth1", mac="02:00:00:00:00:02"),
+    )
+
+
+def test_discover_reads_a_namespace(make_namespace: Callable[[str], Namespace]) -> None:
+    a, b = make_namespace("ag"), make_namespace("ag")
+    veth(a, "eth0", b, "eth0")
+    a.run(["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"])
+    a.run(["ip", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"])
+    with a.iproute() as ipr:
+        found = discover(lambda name: False, ipr)
+    assert [i.device for i in found] == ["eth0"]
+    assert found[0].ipv4 == ("192.0.2.1",) and found[0].ipv6 == ("2001:db8::1",)
+    assert found[0].mac is not None
