@@ -1,0 +1,141 @@
+"""`vxtap explain`: which session mirrors a packet on a port, and why (SPEC section 2)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import click
+from pydantic import ValidationError
+
+from vxtap.cli._api import CliError, connection_options
+from vxtap.client import VxtapClient
+from vxtap.evaluate import ETHERTYPE_ARP, Packet, Verdict, port_by_name
+from vxtap.evaluate import explain as evaluate
+from vxtap.model import IP_PROTOCOL_NUMBER, DesiredState, Direction, Port, Protocol
+
+ETHERTYPE_NAMES = {"arp": ETHERTYPE_ARP, "lldp": 0x88CC, "ipv4": 0x0800, "ipv6": 0x86DD}
+
+
+def parse_protocol(text: str) -> int:
+    """`tcp`, `udp`, `icmp`, `icmpv6` (any case) or an IP protocol number 0-255."""
+    if text.isdigit() and 0 <= int(text) <= 255:
+        return int(text)
+    try:
+        return IP_PROTOCOL_NUMBER[Protocol(text.upper())]
+    except (ValueError, KeyError):
+        raise CliError(
+            f"--protocol {text!r} is not tcp, udp, icmp, icmpv6 or a protocol number 0-255"
+        ) from None
+
+
+def parse_ethertype(text: str) -> int:
+    """A name (arp, lldp, ipv4, ipv6) or a number such as 0x0806."""
+    if text.lower() in ETHERTYPE_NAMES:
+        return ETHERTYPE_NAMES[text.lower()]
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFF:
+        raise CliError(f"--ethertype {text!r} is not arp, lldp, ipv4, ipv6 or a number 0-0xffff")
+    return value
+
+
+def build_packet(
+    ethertype: str | None,
+    protocol: str | None,
+    src: str | None,
+    dst: str | None,
+    sport: int | None,
+    dport: int | None,
+) -> Packet:
+    number = parse_ethertype(ethertype) if ethertype is not None else None
+    if number is not None and number not in (0x0800, 0x86DD):
+        if any(v is not None for v in (protocol, src, dst, sport, dport)):
+            raise CliError("a non-IP --ethertype takes no --protocol, --src, --dst or ports")
+        return Packet.non_ip(number)
+    if protocol is None or src is None or dst is None:
+        raise CliError("an IP packet needs --protocol, --src and --dst (or a non-IP --ethertype)")
+    try:
+        source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if number is not None and {0x0800: 4, 0x86DD: 6}[number] != source.version:
+        raise CliError(f"--src {src} does not fit --ethertype {ethertype}")
+    try:
+        return Packet.ip(parse_protocol(protocol), source, destination, sport, dport)
+    except ValidationError as error:
+        messages = (str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        raise CliError("; ".join(messages)) from None
+
+
+def find_port(client: VxtapClient, name: str) -> tuple[str, Port | None, DesiredState]:
+    """(host, port, desired state of that host) for a port id or HOST/DEVICE."""
+    host = name.split("/", 1)[0] if "/" in name else client.show_port(name)["binding:host_id"]
+    state = client.desired_state(host)
+    return host, port_by_name(state, name), state
+
+
+def render(verdict: Verdict, port: Port) -> str:
+    where = f"{port.host}/{port.device} ({port.id})"
+    lines = [f"{verdict.packet}, {verdict.direction} on {where}"]
+    if verdict.mirrored:
+        lines.append(
+            f"MIRRORED: {verdict.reason}; VXLAN vni {verdict.vni} to port {verdict.target_id}"
+        )
+    else:
+        lines.append(f"NOT MIRRORED: {verdict.reason}")
+    for number, trial in enumerate(verdict.trials, 1):
+        lines.append(
+            f"  {number}. session {trial.session_name} (priority {trial.session_priority}, "
+            f"{trial.session_id}): {trial.outcome}: {trial.reason}"
+            + (f" [rule {trial.rule_id}]" if trial.rule_id else "")
+        )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--port", "port_name", required=True, help="Source port: id or HOST/DEVICE.")
+@click.option(
+    "--direction",
+    required=True,
+    type=click.Choice([d.value for d in Direction]),
+    help="ingress = received by the port, egress = sent by it.",
+)
+@click.option("--protocol", help="tcp, udp, icmp, icmpv6 or an IP protocol number.")
+@click.option("--src", help="Source IP address.")
+@click.option("--dst", help="Destination IP address.")
+@click.option("--sport", type=click.IntRange(0, 65535), help="Source port (TCP/UDP).")
+@click.option("--dport", type=click.IntRange(0, 65535), help="Destination port (TCP/UDP).")
+@click.option("--ethertype", help="arp, lldp, ipv4, ipv6 or a number (non-IP frames: arp...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@connection_options
+def explain(
+    client: VxtapClient,
+    port_name: str,
+    direction: str,
+    protocol: str | None,
+    src: str | None,
+    dst: str | None,
+    sport: int | None,
+    dport: int | None,
+    ethertype: str | None,
+    as_json: bool,
+) -> None:
+    """Explain which session mirrors a packet seen on a port, and why.
+
+    Evaluates SPEC section 2 against the port's host's desired state, fetched
+    from the server: sessions by priority, rules by priority, first match decides.
+    """
+    packet = build_packet(ethertype, protocol, src, dst, sport, dport)
+    host, port, state = find_port(client, port_name)
+    if port is None:
+        raise CliError(f"port {port_name!r} is not a port of host {host!r}")
+    verdict = evaluate(state, port.id, Direction(direction), packet)
+    if as_json:
+        answer = verdict.model_dump(mode="json")
+        answer["mirrored"] = verdict.mirrored
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        click.echo(render(verdict, port))
