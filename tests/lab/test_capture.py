@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from vxtap.lab.capture import parse_fields
+from vxtap.model import Protocol
+
+# tshark -T fields output for VXLAN frames captured in a namespace (see FIELDS).
+TSHARK = (
+    "10.0.0.1\t10.0.0.2\t1\t17\t\t\t\t35887\t4789\t102\t::\t\n"
+    "10.0.0.1,10.9.0.1\t10.0.0.2,10.9.0.2\t1\t17,17\t\t\t\t45397,50756\t4789,5000\t64,14\t\t\n"
+    "10.0.0.1,10.9.0.1\t10.0.0.2,10.9.0.2\t7\t17,6\t37756\t1234\t6\t57293\t4789\t90\t\t\n"
+    "10.0.0.1\t10.0.0.2\t\t17\t\t\t\t5555\t4789\t20\t\t\n"
+)
+
+
+def test_parse_fields_decodes_outer_and_inner() -> None:
+    v6, udp, tcp = parse_fields(TSHARK, "T")
+    assert (v6.vni, v6.protocol, v6.src, v6.outer_src) == (1, None, "::", "10.0.0.1")
+    assert (udp.protocol, udp.sport, udp.dport, udp.payload_length) == (
+        Protocol.UDP,
+        50756,
+        5000,
+        6,
+    )
+    assert (tcp.vni, tcp.protocol, tcp.src, tcp.dst, tcp.dport, tcp.payload_length) == (
+        7,
+        Protocol.TCP,
+        "10.9.0.1",
+        "10.9.0.2",
+        1234,
+        6,
+    )
+    assert tcp.outer_dst == "10.0.0.2" and tcp.target == "T"

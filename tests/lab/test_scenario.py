@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from vxtap.lab.scenario import SCENARIOS, Scenario, get
+from vxtap.model import Action, Direction, EtherType, Protocol
+
+
+def test_seed_is_the_users_document() -> None:
+    seed = get("seed")
+    addresses = {s.name: s.ipv4 for s in seed.servers}
+    assert addresses == {
+        "ECS-test": "192.168.0.161",
+        "ECS-source": "192.168.0.230",
+        "ECS-target": "192.168.0.164",
+    }
+    assert seed.server("ECS-target").mac == "fa:16:3e:7e:d6:7a"
+    (flt,) = seed.filters
+    (rule,) = flt.rules
+    assert rule.direction is Direction.INGRESS
+    assert (rule.priority, rule.action, rule.ethertype, rule.protocol) == (
+        1,
+        Action.ACCEPT,
+        EtherType.IPV4,
+        Protocol.TCP,
+    )
+    assert str(rule.source_cidr) == "192.168.0.161/32"
+    assert str(rule.destination_cidr) == "192.168.0.230/32"
+    assert rule.source_ports is None
+    assert str(rule.destination_ports) == "1234-1234"
+    (session,) = seed.sessions
+    assert session.vni == 1
+    assert session.sources == ("ECS-source/eth0",)
+    assert session.target_id == "ECS-target/eth0"
+    assert session.enabled
+    (talk,) = seed.traffic
+    assert (talk.client, talk.server, talk.port, talk.lines) == (
+        "ECS-test",
+        "ECS-source",
+        1234,
+        ("hello", "12345"),
+    )
+
+
+def test_all_four_scenarios_exist() -> None:
+    assert set(SCENARIOS) == {"seed", "two-targets", "reject-rules", "multi-session"}
+
+
+def test_unknown_scenario_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="known: multi-session, reject-rules, seed, two-targets"):
+        get("nope")
+
+
+def test_inconsistent_scenario_is_refused_naming_the_problem() -> None:
+    seed = get("seed")
+    with pytest.raises(ValueError, match="names unknown port ECS-nowhere/eth0"):
+        Scenario(
+            **{
+                **seed.__dict__,
+                "sessions": (
+                    seed.sessions[0].model_copy(update={"target_id": "ECS-nowhere/eth0"}),
+                ),
+            }
+        )
+
+
+def test_breaking_helpers_change_only_what_they_name() -> None:
+    seed = get("seed")
+    assert not seed.with_session("seed-session", enabled=False).sessions[0].enabled
+    wrong = seed.with_rule("seed-in-1", destination_ports={"start": 4321, "end": 4321})
+    assert str(wrong.filters[0].rules[0].destination_ports) == "4321-4321"
+    closed = seed.without_group_rule("Sg-target", 4789)
+    assert len(closed.group("Sg-target").rules) == len(seed.group("Sg-target").rules) - 1
+    assert closed.group("Sg-source") == seed.group("Sg-source")
