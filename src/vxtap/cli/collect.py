@@ -1,0 +1,147 @@
+"""`vxtap collect`: receive, show, count and store mirrored traffic on the target."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from vxtap.collector.decap import DecapError
+from vxtap.collector.ring import parse_listen
+from vxtap.collector.run import Collector, Options, Output
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgKMG]?)i?[bB]?\s*$")
+
+
+def parse_size(text: str) -> int:
+    """`1000`, `500k`, `100M`, `2G` (powers of 1024) -> bytes; ValueError naming the problem."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size (examples: 1000000, 500k, 100M, 2G)")
+    power = " kmg".index((m.group(2) or " ").lower())
+    return int(m.group(1)) * (1 << (10 * power))
+
+
+def _listen(ctx: click.Context, param: click.Parameter, value: str) -> object:
+    try:
+        return parse_listen(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: expected ADDR:PORT, e.g. 127.0.0.1:9477")
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default="*:4789",
+    show_default=True,
+    callback=_listen,
+    help="ADDR:PORT the mirrors are sent to; ADDR `*` = any, 0.0.0.0 = any IPv4, [::] = any IPv6.",
+)
+@click.option("--interface", "-i", help="Receive on this interface only (default: all).")
+@click.option(
+    "--vni",
+    "vnis",
+    multiple=True,
+    type=click.IntRange(0, 16777215),
+    help="Show/store/decap only this VNI (repeatable). Counters always cover every VNI.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per packet instead of a line."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing per packet.")
+@click.option(
+    "--print", "force_print", is_flag=True, help="Print packets also when writing --pcap."
+)
+@click.option(
+    "--pcap",
+    "pcap_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write inner frames to DIR/vni<N>-<time>-<seq>.pcap (implies --quiet unless --print).",
+)
+@click.option(
+    "--rotate-size", callback=_size, help="Start a new pcap file before this size (100M)."
+)
+@click.option(
+    "--rotate-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Start a new pcap file after this many seconds.",
+)
+@click.option("--stats", is_flag=True, help="A live, refreshing table of the counters.")
+@click.option("--metrics", callback=_metrics, help="Serve Prometheus /metrics on ADDR:PORT.")
+@click.option(
+    "--decap", is_flag=True, help="One interface per VNI (vxtap-vni<N>) with the inner frames."
+)
+@click.option(
+    "--ring-mb",
+    type=click.IntRange(2, 4096),
+    default=64,
+    show_default=True,
+    help="Kernel receive ring size in MiB (absorbs bursts).",
+)
+def collect(
+    listen: object,
+    interface: str | None,
+    vnis: tuple[int, ...],
+    as_json: bool,
+    quiet: bool,
+    force_print: bool,
+    pcap_dir: Path | None,
+    rotate_size: int | None,
+    rotate_seconds: float | None,
+    stats: bool,
+    metrics: object,
+    decap: bool,
+    ring_mb: int,
+) -> None:
+    """Receive mirrored traffic (VXLAN, RFC 7348): show, count and store it.
+
+    Prints one line per packet (like `tcpdump -nne`), or JSON, or nothing;
+    a summary of the counters on exit (Ctrl-C, SIGTERM).
+    """
+    from dataclasses import replace
+
+    from vxtap.collector.ring import Listen
+
+    assert isinstance(listen, Listen)
+    if interface is not None:
+        listen = replace(listen, interface=interface)
+    output: Output = "json" if as_json else "lines"
+    if quiet or (pcap_dir is not None and not force_print and not as_json):
+        output = "none"
+    options = Options(
+        listen=listen,
+        vnis=frozenset(vnis) or None,
+        output=output,
+        pcap_dir=pcap_dir,
+        rotate_size=rotate_size,
+        rotate_seconds=rotate_seconds,
+        metrics=metrics,  # type: ignore[arg-type]
+        stats=stats,
+        decap=decap,
+        ring_blocks=ring_mb,
+    )
+    collector = Collector(options)
+    try:
+        snap = collector.run()
+    except (ValueError, DecapError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    collector.summary(snap)

@@ -1,0 +1,254 @@
+"""The collector's receive loop: ring blocks in; counters, lines, pcap, decap out.
+
+Per packet, only `classify()` and a few list operations run in Python; every
+output is batched per ring block (one write per pcap file, one write to stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Literal, TextIO
+
+from rich.console import Console
+from rich.live import Live
+
+from vxtap.collector.counters import Counters, Snapshot
+from vxtap.collector.decap import DecapInterfaces
+from vxtap.collector.decode import Kind, classify, decode, render_line, to_json
+from vxtap.collector.metrics import MetricsServer
+from vxtap.collector.pcap import RECORD_HEADER, PcapStore
+from vxtap.collector.ring import (
+    BLOCK_PACKETS,
+    BLOCK_PACKETS_OFFSET,
+    PACKET_HEADER,
+    Listen,
+    PacketRing,
+    PortHolder,
+)
+from vxtap.collector.view import counters_table
+
+Output = Literal["lines", "json", "none"]
+TICK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Options:
+    listen: Listen = Listen(port=4789)  # noqa: RUF009 (frozen value)
+    vnis: frozenset[int] | None = None  # None: every VNI
+    output: Output = "lines"
+    pcap_dir: Path | None = None
+    rotate_size: int | None = None
+    rotate_seconds: float | None = None
+    metrics: tuple[str, int] | None = None
+    stats: bool = False
+    decap: bool = False
+    ring_blocks: int = 64
+    ring_block_size: int = 1 << 20
+
+
+class Collector:
+    def __init__(self, options: Options, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.err = Console(stderr=True)
+        self.counters = Counters()
+        self.stopping = False
+        self.decap: DecapInterfaces | None = None
+        self.holder: PortHolder | None = None
+        self.ring: PacketRing | None = None
+        self.pcap: PcapStore | None = None
+        self.metrics: MetricsServer | None = None
+        self.live: Live | None = None
+
+    def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        self.stopping = True
+
+    # ---------------------------------------------------------------- set-up
+
+    def open(self) -> None:
+        o = self.options
+        try:
+            if o.pcap_dir is not None:
+                self.pcap = PcapStore(
+                    o.pcap_dir, rotate_size=o.rotate_size, rotate_seconds=o.rotate_seconds
+                )
+            if o.decap:
+                self.decap = DecapInterfaces(o.listen)
+                for vni in sorted(o.vnis or ()):
+                    self.decap.ensure(vni)
+            else:
+                self.holder = PortHolder(o.listen)
+            self.ring = PacketRing(
+                o.listen, block_size=o.ring_block_size, block_count=o.ring_blocks
+            )
+            if o.metrics is not None:
+                self.metrics = MetricsServer(self.counters, *o.metrics)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        for part in (self.metrics, self.ring, self.pcap, self.holder, self.decap):
+            if part is not None:
+                part.close()
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> Snapshot:
+        """Receive until SIGINT/SIGTERM (or stop()); returns the final counters."""
+        previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.open()
+        try:
+            if self.options.stats:
+                self.live = Live(console=self.err, auto_refresh=False)
+                self.live.start()
+            self._loop()
+            self._drain_after_stop()
+            self._tick()
+            return self.counters.snapshot()
+        finally:
+            self.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _loop(self) -> None:
+        ring = self.ring
+        assert ring is not None
+        next_tick = time.monotonic() + TICK_SECONDS
+        while not self.stopping:
+            offset = ring.ready_block()
+            if offset is None:
+                ring.wait(100)
+            else:
+                self._process_block(offset)
+                ring.release(offset)
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + TICK_SECONDS
+
+    def _drain_after_stop(self) -> None:
+        """Take what the kernel still holds: the open block retires after its timeout."""
+        ring = self.ring
+        assert ring is not None
+        deadline = time.monotonic() + 0.1
+        while time.monotonic() < deadline:
+            offset = ring.ready_block()
+            if offset is None:
+                time.sleep(0.01)
+                continue
+            self._process_block(offset)
+            ring.release(offset)
+
+    def _tick(self) -> None:
+        assert self.ring is not None
+        received, dropped = self.ring.statistics()
+        with self.counters.lock:
+            self.counters.ring_received += received
+            self.counters.ring_dropped += dropped
+        if self.pcap is not None:
+            self.pcap.tick()
+        if self.live is not None:
+            self.live.update(counters_table(self.counters.snapshot(), "vxtap collect"))
+            self.live.refresh()
+
+    def _process_block(self, offset: int) -> None:
+        ring = self.ring
+        assert ring is not None
+        mm = ring.map
+        count, first = BLOCK_PACKETS.unpack_from(mm, offset + BLOCK_PACKETS_OFFSET)
+        wanted = self.options.vnis
+        show = self.options.output != "none" and not self.options.stats
+        store = self.pcap is not None
+        decap = self.decap
+        unpack_header = PACKET_HEADER.unpack_from
+        pack_record = RECORD_HEADER.pack
+        malformed_kind, truncated_kind, bad_inner_kind = (
+            Kind.MALFORMED,
+            Kind.TRUNCATED,
+            Kind.BAD_INNER,
+        )
+        pending: dict[int, list[bytes]] = {}
+        shown: list[tuple[int, bytes]] = []
+        new_vnis: set[int] = set()
+        pos = offset + first
+        with self.counters.lock:
+            by_key = self.counters.by_key
+            for _ in range(count):
+                step, sec, nsec, snaplen, _wire, _status, mac = unpack_header(mm, pos)
+                base = pos + mac
+                kind, vni, src, inner, end, orig, _reason = classify(mm, base, snaplen)
+                c = by_key.get((vni, src))
+                if c is None:
+                    c = by_key[(vni, src)] = [0, 0, 0, 0]
+                c[0] += 1
+                if kind is malformed_kind:
+                    c[1] += snaplen
+                    c[3] += 1
+                else:
+                    c[1] += end - inner
+                    if kind is truncated_kind:
+                        c[2] += 1
+                    elif kind is bad_inner_kind:
+                        c[3] += 1
+                if wanted is None or vni in wanted or kind is malformed_kind:
+                    if store and kind is not malformed_kind:
+                        rec = (
+                            pack_record(sec, nsec, end - inner, orig)
+                            + mm[base + inner : base + end]
+                        )
+                        records = pending.get(vni)
+                        if records is None:
+                            pending[vni] = [rec]
+                        else:
+                            records.append(rec)
+                    if show:
+                        shown.append((sec * 1_000_000_000 + nsec, mm[base : base + snaplen]))
+                    if decap is not None and kind is not malformed_kind and vni not in decap.names:
+                        new_vnis.add(vni)
+                pos += step
+        if pending:
+            assert self.pcap is not None
+            self.pcap.write(pending)
+            written = sum(map(len, pending.values()))
+            with self.counters.lock:
+                self.counters.pcap_records += written
+                self.counters.pcap_files = len(self.pcap.files)
+        if shown:
+            self._show(shown)
+        if decap is not None:
+            for vni in sorted(new_vnis - decap.refused):
+                if decap.ensure(vni) is None:
+                    self.err.print(
+                        f"[yellow]--decap: not creating an interface for VNI {vni}: "
+                        f"limit of {decap.max_interfaces} reached[/]"
+                    )
+
+    def _show(self, shown: list[tuple[int, bytes]]) -> None:
+        render: Callable[[int, bytes], str]
+        if self.options.output == "json":
+
+            def render(t: int, d: bytes) -> str:
+                return json.dumps(to_json(decode(d, t)), separators=(",", ":"))
+        else:
+
+            def render(t: int, d: bytes) -> str:
+                return render_line(decode(d, t))
+
+        try:
+            self.out.write("".join(render(t, d) + "\n" for t, d in shown))
+            self.out.flush()
+        except BrokenPipeError:
+            self.stopping = True  # `vxtap collect | head`: the reader is gone
+
+    def summary(self, snap: Snapshot) -> None:
+        self.err.print(counters_table(snap, "vxtap collect: summary"))
