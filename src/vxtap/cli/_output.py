@@ -204,14 +204,19 @@ def list_sessions(sessions: Sequence[SessionJSON], port_names: Mapping[str, str]
     console().print(table)
 
 
-def show_stats(stats: SessionStats, session_names: Mapping[str, str]) -> None:
+def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
     out = console()
-    sessions = _table("SESSION", "NAME", "PACKETS", "BYTES")
-    for session_id, counter in sorted(stats.sessions.items()):
-        sessions.add_row(
-            session_id, session_names.get(session_id, ""), str(counter.packets), str(counter.bytes)
+    table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES")
+    for session in sessions:
+        counter = stats.sessions.get(session["id"])
+        table.add_row(
+            session["id"],
+            session["name"],
+            "yes" if session["enabled"] else "no",
+            str(counter.packets if counter else 0),
+            str(counter.bytes if counter else 0),
         )
-    out.print(sessions)
+    out.print(table)
     if stats.rules:
         out.print()
         rules = _table("RULE", "PACKETS", "BYTES")

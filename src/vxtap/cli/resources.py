@@ -30,20 +30,24 @@ def _where(**fields: QueryValue | None) -> dict[str, QueryValue]:
 
 
 class PortDirectory:
-    """The project's ports, fetched once per command: HOST/DEVICE <-> id."""
+    """HOST/DEVICE <-> port id, each list fetched at most once per command."""
 
     def __init__(self, client: VxtapClient) -> None:
         self._client = client
-        self._ports: list[PortV1JSON] | None = None
-
-    @property
-    def ports(self) -> list[PortV1JSON]:
-        if self._ports is None:
-            self._ports = list(self._client.iter_ports())
-        return self._ports
+        self._by_host: dict[str, list[PortV1JSON]] = {}
+        self._all: list[PortV1JSON] | None = None
 
     def names(self) -> dict[str, str]:
-        return {p["id"]: f"{p['binding:host_id']}/{p['name']}" for p in self.ports}
+        """Every port's HOST/DEVICE by id, for tables."""
+        if self._all is None:
+            self._all = list(self._client.iter_ports())
+        return {p["id"]: f"{p['binding:host_id']}/{p['name']}" for p in self._all}
+
+    def on_host(self, host: str) -> list[PortV1JSON]:
+        if host not in self._by_host:
+            where = {"binding:host_id": host}
+            self._by_host[host] = list(self._client.iter_ports(where=where))
+        return self._by_host[host]
 
     def resolve(self, reference: str) -> str:
         """A port id as given, or the id of the port named HOST/DEVICE."""
@@ -54,7 +58,7 @@ class PortDirectory:
             raise CliError(
                 f"port {reference!r}: expected a port id or HOST/DEVICE, e.g. web-1/eth0"
             )
-        on_host = [p for p in self.ports if p["binding:host_id"] == host]
+        on_host = self.on_host(host)
         for port in on_host:
             if port["name"] == device:
                 return port["id"]
@@ -518,16 +522,16 @@ def session_stats(client: VxtapClient, as_json: bool, session_ids: Sequence[str]
     """Packets and bytes mirrored per session and rule, summed over the agents' reports."""
     stats = client.session_stats()
     if session_ids:
-        unknown = [s for s in session_ids if s not in stats.sessions]
-        for session_id in unknown:
-            client.show_session(session_id)  # an unknown id gets the server's 404 message
+        # Unknown ids get the server's 404; known ones without a report count 0.
+        sessions = [client.show_session(s) for s in session_ids]
         kept = {s: stats.sessions[s] for s in session_ids if s in stats.sessions}
         stats = stats.model_copy(update={"sessions": kept, "rules": {}})
+    else:
+        sessions = list(client.iter_sessions())
     if as_json:
         out.print_json(stats.model_dump(mode="json"))
     else:
-        names = {s["id"]: s["name"] for s in client.iter_sessions()}
-        out.show_stats(stats, names)
+        out.show_stats(stats, sessions)
 
 
 # --- ports -----------------------------------------------------------------------
@@ -544,7 +548,7 @@ def port_group() -> None:
 @connection_options
 def port_list(client: VxtapClient, as_json: bool, host: str | None) -> None:
     """List ports (registered by agents or created by hand)."""
-    ports = [p for p in client.iter_ports() if host is None or p["binding:host_id"] == host]
+    ports = list(client.iter_ports(where=_where(**{"binding:host_id": host})))
     if as_json:
         out.print_json(ports)
     else:
