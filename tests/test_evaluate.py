@@ -275,7 +275,7 @@ directions = st.sampled_from(Direction)
 ports = st.sampled_from(PORTS)
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(states(), ports, directions, packets())
 def test_verdict_equals_the_independent_formulation(
     state: DesiredState, port: str, direction: Direction, packet: Packet
@@ -286,7 +286,7 @@ def test_verdict_equals_the_independent_formulation(
     )
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(states(), ports, directions, packets())
 def test_trials_tell_each_sessions_story(
     state: DesiredState, port: str, direction: Direction, packet: Packet
@@ -308,7 +308,7 @@ def test_trials_tell_each_sessions_story(
         assert Outcome.NOT_REACHED not in outcomes
     for trial, session in zip(verdict.trials, sorted(mine, key=lambda s: s.priority), strict=True):
         if not session.enabled:
-            assert trial.outcome is Outcome.DISABLED
+            assert trial.outcome in (Outcome.DISABLED, Outcome.NOT_REACHED)
         if trial.outcome in (Outcome.MIRRORED, Outcome.REJECTED):
             filter_ = next(f for f in state.filters if f.id == session.filter_id)
             assert trial.rule_id == getattr(first_match(filter_, direction, packet), "id", None)

@@ -193,14 +193,32 @@ class Verdict(BaseModel):
         return self.session_id is not None
 
 
+def mirror_destinations(state: DesiredState) -> frozenset[IPAddress]:
+    """The addresses this host sends mirrors to: targets of sessions that can mirror."""
+    filters = {f.id: f for f in state.filters}
+    targets = {p.id: p for p in (*state.ports, *state.targets)}
+    addresses = set()
+    for session in state.sessions:
+        filter_ = filters.get(session.filter_id)
+        target = targets.get(session.target_id)
+        if session.enabled and filter_ and filter_.rules and target and target.address:
+            addresses.add(ipaddress.ip_address(target.address))
+    return frozenset(addresses)
+
+
 def is_mirror_output(state: DesiredState, direction: Direction, packet: Packet) -> bool:
     """SPEC 2.4: the mirror's own VXLAN output is never mirrored again.
 
-    Like the data plane, this treats every UDP packet sent to port 4789 as
-    mirror output: the kernel cannot tell the agent's VXLAN from another VXLAN
-    tunnel to the same port, and mirroring tunnel traffic into itself loops.
+    Mirror output is what this host sends: UDP to port 4789 of a mirror target.
+    The kernel cannot tell it from another VXLAN packet to that same target and
+    port, so neither is mirrored; VXLAN to any other address is ordinary traffic.
     """
-    return direction is Direction.EGRESS and packet.protocol == UDP and packet.dport == VXLAN_PORT
+    return (
+        direction is Direction.EGRESS
+        and packet.protocol == UDP
+        and packet.dport == VXLAN_PORT
+        and packet.dst in mirror_destinations(state)
+    )
 
 
 def _try_session(
