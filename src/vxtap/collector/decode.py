@@ -176,6 +176,7 @@ class TCP:
     flags: int
     window: int
     payload_length: int  # from the IP header, also when the copy is cut
+    options: tuple[str, ...] = ()  # as tcpdump writes them: "nop", "TS val 1 ecr 2", ...
 
     @property
     def flag_text(self) -> str:
@@ -344,6 +345,7 @@ def _decode_l4(ip: IP, f: bytes, t: int) -> tuple[TCP | UDP | ICMP | None, bool]
             flags=f[t + 13],
             window=f[t + 14] << 8 | f[t + 15],
             payload_length=max(payload - hlen, 0),
+            options=_tcp_options(f[t + 20 : t + hlen]) if hlen > 20 else (),
         )
         return tcp, False
     if ip.protocol == 17:
@@ -359,6 +361,43 @@ def _decode_l4(ip: IP, f: bytes, t: int) -> tuple[TCP | UDP | ICMP | None, bool]
             ident, seq = f[t + 4] << 8 | f[t + 5], f[t + 6] << 8 | f[t + 7]
         return ICMP(ip.version, f[t], f[t + 1], ident, seq, payload), False
     return None, False
+
+
+def _tcp_options(raw: bytes) -> tuple[str, ...]:
+    """TCP options in tcpdump's words; a cut option list ends in "|" (like "[|tcp]")."""
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:
+            out.append("eol")
+            break
+        if kind == 1:
+            out.append("nop")
+            i += 1
+            continue
+        if i + 1 >= len(raw) or raw[i + 1] < 2 or i + raw[i + 1] > len(raw):
+            out.append("|")
+            break
+        size = raw[i + 1]
+        body = raw[i + 2 : i + size]
+        if kind == 2 and size == 4:
+            out.append(f"mss {int.from_bytes(body, 'big')}")
+        elif kind == 3 and size == 3:
+            out.append(f"wscale {body[0]}")
+        elif kind == 4:
+            out.append("sackOK")
+        elif kind == 5:
+            edges = [int.from_bytes(body[j : j + 4], "big") for j in range(0, len(body) - 3, 4)]
+            blocks = " ".join(f"{{{a}:{b}}}" for a, b in zip(edges[::2], edges[1::2], strict=False))
+            out.append(f"sack {len(edges) // 2} {blocks}".rstrip())
+        elif kind == 8 and size == 10:
+            val, ecr = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+            out.append(f"TS val {val} ecr {ecr}")
+        else:
+            out.append(f"unknown-{kind}")
+        i += size
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- rendering
@@ -406,9 +445,11 @@ def _render_l3(p: Packet) -> str:
     if isinstance(l4, TCP):
         seq = f"{l4.seq}:{l4.seq + l4.payload_length}" if l4.payload_length else f"{l4.seq}"
         ack = f", ack {l4.ack}" if l4.flags & 0x10 else ""
+        options = f", options [{','.join(l4.options)}]" if l4.options else ""
         return (
             f"{_endpoint(ip.src, l4.sport)} > {_endpoint(ip.dst, l4.dport)}: "
-            f"Flags [{l4.flag_text}], seq {seq}{ack}, win {l4.window}, length {l4.payload_length}"
+            f"Flags [{l4.flag_text}], seq {seq}{ack}, win {l4.window}{options}, "
+            f"length {l4.payload_length}"
         )
     if isinstance(l4, UDP):
         return (
@@ -464,6 +505,7 @@ def to_json(p: Packet) -> dict[str, Any]:
             "seq": l4.seq,
             "ack": l4.ack,
             "window": l4.window,
+            "options": list(l4.options),
             "payload_length": l4.payload_length,
         }
     elif isinstance(l4, UDP):
@@ -490,24 +532,3 @@ def to_json(p: Packet) -> dict[str, Any]:
 def format_source(src: bytes) -> str:
     """A counters key's outer source address as text."""
     return _addr(src) if len(src) in (4, 16) else "unknown"
-
-
-def build_datagram(
-    inner: bytes, *, vni: int, flags: int = VXLAN_FLAGS, src: str, dst: str, sport: int = 49152,
-    dport: int = 4789,
-) -> bytes:  # fmt: skip
-    """An outer IP/UDP/VXLAN datagram around `inner` (for tests, benchmarks and fixtures).
-
-    Checksums are zero: the collector does not verify them (the kernel did on receive).
-    """
-    vxlan = bytes([flags, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0"
-    udp_len = 8 + len(vxlan) + len(inner)
-    udp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + udp_len.to_bytes(2, "big") + b"\0\0"
-    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    if s.version == 4:
-        total = 20 + udp_len
-        ip = bytes([0x45, 0]) + total.to_bytes(2, "big") + b"\0\0\x40\0" + bytes([64, 17, 0, 0])
-        ip += s.packed + d.packed
-    else:
-        ip = b"\x60\0\0\0" + udp_len.to_bytes(2, "big") + bytes([17, 64]) + s.packed + d.packed
-    return ip + udp + vxlan + inner

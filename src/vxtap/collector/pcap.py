@@ -171,6 +171,8 @@ class PcapStore:
         rotate_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # Validate the options before creating anything.
+        PcapSeries(directory, 0, rotate_size=rotate_size, rotate_seconds=rotate_seconds)
         directory.mkdir(parents=True, exist_ok=True)
         if not os.access(directory, os.W_OK):
             raise PermissionError(f"pcap directory {directory} is not writable")
@@ -179,8 +181,6 @@ class PcapStore:
         self.rotate_seconds = rotate_seconds
         self.clock = clock
         self.series: dict[int, PcapSeries] = {}
-        # Validate the options now, not at the first packet.
-        PcapSeries(directory, 0, rotate_size=rotate_size, rotate_seconds=rotate_seconds)
 
     def write(self, pending: dict[int, list[bytes]]) -> None:
         for vni, records in pending.items():

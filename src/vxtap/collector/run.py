@@ -109,6 +109,7 @@ class Collector:
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         self.open()
         try:
+            self.err.print(self.describe(), highlight=False)
             if self.options.stats:
                 self.live = Live(console=self.err, auto_refresh=False)
                 self.live.start()
@@ -249,6 +250,24 @@ class Collector:
             self.out.flush()
         except BrokenPipeError:
             self.stopping = True  # `vxtap collect | head`: the reader is gone
+
+    def describe(self) -> str:
+        o = self.options
+        listen = o.listen
+        where = str(listen.address) if listen.address is not None else "*"
+        if listen.address is None and listen.family is not None:
+            where = "0.0.0.0" if listen.family == 2 else "[::]"
+        text = f"vxtap collect: listening on {where}:{listen.port}"
+        text += f" on {listen.interface}" if listen.interface else " on all interfaces"
+        if o.vnis is not None:
+            text += f", VNIs {','.join(map(str, sorted(o.vnis)))}"
+        if self.pcap is not None:
+            text += f", pcap to {self.pcap.directory}"
+        if self.metrics is not None and o.metrics is not None:
+            text += f", metrics at http://{o.metrics[0]}:{o.metrics[1]}/metrics"
+        if self.decap is not None:
+            text += ", decap interfaces vxtap-vni<N>"
+        return text
 
     def summary(self, snap: Snapshot) -> None:
         self.err.print(counters_table(snap, "vxtap collect: summary"))

@@ -1,0 +1,155 @@
+"""pcap records and file series, read back by the real tcpdump and tshark."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vxtap.collector import frames as f
+from vxtap.collector.pcap import GLOBAL_HEADER, PcapSeries, PcapStore, record
+
+
+def ping(seq: int, size: int = 1000) -> bytes:
+    return f.ethernet(
+        f.ipv4(
+            f.icmp_echo(b"p" * size, ident=7, seq=seq), src="10.0.0.1", dst="10.0.0.2", protocol=1
+        ),
+        src="02:00:00:00:00:01",
+        dst="02:00:00:00:00:02",
+        ethertype=0x0800,
+    )
+
+
+def tshark(path: Path, *fields: str) -> list[list[str]]:
+    argv = ["tshark", "-r", str(path), "-T", "fields"]
+    for field in fields:
+        argv += ["-e", field]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    return [row.split("\t") for row in out.stdout.splitlines()]
+
+
+def tcpdump(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["tcpdump", "-nn", "-r", str(path)], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_truncated_and_whole_frames_read_back(tmp_path: Path) -> None:
+    series = PcapSeries(tmp_path, 7)
+    whole, cut = ping(1, 20), ping(2)
+    series.write(
+        [
+            record(1_700_000_000, 5, whole, len(whole)),
+            record(1_700_000_001, 999_999_999, cut[:96], len(cut)),
+        ]
+    )
+    series.close()
+    (path,) = series.files
+    assert path.name.startswith("vni7-") and path.suffix == ".pcap"
+    rows = tshark(
+        path, "frame.len", "frame.cap_len", "frame.time_epoch", "icmp.seq", "_ws.expert.message"
+    )
+    assert [r[:2] for r in rows] == [["62", "62"], ["1042", "96"]]
+    assert rows[0][2].startswith("1700000000.000000005")  # nanosecond timestamps survive
+    assert rows[1][2].startswith("1700000001.999999999")
+    out = tcpdump(path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "ICMP echo request, id 7, seq 1, length 28" in lines[0]
+    # orig_len recorded: tcpdump knows the capture was cut, not the packet.
+    assert "ICMP echo request, id 7, seq 2, length 1008" in lines[1]
+    assert "truncated-ip" not in lines[1]
+
+
+def test_rotation_by_size_keeps_every_file_whole(tmp_path: Path) -> None:
+    limit = 2000
+    series = PcapSeries(tmp_path, 1, rotate_size=limit)
+    frames = [ping(i, 100 + i) for i in range(60)]
+    # Batches of several records, as the receive loop hands them over.
+    for start in range(0, 60, 7):
+        series.write(
+            [
+                record(1_700_000_000 + i, 0, fr, len(fr))
+                for i, fr in enumerate(frames[start : start + 7], start)
+            ]
+        )
+    series.close()
+    assert len(series.files) > 3
+    seqs: list[int] = []
+    for path in series.files:
+        assert path.stat().st_size <= limit
+        result = tcpdump(path)
+        assert result.returncode == 0 and "truncated" not in result.stderr, result.stderr
+        seqs += [int(r[0]) for r in tshark(path, "icmp.seq")]
+    assert seqs == list(range(60))  # nothing lost, nothing doubled, in order
+    assert series.records == 60
+
+
+def test_a_record_larger_than_the_limit_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    series = PcapSeries(tmp_path, 1, rotate_size=200)
+    big = ping(1, 1000)
+    series.write(
+        [record(1, 0, ping(0, 10), 52), record(2, 0, big, len(big)), record(3, 0, ping(2, 10), 52)]
+    )
+    series.close()
+    assert [len(tshark(p, "icmp.seq")) for p in series.files] == [1, 1, 1]
+
+
+def test_rotation_by_time_also_while_idle(tmp_path: Path) -> None:
+    clock = Clock()
+    store = PcapStore(tmp_path, rotate_seconds=60, clock=clock)
+    store.write({1: [record(1, 0, ping(1), 1042)], 2: [record(1, 0, ping(2), 1042)]})
+    clock.now += 30
+    store.write({1: [record(2, 0, ping(3), 1042)]})
+    clock.now += 31
+    store.tick()  # no traffic: the files still close on time
+    assert all(s.current is None for s in store.series.values())
+    store.write({1: [record(3, 0, ping(4), 1042)]})
+    store.close()
+    names = sorted(p.name for p in store.files)
+    assert len(names) == 3 and sum(n.startswith("vni1-") for n in names) == 2
+    assert [len(tshark(p, "icmp.seq")) for p in store.series[1].files] == [2, 1]
+
+
+def test_never_overwrites_an_earlier_file(tmp_path: Path) -> None:
+    clock = Clock()
+    first = PcapSeries(tmp_path, 1, clock=clock)
+    first.write([record(1, 0, ping(1), 1042)])
+    first.close()
+    second = PcapSeries(tmp_path, 1, clock=clock)  # same second, same sequence number
+    second.write([record(2, 0, ping(2), 1042)])
+    second.close()
+    assert first.files[0] != second.files[0]
+    assert len(tshark(first.files[0], "icmp.seq")) == 1
+
+
+def test_a_cut_last_record_loses_only_that_record(tmp_path: Path) -> None:
+    # What a SIGKILL in the middle of write(2) can leave: tcpdump reads the whole records.
+    series = PcapSeries(tmp_path, 1)
+    series.write([record(i, 0, ping(i), 1042) for i in range(5)])
+    series.close()
+    path = series.files[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 500])
+    result = tcpdump(path)
+    assert result.stdout.count("ICMP echo request") == 4
+    assert "truncated dump file" in result.stderr
+
+
+def test_bad_options_are_refused_before_any_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rotate size 10 is not larger than a pcap header"):
+        PcapStore(tmp_path / "x", rotate_size=10)
+    with pytest.raises(ValueError, match="rotate seconds must be positive"):
+        PcapStore(tmp_path / "y", rotate_seconds=0)
+    assert len(GLOBAL_HEADER) == 24
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
