@@ -9,15 +9,19 @@ All names carry the `vxtap-` prefix, which is how leftovers are found.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute, netns
 
 PREFIX = "vxtap-"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,3 +116,32 @@ def temporary_namespaces(*roles: str) -> Iterator[list[Namespace]]:
     finally:
         for ns in created:
             ns.delete()
+
+
+def _enter(name: str) -> None:
+    # os.setns arrives in Python 3.12; setns(2) moves only the calling thread.
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/var/run/netns/{name}") as handle:
+        if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into namespace {name} failed")
+
+
+CLONE_NEWNET = 0x40000000
+
+
+class NamespaceThread:
+    """Runs calls on one thread that lives in namespace `ns`.
+
+    Sockets it opens (httpx, pyroute2) and processes it starts (nft, tc) are in
+    `ns` too, so a test can drive in-process code against a namespace without
+    `ip netns exec` and a fresh interpreter per call.
+    """
+
+    def __init__(self, ns: Namespace) -> None:
+        self._pool = ThreadPoolExecutor(1, initializer=_enter, initargs=(ns.name,))
+
+    def __call__(self, function: Callable[..., T], *args: object) -> T:
+        return self._pool.submit(function, *args).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
