@@ -1,0 +1,938 @@
+"""The ASGI application: Huawei v3 traffic mirroring, v1 ports (read-only), the internal API.
+
+Layers: `AuthMiddleware` (signature, project scope, body size) in front of every
+route except health and the OpenAPI pages; routes that only convert between the
+wire (`vxtap.api.wire`) and the repository (`vxtap.store.repository`); one
+database transaction per request. Every refusal, FastAPI's own validation
+included, answers `{"request_id", "error_msg", "error_code"}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.types import DecoratedCallable
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vxtap import auth, model
+from vxtap.api import wire
+from vxtap.store import errors
+from vxtap.store import repository as repo
+from vxtap.store.db import Store, violated_constraint
+
+log = logging.getLogger("vxtap.api")
+
+MAX_BODY_BYTES = 1 << 20
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+UNSIGNED_PATHS = frozenset(
+    {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+# Path prefixes whose next segment is the project id the request acts on.
+PROJECT_PREFIXES = (("v3",), ("v1",), ("internal", "v1"))
+
+T = TypeVar("T")
+
+
+def error_body(message: str, code: str) -> dict[str, str]:
+    return {"request_id": REQUEST_ID.get(), "error_msg": message, "error_code": code}
+
+
+def error_response(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse(error_body(message, code), status_code=status)
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
+def path_project(path: str) -> str | None:
+    segments = path.strip("/").split("/")
+    for prefix in PROJECT_PREFIXES:
+        if tuple(segments[: len(prefix)]) == prefix and len(segments) > len(prefix):
+            return segments[len(prefix)]
+    return None
+
+
+class AuthMiddleware:
+    """Verify SDK-HMAC-SHA256 before routing, so an unsigned request learns nothing.
+
+    Pure ASGI rather than BaseHTTPMiddleware: it must read the whole body (the
+    signature covers it) and hand it on unchanged, at no per-request task cost.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        credentials: Mapping[str, auth.Credential],
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.app = app
+        self.credentials = credentials
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        if scope["path"] in UNSIGNED_PATHS and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send_with_id)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal, body = await self._read_body(headers, receive)
+        if refusal is None:
+            refusal = self._authenticate(scope, headers, body)
+        if refusal is not None:
+            await refusal(scope, receive, send_with_id)
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send_with_id)
+
+    async def _read_body(
+        self, headers: Mapping[str, str], receive: Receive
+    ) -> tuple[JSONResponse | None, bytes]:
+        too_large = errors.BadInput(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return error_response(400, too_large.message, too_large.code), b""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return error_response(400, too_large.message, too_large.code), b""
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return None, b"".join(chunks)
+
+    def _authenticate(
+        self, scope: Scope, headers: Mapping[str, str], body: bytes
+    ) -> JSONResponse | None:
+        try:
+            credential = auth.verify(
+                scope["method"],
+                scope["path"],
+                scope["query_string"].decode("latin-1"),
+                headers,
+                body,
+                self.credentials.get,
+                now=self.clock() if self.clock else None,
+            )
+        except auth.AuthError as exc:
+            code = errors.Unauthorized.code if exc.status == 401 else errors.Forbidden.code
+            return error_response(exc.status, exc.message, code)
+        project = path_project(scope["path"])
+        if project is not None and project != credential.project_id:
+            return error_response(
+                403,
+                f"access key {credential.ak} may only act on project {credential.project_id}, "
+                f"not on {project}",
+                errors.Forbidden.code,
+            )
+        return None
+
+
+# -- request helpers ----------------------------------------------------------------------
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One line naming each bad field, from pydantic's errors (FastAPI's 422 never leaks)."""
+    parts: list[str] = []
+    for error in exc.errors():
+        location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        kind = error.get("type", "")
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if kind == "json_invalid":
+            parts.append(
+                f"request body is not valid JSON ({error.get('ctx', {}).get('error', '')})"
+            )
+            continue
+        field = ".".join(location)
+        if kind == "missing":
+            if (len(location) == 1 and location[0].startswith("traffic_mirror")) or location == [
+                "port"
+            ]:
+                parts.append(f"the body must be a JSON object {{{location[0]!r}: {{...}}}}")
+            else:
+                parts.append(f"{field}: required")
+            continue
+        if kind == "extra_forbidden":
+            hint = wire.FIXED_FIELDS.get(tuple(location[-2:]))  # type: ignore[arg-type]
+            parts.append(f"{field}: {hint or 'is not a field of this request'}")
+            continue
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            parts.append(f"{field or 'request body'}: must be a JSON object")
+            continue
+        parts.append(f"{field}: {message}" if field else message)
+    return "; ".join(parts) or "invalid request"
+
+
+def conflict_for(name: str | None) -> errors.ApiError:
+    """The refusal for a constraint the database enforced (a check raced a concurrent write)."""
+    known: dict[str, errors.ApiError] = {
+        "uq_rules_priority": errors.Conflict(
+            "priority is already used by another rule of this filter and direction",
+            errors.DUPLICATE_PRIORITY,
+        ),
+        "uq_sources_port_priority": errors.Conflict(
+            "priority is already used by another session sharing a source",
+            errors.DUPLICATE_PRIORITY,
+        ),
+        "uq_sources_port_slot": errors.Conflict(
+            f"a port can be a source of at most {model.MAX_SESSIONS_PER_SOURCE} sessions",
+            errors.QUOTA,
+        ),
+        "ck_sources_slot": errors.Conflict(
+            f"a port can be a source of at most {model.MAX_SESSIONS_PER_SOURCE} sessions",
+            errors.QUOTA,
+        ),
+        "uq_sources_session_position": errors.Conflict(
+            f"a session can have at most {model.MAX_SOURCES_PER_SESSION} sources", errors.QUOTA
+        ),
+        "ck_sources_position": errors.Conflict(
+            f"a session can have at most {model.MAX_SOURCES_PER_SESSION} sources", errors.QUOTA
+        ),
+        "ck_sources_not_target": errors.BadInput(
+            "a source and the target of one session must be different ports"
+        ),
+        "uq_ports_host_device": errors.Conflict(
+            "a port with this host and device exists", errors.EXISTS
+        ),
+    }
+    if name in known:
+        return known[name]
+    return errors.Conflict(
+        "the request conflicts with a concurrent change (a resource it names was changed or "
+        "deleted meanwhile, or is still in use); retry",
+        errors.CONCURRENT,
+    )
+
+
+# Deadlock / serialization failure (PostgreSQL SQLSTATE): the transaction can simply be retried.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# Constraints that a retry can satisfy: slots and positions chosen from a snapshot another
+# transaction changed meanwhile.
+RETRYABLE_CONSTRAINTS = frozenset({"uq_sources_port_slot", "uq_sources_session_position"})
+
+
+def in_transaction(
+    store: Store,
+    action: Callable[[Session], T],
+    *,
+    write: bool = True,
+    retry_constraints: frozenset[str] = RETRYABLE_CONSTRAINTS,
+) -> T:
+    """Run `action` in one transaction; map constraint violations to Huawei refusals."""
+    attempts = 5
+    for attempt in range(attempts):
+        try:
+            with store.write() if write else store.read() as db:
+                return action(db)
+        except IntegrityError as exc:
+            name = violated_constraint(exc)
+            if name in retry_constraints and attempt < attempts - 1:
+                continue
+            raise conflict_for(name) from exc
+        except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate in RETRYABLE_SQLSTATES and attempt < attempts - 1:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def answer(status: int, **body: Any) -> JSONResponse:
+    return JSONResponse({"request_id": REQUEST_ID.get(), **body}, status_code=status)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+QueryParser = Callable[[str], Any]
+
+
+def _query_int(low: int, high: int) -> QueryParser:
+    parse = wire._integer(low, high)
+    return parse
+
+
+def _query_time(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, wire.TIME_FORMAT)
+    except ValueError:
+        raise ValueError(f"must be a UTC time like 2024-09-10T09:54:28Z, got {text!r}") from None
+
+
+def _query_required(parse: Callable[[Any], Any]) -> QueryParser:
+    def checked(text: str) -> Any:
+        value = parse(text)
+        if value is None:
+            raise ValueError(f"must not be empty, got {text!r}")
+        return value
+
+    return checked
+
+
+def _text(text: str) -> str:
+    return text
+
+
+FILTER_QUERY: dict[str, QueryParser] = {
+    "id": _text,
+    "name": _text,
+    "description": _text,
+    "created_at": _query_time,
+    "updated_at": _query_time,
+}
+RULE_QUERY: dict[str, QueryParser] = {
+    "id": _text,
+    "description": _text,
+    "traffic_mirror_filter_id": _text,
+    "direction": wire.canonical(model.Direction),
+    "protocol": wire.canonical(model.Protocol),
+    "ethertype": wire.canonical(model.EtherType),
+    "source_cidr_block": _query_required(wire._cidr),
+    "destination_cidr_block": _query_required(wire._cidr),
+    "source_port_range": _query_required(wire._port_range),
+    "destination_port_range": _query_required(wire._port_range),
+    "action": wire.canonical(model.Action),
+    "priority": _query_int(1, 65535),
+}
+SESSION_QUERY: dict[str, QueryParser] = {
+    "id": _text,
+    "name": _text,
+    "description": _text,
+    "traffic_mirror_filter_id": _text,
+    "traffic_mirror_target_id": _text,
+    "traffic_mirror_target_type": _text,
+    "virtual_network_id": _query_int(0, 16_777_215),
+    "packet_length": _query_int(1, 1460),
+    "priority": _query_int(1, 32766),
+    "enabled": wire._boolean,
+    "type": _text,
+    "created_at": _query_time,
+    "updated_at": _query_time,
+}
+PORT_QUERY: dict[str, QueryParser] = {
+    "id": _text,
+    "name": _text,
+    "mac_address": _text,
+    "binding:host_id": _text,
+}
+PAGING_QUERY: dict[str, QueryParser] = {"limit": _query_int(0, repo.MAX_LIMIT), "marker": _text}
+
+
+def parse_query(
+    request: Request, fields: Mapping[str, QueryParser]
+) -> tuple[dict[str, list[Any]], int | None, str | None]:
+    """List filters (repeating a key means any of the values), limit and marker; 400 if bad."""
+    where: dict[str, list[Any]] = {}
+    limit: int | None = None
+    marker: str | None = None
+    for key, text in request.query_params.multi_items():
+        try:
+            if key == "limit":
+                limit = PAGING_QUERY["limit"](text)
+            elif key == "marker":
+                marker = text or None
+            elif key in fields:
+                where.setdefault(key, []).append(fields[key](text))
+        except ValueError as exc:
+            raise errors.BadInput(f"query parameter {key}: {exc}") from None
+    return where, limit, marker
+
+
+def query_parameters(fields: Mapping[str, QueryParser]) -> dict[str, Any]:
+    """OpenAPI description of a list's query parameters (parsed by `parse_query`)."""
+    schemas: dict[QueryParser, dict[str, Any]] = {}
+    parameters = []
+    for name, parser in {**fields, **PAGING_QUERY}.items():
+        schema = schemas.get(parser, {"type": "string"})
+        if name == "limit":
+            schema = {"type": "integer", "minimum": 0, "maximum": repo.MAX_LIMIT}
+        elif name in ("priority", "virtual_network_id", "packet_length"):
+            schema = {"type": "integer"}
+        elif name == "enabled":
+            schema = {"type": "boolean"}
+        parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
+    return {"parameters": parameters}
+
+
+def json_body(model_type: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body for a route that parses its body itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{model_type.__name__}"}
+                }
+            },
+        }
+    }
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, model_type: type[M]) -> M:
+    raw = await request.body()
+    try:
+        return model_type.model_validate_json(raw)
+    except ValidationError as exc:
+        errors_list = exc.errors(include_url=False)
+        raise RequestValidationError(errors_list) from None
+
+
+# -- the application ----------------------------------------------------------------------
+
+
+def create_app(
+    store: Store,
+    credentials: Mapping[str, auth.Credential],
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="vxtap",
+        version="0.1.0",
+        description="Self-hosted VPC traffic mirroring with Huawei Cloud's traffic-mirroring API.",
+    )
+    app.add_middleware(AuthMiddleware, credentials=credentials, clock=clock)
+    _install_error_handlers(app)
+    _install_routes(app, store)
+    _document_bodies(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, validation_message(exc), errors.BadInput.code)
+
+    @app.exception_handler(errors.ApiError)
+    async def on_refusal(_request: Request, exc: errors.ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(404, f"no such API: {request.url.path}", errors.NotFound.code)
+        if exc.status_code == 405:
+            return error_response(
+                405, f"method {request.method} is not allowed on {request.url.path}", "VPC.0405"
+            )
+        return error_response(exc.status_code, str(exc.detail), f"VPC.0{exc.status_code}")
+
+    @app.exception_handler(Exception)
+    async def on_crash(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error", exc_info=exc)
+        return error_response(500, "internal server error; see the server log", "VPC.0500")
+
+
+BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def _install_routes(app: FastAPI, store: Store) -> None:
+    v3 = "/v3/{project_id}/vpc"
+
+    def write(action: Callable[[Session], T]) -> T:
+        return in_transaction(store, action)
+
+    def read(action: Callable[[Session], T]) -> T:
+        return in_transaction(store, action, write=False)
+
+    def body_route(
+        path: str, method: str, model_type: type[BaseModel], **kwargs: Any
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        BODY_MODELS[f"{method} {path}"] = model_type
+        return app.api_route(path, methods=[method], openapi_extra=json_body(model_type), **kwargs)
+
+    responses_error: dict[int | str, dict[str, Any]] = {
+        code: {"model": wire.ErrorAnswer} for code in (400, 401, 403, 404, 409)
+    }
+
+    # Filters ---------------------------------------------------------------------------
+    @body_route(
+        f"{v3}/traffic-mirror-filters",
+        "POST",
+        wire.CreateFilterRequest,
+        status_code=201,
+        responses={201: {"model": wire.FilterAnswer}, **responses_error},
+        tags=["filters"],
+        summary="CreateTrafficMirrorFilter",
+    )
+    async def create_filter(project_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.CreateFilterRequest)).traffic_mirror_filter
+        fields = option.model_dump()
+        result = await _run(
+            write, lambda db: wire.filter_json(repo.create_filter(db, project_id, fields))
+        )
+        return answer(201, traffic_mirror_filter=result)
+
+    @app.get(
+        f"{v3}/traffic-mirror-filters",
+        tags=["filters"],
+        summary="ListTrafficMirrorFilters",
+        openapi_extra=query_parameters(FILTER_QUERY),
+        responses={200: {"model": wire.FilterListAnswer}, **responses_error},
+    )
+    async def list_filters(project_id: str, request: Request) -> JSONResponse:
+        where, limit, marker = parse_query(request, FILTER_QUERY)
+
+        def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            page = repo.list_filters(db, project_id, where, limit, marker)
+            return [wire.filter_json(r) for r in page.rows], page.page_info()
+
+        items, info = await _run(read, action)
+        return answer(200, traffic_mirror_filters=items, page_info=info)
+
+    @app.get(
+        f"{v3}/traffic-mirror-filters/{{filter_id}}",
+        tags=["filters"],
+        summary="ShowTrafficMirrorFilter",
+        responses={200: {"model": wire.FilterAnswer}, **responses_error},
+    )
+    async def show_filter(project_id: str, filter_id: str) -> JSONResponse:
+        result = await _run(
+            read, lambda db: wire.filter_json(repo.get_filter(db, project_id, filter_id))
+        )
+        return answer(200, traffic_mirror_filter=result)
+
+    @body_route(
+        f"{v3}/traffic-mirror-filters/{{filter_id}}",
+        "PUT",
+        wire.UpdateFilterRequest,
+        tags=["filters"],
+        summary="UpdateTrafficMirrorFilter",
+        responses={200: {"model": wire.FilterAnswer}, **responses_error},
+    )
+    async def update_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.UpdateFilterRequest)).traffic_mirror_filter
+        fields = option.model_dump(exclude_unset=True)
+        result = await _run(
+            write,
+            lambda db: wire.filter_json(repo.update_filter(db, project_id, filter_id, fields)),
+        )
+        return answer(200, traffic_mirror_filter=result)
+
+    @app.delete(
+        f"{v3}/traffic-mirror-filters/{{filter_id}}",
+        status_code=204,
+        tags=["filters"],
+        summary="DeleteTrafficMirrorFilter",
+        responses=responses_error,
+    )
+    async def delete_filter(project_id: str, filter_id: str) -> Response:
+        await _run(write, lambda db: repo.delete_filter(db, project_id, filter_id))
+        return no_content()
+
+    # Rules -----------------------------------------------------------------------------
+    @body_route(
+        f"{v3}/traffic-mirror-filter-rules",
+        "POST",
+        wire.CreateRuleRequest,
+        status_code=201,
+        tags=["rules"],
+        summary="CreateTrafficMirrorFilterRule",
+        responses={201: {"model": wire.RuleAnswer}, **responses_error},
+    )
+    async def create_rule(project_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.CreateRuleRequest)).traffic_mirror_filter_rule
+        fields = option.model_dump()
+        result = await _run(
+            write, lambda db: wire.rule_json(repo.create_rule(db, project_id, fields))
+        )
+        return answer(201, traffic_mirror_filter_rule=result)
+
+    @app.get(
+        f"{v3}/traffic-mirror-filter-rules",
+        tags=["rules"],
+        summary="ListTrafficMirrorFilterRules",
+        openapi_extra=query_parameters(RULE_QUERY),
+        responses={200: {"model": wire.RuleListAnswer}, **responses_error},
+    )
+    async def list_rules(project_id: str, request: Request) -> JSONResponse:
+        where, limit, marker = parse_query(request, RULE_QUERY)
+
+        def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            page = repo.list_rules(db, project_id, where, limit, marker)
+            return [wire.rule_json(r) for r in page.rows], page.page_info()
+
+        items, info = await _run(read, action)
+        return answer(200, traffic_mirror_filter_rules=items, page_info=info)
+
+    @app.get(
+        f"{v3}/traffic-mirror-filter-rules/{{rule_id}}",
+        tags=["rules"],
+        summary="ShowTrafficMirrorFilterRule",
+        responses={200: {"model": wire.RuleAnswer}, **responses_error},
+    )
+    async def show_rule(project_id: str, rule_id: str) -> JSONResponse:
+        result = await _run(read, lambda db: wire.rule_json(repo.get_rule(db, project_id, rule_id)))
+        return answer(200, traffic_mirror_filter_rule=result)
+
+    @body_route(
+        f"{v3}/traffic-mirror-filter-rules/{{rule_id}}",
+        "PUT",
+        wire.UpdateRuleRequest,
+        tags=["rules"],
+        summary="UpdateTrafficMirrorFilterRule",
+        responses={200: {"model": wire.RuleAnswer}, **responses_error},
+    )
+    async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.UpdateRuleRequest)).traffic_mirror_filter_rule
+        fields = option.model_dump(exclude_unset=True)
+        for key in ("priority", "action", "ethertype", "protocol"):
+            if key in fields and fields[key] is None:
+                raise errors.BadInput(f"traffic_mirror_filter_rule.{key}: must not be null")
+        result = await _run(
+            write, lambda db: wire.rule_json(repo.update_rule(db, project_id, rule_id, fields))
+        )
+        return answer(200, traffic_mirror_filter_rule=result)
+
+    @app.delete(
+        f"{v3}/traffic-mirror-filter-rules/{{rule_id}}",
+        status_code=204,
+        tags=["rules"],
+        summary="DeleteTrafficMirrorFilterRule",
+        responses=responses_error,
+    )
+    async def delete_rule(project_id: str, rule_id: str) -> Response:
+        await _run(write, lambda db: repo.delete_rule(db, project_id, rule_id))
+        return no_content()
+
+    # Sessions --------------------------------------------------------------------------
+    @body_route(
+        f"{v3}/traffic-mirror-sessions",
+        "POST",
+        wire.CreateSessionRequest,
+        status_code=201,
+        tags=["sessions"],
+        summary="CreateTrafficMirrorSession",
+        responses={201: {"model": wire.SessionAnswer}, **responses_error},
+    )
+    async def create_session(project_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.CreateSessionRequest)).traffic_mirror_session
+        fields = option.model_dump()
+        result = await _run(
+            write, lambda db: wire.session_json(repo.create_session(db, project_id, fields))
+        )
+        return answer(201, traffic_mirror_session=result)
+
+    @app.get(
+        f"{v3}/traffic-mirror-sessions",
+        tags=["sessions"],
+        summary="ListTrafficMirrorSessions",
+        openapi_extra=query_parameters(SESSION_QUERY),
+        responses={200: {"model": wire.SessionListAnswer}, **responses_error},
+    )
+    async def list_sessions(project_id: str, request: Request) -> JSONResponse:
+        where, limit, marker = parse_query(request, SESSION_QUERY)
+
+        def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            page = repo.list_sessions(db, project_id, where, limit, marker)
+            return [wire.session_json(r) for r in page.rows], page.page_info()
+
+        items, info = await _run(read, action)
+        return answer(200, traffic_mirror_sessions=items, page_info=info)
+
+    @app.get(
+        f"{v3}/traffic-mirror-sessions/{{session_id}}",
+        tags=["sessions"],
+        summary="ShowTrafficMirrorSession",
+        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+    )
+    async def show_session(project_id: str, session_id: str) -> JSONResponse:
+        result = await _run(
+            read, lambda db: wire.session_json(repo.get_session(db, project_id, session_id))
+        )
+        return answer(200, traffic_mirror_session=result)
+
+    @body_route(
+        f"{v3}/traffic-mirror-sessions/{{session_id}}",
+        "PUT",
+        wire.UpdateSessionRequest,
+        tags=["sessions"],
+        summary="UpdateTrafficMirrorSession",
+        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+    )
+    async def update_session(project_id: str, session_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.UpdateSessionRequest)).traffic_mirror_session
+        fields = option.model_dump(exclude_unset=True)
+        result = await _run(
+            write,
+            lambda db: wire.session_json(repo.update_session(db, project_id, session_id, fields)),
+        )
+        return answer(200, traffic_mirror_session=result)
+
+    @body_route(
+        f"{v3}/traffic-mirror-sessions/{{session_id}}/add-sources",
+        "PUT",
+        wire.SourcesRequest,
+        tags=["sessions"],
+        summary="AddSourcesToTrafficMirrorSession",
+        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+    )
+    async def add_sources(project_id: str, session_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.SourcesRequest)).traffic_mirror_session
+        sources = option.traffic_mirror_sources
+        result = await _run(
+            write,
+            lambda db: wire.session_json(repo.add_sources(db, project_id, session_id, sources)),
+        )
+        return answer(200, traffic_mirror_session=result)
+
+    @body_route(
+        f"{v3}/traffic-mirror-sessions/{{session_id}}/remove-sources",
+        "PUT",
+        wire.SourcesRequest,
+        tags=["sessions"],
+        summary="RemoveSourcesFromTrafficMirrorSession",
+        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+    )
+    async def remove_sources(project_id: str, session_id: str, request: Request) -> JSONResponse:
+        option = (await read_body(request, wire.SourcesRequest)).traffic_mirror_session
+        sources = option.traffic_mirror_sources
+        result = await _run(
+            write,
+            lambda db: wire.session_json(repo.remove_sources(db, project_id, session_id, sources)),
+        )
+        return answer(200, traffic_mirror_session=result)
+
+    @app.delete(
+        f"{v3}/traffic-mirror-sessions/{{session_id}}",
+        status_code=204,
+        tags=["sessions"],
+        summary="DeleteTrafficMirrorSession",
+        responses=responses_error,
+    )
+    async def delete_session(project_id: str, session_id: str) -> Response:
+        await _run(write, lambda db: repo.delete_session(db, project_id, session_id))
+        return no_content()
+
+    # Ports, read-only in Huawei's v1 shape ----------------------------------------------
+    @app.get(
+        "/v1/{project_id}/ports",
+        tags=["ports"],
+        summary="ListPorts",
+        openapi_extra=query_parameters(PORT_QUERY),
+        responses=responses_error,
+    )
+    async def list_v1_ports(project_id: str, request: Request) -> JSONResponse:
+        where, limit, marker = parse_query(request, PORT_QUERY)
+
+        def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            page = repo.list_ports(db, project_id, where, limit, marker)
+            return [wire.v1_port_json(r) for r in page.rows], page.page_info()
+
+        items, info = await _run(read, action)
+        return answer(200, ports=items, page_info=info)
+
+    @app.get(
+        "/v1/{project_id}/ports/{port_id}",
+        tags=["ports"],
+        summary="ShowPort",
+        responses=responses_error,
+    )
+    async def show_v1_port(project_id: str, port_id: str) -> JSONResponse:
+        result = await _run(
+            read, lambda db: wire.v1_port_json(repo.get_port(db, project_id, port_id))
+        )
+        return answer(200, port=result)
+
+    # Internal API (agents, manual ports) ------------------------------------------------
+    internal = "/internal/v1/{project_id}"
+
+    @body_route(
+        f"{internal}/hosts/{{host}}/ports",
+        "PUT",
+        wire.RegisterPortsRequest,
+        tags=["internal"],
+        summary="Register or refresh a host's ports",
+        responses=responses_error,
+    )
+    async def register_ports(project_id: str, host: str, request: Request) -> JSONResponse:
+        checked_host = _path_host(host)
+        ports = [
+            p.model_dump() for p in (await read_body(request, wire.RegisterPortsRequest)).ports
+        ]
+        result = await _run(
+            lambda action: in_transaction(
+                store, action, retry_constraints=frozenset({"uq_ports_host_device", "pk_ports"})
+            ),
+            lambda db: [
+                wire.port_json(r)
+                for r in repo.register_host_ports(db, project_id, checked_host, ports)
+            ],
+        )
+        return answer(200, ports=result)
+
+    @app.get(
+        f"{internal}/ports",
+        tags=["internal"],
+        summary="List ports (internal shape)",
+        openapi_extra=query_parameters(PORT_QUERY),
+        responses=responses_error,
+    )
+    async def list_ports(project_id: str, request: Request) -> JSONResponse:
+        where, limit, marker = parse_query(request, PORT_QUERY)
+
+        def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            page = repo.list_ports(db, project_id, where, limit, marker)
+            return [wire.port_json(r) for r in page.rows], page.page_info()
+
+        items, info = await _run(read, action)
+        return answer(200, ports=items, page_info=info)
+
+    @body_route(
+        f"{internal}/ports",
+        "POST",
+        wire.CreatePortRequest,
+        status_code=201,
+        tags=["internal"],
+        summary="Create a port by hand",
+        responses=responses_error,
+    )
+    async def create_port(project_id: str, request: Request) -> JSONResponse:
+        fields = (await read_body(request, wire.CreatePortRequest)).port.model_dump()
+        result = await _run(
+            write, lambda db: wire.port_json(repo.create_port(db, project_id, fields))
+        )
+        return answer(201, port=result)
+
+    @app.get(
+        f"{internal}/ports/{{port_id}}",
+        tags=["internal"],
+        summary="Show a port",
+        responses=responses_error,
+    )
+    async def show_port(project_id: str, port_id: str) -> JSONResponse:
+        result = await _run(read, lambda db: wire.port_json(repo.get_port(db, project_id, port_id)))
+        return answer(200, port=result)
+
+    @app.delete(
+        f"{internal}/ports/{{port_id}}",
+        status_code=204,
+        tags=["internal"],
+        summary="Delete a port no session names",
+        responses=responses_error,
+    )
+    async def delete_port(project_id: str, port_id: str) -> Response:
+        await _run(write, lambda db: repo.delete_port(db, project_id, port_id))
+        return no_content()
+
+    @app.get(
+        f"{internal}/hosts/{{host}}/desired-state",
+        tags=["internal"],
+        summary="What a host's agent must program",
+        responses=responses_error,
+    )
+    async def desired_state(project_id: str, host: str) -> JSONResponse:
+        checked_host = _path_host(host)
+        state = await _run(read, lambda db: repo.desired_state(db, project_id, checked_host))
+        return JSONResponse(state.model_dump(mode="json"))
+
+    @body_route(
+        f"{internal}/hosts/{{host}}/counters",
+        "PUT",
+        wire.CountersRequest,
+        status_code=204,
+        tags=["internal"],
+        summary="Report a host's counters",
+        responses=responses_error,
+    )
+    async def put_counters(project_id: str, host: str, request: Request) -> Response:
+        checked_host = _path_host(host)
+        body = await read_body(request, wire.CountersRequest)
+        sessions = {k: v.model_dump() for k, v in body.sessions.items()}
+        rules = {k: v.model_dump() for k, v in body.rules.items()}
+        await _run(
+            lambda action: in_transaction(
+                store, action, retry_constraints=frozenset({"pk_host_reports", "pk_counters"})
+            ),
+            lambda db: repo.put_counters(db, project_id, checked_host, sessions, rules),
+        )
+        return no_content()
+
+    @app.get(
+        f"{internal}/session-stats",
+        tags=["internal"],
+        summary="Counters summed over hosts",
+        responses=responses_error,
+    )
+    async def session_stats(project_id: str) -> JSONResponse:
+        stats = await _run(read, lambda db: repo.session_stats(db, project_id))
+        return answer(200, **stats)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness (unsigned)")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+
+def _path_host(host: str) -> str:
+    try:
+        return wire._host(host)
+    except ValueError as exc:
+        raise errors.BadInput(f"host: {exc}") from None
+
+
+async def _run(runner: Callable[[Callable[[Session], T]], T], action: Callable[[Session], T]) -> T:
+    """Database work in a worker thread, so the event loop keeps serving other requests."""
+    return await run_in_threadpool(runner, action)
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Add the request-body models to the OpenAPI components the routes refer to."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model_type in set(BODY_MODELS.values()):
+            generated = model_type.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in generated.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[model_type.__name__] = generated
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

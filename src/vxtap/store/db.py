@@ -1,0 +1,162 @@
+"""Opening the database: engine settings per backend, transactions, schema upgrades.
+
+SQLite: WAL so readers never wait for the writer, `synchronous=FULL` so an
+acknowledged write is on disk before the answer leaves (survives SIGKILL and
+power loss), foreign keys on (SQLite's default is off), and write transactions
+start with BEGIN IMMEDIATE: two writers then queue on the lock (busy timeout)
+instead of both reading under a shared lock and one failing with "database is
+locked" when it upgrades. PostgreSQL: READ COMMITTED; the constraints of
+`vxtap.store.schema` keep the rules under concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vxtap.store.schema import Base
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+_WRITE = "vxtap_write"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("VXTAP_STATE_DIR", "/var/lib/vxtap"))
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{default_state_dir() / 'vxtap.db'}"
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun explicitly in _sqlite_on_begin, not by the driver.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    write = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_db_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=8,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    raise ValueError(
+        f"unsupported database URL {parsed.render_as_string()!r}: "
+        "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    )
+
+
+class Store:
+    """One database: short read and write transactions, and schema upgrades."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_db_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
+        )
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._writer.begin() as session:
+            yield session
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (safe to run from several processes)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.execution_options(**{_WRITE: True}).connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")
+_SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\w+)")
+
+
+def _unique_constraints() -> dict[tuple[str, ...], str]:
+    """SQLite names a failed unique constraint only by its columns: map them back."""
+    found: dict[tuple[str, ...], str] = {}
+    for table in Base.metadata.tables.values():
+        for constraint in table.constraints:
+            columns = getattr(constraint, "columns", None)
+            if (
+                constraint.name
+                and columns is not None
+                and type(constraint).__name__
+                in (
+                    "UniqueConstraint",
+                    "PrimaryKeyConstraint",
+                )
+            ):
+                found[tuple(f"{table.name}.{c.name}" for c in columns)] = str(constraint.name)
+    return found
+
+
+_UNIQUE_BY_COLUMNS = _unique_constraints()
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint an IntegrityError broke, on SQLite and on PostgreSQL.
+
+    SQLite reports foreign-key failures without a name: those give "foreign_key".
+    """
+    original = error.orig
+    diag = getattr(original, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return str(diag.constraint_name)
+    message = str(original)
+    if match := _SQLITE_UNIQUE.search(message):
+        return _UNIQUE_BY_COLUMNS.get(tuple(match["columns"].split(", ")))
+    if match := _SQLITE_CHECK.search(message):
+        return match["name"]
+    if "FOREIGN KEY constraint failed" in message:
+        return "foreign_key"
+    return None

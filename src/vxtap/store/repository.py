@@ -1,0 +1,771 @@
+"""The rules of SPEC section 1 over the database: references, uniqueness, quotas.
+
+Every function runs inside the caller's transaction (`Store.write()` /
+`Store.read()`) and takes already-validated wire values (canonical case,
+numbers as int). The checks here exist to word refusals precisely; the
+constraints of `vxtap.store.schema` are what hold the rules under concurrency
+(the API maps a constraint violation that slips past a check to the same
+refusal). A refusal raises before anything is flushed, or the caller's
+transaction rolls back: either way nothing changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy.orm import Session
+
+from vxtap import model
+from vxtap.store.errors import (
+    DUPLICATE_PRIORITY,
+    EXISTS,
+    IN_USE,
+    QUOTA,
+    BadInput,
+    Conflict,
+    NotFound,
+)
+from vxtap.store.schema import (
+    CounterRow,
+    FilterRow,
+    HostReportRow,
+    PortRow,
+    RuleRow,
+    SessionRow,
+    SourceRow,
+)
+
+Row = TypeVar("Row", FilterRow, RuleRow, SessionRow, PortRow)
+
+
+def new_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so ordering lists by id lists them by creation."""
+    millis = time.time_ns() // 1_000_000
+    raw = bytearray(millis.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def utc_now() -> datetime:
+    """Second precision, naive UTC: how timestamps are stored and shown (`...Z`)."""
+    return datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+
+
+# -- pagination -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: Sequence[Any]
+    next_marker: str | None
+
+    def page_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"current_count": len(self.rows)}
+        if self.rows:
+            info["previous_marker"] = self.rows[0].id
+        if self.next_marker is not None:
+            info["next_marker"] = self.next_marker
+        return info
+
+
+MAX_LIMIT = 2000
+
+
+def paginate(
+    db: Session,
+    statement: Select[Row],
+    id_column: Any,
+    limit: int | None,
+    marker: str | None,
+) -> Page:
+    """Keyset pagination by id: stable under concurrent inserts, O(page) per request."""
+    size = limit or MAX_LIMIT
+    if marker:
+        statement = statement.where(id_column > marker)
+    rows: list[Any] = list(db.scalars(statement.order_by(id_column).limit(size + 1)).unique())
+    if len(rows) > size:
+        rows = rows[:size]
+        return Page(rows, rows[-1].id)
+    return Page(rows, None)
+
+
+def _equals(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    condition: ColumnElement[bool] = column == values[0] if len(values) == 1 else column.in_(values)
+    return condition
+
+
+# -- filters ----------------------------------------------------------------------------
+
+
+def get_filter(db: Session, project: str, filter_id: str, field: str | None = None) -> FilterRow:
+    row = db.get(FilterRow, filter_id)
+    if row is None or row.project_id != project:
+        where = f"{field} " if field else ""
+        raise NotFound(f"{where}{filter_id!r}: no such mirror filter")
+    return row
+
+
+def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> FilterRow:
+    now = utc_now()
+    row = FilterRow(
+        id=new_id(),
+        project_id=project,
+        name=fields["name"],
+        description=fields.get("description") or "",
+        created_at=now,
+        updated_at=now,
+    )
+    row.rules = []
+    db.add(row)
+    db.flush()
+    return row
+
+
+def update_filter(
+    db: Session, project: str, filter_id: str, fields: Mapping[str, Any]
+) -> FilterRow:
+    row = get_filter(db, project, filter_id)
+    for key in ("name", "description"):
+        if key in fields and fields[key] is not None:
+            setattr(row, key, fields[key])
+    row.updated_at = utc_now()
+    db.flush()
+    return row
+
+
+def delete_filter(db: Session, project: str, filter_id: str) -> None:
+    row = get_filter(db, project, filter_id)
+    users = db.scalars(select(SessionRow.id).where(SessionRow.filter_id == filter_id)).all()
+    if users:
+        raise Conflict(
+            f"mirror filter {filter_id} is used by session(s) {', '.join(users)}: "
+            "delete them or give them another filter first",
+            IN_USE,
+        )
+    db.delete(row)
+    db.flush()
+
+
+FILTER_QUERY_FIELDS = ("id", "name", "description", "created_at", "updated_at")
+
+
+def list_filters(
+    db: Session,
+    project: str,
+    where: Mapping[str, Sequence[Any]],
+    limit: int | None,
+    marker: str | None,
+) -> Page:
+    statement = select(FilterRow).where(FilterRow.project_id == project)
+    for key, values in where.items():
+        statement = statement.where(_equals(getattr(FilterRow, key), values))
+    return paginate(db, statement, FilterRow.id, limit, marker)
+
+
+# -- rules ------------------------------------------------------------------------------
+
+
+def get_rule(db: Session, project: str, rule_id: str) -> RuleRow:
+    row = db.get(RuleRow, rule_id)
+    if row is None or row.project_id != project:
+        raise NotFound(f"{rule_id!r}: no such mirror filter rule")
+    return row
+
+
+def domain_rule(row: RuleRow) -> model.Rule:
+    """The domain value of a rule row; raises BadInput for an inconsistent combination."""
+    try:
+        return model.Rule(
+            id=row.id,
+            filter_id=row.filter_id,
+            direction=model.Direction(row.direction),
+            priority=row.priority,
+            action=model.Action(row.action),
+            ethertype=model.EtherType(row.ethertype),
+            protocol=model.Protocol(row.protocol),
+            source_cidr=row.source_cidr_block,
+            destination_cidr=row.destination_cidr_block,
+            source_ports=model.PortRange.parse(row.source_port_range)
+            if row.source_port_range
+            else None,
+            destination_ports=model.PortRange.parse(row.destination_port_range)
+            if row.destination_port_range
+            else None,
+        )
+    except ValidationError as exc:
+        raise BadInput(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+
+
+def _check_rule_priority_free(db: Session, row: RuleRow) -> None:
+    other = db.scalar(
+        select(RuleRow.id).where(
+            RuleRow.filter_id == row.filter_id,
+            RuleRow.direction == row.direction,
+            RuleRow.priority == row.priority,
+            RuleRow.id != row.id,
+        )
+    )
+    if other is not None:
+        raise Conflict(
+            f"priority {row.priority} is already used by rule {other} among the {row.direction} "
+            f"rules of filter {row.filter_id}: rule priorities are unique per filter and direction",
+            DUPLICATE_PRIORITY,
+        )
+
+
+RULE_FIELDS = (
+    "priority",
+    "action",
+    "ethertype",
+    "protocol",
+    "source_cidr_block",
+    "destination_cidr_block",
+    "source_port_range",
+    "destination_port_range",
+    "description",
+)
+
+
+def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow:
+    parent = get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
+    now = utc_now()
+    row = RuleRow(
+        id=new_id(),
+        project_id=project,
+        filter_id=parent.id,
+        direction=fields["direction"],
+        created_at=now,
+        updated_at=now,
+        description="",
+        source_cidr_block=None,
+        destination_cidr_block=None,
+        source_port_range=None,
+        destination_port_range=None,
+    )
+    for key in RULE_FIELDS:
+        if fields.get(key) is not None:
+            setattr(row, key, fields[key])
+    domain_rule(row)
+    _check_rule_priority_free(db, row)
+    db.add(row)
+    parent.updated_at = now
+    db.flush()
+    return row
+
+
+def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, Any]) -> RuleRow:
+    row = get_rule(db, project, rule_id)
+    # Validate the merged result before touching the row, so a refusal changes nothing.
+    merged = {key: getattr(row, key) for key in RULE_FIELDS}
+    merged.update({key: value for key, value in fields.items() if key in RULE_FIELDS})
+    merged["description"] = merged["description"] or ""
+    candidate = RuleRow(id=row.id, filter_id=row.filter_id, direction=row.direction, **merged)
+    domain_rule(candidate)
+    if merged["priority"] != row.priority:
+        _check_rule_priority_free(db, candidate)
+    for key, value in merged.items():
+        setattr(row, key, value)
+    row.updated_at = row.filter.updated_at = utc_now()
+    db.flush()
+    return row
+
+
+def delete_rule(db: Session, project: str, rule_id: str) -> None:
+    row = get_rule(db, project, rule_id)
+    row.filter.updated_at = utc_now()
+    db.delete(row)
+    db.flush()
+
+
+RULE_QUERY_FIELDS = {
+    "id": RuleRow.id,
+    "description": RuleRow.description,
+    "traffic_mirror_filter_id": RuleRow.filter_id,
+    "direction": RuleRow.direction,
+    "protocol": RuleRow.protocol,
+    "ethertype": RuleRow.ethertype,
+    "source_cidr_block": RuleRow.source_cidr_block,
+    "destination_cidr_block": RuleRow.destination_cidr_block,
+    "source_port_range": RuleRow.source_port_range,
+    "destination_port_range": RuleRow.destination_port_range,
+    "action": RuleRow.action,
+    "priority": RuleRow.priority,
+}
+
+
+def list_rules(
+    db: Session,
+    project: str,
+    where: Mapping[str, Sequence[Any]],
+    limit: int | None,
+    marker: str | None,
+) -> Page:
+    statement = select(RuleRow).where(RuleRow.project_id == project)
+    for key, values in where.items():
+        statement = statement.where(_equals(RULE_QUERY_FIELDS[key], values))
+    return paginate(db, statement, RuleRow.id, limit, marker)
+
+
+# -- ports ------------------------------------------------------------------------------
+
+
+def get_port(db: Session, project: str, port_id: str, field: str | None = None) -> PortRow:
+    row = db.get(PortRow, port_id)
+    if row is None or row.project_id != project:
+        where = f"{field} " if field else ""
+        raise NotFound(f"{where}{port_id!r}: no such port")
+    return row
+
+
+def _port_by_device(db: Session, project: str, host: str, device: str) -> PortRow | None:
+    return db.scalar(
+        select(PortRow).where(
+            PortRow.project_id == project, PortRow.host == host, PortRow.device == device
+        )
+    )
+
+
+def register_host_ports(
+    db: Session, project: str, host: str, ports: Iterable[Mapping[str, Any]]
+) -> list[PortRow]:
+    """Create or refresh the host's reported interfaces; ids stay the same per device.
+
+    Ports the host no longer reports are kept: a session may still name them.
+    """
+    now = utc_now()
+    existing = {
+        row.device: row
+        for row in db.scalars(
+            select(PortRow).where(PortRow.project_id == project, PortRow.host == host)
+        )
+    }
+    for port in ports:
+        row = existing.get(port["device"])
+        if row is None:
+            row = PortRow(
+                id=new_id(), project_id=project, host=host, device=port["device"], created_at=now
+            )
+            db.add(row)
+            existing[row.device] = row
+        if (row.mac, row.ipv4, row.ipv6) != (port.get("mac"), port["ipv4"], port["ipv6"]):
+            row.mac, row.ipv4, row.ipv6 = port.get("mac"), list(port["ipv4"]), list(port["ipv6"])
+            row.updated_at = now
+        elif row.updated_at is None:
+            row.updated_at = now
+    db.flush()
+    return sorted(existing.values(), key=lambda r: r.id)
+
+
+def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow:
+    host, device = fields["host"], fields["device"]
+    other = _port_by_device(db, project, host, device)
+    if other is not None:
+        raise Conflict(f"port {host}/{device} exists already (id {other.id})", EXISTS)
+    now = utc_now()
+    row = PortRow(
+        id=new_id(),
+        project_id=project,
+        host=host,
+        device=device,
+        mac=fields.get("mac"),
+        ipv4=list(fields["ipv4"]),
+        ipv6=list(fields["ipv6"]),
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def delete_port(db: Session, project: str, port_id: str) -> None:
+    row = get_port(db, project, port_id)
+    users = sorted(
+        set(db.scalars(select(SessionRow.id).where(SessionRow.target_id == port_id)))
+        | set(db.scalars(select(SourceRow.session_id).where(SourceRow.port_id == port_id)))
+    )
+    if users:
+        raise Conflict(
+            f"port {port_id} is named by session(s) {', '.join(users)}: "
+            "remove it from them or delete them first",
+            IN_USE,
+        )
+    db.delete(row)
+    db.flush()
+
+
+PORT_QUERY_FIELDS = {
+    "id": PortRow.id,
+    "name": PortRow.device,
+    "mac_address": PortRow.mac,
+    "binding:host_id": PortRow.host,
+}
+
+
+def list_ports(
+    db: Session,
+    project: str,
+    where: Mapping[str, Sequence[Any]],
+    limit: int | None,
+    marker: str | None,
+) -> Page:
+    statement = select(PortRow).where(PortRow.project_id == project)
+    for key, values in where.items():
+        statement = statement.where(_equals(PORT_QUERY_FIELDS[key], values))
+    return paginate(db, statement, PortRow.id, limit, marker)
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def get_session(db: Session, project: str, session_id: str) -> SessionRow:
+    row = db.get(SessionRow, session_id)
+    if row is None or row.project_id != project:
+        raise NotFound(f"{session_id!r}: no such mirror session")
+    return row
+
+
+def _check_target(db: Session, project: str, target_id: str, sources: Iterable[str]) -> None:
+    get_port(db, project, target_id, "traffic_mirror_target_id")
+    if target_id in sources:
+        raise BadInput(
+            f"traffic_mirror_target_id {target_id} is also a source of this session: "
+            "a source and the target of one session must be different ports"
+        )
+
+
+def _check_priority_free(db: Session, session_id: str, priority: int, ports: Iterable[str]) -> None:
+    ports = list(ports)
+    if not ports:
+        return
+    clash = db.execute(
+        select(SourceRow.port_id, SourceRow.session_id).where(
+            SourceRow.port_id.in_(ports),
+            SourceRow.priority == priority,
+            SourceRow.session_id != session_id,
+        )
+    ).first()
+    if clash is not None:
+        raise Conflict(
+            f"priority {priority} is already used by session {clash.session_id}, which shares "
+            f"source {clash.port_id}: session priorities are unique among sessions "
+            "sharing a source",
+            DUPLICATE_PRIORITY,
+        )
+
+
+def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequence[str]) -> None:
+    current = [s.port_id for s in row.sources]
+    for port_id in port_ids:
+        get_port(db, project, port_id, "traffic_mirror_sources")
+        if port_id in current:
+            raise BadInput(
+                f"traffic_mirror_sources: port {port_id} is already a source of this session"
+            )
+    if len(current) + len(port_ids) > model.MAX_SOURCES_PER_SESSION:
+        raise Conflict(
+            f"traffic_mirror_sources: the session would have {len(current) + len(port_ids)} "
+            f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed",
+            QUOTA,
+        )
+    if row.target_id in port_ids:
+        raise BadInput(
+            f"traffic_mirror_sources: port {row.target_id} is this session's target: "
+            "a source and the target of one session must be different ports"
+        )
+    _check_priority_free(db, row.id, row.priority, port_ids)
+    used_slots: dict[str, set[int]] = {}
+    for port_id, slot in db.execute(
+        select(SourceRow.port_id, SourceRow.slot).where(SourceRow.port_id.in_(port_ids))
+    ):
+        used_slots.setdefault(port_id, set()).add(slot)
+    free_positions = sorted(
+        set(range(1, model.MAX_SOURCES_PER_SESSION + 1)) - {s.position for s in row.sources}
+    )
+    for port_id, position in zip(port_ids, free_positions, strict=False):
+        slots = set(range(1, model.MAX_SESSIONS_PER_SOURCE + 1)) - used_slots.get(port_id, set())
+        if not slots:
+            raise Conflict(
+                f"traffic_mirror_sources: port {port_id} is already a source of "
+                f"{model.MAX_SESSIONS_PER_SOURCE} sessions, the most a port can be",
+                QUOTA,
+            )
+        row.sources.append(
+            SourceRow(port_id=port_id, project_id=project, slot=min(slots), position=position)
+        )
+
+
+def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> SessionRow:
+    sources: list[str] = list(fields["traffic_mirror_sources"])
+    get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
+    _check_target(db, project, fields["traffic_mirror_target_id"], sources)
+    now = utc_now()
+    row = SessionRow(
+        id=new_id(),
+        project_id=project,
+        name=fields["name"],
+        description=fields.get("description") or "",
+        filter_id=fields["traffic_mirror_filter_id"],
+        target_id=fields["traffic_mirror_target_id"],
+        target_type=fields["traffic_mirror_target_type"],
+        virtual_network_id=fields["virtual_network_id"],
+        packet_length=fields["packet_length"],
+        priority=fields["priority"],
+        enabled=fields["enabled"],
+        type=fields["type"],
+        created_at=now,
+        updated_at=now,
+    )
+    row.sources = []
+    _attach_sources(db, project, row, sources)
+    db.add(row)
+    db.flush()
+    return row
+
+
+SESSION_COLUMNS = {
+    "name": "name",
+    "description": "description",
+    "traffic_mirror_filter_id": "filter_id",
+    "traffic_mirror_target_id": "target_id",
+    "traffic_mirror_target_type": "target_type",
+    "virtual_network_id": "virtual_network_id",
+    "packet_length": "packet_length",
+    "priority": "priority",
+    "enabled": "enabled",
+    "type": "type",
+}
+
+
+def update_session(
+    db: Session, project: str, session_id: str, fields: Mapping[str, Any]
+) -> SessionRow:
+    row = get_session(db, project, session_id)
+    changes = {k: v for k, v in fields.items() if v is not None}
+    sources = [s.port_id for s in row.sources]
+    if "traffic_mirror_filter_id" in changes:
+        get_filter(db, project, changes["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
+    if "traffic_mirror_target_id" in changes:
+        _check_target(db, project, changes["traffic_mirror_target_id"], sources)
+    if changes.get("priority", row.priority) != row.priority:
+        _check_priority_free(db, row.id, changes["priority"], sources)
+    for key, value in changes.items():
+        setattr(row, SESSION_COLUMNS[key], value)
+    row.updated_at = utc_now()
+    db.flush()
+    # The database cascaded priority/target into session_sources: reload the copies.
+    for source in row.sources:
+        db.refresh(source)
+    return row
+
+
+def add_sources(db: Session, project: str, session_id: str, port_ids: Sequence[str]) -> SessionRow:
+    row = get_session(db, project, session_id)
+    _attach_sources(db, project, row, port_ids)
+    row.updated_at = utc_now()
+    db.flush()
+    return row
+
+
+def remove_sources(
+    db: Session, project: str, session_id: str, port_ids: Sequence[str]
+) -> SessionRow:
+    row = get_session(db, project, session_id)
+    current = {s.port_id: s for s in row.sources}
+    for port_id in port_ids:
+        if port_id not in current:
+            raise BadInput(
+                f"traffic_mirror_sources: port {port_id} is not a source of this session"
+            )
+    for port_id in port_ids:
+        row.sources.remove(current[port_id])
+    row.updated_at = utc_now()
+    db.flush()
+    return row
+
+
+def delete_session(db: Session, project: str, session_id: str) -> None:
+    db.delete(get_session(db, project, session_id))
+    db.flush()
+
+
+SESSION_QUERY_FIELDS = {
+    "id": SessionRow.id,
+    "name": SessionRow.name,
+    "description": SessionRow.description,
+    "traffic_mirror_filter_id": SessionRow.filter_id,
+    "traffic_mirror_target_id": SessionRow.target_id,
+    "traffic_mirror_target_type": SessionRow.target_type,
+    "virtual_network_id": SessionRow.virtual_network_id,
+    "packet_length": SessionRow.packet_length,
+    "priority": SessionRow.priority,
+    "enabled": SessionRow.enabled,
+    "type": SessionRow.type,
+    "created_at": SessionRow.created_at,
+    "updated_at": SessionRow.updated_at,
+}
+
+
+def list_sessions(
+    db: Session,
+    project: str,
+    where: Mapping[str, Sequence[Any]],
+    limit: int | None,
+    marker: str | None,
+) -> Page:
+    statement = select(SessionRow).where(SessionRow.project_id == project)
+    for key, values in where.items():
+        statement = statement.where(_equals(SESSION_QUERY_FIELDS[key], values))
+    return paginate(db, statement, SessionRow.id, limit, marker)
+
+
+# -- the agent's view -------------------------------------------------------------------
+
+
+def domain_port(row: PortRow) -> model.Port:
+    return model.Port(
+        id=row.id,
+        host=row.host,
+        device=row.device,
+        mac=row.mac,
+        ipv4=tuple(row.ipv4),
+        ipv6=tuple(row.ipv6),
+    )
+
+
+def desired_state(db: Session, project: str, host: str) -> model.DesiredState:
+    """What `host`'s agent must program: its ports, the sessions mirroring from them, and
+    the filters and target ports those sessions name."""
+    ports = list(
+        db.scalars(
+            select(PortRow)
+            .where(PortRow.project_id == project, PortRow.host == host)
+            .order_by(PortRow.id)
+        )
+    )
+    port_ids = [p.id for p in ports]
+    sessions = (
+        list(
+            db.scalars(
+                select(SessionRow)
+                .where(
+                    SessionRow.id.in_(
+                        select(SourceRow.session_id).where(SourceRow.port_id.in_(port_ids))
+                    )
+                )
+                .order_by(SessionRow.priority, SessionRow.id)
+            )
+        )
+        if port_ids
+        else []
+    )
+    filter_ids = sorted({s.filter_id for s in sessions})
+    target_ids = sorted({s.target_id for s in sessions})
+    filters = (
+        list(
+            db.scalars(select(FilterRow).where(FilterRow.id.in_(filter_ids)).order_by(FilterRow.id))
+        )
+        if filter_ids
+        else []
+    )
+    targets = (
+        list(db.scalars(select(PortRow).where(PortRow.id.in_(target_ids)).order_by(PortRow.id)))
+        if target_ids
+        else []
+    )
+    content: dict[str, Any] = {
+        "ports": tuple(domain_port(p) for p in ports),
+        "sessions": tuple(
+            model.Session(
+                id=s.id,
+                name=s.name,
+                filter_id=s.filter_id,
+                sources=tuple(src.port_id for src in s.sources),
+                target_id=s.target_id,
+                vni=s.virtual_network_id,
+                packet_length=s.packet_length,
+                priority=s.priority,
+                enabled=s.enabled,
+            )
+            for s in sessions
+        ),
+        "filters": tuple(
+            model.Filter(id=f.id, name=f.name, rules=tuple(domain_rule(r) for r in f.rules))
+            for f in filters
+        ),
+        "targets": tuple(domain_port(t) for t in targets),
+    }
+    unrevised = model.DesiredState(host=host, revision="", **content)
+    revision = hashlib.sha256(
+        json.dumps(unrevised.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    return unrevised.model_copy(update={"revision": revision})
+
+
+def put_counters(
+    db: Session,
+    project: str,
+    host: str,
+    sessions: Mapping[str, Mapping[str, int]],
+    rules: Mapping[str, Mapping[str, int]],
+) -> None:
+    """Replace the host's latest report (totals since its kernel state was created)."""
+    report = db.get(HostReportRow, (project, host))
+    if report is None:
+        db.add(HostReportRow(project_id=project, host=host, reported_at=utc_now()))
+    else:
+        report.reported_at = utc_now()
+    db.execute(delete(CounterRow).where(CounterRow.project_id == project, CounterRow.host == host))
+    db.flush()
+    db.add_all(
+        CounterRow(
+            project_id=project,
+            host=host,
+            kind=kind,
+            object_id=object_id,
+            packets=value["packets"],
+            bytes=value["bytes"],
+        )
+        for kind, values in (("session", sessions), ("rule", rules))
+        for object_id, value in values.items()
+    )
+    db.flush()
+
+
+def session_stats(db: Session, project: str) -> dict[str, Any]:
+    stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}}
+    for kind, object_id, packets, octets in db.execute(
+        select(
+            CounterRow.kind,
+            CounterRow.object_id,
+            func.sum(CounterRow.packets),
+            func.sum(CounterRow.bytes),
+        )
+        .where(CounterRow.project_id == project)
+        .group_by(CounterRow.kind, CounterRow.object_id)
+        .order_by(CounterRow.kind, CounterRow.object_id)
+    ):
+        stats["sessions" if kind == "session" else "rules"][object_id] = {
+            "packets": int(packets),
+            "bytes": int(octets),
+        }
+    for host, reported_at in db.execute(
+        select(HostReportRow.host, HostReportRow.reported_at)
+        .where(HostReportRow.project_id == project)
+        .order_by(HostReportRow.host)
+    ):
+        stats["hosts"][host] = reported_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stats

@@ -1,0 +1,239 @@
+"""The database schema: SQLAlchemy 2 declarative tables.
+
+Every uniqueness and quota rule of SPEC section 1 is a constraint here, so that
+concurrent requests (threads of one server, or several servers on one
+PostgreSQL) cannot break it; the repository's Python checks only exist to word
+the error nicely. How the rules map to constraints:
+
+- rule priority unique per filter and direction: `uq_rules_priority`;
+- session priority unique among sessions sharing a source, and a source and the
+  target of one session are different ports: `session_sources` copies the
+  session's priority and target id through a composite foreign key with
+  ON UPDATE CASCADE, so `uq_sources_port_priority` and `ck_sources_not_target`
+  see every change of the session row;
+- a port is a source of at most 3 sessions: each (port, session) pair takes one
+  of the port's `slot`s 1-3 (`uq_sources_port_slot`, `ck_sources_slot`);
+- at most 10 sources per session: `position` 1-10, unique per session;
+- references stay inside one project: foreign keys include `project_id`;
+- a filter or port still named by a session cannot be deleted: ON DELETE RESTRICT.
+
+Any change here needs a new Alembic migration in `vxtap/store/migrations`
+(tests/store compares the migrated schema with this one).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(36)
+PROJECT = String(64)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class FilterRow(Base):
+    __tablename__ = "filters"
+    __table_args__ = (UniqueConstraint("project_id", "id", name="uq_filters_project_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(PROJECT, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    rules: Mapped[list[RuleRow]] = relationship(
+        back_populates="filter",
+        order_by="(RuleRow.direction, RuleRow.priority)",
+        lazy="selectin",
+        passive_deletes=True,
+    )
+
+
+class RuleRow(Base):
+    __tablename__ = "rules"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["project_id", "filter_id"],
+            ["filters.project_id", "filters.id"],
+            name="fk_rules_filter",
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("filter_id", "direction", "priority", name="uq_rules_priority"),
+        CheckConstraint("priority BETWEEN 1 AND 65535", name="ck_rules_priority"),
+        CheckConstraint("direction IN ('ingress', 'egress')", name="ck_rules_direction"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(PROJECT, index=True)
+    filter_id: Mapped[str] = mapped_column(ID, index=True)
+    direction: Mapped[str] = mapped_column(String(7))
+    priority: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(6))
+    ethertype: Mapped[str] = mapped_column(String(4))
+    protocol: Mapped[str] = mapped_column(String(6))
+    source_cidr_block: Mapped[str | None] = mapped_column(String(64))
+    destination_cidr_block: Mapped[str | None] = mapped_column(String(64))
+    source_port_range: Mapped[str | None] = mapped_column(String(11))
+    destination_port_range: Mapped[str | None] = mapped_column(String(11))
+    description: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    filter: Mapped[FilterRow] = relationship(back_populates="rules")
+
+
+class PortRow(Base):
+    __tablename__ = "ports"
+    __table_args__ = (
+        UniqueConstraint("project_id", "host", "device", name="uq_ports_host_device"),
+        UniqueConstraint("project_id", "id", name="uq_ports_project_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(PROJECT, index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(17))
+    ipv4: Mapped[list[str]] = mapped_column(JSON)
+    ipv6: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["project_id", "filter_id"],
+            ["filters.project_id", "filters.id"],
+            name="fk_sessions_filter",
+            ondelete="RESTRICT",
+        ),
+        ForeignKeyConstraint(
+            ["project_id", "target_id"],
+            ["ports.project_id", "ports.id"],
+            name="fk_sessions_target",
+            ondelete="RESTRICT",
+        ),
+        # Target of the composite foreign key from session_sources.
+        UniqueConstraint("id", "priority", "target_id", name="uq_sessions_id_priority_target"),
+        CheckConstraint("priority BETWEEN 1 AND 32766", name="ck_sessions_priority"),
+        CheckConstraint(
+            "virtual_network_id BETWEEN 0 AND 16777215", name="ck_sessions_virtual_network_id"
+        ),
+        CheckConstraint("packet_length BETWEEN 1 AND 1460", name="ck_sessions_packet_length"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(PROJECT, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255))
+    filter_id: Mapped[str] = mapped_column(ID, index=True)
+    target_id: Mapped[str] = mapped_column(ID, index=True)
+    target_type: Mapped[str] = mapped_column(String(8))
+    virtual_network_id: Mapped[int] = mapped_column(Integer)
+    packet_length: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    type: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    sources: Mapped[list[SourceRow]] = relationship(
+        back_populates="session",
+        order_by="SourceRow.position",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class SourceRow(Base):
+    """One source port of one session (the association carries the constraint columns)."""
+
+    __tablename__ = "session_sources"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["session_id", "priority", "target_id"],
+            ["sessions.id", "sessions.priority", "sessions.target_id"],
+            name="fk_sources_session",
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["project_id", "port_id"],
+            ["ports.project_id", "ports.id"],
+            name="fk_sources_port",
+            ondelete="RESTRICT",
+        ),
+        UniqueConstraint("port_id", "priority", name="uq_sources_port_priority"),
+        UniqueConstraint("port_id", "slot", name="uq_sources_port_slot"),
+        UniqueConstraint("session_id", "position", name="uq_sources_session_position"),
+        CheckConstraint("slot BETWEEN 1 AND 3", name="ck_sources_slot"),
+        CheckConstraint("position BETWEEN 1 AND 10", name="ck_sources_position"),
+        CheckConstraint("port_id <> target_id", name="ck_sources_not_target"),
+    )
+
+    session_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    port_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(PROJECT)
+    priority: Mapped[int] = mapped_column(Integer)
+    target_id: Mapped[str] = mapped_column(ID)
+    slot: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+
+    session: Mapped[SessionRow] = relationship(back_populates="sources")
+
+
+class HostReportRow(Base):
+    """When a host's agent last pushed counters."""
+
+    __tablename__ = "host_reports"
+
+    project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reported_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CounterRow(Base):
+    """The latest totals one host reported for one session or rule."""
+
+    __tablename__ = "counters"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["project_id", "host"],
+            ["host_reports.project_id", "host_reports.host"],
+            name="fk_counters_host",
+            ondelete="CASCADE",
+        ),
+        CheckConstraint("kind IN ('session', 'rule')", name="ck_counters_kind"),
+    )
+
+    project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(7), primary_key=True)
+    object_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    packets: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
