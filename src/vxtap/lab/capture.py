@@ -45,21 +45,34 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def parse_fields(text: str, target: str) -> list[Mirrored]:
+def parse_fields(text: str, target: str, *, inner_vni: int | None = None) -> list[Mirrored]:
     """tshark's tab-separated fields (one line per frame) -> decoded mirrors.
 
     Frames that are not VXLAN (no vni) are skipped: tcpdump's filter already
     kept only UDP 4789, so such a frame would be a non-VXLAN datagram, which
-    tshark then shows as plain UDP."""
+    tshark then shows as plain UDP. With `inner_vni` the frames are already
+    decapsulated (the collector's pcap of one VNI): no outer headers."""
     packets: list[Mirrored] = []
     for line in text.splitlines():
         if not line.strip():
             continue
         cols = (line.split("\t") + [""] * len(FIELDS))[: len(FIELDS)]
         row = dict(zip(FIELDS, cols, strict=True))
+        if inner_vni is not None:
+            # Pretend an empty outer header, so one parser serves both.
+            row = {
+                **row,
+                "ip.src": f",{row['ip.src']}" if row["ip.src"] else "",
+                "ip.dst": f",{row['ip.dst']}" if row["ip.dst"] else "",
+                "ip.proto": f"17,{row['ip.proto']}" if row["ip.proto"] else "",
+                "udp.srcport": f"0,{row['udp.srcport']}" if row["udp.srcport"] else "",
+                "udp.dstport": f"0,{row['udp.dstport']}" if row["udp.dstport"] else "",
+                "udp.length": f"0,{row['udp.length']}" if row["udp.length"] else "",
+                "vxlan.vni": str(inner_vni),
+            }
         vnis = _ints(row["vxlan.vni"])
         ip_src, ip_dst = row["ip.src"].split(","), row["ip.dst"].split(",")
-        if not vnis or not ip_src[0]:
+        if not vnis or (inner_vni is None and not ip_src[0]):
             continue
         protos = _ints(row["ip.proto"])
         udp_sports, udp_dports = _ints(row["udp.srcport"]), _ints(row["udp.dstport"])
@@ -95,8 +108,31 @@ def parse_fields(text: str, target: str) -> list[Mirrored]:
     return packets
 
 
-def decode_pcap(pcap: Path, target: str) -> list[Mirrored]:
+def decode_pcap(pcap: Path, target: str, *, inner_vni: int | None = None) -> list[Mirrored]:
     if not pcap.exists() or pcap.stat().st_size == 0:
         return []
     out = subprocess.run(tshark_argv(pcap), capture_output=True, text=True, check=True, timeout=60)
-    return parse_fields(out.stdout, target)
+    return parse_fields(out.stdout, target, inner_vni=inner_vni)
+
+
+def decode_collector_dir(directory: Path, target: str) -> list[Mirrored]:
+    """The collector's pcap series (`vni<N>-...pcap`, inner frames), decoded."""
+    packets: list[Mirrored] = []
+    for pcap in sorted(directory.glob("vni*.pcap")):
+        vni = pcap.name.removeprefix("vni").split("-", 1)[0]
+        if vni.isdigit():
+            packets += decode_pcap(pcap, target, inner_vni=int(vni))
+    return packets
+
+
+def flow_key(packet: Mirrored) -> tuple[object, ...]:
+    """What tcpdump's and the collector's view of one mirror must agree on."""
+    return (
+        packet.vni,
+        packet.protocol,
+        packet.src,
+        packet.dst,
+        packet.sport,
+        packet.dport,
+        packet.payload_length,
+    )

@@ -1,0 +1,249 @@
+"""`vxtap lab up|verify|down|run`: the whole procedure of the seed, on one machine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyroute2 import netns as _pyroute2_netns
+
+from vxtap.lab import capture, secgroups
+from vxtap.lab import scenario as scenarios
+from vxtap.lab import topology as topo
+from vxtap.lab.control import (
+    VXTAP,
+    ControlPlane,
+    LabError,
+    exited,
+    log_tail,
+    wait_for,
+    write_credentials,
+)
+from vxtap.lab.runtime import (
+    DEFAULT_LAB_DIR,
+    DEFAULT_NAMESPACE_PREFIX,
+    LabDir,
+    LabRecord,
+    start,
+    stop,
+)
+from vxtap.lab.scenario import Scenario
+from vxtap.lab.traffic import converse
+from vxtap.lab.verify import Finding, Mirrored, check
+from vxtap.netns import Namespace
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Report:
+    scenario: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.findings) and all(f.ok for f in self.findings)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+
+class Lab:
+    def __init__(
+        self,
+        directory: Path = DEFAULT_LAB_DIR,
+        namespace_prefix: str = DEFAULT_NAMESPACE_PREFIX,
+        say: Say = print,
+    ) -> None:
+        self.dir = LabDir(directory)
+        self.prefix = namespace_prefix
+        self.say = say
+
+    def topology(self, scenario: Scenario) -> topo.Topology:
+        return topo.Topology(self.prefix, scenario)
+
+    # --- up -------------------------------------------------------------------------
+
+    def up(self, scenario: Scenario) -> None:
+        """Build the scenario's VPC, start the control plane and agents, create
+        the mirror configuration with the CLI, wait until it is applied."""
+        if self.dir.load() is not None or self._existing_namespaces():
+            self.say("a previous lab is still here (crashed or not brought down): removing it")
+            self.down()
+        t = self.topology(scenario)
+        record = LabRecord(
+            scenario=scenario.name,
+            namespace_prefix=self.prefix,
+            namespaces=[ns.name for ns in t.namespaces],
+            endpoint=t.endpoint,
+        )
+        self.dir.save(record)  # before anything exists, so `down` finds it all
+        self.say(f"== {scenario.name}: {scenario.summary}")
+        topo.build(t)
+        self.say(
+            f"namespaces: {', '.join(ns.name for ns in t.namespaces)}; "
+            f"security groups in {t.vpc.name} (nft table inet {secgroups.TABLE})"
+        )
+        control = ControlPlane(self.dir, record, t, self.say, write_credentials(self.dir))
+        control.start_server()
+        control.start_agents()
+        control.wait_for_ports()
+        self.say(f"[{t.mgmt.name}] the mirror configuration, with the CLI:")
+        record.ids = control.create_resources(scenario)
+        self.dir.save(record)
+        control.wait_until_applied(scenario, record.ids)
+        self.say("the agents applied every session")
+
+    # --- verify ---------------------------------------------------------------------
+
+    def verify(self, scenario: Scenario) -> Report:
+        """The seed's step 3 for every conversation of the scenario, captured on
+        the targets with tcpdump and `vxtap collect`; every expectation checked."""
+        record = self.dir.load()
+        if record is None:
+            raise LabError("no lab is up: run 'vxtap lab up SCENARIO' first")
+        if record.scenario != scenario.name:
+            raise LabError(f"the lab that is up runs {record.scenario!r}, not {scenario.name!r}")
+        t = self.topology(scenario)
+        run_dir = self.dir.path / f"verify-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir.mkdir(parents=True)
+        captures: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
+        collectors: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        collector_logs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        try:
+            for name in scenario.targets:
+                ns = t.server(name)
+                pcap = run_dir / f"tcpdump-{name}.pcap"
+                argv = ["tcpdump", "-i", "eth0", "udp", "port", "4789", "-nne"]
+                self.say(f"[{name}] $ {' '.join(argv)}")
+                proc = start(
+                    self.dir,
+                    record,
+                    f"tcpdump-{name}",
+                    ns,
+                    [*argv, "-l", "-U", "-w", str(pcap), "--print"],
+                )
+                captures[name] = (proc, pcap, Path(record.processes[-1].log))
+                out_dir = run_dir / f"collect-{name}"
+                cargv = ["collect", "-i", "eth0", "--pcap", str(out_dir), "--print"]
+                self.say(f"[{name}] $ vxtap {' '.join(cargv)}")
+                cproc = start(
+                    self.dir,
+                    record,
+                    f"collect-{name}",
+                    ns,
+                    [*VXTAP, *cargv, "--ring-mb", "4"],
+                    env={"PYTHONUNBUFFERED": "1"},
+                )
+                collectors[name] = (cproc, out_dir)
+                captures_logs = Path(record.processes[-1].log)
+                collector_logs[name] = (cproc, captures_logs)
+            for name, (proc, _, log) in captures.items():
+                wait_for(
+                    f"tcpdump on {name} did not start",
+                    _mentions(log, "listening on"),
+                    15,
+                    failed=exited(proc, str(log)),
+                )
+            for name, (proc, log) in collector_logs.items():
+                wait_for(
+                    f"vxtap collect on {name} did not start",
+                    _mentions(log, "listening on"),
+                    30,
+                    failed=exited(proc, str(log)),
+                )
+            deliveries = [
+                converse(t, scenario, talk, run_dir, self.say) for talk in scenario.traffic
+            ]
+            time.sleep(0.5)  # mirrors in flight
+        finally:
+            for role in [
+                *(f"tcpdump-{n}" for n in captures),
+                *(f"collect-{n}" for n in collectors),
+            ]:
+                for p in record.processes:
+                    if p.role == role:
+                        stop(p)
+            record.processes = [
+                p for p in record.processes if not p.role.startswith(("tcpdump-", "collect-"))
+            ]
+            self.dir.save(record)
+
+        captured: dict[str, list[Mirrored]] = {}
+        findings: list[Finding] = []
+        for name, (_, pcap, log) in captures.items():
+            self.say(f"\n--- {name}: tcpdump -i eth0 udp port 4789 -nne")
+            self.say(log.read_text(errors="replace").rstrip())
+            captured[name] = capture.decode_pcap(pcap, name)
+        for name, (_, out_dir) in collectors.items():
+            self.say(f"\n--- {name}: vxtap collect -i eth0 --pcap {out_dir} --print")
+            self.say(log_tail(collector_logs[name][1], 60))
+            seen = capture.decode_collector_dir(out_dir, name)
+            findings.append(_agree(name, captured.get(name, []), seen))
+        dropped = topo.dropped_by_groups(t)
+        findings = check(scenario, captured, deliveries, dropped) + findings
+        report = Report(scenario.name, findings)
+        self.say("")
+        for finding in findings:
+            self.say(str(finding))
+        self.say("PASS" if report.passed else f"FAIL: {len(report.failures)} expectation(s) failed")
+        return report
+
+    # --- down -----------------------------------------------------------------------
+
+    def _candidate_namespaces(self) -> set[str]:
+        """Every name this lab's prefix could have given a namespace."""
+        names = {f"{self.prefix}vpc", f"{self.prefix}mgmt"}
+        for s in scenarios.SCENARIOS.values():
+            names |= {f"{self.prefix}{srv.name}" for srv in s.servers}
+        return names
+
+    def _existing_namespaces(self) -> list[str]:
+        present = set(_pyroute2_netns.listnetns())
+        return sorted(present & self._candidate_namespaces())
+
+    def down(self) -> None:
+        """Stop what the lab started and remove its namespaces and directory;
+        safe after a crash or a failed `up`, and when nothing is up."""
+        record = self.dir.load()
+        names = set(self._existing_namespaces())
+        if record is not None:
+            for process in reversed(record.processes):
+                stop(process)
+            present = set(_pyroute2_netns.listnetns())
+            names |= {n for n in record.namespaces if n in present}
+        for name in sorted(names):
+            Namespace(name).delete()
+        if self.dir.path.exists():
+            shutil.rmtree(self.dir.path)
+        if names:
+            self.say(f"removed {len(names)} namespaces: {', '.join(sorted(names))}")
+
+    # --- run ------------------------------------------------------------------------
+
+    def run(self, scenario: Scenario) -> Report:
+        """up, verify, down; down always, also when up or verify fail."""
+        try:
+            self.up(scenario)
+            return self.verify(scenario)
+        finally:
+            self.down()
+
+
+def _agree(target: str, tcpdump: list[Mirrored], collector: list[Mirrored]) -> Finding:
+    """The collector must have stored exactly the mirrors tcpdump saw."""
+    what = f"vxtap collect on {target} stored the same {len(tcpdump)} mirrors as tcpdump saw"
+    a = sorted(map(repr, map(capture.flow_key, tcpdump)))
+    b = sorted(map(repr, map(capture.flow_key, collector)))
+    if a == b:
+        return Finding(True, what)
+    return Finding(False, what, f"tcpdump saw {len(a)}, the collector stored {len(b)}")
+
+
+def _mentions(log: Path, text: str) -> Callable[[], bool]:
+    return lambda: text in log.read_text(errors="replace")
