@@ -1,0 +1,624 @@
+"""Make the kernel show a `KernelPlan`, find where it differs, read counters, clean up.
+
+Thin adapter, pyroute2 style: every step "ensures" a kernel object exists as the
+plan says (creating or fixing only what differs), then `apply` verifies the whole
+plan with `drift` and raises naming what still differs. Works in the current
+network namespace, or in a named one (`netns=`), which the tests use.
+
+Kernel objects, all named `vxtap-*` (devices) or `vxtap` (nft table):
+  nft table `netdev vxtap`         the filters, replaced in one flush + re-add transaction
+  vxtap-vx0                        collect_md VXLAN device, IPv6 off
+  vxtap-mk0/1, vxtap-pr0/1         veth pairs the copies cross (segmentation off on *0)
+  tc clsact + cls_bpf on *1        the mirror program; it holds the tunnel map
+The map is found again through the attached program (prog id -> map id), so no
+bpffs pin is needed and removing the devices removes every trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from vxtap.dataplane import bpf
+from vxtap.dataplane.plan import (
+    FAMILY,
+    MARK_COPY_DEVICE,
+    MARK_COPY_PEER,
+    OWN_DEVICE_PREFIX,
+    PLAN_CHAIN,
+    PRIORITY_COPY_DEVICE,
+    PRIORITY_COPY_PEER,
+    TABLE,
+    VXLAN_DEVICE,
+    KernelPlan,
+    parse_counter_comment,
+)
+from vxtap.model import VXLAN_PORT
+
+TC_INGRESS_PARENT = 0xFFFFFFF2
+# Offloads that let a GSO/TSO packet cross a device whole. Off on the dup targets, so
+# the kernel segments each copy into wire-sized packets (SPEC 3: one mirror per wire packet).
+SEGMENTATION_OFFLOADS = (
+    "tso",
+    "gso",
+    "tx-gre-segmentation",
+    "tx-gre-csum-segmentation",
+    "tx-ipxip4-segmentation",
+    "tx-ipxip6-segmentation",
+    "tx-udp_tnl-segmentation",
+    "tx-udp_tnl-csum-segmentation",
+    "tx-sctp-segmentation",
+    "tx-udp-segmentation",
+    "tx-gso-list",
+)
+COPY_PAIRS = (
+    (MARK_COPY_DEVICE, MARK_COPY_PEER, bpf.SkbField.MARK, "mk"),
+    (PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER, bpf.SkbField.PRIORITY, "pr"),
+)
+
+
+def is_own_device(name: str) -> bool:
+    """Devices vxtap creates; the agent never registers them as ports."""
+    return name.startswith(OWN_DEVICE_PREFIX)
+
+
+def program_name(tag: str, carrier: bpf.SkbField) -> str:
+    return f"vxtap-{tag}-{bpf.program_version(carrier)}"
+
+
+class DataplaneError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PacketsBytes:
+    packets: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: PacketsBytes) -> PacketsBytes:
+        return PacketsBytes(self.packets + other.packets, self.bytes + other.bytes)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """From the kernel: per session, packets mirrored (copies handed to the VXLAN path,
+    counted per kernel packet, i.e. before segmentation); per rule, packets the rule
+    matched (accept or reject); per session, packets that could not be mirrored
+    because both the mark and the priority of the production packet were in use."""
+
+    sessions: dict[str, PacketsBytes] = field(default_factory=dict)
+    rules: dict[str, PacketsBytes] = field(default_factory=dict)
+    unmirrorable: dict[str, PacketsBytes] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, dict[str, dict[str, int]]]:
+        def dump(d: dict[str, PacketsBytes]) -> dict[str, dict[str, int]]:
+            return {k: {"packets": v.packets, "bytes": v.bytes} for k, v in sorted(d.items())}
+
+        return {"sessions": dump(self.sessions), "rules": dump(self.rules)}
+
+
+@dataclass
+class _TableState:
+    chains: dict[str, int]  # name -> rule count
+    digest: str | None
+    stale_dup: list[str]
+    counters: dict[str, str]  # name -> comment
+
+
+class Dataplane:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    # --- plumbing ---
+
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+
+    def _run(
+        self, argv: Sequence[str], stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self._argv(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60
+        )
+
+    @contextlib.contextmanager
+    def _ipr(self) -> Iterator[IPRoute]:
+        ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    def _nft(self, document: dict[str, Any]) -> None:
+        out = self._run(["nft", "-j", "-f", "-"], json.dumps(document, separators=(",", ":")))
+        if out.returncode != 0:
+            raise DataplaneError(f"nft refused the ruleset: {out.stderr.strip()[:2000]}")
+
+    def _nft_list(self, *what: str) -> list[dict[str, Any]] | None:
+        out = self._run(["nft", "-j", "list", *what])
+        if out.returncode != 0:
+            if "No such file or directory" in out.stderr:
+                return None
+            raise DataplaneError(f"nft list {' '.join(what)} failed: {out.stderr.strip()}")
+        items: list[dict[str, Any]] = json.loads(out.stdout)["nftables"]
+        return items
+
+    # --- prerequisites ---
+
+    def missing_prerequisites(self) -> list[str]:
+        """Each kernel feature or tool vxtap needs that this host lacks, by name."""
+        missing: list[str] = []
+        if os.geteuid() != 0:
+            missing.append("root (CAP_NET_ADMIN and CAP_BPF): run the agent as root")
+        for tool, package in (("nft", "nftables"), ("ethtool", "ethtool"), ("ip", "iproute2")):
+            if shutil.which(tool) is None:
+                missing.append(f"the {tool} command (package {package})")
+        if missing:
+            return missing
+        if not os.path.exists("/sys/module/vxlan") and (
+            subprocess.run(["modprobe", "-n", "vxlan"], capture_output=True).returncode != 0
+        ):
+            missing.append("kernel VXLAN support (CONFIG_VXLAN)")
+        probe = {
+            "nftables": [
+                {"add": {"table": {"family": FAMILY, "name": "vxtap_probe"}}},
+                {
+                    "add": {
+                        "chain": {
+                            "family": FAMILY,
+                            "table": "vxtap_probe",
+                            "name": "e",
+                            "type": "filter",
+                            "hook": "egress",
+                            "dev": "lo",
+                            "prio": 0,
+                            "policy": "accept",
+                        }
+                    }
+                },
+                {
+                    "add": {
+                        "rule": {
+                            "family": FAMILY,
+                            "table": "vxtap_probe",
+                            "chain": "e",
+                            "expr": [
+                                {"mangle": {"key": {"meta": {"key": "priority"}}, "value": 1}},
+                                {"dup": {"addr": "lo"}},
+                            ],
+                        }
+                    }
+                },
+            ]
+        }
+        # --check: the kernel validates the batch, then it is aborted (nothing changes).
+        out = self._run(
+            ["nft", "--check", "-j", "-f", "-"], json.dumps(probe, separators=(",", ":"))
+        )
+        if out.returncode != 0:
+            missing.append(
+                "nftables netdev egress hooks with dup (CONFIG_NETFILTER_EGRESS, "
+                f"CONFIG_NFT_DUP_NETDEV, nftables >= 1.0.1): {out.stderr.strip()[:300]}"
+            )
+        try:
+            map_fd = bpf.create_tunnel_map()
+        except OSError as error:
+            missing.append(f"eBPF maps (bpf(2) BPF_MAP_CREATE: {error.strerror})")
+        else:
+            try:
+                os.close(bpf.load_program(bpf.mirror_program(map_fd, bpf.SkbField.MARK), "probe"))
+            except OSError as error:
+                missing.append(
+                    "eBPF tc programs with skb_change_tail/skb_set_tunnel_key "
+                    f"(CONFIG_NET_CLS_BPF, CONFIG_BPF_SYSCALL): {error.strerror}"
+                )
+            finally:
+                os.close(map_fd)
+        return missing
+
+    # --- devices ---
+
+    def _links(self, ipr: IPRoute) -> dict[str, Any]:
+        return {link.get("ifname"): link for link in ipr.get_links()}
+
+    @staticmethod
+    def _kind(link: Any) -> str | None:
+        info = link.get("IFLA_LINKINFO")
+        return info.get("IFLA_INFO_KIND") if info is not None else None
+
+    def _vxlan_ok(self, link: Any) -> bool:
+        info = link.get("IFLA_LINKINFO")
+        if info is None or info.get("IFLA_INFO_KIND") != "vxlan":
+            return False
+        data = info.get("IFLA_INFO_DATA")
+        return bool(
+            data is not None
+            and data.get("IFLA_VXLAN_COLLECT_METADATA")
+            and data.get("IFLA_VXLAN_PORT") == VXLAN_PORT
+        )
+
+    def _device_problems(self, links: dict[str, Any]) -> list[str]:
+        problems: list[str] = []
+        vx = links.get(VXLAN_DEVICE)
+        if vx is None:
+            problems.append(f"device {VXLAN_DEVICE} is missing")
+        elif not self._vxlan_ok(vx):
+            problems.append(f"device {VXLAN_DEVICE} is not an external VXLAN device on 4789")
+        for device, peer, _, _ in COPY_PAIRS:
+            for name in (device, peer):
+                link = links.get(name)
+                if link is None:
+                    problems.append(f"device {name} is missing")
+                elif self._kind(link) != "veth":
+                    problems.append(f"device {name} is not a veth")
+            if (
+                device in links
+                and peer in links
+                and links[device].get("IFLA_LINK") != links[peer]["index"]
+            ):
+                problems.append(f"devices {device} and {peer} are not a pair")
+        for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
+            link = links.get(name)
+            if link is not None and not link.get("flags", 0) & 1:
+                problems.append(f"device {name} is down")
+        return problems
+
+    def _ensure_devices(self, ipr: IPRoute) -> None:
+        links = self._links(ipr)
+        created: list[str] = []
+        vx = links.get(VXLAN_DEVICE)
+        if vx is not None and not self._vxlan_ok(vx):
+            ipr.link("del", index=vx["index"])
+            vx = None
+        if vx is None:
+            ipr.link(
+                "add",
+                ifname=VXLAN_DEVICE,
+                kind="vxlan",
+                vxlan_collect_metadata=1,
+                vxlan_port=VXLAN_PORT,
+                vxlan_learning=0,
+            )
+            created.append(VXLAN_DEVICE)
+        for device, peer, _, _ in COPY_PAIRS:
+            a, b = links.get(device), links.get(peer)
+            paired = (
+                a is not None
+                and b is not None
+                and self._kind(a) == "veth"
+                and a.get("IFLA_LINK") == b["index"]
+            )
+            if not paired:
+                for name in (device, peer):
+                    if name in links:
+                        with contextlib.suppress(NetlinkError):
+                            ipr.link("del", index=links[name]["index"])
+                ipr.link("add", ifname=device, kind="veth", peer=peer)
+                created.extend((device, peer))
+        for name in created:
+            # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
+            # the mirror stream (seen in captures before this).
+            self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
+        for device, peer, _, _ in COPY_PAIRS:
+            if device in created:
+                self._ethtool(device, SEGMENTATION_OFFLOADS)
+                self._ethtool(peer, ("gro",))
+        links = self._links(ipr)
+        for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
+            if not links[name].get("flags", 0) & 1:
+                ipr.link("set", index=links[name]["index"], state="up")
+
+    def _ip(self, argv: Sequence[str]) -> None:
+        out = self._run(["ip", *argv])
+        if out.returncode != 0:
+            raise DataplaneError(f"ip {' '.join(argv)}: {out.stderr.strip()}")
+
+    def _ethtool(self, device: str, features: Sequence[str]) -> None:
+        """Turn features off, then check that the kernel shows them off."""
+        argv = ["ethtool", "-K", device]
+        for feature in features:
+            argv += [feature, "off"]
+        out = self._run(argv)
+        if out.returncode != 0:
+            raise DataplaneError(f"ethtool -K {device}: {out.stderr.strip()}")
+        still_on = self._offloads_on(device)
+        if still_on:
+            raise DataplaneError(f"{device} keeps offloads on: {', '.join(still_on)}")
+
+    def _offloads_on(self, device: str) -> list[str]:
+        """The offloads that must be off on this device but are on."""
+        is_peer = device in _PEERS
+        on: list[str] = []
+        for line in self._run(["ethtool", "-k", device]).stdout.splitlines():
+            name, _, value = line.strip().partition(": ")
+            if not value.startswith("on") or "[fixed]" in value:
+                continue
+            if is_peer and name == "generic-receive-offload":
+                on.append(name)
+            if not is_peer and ("segmentation" in name or name == "tx-gso-list"):
+                on.append(name)
+        return on
+
+    # --- programs and the tunnel map ---
+
+    def _filters(self, device: str) -> list[tuple[str, int]]:
+        """(name, prog id) of the bpf filters at a device's tc ingress.
+
+        From `tc -j`: pyroute2 0.9.7 does not decode TCA_BPF_ID."""
+        out = self._run(["tc", "-j", "filter", "show", "dev", device, "ingress"])
+        if out.returncode != 0 or not out.stdout.strip():
+            return []
+        found: list[tuple[str, int]] = []
+        for f in json.loads(out.stdout):
+            options = f.get("options") or {}
+            prog = options.get("prog") or {}
+            if f.get("kind") == "bpf" and "id" in prog:
+                found.append((options.get("bpf_name", ""), int(prog["id"])))
+        return found
+
+    def _program_problems(self, ipr: IPRoute, links: dict[str, Any]) -> list[str]:
+        problems: list[str] = []
+        for _, peer, carrier, tag in COPY_PAIRS:
+            if peer not in links:
+                continue
+            names = [name for name, _ in self._filters(peer)]
+            if names != [program_name(tag, carrier)]:
+                problems.append(
+                    f"tc ingress of {peer} has {names or 'no programs'}, "
+                    f"not [{program_name(tag, carrier)}]"
+                )
+        return problems
+
+    def _current_map_fd(self, ipr: IPRoute, links: dict[str, Any]) -> int | None:
+        """The tunnel map the attached programs use (an fd the caller closes), if any."""
+        for _, peer, _, _ in COPY_PAIRS:
+            if peer not in links:
+                continue
+            for name, prog_id in self._filters(peer):
+                if not name.startswith("vxtap-"):
+                    continue
+                try:
+                    prog_fd = bpf.prog_fd_by_id(prog_id)
+                except OSError:
+                    continue
+                try:
+                    map_ids = bpf.prog_map_ids(prog_fd)
+                finally:
+                    os.close(prog_fd)
+                if map_ids:
+                    return bpf.map_fd_by_id(map_ids[0])
+        return None
+
+    def _ensure_programs(self, ipr: IPRoute) -> int:
+        """Attach the mirror program to each copy peer; returns the tunnel map's fd."""
+        links = self._links(ipr)
+        map_fd = self._current_map_fd(ipr, links)
+        if map_fd is None:
+            map_fd = bpf.create_tunnel_map()
+        for _, peer, carrier, tag in COPY_PAIRS:
+            index = links[peer]["index"]
+            wanted = program_name(tag, carrier)
+            filters = self._filters(peer)
+            if [name for name, _ in filters] == [wanted]:
+                continue
+            with contextlib.suppress(NetlinkError):
+                ipr.tc("add", "clsact", index)
+            if filters:
+                ipr.tc("del-filter", index=index, parent=TC_INGRESS_PARENT)
+            prog_fd = bpf.load_program(bpf.mirror_program(map_fd, carrier), f"vxtap_{tag}")
+            try:
+                ipr.tc(
+                    "add-filter",
+                    "bpf",
+                    index,
+                    ":1",
+                    fd=prog_fd,
+                    name=wanted,
+                    parent=TC_INGRESS_PARENT,
+                    classid=1,
+                    direct_action=True,
+                )
+            finally:
+                os.close(prog_fd)
+        return map_fd
+
+    def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
+        return {
+            t.key: bpf.tunnel_value(
+                vni=t.vni, remote=t.remote, local=t.local, snaplen=t.snaplen, ifindex=vxlan_index
+            )
+            for t in plan.tunnels
+        }
+
+    # --- nft ---
+
+    def _table_state(self) -> _TableState | None:
+        items = self._nft_list("table", FAMILY, TABLE)
+        if items is None:
+            return None
+        chains: dict[str, int] = {}
+        counters: dict[str, str] = {}
+        digest: str | None = None
+        stale: list[str] = []
+        for item in items:
+            if "chain" in item:
+                chains.setdefault(item["chain"]["name"], 0)
+            elif "counter" in item:
+                counters[item["counter"]["name"]] = item["counter"].get("comment", "")
+            elif "rule" in item:
+                rule = item["rule"]
+                chains[rule["chain"]] = chains.get(rule["chain"], 0) + 1
+                if rule["chain"] == PLAN_CHAIN:
+                    comment = rule.get("comment", "")
+                    digest = comment.removeprefix("plan ") if comment.startswith("plan ") else None
+                for expr in rule["expr"]:
+                    dup = expr.get("dup")
+                    # `dup to` binds an ifindex: if its device was re-created, nft shows a number.
+                    if dup is not None and dup.get("addr") not in (
+                        MARK_COPY_DEVICE,
+                        PRIORITY_COPY_DEVICE,
+                    ):
+                        stale.append(f"{rule['chain']}: dup to {dup.get('addr')}")
+        return _TableState(chains, digest, stale, counters)
+
+    def _nft_problems(self, plan: KernelPlan, state: _TableState | None) -> list[str]:
+        if state is None:
+            return [f"nft table {FAMILY} {TABLE} is missing"]
+        problems: list[str] = []
+        if state.digest != plan.digest:
+            problems.append(f"nft table holds plan {state.digest}, not {plan.digest}")
+        for chain in plan.chains:
+            count = state.chains.get(chain.name)
+            if count is None:
+                problems.append(f"nft chain {chain.name} is missing")
+            elif count != chain.rules:
+                problems.append(f"nft chain {chain.name} has {count} rules, not {chain.rules}")
+        wanted = {c.name for c in plan.chains}
+        problems.extend(
+            f"nft chain {name} is not in the plan" for name in state.chains.keys() - wanted
+        )
+        problems.extend(f"nft rule is stale ({s})" for s in state.stale_dup[:5])
+        missing_counters = {c.name for c in plan.counters} - state.counters.keys()
+        if missing_counters:
+            problems.append(f"{len(missing_counters)} nft counters are missing")
+        return problems
+
+    def _replace_ruleset(self, plan: KernelPlan, state: _TableState | None) -> None:
+        """One transaction: flush the table and add the plan's content (SPEC: no gap, no
+        duplicate; a delete-and-recreate of the table duplicated mirrors)."""
+        table = {"family": FAMILY, "name": TABLE}
+        commands: list[dict[str, Any]] = [{"add": {"table": table}}, {"flush": {"table": table}}]
+        wanted_chains = {c.name for c in plan.chains}
+        wanted_counters = {
+            c.name: f"{c.kind} {c.session_id} {c.rule_id or '-'}" for c in plan.counters
+        }
+        if state is not None:
+            commands.extend(
+                {"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}}
+                for name in sorted(state.chains.keys() - wanted_chains)
+            )
+            # Counters keep their totals across re-applies; a name whose meaning changed
+            # (another rule id) starts again from zero.
+            commands.extend(
+                {"delete": {"counter": {"family": FAMILY, "table": TABLE, "name": name}}}
+                for name, comment in sorted(state.counters.items())
+                if wanted_counters.get(name) != comment
+            )
+        for command in plan.nft_commands()[1:]:
+            commands.append(command)
+        self._nft({"nftables": commands})
+
+    # --- the interface ---
+
+    def apply(self, plan: KernelPlan) -> None:
+        """Make the kernel show `plan` (creating or fixing only what differs), then verify."""
+        if plan.is_empty:
+            self.cleanup()
+        else:
+            with self._ipr() as ipr:
+                self._ensure_devices(ipr)
+                map_fd = self._ensure_programs(ipr)
+                try:
+                    links = self._links(ipr)
+                    expected = self._expected_map(plan, links[VXLAN_DEVICE]["index"])
+                    current = dict(bpf.map_items(map_fd))
+                    # New and changed entries before the rules that use them, stale ones after.
+                    for key, value in expected.items():
+                        if current.get(key) != value:
+                            bpf.map_update(map_fd, key, value)
+                    state = self._table_state()
+                    if self._nft_problems(plan, state):
+                        self._replace_ruleset(plan, state)
+                    for key in current.keys() - expected.keys():
+                        bpf.map_delete(map_fd, key)
+                finally:
+                    os.close(map_fd)
+        problems = self.drift(plan)
+        if problems:
+            raise DataplaneError(
+                "the kernel differs from the plan after apply: " + "; ".join(problems)
+            )
+
+    def drift(self, plan: KernelPlan) -> list[str]:
+        """What in the kernel differs from `plan`; empty when it shows exactly the plan."""
+        if plan.is_empty:
+            return [f"leftover: {item}" for item in self._leftovers()]
+        with self._ipr() as ipr:
+            links = self._links(ipr)
+            problems = self._device_problems(links)
+            problems += self._program_problems(ipr, links)
+            map_fd = self._current_map_fd(ipr, links)
+            if map_fd is None:
+                problems.append("the tunnel map is missing")
+            elif VXLAN_DEVICE in links:
+                try:
+                    current = dict(bpf.map_items(map_fd))
+                finally:
+                    os.close(map_fd)
+                expected = self._expected_map(plan, links[VXLAN_DEVICE]["index"])
+                missing = [k for k, v in expected.items() if current.get(k) != v]
+                extra = current.keys() - expected.keys()
+                if missing:
+                    problems.append(f"{len(missing)} tunnel map entries are missing or differ")
+                if extra:
+                    problems.append(f"{len(extra)} tunnel map entries are not in the plan")
+            else:
+                os.close(map_fd)
+        return problems + self._nft_problems(plan, self._table_state())
+
+    def counters(self) -> Counters:
+        """Packets and bytes per session and per rule, as the kernel counted them."""
+        items = self._nft_list("counters", "table", FAMILY, TABLE) or []
+        result = Counters()
+        for item in items:
+            counter = item.get("counter")
+            if counter is None:
+                continue
+            ref = parse_counter_comment(counter["name"], counter.get("comment", ""))
+            if ref is None:
+                continue
+            value = PacketsBytes(counter.get("packets", 0), counter.get("bytes", 0))
+            if ref.kind == "rule" and ref.rule_id is not None:
+                bucket, key = result.rules, ref.rule_id
+            elif ref.kind == "mirrored":
+                bucket, key = result.sessions, ref.session_id
+            else:
+                bucket, key = result.unmirrorable, ref.session_id
+            bucket[key] = bucket.get(key, PacketsBytes()) + value
+        return result
+
+    def _leftovers(self) -> list[str]:
+        found = []
+        if self._nft_list("table", FAMILY, TABLE) is not None:
+            found.append(f"nft table {FAMILY} {TABLE}")
+        with self._ipr() as ipr:
+            found += [f"device {name}" for name in self._links(ipr) if name in _ALL_DEVICES]
+        return found
+
+    def cleanup(self) -> None:
+        """Remove every trace: the table, the devices (their programs and map go with them)."""
+        out = self._run(["nft", "delete", "table", FAMILY, TABLE])
+        if out.returncode != 0 and "No such file or directory" not in out.stderr:
+            raise DataplaneError(f"nft delete table {FAMILY} {TABLE}: {out.stderr.strip()}")
+        with self._ipr() as ipr:
+            for name in (VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, *_PEERS):
+                for index in ipr.link_lookup(ifname=name):
+                    try:
+                        ipr.link("del", index=index)
+                    except NetlinkError as error:
+                        if error.code != errno.ENODEV:
+                            raise
+
+
+_PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)
+_ALL_DEVICES = frozenset((VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, *_PEERS))

@@ -1,0 +1,414 @@
+"""Compile the desired state into a kernel plan. Pure: no I/O, deterministic, fast.
+
+The kernel pipeline (docs/dataplane.md explains each choice):
+
+    source device ingress/egress
+      -> nft netdev base chain "<direction>:<device>" (one per device and direction)
+         -> jump to one chain per (session, source), in session priority order
+            -> the filter's rules of that direction in rule priority order, each with a
+               named counter: accept = goto the mirror chain, reject = return (next session)
+         -> mirror chain: give the copy the session key, `dup` it, restore the original
+              mark 0      : mark := key, dup to vxtap-mk0, mark := 0
+              priority 0  : priority := key, dup to vxtap-pr0, priority := 0
+              otherwise   : counted as unmirrorable (both fields in use; see docs)
+    vxtap-mk0/vxtap-pr0 are veth ends without segmentation offload, so the kernel cuts
+    each copy into wire-sized packets; at the peers' (vxtap-mk1/vxtap-pr1) tc ingress the
+    eBPF program looks the key up in the tunnel map, truncates, sets the tunnel key and
+    redirects to the collect_md VXLAN device vxtap-vx0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vxtap.model import (
+    IP_PROTOCOL_NUMBER,
+    VXLAN_PORT,
+    Action,
+    DesiredState,
+    Direction,
+    EtherType,
+    IPNetwork,
+    Port,
+    Protocol,
+    Rule,
+)
+
+TABLE = "vxtap"
+FAMILY = "netdev"
+# Every device vxtap creates starts with this, so the agent never registers them as ports.
+OWN_DEVICE_PREFIX = "vxtap-"
+VXLAN_DEVICE = "vxtap-vx0"
+# dup targets (segmentation offload off) and their peers (the eBPF program at tc ingress).
+MARK_COPY_DEVICE = "vxtap-mk0"
+MARK_COPY_PEER = "vxtap-mk1"
+PRIORITY_COPY_DEVICE = "vxtap-pr0"
+PRIORITY_COPY_PEER = "vxtap-pr1"
+DEVICES = (VXLAN_DEVICE, MARK_COPY_DEVICE, MARK_COPY_PEER, PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER)
+PLAN_CHAIN = "plan"
+# Ingress: see the packet first, as it arrived. Egress: last, as it leaves.
+INGRESS_HOOK_PRIORITY = -500
+EGRESS_HOOK_PRIORITY = 500
+# Outer headers added around the inner frame: Ethernet is not counted by the MTU,
+# the outer IP + UDP + VXLAN are, and so is the inner Ethernet header.
+VXLAN_OVERHEAD_IPV4 = 20 + 8 + 8 + 14
+VXLAN_OVERHEAD_IPV6 = 40 + 8 + 8 + 14
+MAX_KEY = 0x7FFF_FFFF
+
+_L4PROTO_NAME = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.ICMP: "icmp"}
+_L4PROTO_NAME[Protocol.ICMPV6] = "ipv6-icmp"
+assert set(_L4PROTO_NAME) == set(IP_PROTOCOL_NUMBER)
+
+CounterKind = Literal["rule", "mirrored", "unmirrorable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """Where one (session, source) pair's copies go: one entry of the eBPF tunnel map."""
+
+    key: int
+    session_id: str
+    source_port_id: str
+    vni: int
+    remote: str
+    local: str | None
+    snaplen: int
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.remote
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRef:
+    """What one named nft counter counts."""
+
+    name: str
+    kind: CounterKind
+    session_id: str
+    rule_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    name: str
+    rules: int
+    hook: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Everything the kernel must show for one desired state.
+
+    `nft_json` is the nft JSON document that adds the table's whole content (the
+    adapter wraps it in one transaction with a flush); `digest` identifies the
+    plan and is stored in the table, so an unchanged kernel is recognised cheaply.
+    """
+
+    revision: str
+    digest: str
+    nft_json: str
+    chains: tuple[Chain, ...]
+    counters: tuple[CounterRef, ...]
+    tunnels: tuple[Tunnel, ...]
+    skipped: tuple[str, ...] = ()
+    table: str = TABLE
+    devices: tuple[str, ...] = DEVICES
+    _parsed: list[Any] = field(default_factory=list, repr=False, compare=False, hash=False)
+
+    def nft_commands(self) -> list[dict[str, Any]]:
+        """The add commands of `nft_json`, parsed (cached: the plan is immutable)."""
+        if not self._parsed:
+            self._parsed.extend(json.loads(self.nft_json)["nftables"])
+        return list(self._parsed)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.tunnels
+
+
+def counter_comment(ref: CounterRef) -> str:
+    """Stored with the counter in the kernel, so counters can be read without the plan."""
+    return f"{ref.kind} {ref.session_id} {ref.rule_id or '-'}"
+
+
+def parse_counter_comment(name: str, comment: str) -> CounterRef | None:
+    parts = comment.split(" ")
+    if len(parts) != 3 or parts[0] not in ("rule", "mirrored", "unmirrorable"):
+        return None
+    kind: CounterKind = parts[0]  # type: ignore[assignment]
+    return CounterRef(name, kind, parts[1], None if parts[2] == "-" else parts[2])
+
+
+def session_key(session_id: str, port_id: str) -> int:
+    """A stable 31-bit key for a (session, source) pair: the same on every apply, so
+    re-applying never moves a pair to another key (the map and the rules could
+    disagree for a moment otherwise)."""
+    digest = hashlib.blake2b(f"{session_id}\0{port_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & MAX_KEY or 1
+
+
+def snap_length(packet_length: int, target_address: str, underlay_mtu: int) -> int:
+    """The inner frame length to cut to: the session's packet_length, clamped so
+    that the encapsulated packet fits the underlay MTU."""
+    overhead = VXLAN_OVERHEAD_IPV6 if ":" in target_address else VXLAN_OVERHEAD_IPV4
+    return max(1, min(packet_length, underlay_mtu - overhead))
+
+
+# --- nft JSON building blocks ---
+
+
+def _match(left: dict[str, Any], right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, name: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": name}}
+
+
+def _prefix(network: IPNetwork) -> Any:
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
+
+
+def _ports(start: int, end: int) -> Any:
+    return start if start == end else {"range": [start, end]}
+
+
+def rule_match(rule: Rule) -> list[dict[str, Any]]:
+    """The nft expressions that match exactly the packets SPEC section 2.3 says `rule` matches."""
+    ip = "ip" if rule.ethertype is EtherType.IPV4 else "ip6"
+    # Explicit ethertype first: non-IP frames (ARP, LLDP) never match any rule.
+    exprs = [_match(_meta("protocol"), ip)]
+    if rule.protocol is not Protocol.ALL:
+        exprs.append(_match(_meta("l4proto"), _L4PROTO_NAME[rule.protocol]))
+    if rule.source_cidr is not None and rule.source_cidr.prefixlen:
+        exprs.append(_match(_payload(ip, "saddr"), _prefix(rule.source_cidr)))
+    if rule.destination_cidr is not None and rule.destination_cidr.prefixlen:
+        exprs.append(_match(_payload(ip, "daddr"), _prefix(rule.destination_cidr)))
+    if rule.protocol.has_ports:
+        l4 = _L4PROTO_NAME[rule.protocol]
+        for name, ports in (("sport", rule.source_ports), ("dport", rule.destination_ports)):
+            if ports is not None and (ports.start, ports.end) != (1, 65535):
+                exprs.append(_match(_payload(l4, name), _ports(ports.start, ports.end)))
+    return exprs
+
+
+def _add(kind: str, **body: Any) -> dict[str, Any]:
+    return {"add": {kind: {"family": FAMILY, "table": TABLE, **body}}}
+
+
+def _mirror_rules(key: int, chain: str, mirrored: str, unmirrorable: str) -> list[dict[str, Any]]:
+    # The copy carries the key in a field that the production packet had at 0, and the
+    # field is set back to 0 right after `dup`: the production packet leaves exactly as
+    # it arrived. nft can only set a field to a constant (or xor it), never save it,
+    # hence the two carriers and the counted third case.
+    def carry(meta_key: str, device: str) -> dict[str, Any]:
+        return _add(
+            "rule",
+            chain=chain,
+            expr=[
+                _match(_meta(meta_key), 0),
+                {"counter": mirrored},
+                {"mangle": {"key": _meta(meta_key), "value": key}},
+                {"dup": {"addr": device}},
+                {"mangle": {"key": _meta(meta_key), "value": 0}},
+                {"accept": None},
+            ],
+        )
+
+    return [
+        carry("mark", MARK_COPY_DEVICE),
+        carry("priority", PRIORITY_COPY_DEVICE),
+        _add("rule", chain=chain, expr=[{"counter": unmirrorable}, {"accept": None}]),
+    ]
+
+
+@dataclass
+class _SessionChain:
+    priority: int
+    session_id: str
+    chain: str
+
+
+def _direction_tag(direction: Direction) -> str:
+    return "i" if direction is Direction.INGRESS else "e"
+
+
+def _target_address(target: Port | None) -> str | None:
+    return target.address if target is not None else None
+
+
+def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan:
+    """The kernel plan for `state`: same state, same plan (byte for byte)."""
+    ports = {p.id: p for p in state.ports}
+    targets = {p.id: p for p in (*state.ports, *state.targets)}
+    filters = {f.id: f for f in state.filters}
+    skipped: list[str] = []
+    tunnels: list[Tunnel] = []
+    counters: list[CounterRef] = []
+    chains: list[Chain] = []
+    rules_out: list[dict[str, Any]] = []
+    dispatch: dict[tuple[Direction, str], list[_SessionChain]] = {}
+    used_keys: set[int] = set()
+    # Rules are shared by every session using a filter: build their matches once.
+    match_cache: dict[str, list[dict[str, Any]]] = {}
+
+    for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
+        if not session.enabled:
+            continue
+        flt = filters.get(session.filter_id)
+        if flt is None:
+            skipped.append(f"session {session.id}: filter {session.filter_id} is unknown")
+            continue
+        by_direction = {d: flt.rules_for(d) for d in Direction}
+        if not any(by_direction.values()):
+            continue  # SPEC 2.5: a filter without rules mirrors nothing
+        remote = _target_address(targets.get(session.target_id))
+        if remote is None:
+            skipped.append(
+                f"session {session.id}: target {session.target_id} is unknown or has no address"
+            )
+            continue
+        snaplen = snap_length(session.packet_length, remote, underlay_mtu)
+        for source_id in sorted(set(session.sources)):
+            source = ports.get(source_id)
+            if source is None:
+                continue  # a source on another host
+            key = session_key(session.id, source.id)
+            while key in used_keys:  # a hash collision: the next free key, deterministically
+                key = key % MAX_KEY + 1
+            used_keys.add(key)
+            family = source.ipv6 if ":" in remote else source.ipv4
+            tunnels.append(
+                Tunnel(
+                    key=key,
+                    session_id=session.id,
+                    source_port_id=source.id,
+                    vni=session.vni,
+                    remote=remote,
+                    local=family[0] if family else None,
+                    snaplen=snaplen,
+                )
+            )
+            mirror_chain = f"m{key:08x}"
+            mirrored, unmirrorable = f"m{key:08x}", f"u{key:08x}"
+            counters.append(CounterRef(mirrored, "mirrored", session.id))
+            counters.append(CounterRef(unmirrorable, "unmirrorable", session.id))
+            chains.append(Chain(mirror_chain, 3))
+            rules_out.extend(_mirror_rules(key, mirror_chain, mirrored, unmirrorable))
+            for direction, rules in by_direction.items():
+                if not rules:
+                    continue
+                session_chain = f"s{key:08x}{_direction_tag(direction)}"
+                chains.append(Chain(session_chain, len(rules)))
+                for rule in rules:
+                    counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
+                    counters.append(CounterRef(counter, "rule", session.id, rule.id))
+                    match = match_cache.get(rule.id)
+                    if match is None:
+                        match = match_cache[rule.id] = rule_match(rule)
+                    verdict: dict[str, Any] = (
+                        {"goto": {"target": mirror_chain}}
+                        if rule.action is Action.ACCEPT
+                        else {"return": None}
+                    )
+                    rules_out.append(
+                        _add(
+                            "rule",
+                            chain=session_chain,
+                            expr=[*match, {"counter": counter}, verdict],
+                        )
+                    )
+                dispatch.setdefault((direction, source.device), []).append(
+                    _SessionChain(session.priority, session.id, session_chain)
+                )
+
+    base_rules: list[dict[str, Any]] = []
+    own_output = _own_output_exclusion(t.remote for t in tunnels)
+    for (direction, device), session_chains in sorted(dispatch.items()):
+        name = f"{direction.value}:{device}"
+        body: list[list[dict[str, Any]]] = []
+        if direction is Direction.EGRESS:
+            body.extend(own_output)  # SPEC 2.4: never mirror the mirror's own output
+        # Session priority order (SPEC 2.1); sessions were walked in that order already.
+        body.extend([{"jump": {"target": sc.chain}}] for sc in session_chains)
+        chains.append(Chain(name, len(body), hook=direction.value, device=device))
+        base_rules.extend(_add("rule", chain=name, expr=expr) for expr in body)
+
+    chains.append(Chain(PLAN_CHAIN, 1))
+    content = {
+        "chains": [(c.name, c.hook, c.device) for c in chains],
+        "counters": [c.name for c in counters],
+        "rules": [*base_rules, *rules_out],
+        "tunnels": [
+            (t.key, t.vni, t.remote, t.local, t.snaplen, t.session_id, t.source_port_id)
+            for t in tunnels
+        ],
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+    commands: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    for chain in chains:
+        if chain.hook is None:
+            commands.append(_add("chain", name=chain.name))
+        else:
+            commands.append(
+                _add(
+                    "chain",
+                    name=chain.name,
+                    type="filter",
+                    hook=chain.hook,
+                    dev=chain.device,
+                    prio=INGRESS_HOOK_PRIORITY
+                    if chain.hook == Direction.INGRESS.value
+                    else EGRESS_HOOK_PRIORITY,
+                    policy="accept",
+                )
+            )
+    commands.extend(_add("counter", name=c.name, comment=counter_comment(c)) for c in counters)
+    commands.extend(base_rules)
+    commands.extend(rules_out)
+    commands.append(
+        _add("rule", chain=PLAN_CHAIN, expr=[{"return": None}], comment=f"plan {digest}")
+    )
+    return KernelPlan(
+        revision=state.revision,
+        digest=digest,
+        nft_json=json.dumps({"nftables": commands}, separators=(",", ":")),
+        chains=tuple(chains),
+        counters=tuple(counters),
+        tunnels=tuple(tunnels),
+        skipped=tuple(skipped),
+    )
+
+
+def _own_output_exclusion(remotes: Iterable[str]) -> list[list[dict[str, Any]]]:
+    """`udp dport 4789` to a target address of this plan: the mirror's own VXLAN output."""
+    addresses = set(remotes)
+    rules: list[list[dict[str, Any]]] = []
+    for ip in ("ip", "ip6"):
+        family = sorted(a for a in addresses if (":" in a) == (ip == "ip6"))
+        if not family:
+            continue
+        daddr: Any = family[0] if len(family) == 1 else {"set": family}
+        rules.append(
+            [
+                _match(_meta("protocol"), ip),
+                _match(_meta("l4proto"), "udp"),
+                _match(_payload("udp", "dport"), VXLAN_PORT),
+                _match(_payload(ip, "daddr"), daddr),
+                {"return": None},
+            ]
+        )
+    return rules
