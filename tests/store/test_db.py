@@ -1,0 +1,211 @@
+"""The schema as migrated, the database settings, and the constraints on their own
+(written straight to the database, past the repository's checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError
+
+from vxtap.store.db import Store, violated_constraint
+from vxtap.store.schema import Base, FilterRow, PortRow, RuleRow, SessionRow, SourceRow
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("pg_db")
+    opened = Store(url)
+    opened.upgrade()
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+def test_migrations_build_exactly_the_declared_schema(store: Store) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_upgrade_is_idempotent_and_keeps_data(store: Store) -> None:
+    now = datetime(2026, 1, 1)
+    with store.write() as db:
+        db.add(
+            FilterRow(
+                id="f1", project_id="p", name="kept", description="", created_at=now, updated_at=now
+            )
+        )
+    store.upgrade()
+    with store.read() as db:
+        row = db.get(FilterRow, "f1")
+        assert row is not None and row.name == "kept"
+
+
+def test_sqlite_settings(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'x.db'}")
+    try:
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.dispose()
+
+
+def test_unsupported_url_is_named() -> None:
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        Store("mysql://x/y")
+
+
+NOW = datetime(2026, 1, 1)
+
+
+def _seed(store: Store) -> None:
+    with store.write() as db:
+        db.add(
+            FilterRow(
+                id="f", project_id="p", name="f", description="", created_at=NOW, updated_at=NOW
+            )
+        )
+        for i in range(5):
+            db.add(
+                PortRow(
+                    id=f"port{i}",
+                    project_id="p",
+                    host="h",
+                    device=f"eth{i}",
+                    mac=None,
+                    ipv4=[],
+                    ipv6=[],
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+        db.flush()
+        for i in range(4):
+            db.add(
+                SessionRow(
+                    id=f"s{i}",
+                    project_id="p",
+                    name="s",
+                    description="",
+                    filter_id="f",
+                    target_id="port4",
+                    target_type="eni",
+                    virtual_network_id=1,
+                    packet_length=96,
+                    priority=i + 1,
+                    enabled=True,
+                    type="eni",
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+        db.flush()
+        db.add(
+            SourceRow(
+                session_id="s0",
+                port_id="port0",
+                project_id="p",
+                priority=1,
+                target_id="port4",
+                slot=1,
+                position=1,
+            )
+        )
+
+
+def _refused(store: Store, statement: object, constraint: str) -> None:
+    with pytest.raises(IntegrityError) as info, store.write() as db:
+        if isinstance(statement, Base):
+            db.add(statement)
+            db.flush()
+        else:
+            db.execute(statement)  # type: ignore[call-overload]
+    assert violated_constraint(info.value) in (constraint, "foreign_key")
+    if violated_constraint(info.value) == "foreign_key":
+        assert constraint.startswith("fk_")
+
+
+def rule(rule_id: str, priority: int, project: str = "p") -> RuleRow:
+    return RuleRow(
+        id=rule_id,
+        project_id=project,
+        filter_id="f",
+        direction="ingress",
+        priority=priority,
+        action="accept",
+        ethertype="IPv4",
+        protocol="TCP",
+        description="",
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def source(session: str, port: str, priority: int, slot: int, position: int = 1) -> SourceRow:
+    return SourceRow(
+        session_id=session,
+        port_id=port,
+        project_id="p",
+        priority=priority,
+        target_id="port4",
+        slot=slot,
+        position=position,
+    )
+
+
+def test_constraints_hold_without_the_repository(store: Store) -> None:
+    _seed(store)
+    with store.write() as db:
+        db.add(rule("r1", 5))
+    _refused(store, rule("r2", 5), "uq_rules_priority")
+    _refused(store, rule("r3", 0), "ck_rules_priority")
+    _refused(store, rule("r4", 6, project="q"), "fk_rules_filter")  # filter of another project
+    # Session priority unique per shared source: direct insert, and by cascading an update.
+    with store.write() as db:
+        db.add(source("s1", "port1", 2, slot=1))
+    _refused(store, source("s1", "port2", 9, slot=1, position=2), "fk_sources_session")
+
+
+def test_priority_cascade_and_slots(store: Store) -> None:
+    _seed(store)
+    with store.write() as db:
+        db.add(source("s1", "port0", 2, slot=2))
+        db.add(source("s2", "port0", 3, slot=3))
+    # Cascaded copy: moving s1 onto s0's priority clashes on the shared source port0.
+    _refused(
+        store,
+        update(SessionRow).where(SessionRow.id == "s1").values(priority=1),
+        "uq_sources_port_priority",
+    )
+    _refused(store, source("s3", "port0", 4, slot=3), "uq_sources_port_slot")
+    _refused(store, source("s3", "port0", 4, slot=4), "ck_sources_slot")
+    _refused(store, source("s3", "port1", 4, slot=1, position=11), "ck_sources_position")
+    # The target cannot be one of the session's sources, even when the target changes.
+    _refused(store, source("s3", "port4", 4, slot=1), "ck_sources_not_target")
+    _refused(
+        store,
+        update(SessionRow).where(SessionRow.id == "s0").values(target_id="port0"),
+        "ck_sources_not_target",
+    )
+    # A filter or port in use cannot be deleted.
+    _refused(store, text("DELETE FROM filters WHERE id = 'f'"), "fk_sessions_filter")
+    _refused(store, text("DELETE FROM ports WHERE id = 'port0'"), "fk_sources_port")
+    # Deleting a session takes its sources along.
+    with store.write() as db:
+        db.execute(text("DELETE FROM sessions WHERE id = 's2'"))
+    with store.read() as db:
+        assert db.get(SourceRow, ("s2", "port0")) is None
+        s1 = db.get(SessionRow, "s1")
+        assert s1 is not None and [s.priority for s in s1.sources] == [2]
