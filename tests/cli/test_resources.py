@@ -168,6 +168,9 @@ def test_json_round_trips_and_every_command(cli: Cli, client: VxtapClient) -> No
     changed = cli.json("rule", "update", rule["id"], "--priority", "6", "--action", "reject")
     assert (changed["priority"], changed["action"]) == (6, "reject")
     assert "53-53" in cli.ok("rule", "show", rule["id"])
+    cleared = cli.json("rule", "update", rule["id"], "--source-ports", "any")
+    assert not cleared.get("source_port_range")
+    assert "53-53" not in cli.ok("rule", "show", rule["id"])
     assert rule["id"] in cli.ok("rule", "list")
 
     # sessions

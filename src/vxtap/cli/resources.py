@@ -19,6 +19,7 @@ from vxtap.client import PortV1JSON, QueryValue, SessionJSON, VxtapClient
 from vxtap.model import Action, Direction, EtherType, Protocol
 
 PORT_HELP = "a port id or HOST/DEVICE"
+ANY = out.ANY
 
 
 def _choice(enum: Iterable[str]) -> click.Choice[str]:
@@ -168,18 +169,24 @@ def rule_group() -> None:
     """Mirror filter rules: which packets a filter accepts or rejects."""
 
 
+def _any_is_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # The API reads "" as "absent" (match anything); people write "any", as the tables show.
+    return "" if value is not None and value.strip().lower() == ANY else value
+
+
 def _rule_match_options(command: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed(
-        [
-            click.option(
-                "--source-cidr", help="Source network, e.g. 192.168.0.161/32 (default any)."
-            ),
-            click.option("--destination-cidr", help="Destination network (default any)."),
-            click.option("--source-ports", help="Source port range START-END, TCP/UDP only."),
-            click.option("--destination-ports", help="Destination port range, e.g. 1234-1234."),
-            click.option("--description", help="0-255 characters, no < or >."),
-        ]
-    ):
+    match_options = [
+        ("--source-cidr", "Source network, e.g. 192.168.0.161/32."),
+        ("--destination-cidr", "Destination network, e.g. 192.168.0.230/32."),
+        ("--source-ports", "Source port range START-END (TCP/UDP only)."),
+        ("--destination-ports", "Destination port range, e.g. 1234-1234 (TCP/UDP only)."),
+    ]
+    options = [
+        click.option(name, callback=_any_is_empty, help=f"{text} 'any' (the default) matches all.")
+        for name, text in match_options
+    ]
+    options.append(click.option("--description", help="0-255 characters, no < or >."))
+    for option in reversed(options):
         command = option(command)
     return command
 
@@ -298,7 +305,7 @@ def rule_update(
     destination_ports: str | None,
     description: str | None,
 ) -> None:
-    """Change a rule (its filter and direction are fixed at creation)."""
+    """Change a rule; `any` clears a CIDR or port range. Filter and direction are fixed."""
     changes = (priority, protocol, action, ethertype, source_cidr, destination_cidr)
     if all(v is None for v in (*changes, source_ports, destination_ports, description)):
         raise CliError("nothing to update: give at least one option (see --help)")
