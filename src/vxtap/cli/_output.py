@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 from vxtap.client import FilterJSON, PortV1JSON, RuleJSON, SessionJSON, SessionStats
@@ -37,12 +37,27 @@ def console() -> Console:
     return Console(highlight=False, width=400, no_color=True)
 
 
+def emit(*renderables: RenderableType) -> None:
+    """Print tables; into a pipe without rich's trailing padding, so lines diff and grep cleanly."""
+    out = console()
+    if out.is_terminal:
+        for renderable in renderables:
+            out.print(renderable)
+        return
+    with out.capture() as captured:
+        for renderable in renderables:
+            out.print(renderable)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _table(*columns: str) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    # Into a pipe: no ruling line under the header, so `awk '{print $1}'` sees only fields.
+    style = box.SIMPLE_HEAD if sys.stdout.isatty() else None
+    table = Table(box=style, show_edge=False, pad_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     return table
@@ -57,9 +72,10 @@ def _fields(rows: Iterable[tuple[str, str]]) -> Table:
     return grid
 
 
-def port_label(port_id: str, names: Mapping[str, str]) -> str:
-    name = names.get(port_id)
-    return f"{name} ({port_id})" if name else port_id
+def label(resource_id: str, names: Mapping[str, str]) -> str:
+    """`name (id)` when the name is known, else the id."""
+    name = names.get(resource_id)
+    return f"{name} ({resource_id})" if name else resource_id
 
 
 # --- filters and rules ---
@@ -91,7 +107,7 @@ def rule_rows(rules: Sequence[RuleJSON], *, with_filter: bool = False) -> Table:
 
 
 def show_rule(rule: RuleJSON) -> None:
-    console().print(
+    emit(
         _fields(
             [
                 ("id", rule["id"]),
@@ -114,28 +130,24 @@ def show_rule(rule: RuleJSON) -> None:
 
 
 def list_rules(rules: Sequence[RuleJSON]) -> None:
-    console().print(rule_rows(rules, with_filter=True))
+    emit(rule_rows(rules, with_filter=True))
 
 
 def show_filter(item: FilterJSON) -> None:
-    out = console()
-    out.print(
-        _fields(
-            [
-                ("id", item["id"]),
-                ("name", item["name"]),
-                ("description", item.get("description") or ""),
-                ("created", item["created_at"]),
-                ("updated", item["updated_at"]),
-            ]
-        )
+    fields = _fields(
+        [
+            ("id", item["id"]),
+            ("name", item["name"]),
+            ("description", item.get("description") or ""),
+            ("created", item["created_at"]),
+            ("updated", item["updated_at"]),
+        ]
     )
     rules = [*item["ingress_rules"], *item["egress_rules"]]
-    out.print()
     if rules:
-        out.print(rule_rows(rules))
+        emit(fields, "", rule_rows(rules))
     else:
-        out.print("no rules: a session with this filter mirrors nothing")
+        emit(fields, "", "no rules: a session with this filter mirrors nothing")
 
 
 def list_filters(items: Sequence[FilterJSON]) -> None:
@@ -148,15 +160,17 @@ def list_filters(items: Sequence[FilterJSON]) -> None:
             str(len(item["egress_rules"])),
             item.get("description") or "",
         )
-    console().print(table)
+    emit(table)
 
 
 # --- sessions ---
 
 
-def show_session(session: SessionJSON, port_names: Mapping[str, str]) -> None:
+def show_session(
+    session: SessionJSON, port_names: Mapping[str, str], filter_names: Mapping[str, str]
+) -> None:
     sources = session["traffic_mirror_sources"]
-    console().print(
+    emit(
         _fields(
             [
                 ("id", session["id"]),
@@ -164,14 +178,14 @@ def show_session(session: SessionJSON, port_names: Mapping[str, str]) -> None:
                 ("description", session.get("description") or ""),
                 ("enabled", "yes" if session["enabled"] else "no"),
                 ("priority", str(session["priority"])),
-                ("filter", session["traffic_mirror_filter_id"]),
+                ("filter", label(session["traffic_mirror_filter_id"], filter_names)),
                 (
                     "sources",
-                    "\n".join(port_label(s, port_names) for s in sources) if sources else "none",
+                    "\n".join(label(s, port_names) for s in sources) if sources else "none",
                 ),
                 (
                     "target",
-                    f"{port_label(session['traffic_mirror_target_id'], port_names)}"
+                    f"{label(session['traffic_mirror_target_id'], port_names)}"
                     f" [{session['traffic_mirror_target_type']}]",
                 ),
                 ("vni", str(session["virtual_network_id"])),
@@ -183,7 +197,9 @@ def show_session(session: SessionJSON, port_names: Mapping[str, str]) -> None:
     )
 
 
-def list_sessions(sessions: Sequence[SessionJSON], port_names: Mapping[str, str]) -> None:
+def list_sessions(
+    sessions: Sequence[SessionJSON], port_names: Mapping[str, str], filter_names: Mapping[str, str]
+) -> None:
     table = _table(
         "ID", "NAME", "ENABLED", "PRIORITY", "VNI", "LENGTH", "FILTER", "SOURCES", "TARGET"
     )
@@ -195,17 +211,18 @@ def list_sessions(sessions: Sequence[SessionJSON], port_names: Mapping[str, str]
             str(session["priority"]),
             str(session["virtual_network_id"]),
             str(session["packet_length"]),
-            session["traffic_mirror_filter_id"],
-            "\n".join(port_names.get(s, s) for s in session["traffic_mirror_sources"]) or "none",
+            filter_names.get(
+                session["traffic_mirror_filter_id"], session["traffic_mirror_filter_id"]
+            ),
+            ", ".join(port_names.get(s, s) for s in session["traffic_mirror_sources"]) or "none",
             port_names.get(
                 session["traffic_mirror_target_id"], session["traffic_mirror_target_id"]
             ),
         )
-    console().print(table)
+    emit(table)
 
 
 def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
-    out = console()
     table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES")
     for session in sessions:
         counter = stats.sessions.get(session["id"])
@@ -216,21 +233,20 @@ def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
             str(counter.packets if counter else 0),
             str(counter.bytes if counter else 0),
         )
-    out.print(table)
+    parts: list[RenderableType] = [table]
     if stats.rules:
-        out.print()
         rules = _table("RULE", "PACKETS", "BYTES")
         for rule_id, counter in sorted(stats.rules.items()):
             rules.add_row(rule_id, str(counter.packets), str(counter.bytes))
-        out.print(rules)
-    out.print()
+        parts += ["", rules]
     if stats.hosts:
         hosts = _table("HOST", "LAST REPORT")
         for host, reported_at in sorted(stats.hosts.items()):
             hosts.add_row(host, reported_at)
-        out.print(hosts)
+        parts += ["", hosts]
     else:
-        out.print("no agent has reported counters yet")
+        parts += ["", "no agent has reported counters yet"]
+    emit(*parts)
 
 
 # --- ports ---
@@ -241,7 +257,7 @@ def port_addresses(port: PortV1JSON) -> list[str]:
 
 
 def show_port(fields: Sequence[tuple[str, str]]) -> None:
-    console().print(_fields(fields))
+    emit(_fields(fields))
 
 
 def list_ports(ports: Sequence[PortV1JSON]) -> None:
@@ -252,10 +268,10 @@ def list_ports(ports: Sequence[PortV1JSON]) -> None:
             port["binding:host_id"],
             port["name"],
             port.get("mac_address") or "",
-            "\n".join(port_addresses(port)),
+            ", ".join(port_addresses(port)),
             port.get("status") or "",
         )
-    console().print(table)
+    emit(table)
 
 
 def done(message: str) -> None:

@@ -349,7 +349,9 @@ def _print_session(client: VxtapClient, session: SessionJSON, as_json: bool) -> 
     if as_json:
         out.print_json(session)
     else:
-        out.show_session(session, PortDirectory(client).names())
+        filter_id = session["traffic_mirror_filter_id"]
+        filter_names = {filter_id: client.show_filter(filter_id)["name"]}
+        out.show_session(session, PortDirectory(client).names(), filter_names)
 
 
 @session_group.command("create")
@@ -430,7 +432,8 @@ def session_list(
     if as_json:
         out.print_json(sessions)
     else:
-        out.list_sessions(sessions, ports.names())
+        filter_names = {f["id"]: f["name"] for f in client.iter_filters()}
+        out.list_sessions(sessions, ports.names(), filter_names)
 
 
 @session_group.command("show")
