@@ -197,9 +197,14 @@ def test_json_round_trips_and_every_command(cli: Cli, client: VxtapClient) -> No
     assert removed["traffic_mirror_sources"] == [port_a1["id"]]
 
     # stats: what agents reported, summed
-    client.report_counters(host_a, {session["id"]: Counter(packets=5, bytes=640)}, {})
+    client.report_counters(
+        host_a,
+        {session["id"]: Counter(packets=5, bytes=640)},
+        {rule["id"]: Counter(packets=5, bytes=640)},
+    )
     stats = cli.json("session", "stats", session["id"])
     assert stats["sessions"] == {session["id"]: {"packets": 5, "bytes": 640}}
+    assert stats["rules"] == {rule["id"]: {"packets": 5, "bytes": 640}}
     table = cli.ok("session", "stats")
     assert session["id"] in table and "640" in table and host_a in table
 
@@ -231,8 +236,10 @@ def test_limit_and_marker_page_through_lists(cli: Cli) -> None:
 
 
 def test_api_errors_are_one_line_and_change_nothing(cli: Cli) -> None:
-    line = cli.fails("filter", "show", UNKNOWN_ID)
-    assert line.startswith("error: VPC.")
+    for command in ("filter", "rule", "session"):
+        assert cli.fails(command, "show", UNKNOWN_ID).startswith("error: VPC.")
+        assert cli.fails(command, "delete", UNKNOWN_ID).startswith("error: VPC.")
+    assert cli.fails("session", "stats", UNKNOWN_ID).startswith("error: VPC.")
     mirror_filter = cli.json("filter", "create", "err")
     line = cli.fails(
         "rule", "create", "--filter", mirror_filter["id"], "--direction", "ingress",

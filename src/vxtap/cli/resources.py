@@ -535,7 +535,14 @@ def session_stats(client: VxtapClient, as_json: bool, session_ids: Sequence[str]
         # Unknown ids get the server's 404; known ones without a report count 0.
         sessions = [client.show_session(s) for s in session_ids]
         kept = {s: stats.sessions[s] for s in session_ids if s in stats.sessions}
-        stats = stats.model_copy(update={"sessions": kept, "rules": {}})
+        # A rule's counter is its filter's, so keep the rules of these sessions' filters.
+        rule_ids = {
+            rule["id"]
+            for filter_id in {s["traffic_mirror_filter_id"] for s in sessions}
+            for rule in client.iter_rules(where={"traffic_mirror_filter_id": filter_id})
+        }
+        rules = {r: c for r, c in stats.rules.items() if r in rule_ids}
+        stats = stats.model_copy(update={"sessions": kept, "rules": rules})
     else:
         sessions = list(client.iter_sessions())
     if as_json:
