@@ -86,7 +86,10 @@ def filter_group() -> None:
 @out.json_option
 @connection_options
 def filter_create(client: VxtapClient, as_json: bool, name: str, description: str | None) -> None:
-    """Create a mirror filter called NAME (add rules with `vxtap rule create`)."""
+    """Create a mirror filter.
+
+    NAME: 1-64 letters, digits, _-. ; add its rules with `vxtap rule create`.
+    """
     item = client.create_filter(name, description)
     if as_json:
         out.print_json(item)
@@ -155,7 +158,10 @@ def filter_update(
 @click.argument("filter_ids", metavar="FILTER_ID...", nargs=-1, required=True)
 @connection_options
 def filter_delete(client: VxtapClient, filter_ids: Sequence[str]) -> None:
-    """Delete mirror filters (refused while a session uses one)."""
+    """Delete mirror filters.
+
+    Refused while a session uses the filter.
+    """
     for filter_id in filter_ids:
         client.delete_filter(filter_id)
         out.done(f"deleted filter {filter_id}")
@@ -216,7 +222,10 @@ def rule_create(
     destination_ports: str | None,
     description: str | None,
 ) -> None:
-    """Add a rule to a mirror filter. Absent CIDRs and port ranges match anything."""
+    """Add a rule to a mirror filter.
+
+    Absent CIDRs and port ranges match anything.
+    """
     rule = client.create_rule(
         filter_id,
         direction=direction,
@@ -305,7 +314,10 @@ def rule_update(
     destination_ports: str | None,
     description: str | None,
 ) -> None:
-    """Change a rule; `any` clears a CIDR or port range. Filter and direction are fixed."""
+    """Change a rule ('any' clears a match field).
+
+    A rule's filter and direction are fixed at creation.
+    """
     changes = (priority, protocol, action, ethertype, source_cidr, destination_cidr)
     if all(v is None for v in (*changes, source_ports, destination_ports, description)):
         raise CliError("nothing to update: give at least one option (see --help)")
@@ -470,7 +482,10 @@ def session_update(
     packet_length: int | None,
     enabled: bool | None,
 ) -> None:
-    """Change a session (sources: use add-sources / remove-sources)."""
+    """Change a session (not its sources).
+
+    Sources change with `vxtap session add-sources` / `remove-sources`.
+    """
     changes = (name, description, filter_id, target, priority, vni, packet_length, enabled)
     if all(v is None for v in changes):
         raise CliError("nothing to update: give at least one option (see --help)")
@@ -496,7 +511,10 @@ def session_update(
 def session_add_sources(
     client: VxtapClient, as_json: bool, session_id: str, ports: Sequence[str]
 ) -> None:
-    """Mirror these ports (ids or HOST/DEVICE) through the session too."""
+    """Add source ports to a session.
+
+    PORT: a port id or HOST/DEVICE. A port is a source of at most 3 sessions.
+    """
     session = client.add_sources(session_id, PortDirectory(client).resolve_all(ports))
     _print_session(client, session, as_json)
 
@@ -509,7 +527,10 @@ def session_add_sources(
 def session_remove_sources(
     client: VxtapClient, as_json: bool, session_id: str, ports: Sequence[str]
 ) -> None:
-    """Stop mirroring these ports (ids or HOST/DEVICE) through the session."""
+    """Remove source ports from a session.
+
+    PORT: a port id or HOST/DEVICE.
+    """
     session = client.remove_sources(session_id, PortDirectory(client).resolve_all(ports))
     _print_session(client, session, as_json)
 
@@ -529,7 +550,10 @@ def session_delete(client: VxtapClient, session_ids: Sequence[str]) -> None:
 @out.json_option
 @connection_options
 def session_stats(client: VxtapClient, as_json: bool, session_ids: Sequence[str]) -> None:
-    """Packets and bytes mirrored per session and rule, summed over the agents' reports."""
+    """Mirrored packets and bytes per session and rule.
+
+    Summed over the latest report of every host's agent; without SESSION_ID, all sessions.
+    """
     stats = client.session_stats()
     if session_ids:
         # Unknown ids get the server's 404; known ones without a report count 0.
@@ -609,7 +633,10 @@ def port_create(
     addresses: Sequence[str],
     mac: str | None,
 ) -> None:
-    """Create a port by hand, for a target on a machine that runs no agent."""
+    """Create a port by hand.
+
+    For a target on a machine that runs no agent (an IDS appliance, a capture box).
+    """
     ipv4: list[str] = []
     ipv6: list[str] = []
     for text in addresses:
@@ -637,7 +664,10 @@ def port_create(
 @click.argument("ports", metavar="PORT...", nargs=-1, required=True)
 @connection_options
 def port_delete(client: VxtapClient, ports: Sequence[str]) -> None:
-    """Delete ports, by id or HOST/DEVICE (refused while a session names one)."""
+    """Delete ports, by id or HOST/DEVICE.
+
+    Refused while a session names the port.
+    """
     directory = PortDirectory(client)
     for reference in ports:
         port_id = directory.resolve(reference)
