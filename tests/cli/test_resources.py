@@ -307,6 +307,12 @@ def test_connection_and_credential_errors(cli: Cli, api_server: Any, tmp_path: P
         env=no_credentials,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    # --project-id picks that project's key from the file: another project sees nothing of ours.
+    ours = cli.json("filter", "create", "scoped")
+    other = {**file_only, "VXTAP_PROJECT_ID": api_server.other_project_id}
+    result = cli.run("filter", "list", "--json", env=other)
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    assert cli.fails("filter", "show", ours["id"], env=other).startswith("error: VPC.")
     # ...and bad files are named.
     line = cli.fails(
         "filter", "list", "--credentials", str(tmp_path / "nope.json"), env=no_credentials
@@ -350,3 +356,22 @@ def test_the_installed_command_prints_one_line_not_a_traceback(api_server: Any) 
         env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert json.loads(created.stdout)["name"] == "from-a-shell"
+
+
+def test_tables_in_a_pipe_are_plain_columns(cli: Cli) -> None:
+    mirror_filter = cli.json("filter", "create", "plain")
+    rule = cli.json(
+        "rule", "create", "--filter", mirror_filter["id"], "--direction", "ingress",
+        "--priority", "3", "--protocol", "udp", "--source-cidr", "any",
+        "--destination-ports", "any",
+    )  # fmt: skip
+    assert "source_cidr_block" not in rule or not rule["source_cidr_block"]
+    for args in (["filter", "show", mirror_filter["id"]], ["rule", "list"], ["filter", "list"]):
+        lines = cli.ok(*args).splitlines()
+        assert all(line == line.rstrip() for line in lines), args
+        assert not any(set(line) <= set("─ ") and line for line in lines), args
+    row = next(line for line in cli.ok("rule", "list").splitlines() if rule["id"] in line)
+    assert row.split() == [
+        rule["id"], "ingress", "3", "accept", "IPv4", "UDP", "any", "any", "any", "any",
+        mirror_filter["id"],
+    ]  # fmt: skip
