@@ -13,6 +13,7 @@ of interface names and becomes `vxtap-x<6 hex digits>`.
 from __future__ import annotations
 
 import contextlib
+import socket
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -70,9 +71,12 @@ class DecapInterfaces:
                 "vxlan_port": self.listen.port,
                 "vxlan_learning": 0,
             }
+            # The kernel device listens on one family: IPv6 only when the address says so.
             address = self.listen.address
             if address is not None:
                 spec["vxlan_local" if address.version == 4 else "vxlan_local6"] = str(address)
+            elif self.listen.family == socket.AF_INET6:
+                spec["vxlan_local6"] = "::"
             try:
                 self.ipr.link("add", **spec)
             except NetlinkError as e:

@@ -254,10 +254,10 @@ class PacketRing:
         self.poller.poll(timeout_ms)
 
     def statistics(self) -> tuple[int, int]:
-        """(received, dropped) since the last call: the kernel resets them on read."""
+        """(queued, dropped) since the last call: the kernel resets them on read."""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-        received, dropped, _freeze = struct.unpack("<III", raw)
-        return received, dropped
+        packets, dropped, _freeze = struct.unpack("<III", raw)
+        return packets - dropped, dropped  # for TPACKET_V3 the kernel adds drops into tp_packets
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):
