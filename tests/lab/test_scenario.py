@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vxtap.lab.scenario import SCENARIOS, Scenario, get
+from vxtap.lab.scenario import SCENARIOS, Scenario, broken, get
 from vxtap.model import Action, Direction, EtherType, Protocol
 
 
@@ -72,3 +72,18 @@ def test_breaking_helpers_change_only_what_they_name() -> None:
     closed = seed.without_group_rule("Sg-target", 4789)
     assert len(closed.group("Sg-target").rules) == len(seed.group("Sg-target").rules) - 1
     assert closed.group("Sg-source") == seed.group("Sg-source")
+
+
+def test_breaks_apply_to_every_scenario_and_unknown_ones_are_named() -> None:
+    for scenario in SCENARIOS.values():
+        assert not any(s.enabled for s in broken(scenario, ["disabled"]).sessions)
+        closed = broken(scenario, ["no-4789"])
+        for name in closed.targets:
+            for group in closed.server(name).groups:
+                assert not any(r.ports and 4789 in r.ports for r in closed.group(group).rules)
+    wrong = broken(get("seed"), ["wrong-rule"])
+    assert str(wrong.filters[0].rules[0].destination_ports) == "4321-4321"
+    with pytest.raises(
+        KeyError, match="unknown break 'nope'; known: disabled, no-4789, wrong-rule"
+    ):
+        broken(get("seed"), ["nope"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from vxtap.lab.scenario import get
+from vxtap.lab.scenario import broken, get
 from vxtap.lab.verify import Delivery, Finding, Mirrored, check
 from vxtap.model import Protocol
 
@@ -77,10 +77,11 @@ def test_disabled_session_is_named() -> None:
 
 
 def test_wrong_rule_is_explained_by_the_evaluator() -> None:
-    wrong = SEED.with_rule("seed-in-1", destination_ports={"start": 4321, "end": 4321})
+    wrong = broken(SEED, ["wrong-rule"])
     found = failures(check(wrong, {}, DELIVERED))
     assert any(
-        "ECS-source ingress TCP 192.168.0.161" in f and "nothing arrived" in f for f in found
+        "rule 1 accept: destination port 1234 is not in 4321-4321" in f and "nothing arrived" in f
+        for f in found
     ), found
 
 

@@ -35,6 +35,23 @@ def _scenario_names() -> list[str]:
 SCENARIO = click.argument("scenario", type=click.Choice(_scenario_names()))
 
 
+def _break_names() -> list[str]:
+    from vxtap.lab.scenario import BREAKS
+
+    return sorted(BREAKS)
+
+
+BREAK_OPTION = click.option(
+    "--break",
+    "breaks",
+    multiple=True,
+    type=click.Choice(_break_names()),
+    help="Deploy the scenario broken on purpose (repeatable): wrong-rule = accept rules "
+    "look at the wrong port, no-4789 = the target's security group lacks VXLAN, "
+    "disabled = sessions disabled. `verify` then fails and says why.",
+)
+
+
 def _lab(directory: Path) -> Lab:
     if os.geteuid() != 0:
         raise click.ClickException("the lab creates network namespaces: run it as root")
@@ -60,12 +77,19 @@ def lab() -> None:
 
 @lab.command()
 @SCENARIO
+@BREAK_OPTION
 @DIR_OPTION
-def up(scenario: str, directory: Path) -> None:
+def up(scenario: str, breaks: tuple[str, ...], directory: Path) -> None:
     """Build SCENARIO's VPC and servers, start vxtap, create its sessions."""
+    from vxtap.lab.control import LabError
     from vxtap.lab.scenario import get
 
-    _guarded(lambda: _lab(directory).up(get(scenario)))
+    try:
+        _lab(directory).up(get(scenario), breaks)
+    except LabError as error:
+        raise click.ClickException(
+            f"{error}\n(what was built is still up for a look; 'vxtap lab down' removes it)"
+        ) from None
 
 
 @lab.command()
@@ -89,11 +113,12 @@ def down(directory: Path) -> None:
 
 @lab.command()
 @SCENARIO
+@BREAK_OPTION
 @DIR_OPTION
-def run(scenario: str, directory: Path) -> None:
+def run(scenario: str, breaks: tuple[str, ...], directory: Path) -> None:
     """up, verify, down (down always)."""
     from vxtap.lab.scenario import get
 
-    report = _guarded(lambda: _lab(directory).run(get(scenario)))
+    report = _guarded(lambda: _lab(directory).run(get(scenario), breaks))
     if not report.passed:
         raise SystemExit(1)

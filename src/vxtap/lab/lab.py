@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from vxtap.lab.control import (
     ControlPlane,
     LabError,
     exited,
-    log_tail,
     wait_for,
     write_credentials,
 )
@@ -69,21 +68,26 @@ class Lab:
 
     # --- up -------------------------------------------------------------------------
 
-    def up(self, scenario: Scenario) -> None:
+    def up(self, scenario: Scenario, breaks: Sequence[str] = ()) -> None:
         """Build the scenario's VPC, start the control plane and agents, create
-        the mirror configuration with the CLI, wait until it is applied."""
+        the mirror configuration with the CLI, wait until it is applied.
+        `breaks` (names in `scenario.BREAKS`) deploy it broken on purpose."""
         if self.dir.load() is not None or self._existing_namespaces():
             self.say("a previous lab is still here (crashed or not brought down): removing it")
             self.down()
+        scenario = scenarios.broken(scenario, breaks)
         t = self.topology(scenario)
         record = LabRecord(
             scenario=scenario.name,
+            breaks=list(breaks),
             namespace_prefix=self.prefix,
             namespaces=[ns.name for ns in t.namespaces],
             endpoint=t.endpoint,
         )
         self.dir.save(record)  # before anything exists, so `down` finds it all
         self.say(f"== {scenario.name}: {scenario.summary}")
+        for name in breaks:
+            self.say(f"   broken on purpose: {scenarios.BREAKS[name][1]}")
         topo.build(t)
         self.say(
             f"namespaces: {', '.join(ns.name for ns in t.namespaces)}; "
@@ -109,6 +113,7 @@ class Lab:
             raise LabError("no lab is up: run 'vxtap lab up SCENARIO' first")
         if record.scenario != scenario.name:
             raise LabError(f"the lab that is up runs {record.scenario!r}, not {scenario.name!r}")
+        scenario = scenarios.broken(scenario, record.breaks)
         t = self.topology(scenario)
         run_dir = self.dir.path / f"verify-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir.mkdir(parents=True)
@@ -182,7 +187,7 @@ class Lab:
             captured[name] = capture.decode_pcap(pcap, name)
         for name, (_, out_dir) in collectors.items():
             self.say(f"\n--- {name}: vxtap collect -i eth0 --pcap {out_dir} --print")
-            self.say(log_tail(collector_logs[name][1], 60))
+            self.say(collector_logs[name][1].read_text(errors="replace").rstrip())
             seen = capture.decode_collector_dir(out_dir, name)
             findings.append(_agree(name, captured.get(name, []), seen))
         dropped = topo.dropped_by_groups(t)
@@ -226,10 +231,10 @@ class Lab:
 
     # --- run ------------------------------------------------------------------------
 
-    def run(self, scenario: Scenario) -> Report:
+    def run(self, scenario: Scenario, breaks: Sequence[str] = ()) -> Report:
         """up, verify, down; down always, also when up or verify fail."""
         try:
-            self.up(scenario)
+            self.up(scenario, breaks)
             return self.verify(scenario)
         finally:
             self.down()

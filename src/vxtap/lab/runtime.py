@@ -38,6 +38,7 @@ class ProcessRecord:
 @dataclass
 class LabRecord:
     scenario: str = ""
+    breaks: list[str] = field(default_factory=list)
     namespace_prefix: str = DEFAULT_NAMESPACE_PREFIX
     namespaces: list[str] = field(default_factory=list)
     processes: list[ProcessRecord] = field(default_factory=list)

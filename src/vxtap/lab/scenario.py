@@ -11,7 +11,7 @@ lab's own vocabulary.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from vxtap.model import (
@@ -585,6 +585,50 @@ def _multi_session() -> Scenario:
             Expectation(TARGET.name, replace(to_2345, vni=20), None, "handshake and ACKs of 2345"),
         ),
     )
+
+
+# --- breaking a scenario on purpose, to see `verify` name the cause -----------------------
+
+WRONG_PORT = 4321
+
+
+def _wrong_rule(s: Scenario) -> Scenario:
+    """Every TCP/UDP accept rule looks at destination port 4321 instead."""
+    for flt in s.filters:
+        for r in flt.rules:
+            if r.action is Action.ACCEPT and r.protocol.has_ports:
+                s = s.with_rule(r.id, destination_ports={"start": WRONG_PORT, "end": WRONG_PORT})
+    return s
+
+
+def _no_vxlan(s: Scenario) -> Scenario:
+    """Every target's security groups lose the rules that let VXLAN (UDP 4789) in."""
+    for name in s.targets:
+        for group in s.server(name).groups:
+            s = s.without_group_rule(group, 4789)
+    return s
+
+
+def _disabled(s: Scenario) -> Scenario:
+    for session in s.sessions:
+        s = s.with_session(session.name, enabled=False)
+    return s
+
+
+BREAKS: dict[str, tuple[Callable[[Scenario], Scenario], str]] = {
+    "wrong-rule": (_wrong_rule, f"every TCP/UDP accept rule matches destination port {WRONG_PORT}"),
+    "no-4789": (_no_vxlan, "the targets' security groups do not allow UDP 4789"),
+    "disabled": (_disabled, "every session is disabled"),
+}
+
+
+def broken(scenario: Scenario, breaks: Iterable[str]) -> Scenario:
+    """`scenario` with the named breaks applied, in order."""
+    for name in breaks:
+        if name not in BREAKS:
+            raise KeyError(f"unknown break {name!r}; known: {', '.join(sorted(BREAKS))}")
+        scenario = BREAKS[name][0](scenario)
+    return scenario
 
 
 SCENARIOS: dict[str, Scenario] = {

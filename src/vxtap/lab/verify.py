@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from vxtap.evaluate import Packet, explain
+from vxtap.evaluate import Packet, explain, rule_mismatch
 from vxtap.lab.scenario import Conversation, Expectation, Pattern, Scenario
 from vxtap.lab.secgroups import allowing_rule
 from vxtap.model import VXLAN_PORT, DesiredState, Direction, Port, Protocol
@@ -138,8 +138,41 @@ def _evaluate(scenario: Scenario, pattern: Pattern) -> str | None:
             )
             verdict = explain(desired_state(scenario), source_port, direction, packet)
             if not verdict.mirrored or verdict.vni != pattern.vni:
-                return f"{source.name} {direction.value} {packet}: {verdict.reason}"
+                tried = "; ".join(
+                    _trial(
+                        scenario,
+                        session_id=t.session_id,
+                        why=t.reason,
+                        packet=packet,
+                        direction=direction,
+                        name=t.session_name,
+                    )
+                    for t in verdict.trials
+                )
+                return f"{source.name} {direction.value}, e.g. {packet}: {verdict.reason}" + (
+                    f" ({tried})" if tried else ""
+                )
     return None
+
+
+def _trial(
+    scenario: Scenario,
+    *,
+    session_id: str,
+    why: str,
+    packet: Packet,
+    direction: Direction,
+    name: str,
+) -> str:
+    """One session's part of the evaluator's verdict, with each rule's mismatch."""
+    session = next(s for s in scenario.sessions if s.id == session_id)
+    flt = next(f for f in scenario.filters if f.id == session.filter_id)
+    mismatches = [
+        f"rule {r.priority} {r.action.value}: {m}"
+        for r in flt.rules_for(direction)
+        if (m := rule_mismatch(r, packet)) is not None
+    ]
+    return f"{name}: {why}" + (f" [{'; '.join(mismatches)}]" if mismatches else "")
 
 
 def check(
