@@ -1,0 +1,153 @@
+"""`vxtap agent`: run the host agent, or remove every trace of it (`--cleanup`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from vxtap import auth
+from vxtap.cli._api import CliError
+from vxtap.client import Counter, VxtapClient
+
+DEFAULT_STATE_DIR = Path("/var/lib/vxtap")
+
+
+def _state_dir(option: Path | None) -> Path:
+    if option is not None:
+        return option
+    return Path(os.environ.get("VXTAP_STATE_DIR", DEFAULT_STATE_DIR)) / "agent"
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    address, _, port = text.rpartition(":")
+    if not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--metrics {text!r} is not ADDRESS:PORT, e.g. 127.0.0.1:9697")
+    return address.strip("[]"), int(port)
+
+
+@click.command()
+@click.option("--server", envvar="VXTAP_ENDPOINT", help="URL of vxtap server [env VXTAP_ENDPOINT].")
+@click.option(
+    "--credentials",
+    "credentials_file",
+    envvar="VXTAP_CREDENTIALS",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON list of {ak, sk, project_id} as the server reads it; the first entry is used.",
+)
+@click.option(
+    "--host-name",
+    default=socket.gethostname,
+    show_default="this machine's host name",
+    help="Host name the ports are registered under.",
+)
+@click.option("--metrics", "metrics_at", help="Serve Prometheus /metrics at ADDRESS:PORT.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the last applied state is kept [default $VXTAP_STATE_DIR/agent or "
+    "/var/lib/vxtap/agent].",
+)
+@click.option("--cleanup", is_flag=True, help="Remove all kernel state and saved state, then exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+def agent(
+    server: str | None,
+    credentials_file: Path | None,
+    host_name: str,
+    metrics_at: str | None,
+    state_dir: Path | None,
+    cleanup: bool,
+    verbose: bool,
+) -> None:
+    """Program this host's kernel to mirror what the sessions of its ports select.
+
+    Registers the host's interfaces as ports, follows the desired state from the
+    server, repairs drift, reports counters. Kernel state stays when the agent
+    stops, so mirroring goes on; --cleanup removes it.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s vxtap-agent %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    # Imported here: the data plane needs pyroute2 and root, `vxtap agent --help` neither.
+    from vxtap.agent.daemon import Agent
+    from vxtap.agent.interfaces import discover
+    from vxtap.agent.metrics import AgentMetrics
+    from vxtap.agent.statefile import StateFile
+    from vxtap.dataplane.kernel import Dataplane, is_own_device
+    from vxtap.dataplane.plan import compile_plan
+
+    state_file = StateFile(_state_dir(state_dir))
+    dataplane = Dataplane()
+    if cleanup:
+        dataplane.cleanup()
+        state_file.remove()
+        click.echo("removed vxtap's kernel state and saved state")
+        return
+    missing = dataplane.missing_prerequisites()
+    if missing:
+        raise CliError("missing kernel prerequisites: " + "; ".join(missing))
+    if not server:
+        raise CliError("--server URL is required (or set VXTAP_ENDPOINT)")
+    if credentials_file is None:
+        raise CliError("--credentials FILE is required (or set VXTAP_CREDENTIALS)")
+    try:
+        credential = next(iter(auth.load_credentials(credentials_file).values()), None)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if credential is None:
+        raise CliError(f"credentials file {credentials_file} is empty")
+    try:
+        saved = state_file.load()
+    except ValueError as error:
+        raise CliError(f"{error}; remove it or run 'vxtap agent --cleanup'") from None
+    del saved  # checked here for a clear message; the agent loads it again at start
+
+    metrics = AgentMetrics()
+    if metrics_at:
+        address, port = _listen_address(metrics_at)
+        try:
+            metrics.serve(address, port)
+        except OSError as error:
+            raise CliError(f"cannot serve metrics at {metrics_at}: {error.strerror}") from None
+
+    def read_counters() -> tuple[dict[str, Counter], dict[str, Counter]]:
+        totals = dataplane.counters()
+        return (
+            {k: Counter(packets=v.packets, bytes=v.bytes) for k, v in totals.sessions.items()},
+            {k: Counter(packets=v.packets, bytes=v.bytes) for k, v in totals.rules.items()},
+        )
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # Short timeout: a hung server must not hold up drift repair for long.
+    with VxtapClient(
+        server, credential.ak, credential.sk, credential.project_id, timeout=1.0
+    ) as client:
+        daemon = Agent(
+            host=host_name,
+            server=client,
+            kernel=dataplane,
+            compile_plan=compile_plan,
+            read_counters=read_counters,
+            discover=lambda: discover(is_own_device),
+            state_file=state_file,
+            metrics=metrics,
+        )
+        logging.getLogger("vxtap.agent").info(
+            "starting for host %s, server %s, state in %s", host_name, server, state_file.path
+        )
+        daemon.run(stop)
