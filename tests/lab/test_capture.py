@@ -7,7 +7,7 @@ from vxtap.model import Protocol
 TSHARK = (
     "10.0.0.1\t10.0.0.2\t1\t17\t\t\t\t35887\t4789\t102\t::\t\n"
     "10.0.0.1,10.9.0.1\t10.0.0.2,10.9.0.2\t1\t17,17\t\t\t\t45397,50756\t4789,5000\t64,14\t\t\n"
-    "10.0.0.1,10.9.0.1\t10.0.0.2,10.9.0.2\t7\t17,6\t37756\t1234\t6\t57293\t4789\t90\t\t\n"
+    "10.0.0.1,10.9.0.1\t10.0.0.2,10.9.0.2\t7\t17,6\t37756\t1234\t6\t57293\t4789\t90\t\t\t122\n"
     "10.0.0.1\t10.0.0.2\t\t17\t\t\t\t5555\t4789\t20\t\t\n"
 )
 
@@ -30,3 +30,18 @@ def test_parse_fields_decodes_outer_and_inner() -> None:
         6,
     )
     assert tcp.outer_dst == "10.0.0.2" and tcp.target == "T"
+    assert tcp.frame_length == 72  # 122 on the wire minus 50 bytes of VXLAN encapsulation
+    assert udp.frame_length is None
+
+
+def test_parse_fields_of_decapsulated_frames() -> None:
+    (tcp,) = parse_fields(
+        "10.9.0.1\t10.9.0.2\t\t6\t37756\t1234\t6\t\t\t\t\t\t72\n", "T", inner_vni=3
+    )
+    assert (tcp.vni, tcp.src, tcp.dport, tcp.payload_length, tcp.frame_length) == (
+        3,
+        "10.9.0.1",
+        1234,
+        6,
+        72,
+    )

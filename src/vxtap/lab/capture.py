@@ -29,7 +29,10 @@ FIELDS = (
     "udp.length",
     "ipv6.src",
     "ipv6.dst",
+    "frame.cap_len",
 )
+# Ethernet + IPv4 + UDP + VXLAN in front of the inner frame (the lab's underlay is IPv4).
+OUTER_HEADERS = 14 + 20 + 8 + 8
 _PROTOCOL_BY_NUMBER = {number: proto for proto, number in IP_PROTOCOL_NUMBER.items()}
 
 
@@ -103,9 +106,16 @@ def parse_fields(text: str, target: str, *, inner_vni: int | None = None) -> lis
                 sport=sport,
                 dport=dport,
                 payload_length=payload,
+                frame_length=_frame_length(row["frame.cap_len"], inner_vni is not None),
             )
         )
     return packets
+
+
+def _frame_length(cap_len: str, decapsulated: bool) -> int | None:
+    if not cap_len.isdigit():
+        return None
+    return int(cap_len) if decapsulated else int(cap_len) - OUTER_HEADERS
 
 
 def decode_pcap(pcap: Path, target: str, *, inner_vni: int | None = None) -> list[Mirrored]:
@@ -135,4 +145,5 @@ def flow_key(packet: Mirrored) -> tuple[object, ...]:
         packet.sport,
         packet.dport,
         packet.payload_length,
+        packet.frame_length,
     )

@@ -68,6 +68,11 @@ class Server:
         return f"{self.name}/{SERVER_DEVICE}"
 
 
+def shorten(text: str, limit: int = 24) -> str:
+    """A typed line as shown in the lab's output: long ones abbreviated."""
+    return text if len(text) <= limit else f"{text[:8]}... ({len(text)} characters)"
+
+
 @dataclass(frozen=True)
 class Conversation:
     """`nc -l PORT` on `server`, `nc ADDR PORT` on `client`, the client types
@@ -93,6 +98,7 @@ class Pattern:
     sport: int | None = None
     dport: int | None = None
     payload_length: int | None = None
+    frame_length: int | None = None  # the inner frame as it arrived (after truncation)
 
     def describe(self) -> str:
         proto = self.protocol.value if self.protocol else "IP"
@@ -101,6 +107,8 @@ class Pattern:
         parts = [f"{proto} {src} > {dst}"]
         if self.payload_length is not None:
             parts.append(f"payload length {self.payload_length}")
+        if self.frame_length is not None:
+            parts.append(f"cut to a {self.frame_length}-byte frame")
         if self.vni is not None:
             parts.append(f"vni {self.vni}")
         return ", ".join(parts)
@@ -297,6 +305,7 @@ TARGET = Server("ECS-target", "192.168.0.164", "fa:16:3e:7e:d6:7a", ("Sg-target"
 TARGET2 = Server("ECS-target2", "192.168.0.165", "fa:16:3e:7e:d6:7b", ("Sg-target2",))
 TEST2 = Server("ECS-test2", "192.168.0.162", "fa:16:3e:7e:d6:78", ("Sg-test2",))
 
+LONG_LINE = "x" * 299
 TCP_1234_FROM_TEST = allow(Protocol.TCP, 1234, TEST.ipv4, "TCP 1234 from ECS-test")
 VXLAN_FROM_SOURCE = allow(Protocol.UDP, 4789, SOURCE.ipv4, "VXLAN from ECS-source")
 
@@ -404,6 +413,7 @@ def _two_targets() -> Scenario:
                 sources=(SOURCE.port,),
                 target_id=TARGET2.port,
                 vni=2,
+                packet_length=128,
                 priority=2,
             ),
         ),
@@ -414,7 +424,7 @@ def _two_targets() -> Scenario:
                 server=SOURCE.name,
                 port=5000,
                 protocol=Protocol.UDP,
-                lines=("ping", "pong!"),
+                lines=("ping", "pong!", LONG_LINE),
             ),
         ),
         expectations=(
@@ -428,6 +438,12 @@ def _two_targets() -> Scenario:
             ),
             Expectation(
                 TARGET2.name, replace(udp_data, payload_length=6), 1, "the datagram 'pong!'"
+            ),
+            Expectation(
+                TARGET2.name,
+                replace(udp_data, payload_length=len(LONG_LINE) + 1, frame_length=128),
+                1,
+                "the long datagram, cut to the session's packet_length 128",
             ),
             Expectation(
                 TARGET2.name, Pattern(protocol=Protocol.TCP), 0, "TCP belongs to ECS-target"

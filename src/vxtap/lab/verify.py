@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from vxtap.evaluate import Packet, explain, rule_mismatch
-from vxtap.lab.scenario import Conversation, Expectation, Pattern, Scenario
+from vxtap.lab.scenario import Conversation, Expectation, Pattern, Scenario, shorten
 from vxtap.lab.secgroups import allowing_rule
 from vxtap.model import VXLAN_PORT, DesiredState, Direction, Port, Protocol
 
@@ -32,6 +32,7 @@ class Mirrored:
     sport: int | None
     dport: int | None
     payload_length: int | None
+    frame_length: int | None = None  # bytes of the inner frame that arrived
 
     def describe(self) -> str:
         proto = self.protocol.value if self.protocol else "other"
@@ -40,7 +41,8 @@ class Mirrored:
         length = (
             f", payload length {self.payload_length}" if self.payload_length is not None else ""
         )
-        return f"vni {self.vni} {proto} {src} > {dst}{length} (outer {self.outer_src})"
+        frame = f", frame {self.frame_length} bytes" if self.frame_length is not None else ""
+        return f"vni {self.vni} {proto} {src} > {dst}{length}{frame} (outer {self.outer_src})"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Delivery:
 
     conversation: Conversation
     received: str
+    answered: str = ""  # what the client received back
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Finding:
 
 
 def matches(pattern: Pattern, packet: Mirrored) -> bool:
-    fields = ("vni", "protocol", "src", "dst", "sport", "dport", "payload_length")
+    fields = ("vni", "protocol", "src", "dst", "sport", "dport", "payload_length", "frame_length")
     return all(
         getattr(pattern, name) is None or getattr(pattern, name) == getattr(packet, name)
         for name in fields
@@ -190,7 +193,7 @@ def check(
         want = "".join(f"{line}\n" for line in c.lines)
         what = (
             f"{c.server} received what {c.client} sent over {c.protocol.value} {c.port} "
-            f"({' / '.join(c.lines)})"
+            f"({' / '.join(map(shorten, c.lines))})"
         )
         if delivery.received == want:
             findings.append(Finding(True, what))
@@ -198,6 +201,16 @@ def check(
             findings.append(
                 Finding(False, what, f"it received {delivery.received!r}, expected {want!r}")
             )
+        if c.replies:
+            back = "".join(f"{line}\n" for line in c.replies)
+            answers = " / ".join(map(shorten, c.replies))
+            what = f"{c.client} received the answers of {c.server} ({answers})"
+            if delivery.answered == back:
+                findings.append(Finding(True, what))
+            else:
+                findings.append(
+                    Finding(False, what, f"it received {delivery.answered!r}, expected {back!r}")
+                )
 
     for name in scenario.targets:
         target = scenario.server(name)
