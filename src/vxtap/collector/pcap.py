@@ -46,11 +46,25 @@ def file_bytes(records: Iterable[bytes]) -> bytes:
     return GLOBAL_HEADER + b"".join(records)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+Chunk = bytes | memoryview  # one whole record (header + frame), e.g. a view into the ring
+IOV_MAX = 1024
+
+
+def _write_all(fd: int, data: Chunk) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _write_records(fd: int, records: list[Chunk]) -> None:
+    """Gather-write whole records without joining them (writev, IOV_MAX per call)."""
+    for start in range(0, len(records), IOV_MAX):
+        chunk = records[start : start + IOV_MAX]
+        written = os.writev(fd, chunk)
+        if written < sum(map(len, chunk)):  # a short write (rare for files): finish in order
+            rest = b"".join(bytes(c) for c in chunk)[written:]
+            _write_all(fd, rest)
 
 
 class PcapSeries:
@@ -116,7 +130,7 @@ class PcapSeries:
             self.clock() - self._opened_at >= self.rotate_seconds
         )
 
-    def write(self, records: list[bytes]) -> None:
+    def write(self, records: list[Chunk]) -> None:
         """Append whole records, rotating between records as configured."""
         if not records:
             return
@@ -127,7 +141,7 @@ class PcapSeries:
         if self._fd is not None and (limit is None or self._size + total <= limit):
             self._emit(records, total)  # the common case: one write for the batch
             return
-        batch: list[bytes] = []
+        batch: list[Chunk] = []
         size = 0
         for rec in records:
             if self._fd is None:
@@ -143,11 +157,11 @@ class PcapSeries:
             size += len(rec)
         self._emit(batch, size)
 
-    def _emit(self, batch: list[bytes], size: int) -> None:
+    def _emit(self, batch: list[Chunk], size: int) -> None:
         if self._fd is None:
             self._open()
         assert self._fd is not None
-        _write_all(self._fd, b"".join(batch))
+        _write_records(self._fd, batch)
         self._size += size
         self.records += len(batch)
 
@@ -182,7 +196,7 @@ class PcapStore:
         self.clock = clock
         self.series: dict[int, PcapSeries] = {}
 
-    def write(self, pending: dict[int, list[bytes]]) -> None:
+    def write(self, pending: dict[int, list[Chunk]]) -> None:
         for vni, records in pending.items():
             series = self.series.get(vni)
             if series is None:

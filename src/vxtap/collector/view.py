@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from vxtap.collector.counters import Snapshot
+
+
+def counters_view(snap: Snapshot, title: str) -> Group:
+    """The table, then the totals as plain lines (never wrapped into the table)."""
+    lines = Text(
+        f"kernel ring: {snap.ring_received:,} received, {snap.ring_dropped:,} dropped (host loss)\n"
+        f"pcap: {snap.pcap_records:,} frames in {snap.pcap_files:,} files"
+    )
+    lines.no_wrap = True
+    return Group(counters_table(snap, title), lines)
 
 
 def counters_table(snap: Snapshot, title: str) -> Table:
@@ -18,9 +30,4 @@ def counters_table(snap: Snapshot, title: str) -> Table:
     totals = ("packets", "bytes", "truncated", "malformed")
     table.add_section()
     table.add_row("all", "", *(f"{snap.total(f):,}" for f in totals))
-    table.caption = (
-        f"kernel ring: {snap.ring_received:,} received, {snap.ring_dropped:,} dropped (host loss)"
-        f" | pcap: {snap.pcap_records:,} frames in {snap.pcap_files:,} files"
-    )
-    table.caption_justify = "left"
     return table
