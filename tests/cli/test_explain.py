@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from click.testing import CliRunner
 
 from vxtap.cli import main
+from vxtap.client import Interface, VxtapClient
 
 CREDS = ["--endpoint", "http://127.0.0.1:9", "--ak", "a", "--sk", "s", "--project-id", "p"]
 
@@ -55,3 +59,81 @@ def test_unreachable_server_is_one_line() -> None:
     )
     assert result.exit_code == 1
     assert "cannot reach vxtap server at http://127.0.0.1:9" in result.output
+
+
+@pytest.fixture
+def seed(api_server: Any) -> dict[str, str]:
+    """The seed's filter, rule and session on a real server; ports as an agent registers them."""
+    with VxtapClient(
+        api_server.endpoint, api_server.ak, api_server.sk, api_server.project_id
+    ) as client:
+        (source,) = client.register_ports(
+            "ecs-source", [Interface(device="eth0", ipv4=("192.168.0.230",))]
+        )
+        target = client.create_port("ecs-target", "eth0", ipv4=["192.168.0.164"])
+        flt = client.create_filter("seed")
+        rule = client.create_rule(
+            flt["id"], direction="ingress", priority=1, protocol="tcp",
+            source_cidr_block="192.168.0.161/32", destination_cidr_block="192.168.0.230/32",
+            destination_port_range="1234-1234",
+        )  # fmt: skip
+        session = client.create_session(
+            "seed-session", filter_id=flt["id"], sources=[source.id], target_id=target.id,
+            priority=1,
+        )  # fmt: skip
+    return {"source": source.id, "rule": rule["id"], "session": session["id"]}
+
+
+def _explain(api_server: Any, *args: str) -> Any:
+    creds = ["--endpoint", api_server.endpoint, "--ak", api_server.ak, "--sk", api_server.sk]
+    creds += ["--project-id", api_server.project_id]
+    return CliRunner().invoke(main, ["explain", *creds, *args])
+
+
+SEED_PACKET = ["--protocol", "tcp", "--src", "192.168.0.161", "--dst", "192.168.0.230",
+               "--sport", "38944", "--dport", "1234"]  # fmt: skip
+
+
+def test_the_seed_packet_is_explained(api_server: Any, seed: dict[str, str]) -> None:
+    result = _explain(
+        api_server, "--port", "ecs-source/eth0", "--direction", "ingress", *SEED_PACKET
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        f"TCP 192.168.0.161:38944 > 192.168.0.230:1234, ingress on ecs-source/eth0 "
+        f"({seed['source']})"
+    )
+    assert lines[1].startswith("MIRRORED: mirrored by session seed-session (rule 1 accepts)")
+    assert "vni 1" in lines[1]
+
+    by_id = _explain(
+        api_server, "--port", seed["source"], "--direction", "ingress", *SEED_PACKET, "--json"
+    )
+    assert by_id.exit_code == 0, by_id.output
+    answer = json.loads(by_id.output)
+    assert (answer["mirrored"], answer["session_id"], answer["rule_id"], answer["vni"]) == (
+        True, seed["session"], seed["rule"], 1,
+    )  # fmt: skip
+
+
+def test_why_not_is_explained(api_server: Any, seed: dict[str, str]) -> None:
+    other_port = [*SEED_PACKET[:-1], "22"]
+    result = _explain(
+        api_server, "--port", "ecs-source/eth0", "--direction", "ingress", *other_port
+    )
+    assert result.exit_code == 0, result.output
+    assert "NOT MIRRORED: no session mirrors it (1 tried)" in result.output
+    assert "no-match: none of 1 ingress rules matches" in result.output
+    egress = _explain(
+        api_server, "--port", "ecs-source/eth0", "--direction", "egress", *SEED_PACKET
+    )
+    assert "no-rules: filter has no egress rules" in egress.output
+
+
+def test_unknown_port_is_one_line(api_server: Any, seed: dict[str, str]) -> None:
+    result = _explain(
+        api_server, "--port", "ecs-source/eth9", "--direction", "ingress", *SEED_PACKET
+    )
+    assert result.exit_code == 1
+    assert result.output == "error: port 'ecs-source/eth9' is not a port of host 'ecs-source'\n"
