@@ -5,6 +5,8 @@ Each test sets up one kernel configuration and sends many packets through it.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import subprocess
 import time
@@ -14,7 +16,9 @@ import pytest
 from dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
+    TARGET6_PORT,
     TARGET_IP,
+    TARGET_IP6,
     TEST_IP,
     Lan,
     rule,
@@ -24,8 +28,10 @@ from dataplane_lan import (
     wait_listening,
 )
 
+from vxtap.dataplane import bpf
+from vxtap.dataplane.kernel import DataplaneError
 from vxtap.dataplane.plan import DEVICES, compile_plan
-from vxtap.model import Action, Filter, Protocol
+from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
 
 pytestmark = pytest.mark.netns
 
@@ -34,7 +40,7 @@ NSENTER = ("nsenter",)
 SEED_TCPDUMP = ("tcpdump", "-i", "eth0", "-l", "udp", "port", "4789", "-nne")
 
 
-def seed_state(revision: str = "1") -> object:
+def seed_state(revision: str = "1") -> DesiredState:
     inbound_tcp = rule(
         "r-seed",
         1,
@@ -49,7 +55,7 @@ def seed_state(revision: str = "1") -> object:
 
 
 def test_seed_scenario_mirrors_hello_and_12345_and_nothing_else(lan: Lan) -> None:
-    plan = compile_plan(seed_state())  # type: ignore[arg-type]
+    plan = compile_plan(seed_state())
     text = lan.workdir / "tcpdump.txt"
     with text.open("w") as out:
         tcpdump = subprocess.Popen(
@@ -168,3 +174,336 @@ def test_rule_order_session_priority_mirror_once_disabled_and_empty(lan: Lan) ->
     # Rule counters count matches: a's reject matched the 6 cases with ports 1000-1999.
     assert counters.rules["a-reject-1000s"].packets == 6 * per_case
     assert lan.target_vxlan_count() == len(mirrors)
+
+
+def test_ipv6_egress_symmetric_source_port_and_own_output_never_mirrored(lan: Lan) -> None:
+    v4, v6 = EtherType.IPV4, EtherType.IPV6
+    main = Filter(
+        id="f1",
+        name="main",
+        rules=(
+            rule(
+                "in-v6-udp",
+                1,
+                ethertype=v6,
+                protocol=Protocol.UDP,
+                dports="7000-7010",
+                filter_id="f1",
+            ),
+            rule(
+                "in-tcp", 2, ethertype=v4, protocol=Protocol.TCP, dports="1234-1234", filter_id="f1"
+            ),
+            rule(
+                "out-tcp",
+                1,
+                direction=Direction.EGRESS,
+                protocol=Protocol.TCP,
+                sports="1234-1234",
+                filter_id="f1",
+            ),
+            # Matches the mirror's own VXLAN output too, which must still never be mirrored.
+            rule(
+                "out-udp",
+                2,
+                direction=Direction.EGRESS,
+                ethertype=v4,
+                protocol=Protocol.UDP,
+                filter_id="f1",
+            ),
+        ),
+    )
+    six = Filter(
+        id="f2",
+        name="six",
+        rules=(
+            rule(
+                "in-7100",
+                1,
+                ethertype=v6,
+                protocol=Protocol.UDP,
+                dports="7100-7100",
+                filter_id="f2",
+            ),
+        ),
+    )
+    sessions = [
+        session("s-v4", "f1", 1, vni=100),
+        session("s-v6", "f2", 2, vni=200, target=TARGET6_PORT),
+    ]
+    lan.dataplane.apply(compile_plan(state([main, six], sessions)))
+    with lan.capture() as mirrors:
+        lan.send_udp(
+            lan.test, [(6, SOURCE_IP6, 5555, port, 30, 20) for port in (7000, 7010, 7011, 7100)]
+        )
+        lan.send_udp(lan.source, [(4, TEST_IP, 5556, 9000, 30, 20)])
+        server = lan.source.popen(["bash", "-c", "echo reply | nc -l 1234"], stdout=subprocess.PIPE)
+        try:
+            time.sleep(0.3)
+            out = lan.test.run(["bash", "-c", f"(echo hello; sleep 0.3) | nc -N {SOURCE_IP} 1234"])
+            assert out.stdout == "reply\n"
+        finally:
+            server.kill()
+            server.wait()
+    by_case = Counter((m.vni, m.dport, m.outer_version) for m in mirrors if m.protocol == 17)
+    assert by_case == {
+        (100, 7000, 4): 20,
+        (100, 7010, 4): 20,
+        (200, 7100, 6): 20,
+        (100, 9000, 4): 20,
+    }
+    for m in mirrors:
+        assert m.dport != 4789 and m.sport != 4789  # VXLAN in VXLAN: the mirror of a mirror
+        if m.outer_version == 6:
+            assert (m.outer_src, m.outer_dst) == (SOURCE_IP6, TARGET_IP6)
+        else:
+            assert (m.outer_src, m.outer_dst) == (SOURCE_IP, TARGET_IP)
+    flow = [m for m in mirrors if m.protocol == 6]
+    inbound = [m for m in flow if m.dport == 1234 and m.src == TEST_IP]
+    outbound = [m for m in flow if m.sport == 1234 and m.src == SOURCE_IP]
+    assert inbound and outbound and len(inbound) + len(outbound) == len(flow)
+    # Both directions of the flow leave with the same outer UDP source port.
+    assert len({m.outer_sport for m in flow}) == 1, sorted({m.outer_sport for m in flow})
+    assert lan.target_vxlan_count() == len(mirrors)
+
+
+def test_truncation_lengths_and_one_mirror_per_wire_packet(lan: Lan) -> None:
+    def only(fid: str, *rules: object) -> Filter:
+        return Filter(id=fid, name=fid, rules=tuple(rules))  # type: ignore[arg-type]
+
+    udp, tcp = Protocol.UDP, Protocol.TCP
+    filters = [
+        only(
+            "f40",
+            rule("udp-9001", 1, protocol=udp, dports="9001-9001", filter_id="f40"),
+            rule("icmp", 2, protocol=Protocol.ICMP, filter_id="f40"),
+        ),
+        only("f1460", rule("udp-9002", 1, protocol=udp, dports="9002-9002", filter_id="f1460")),
+        only("f96", rule("tcp-5201", 1, protocol=tcp, dports="5201-5201", filter_id="f96")),
+    ]
+    sessions = [
+        session("s40", "f40", 1, vni=40, packet_length=40),  # below the headers: raised
+        session("s1460", "f1460", 2, vni=1460, packet_length=1460),  # clamped to MTU - 50
+        session("s96", "f96", 3, vni=96),
+    ]
+    lan.dataplane.apply(compile_plan(state(filters, sessions)))
+    bulk = 3_000_000
+    with lan.capture() as mirrors:
+        lan.send_udp(
+            lan.test,
+            [
+                (4, SOURCE_IP, 6001, 9001, 1000, 10),
+                (4, SOURCE_IP, 6002, 9001, 10, 10),
+                (4, SOURCE_IP, 6003, 9002, 1472, 10),  # a 1514-byte frame
+                (4, SOURCE_IP, 6004, 9002, 100, 10),
+            ],
+        )
+        lan.test.run(["ping", "-c", "5", "-i", "0.05", "-s", "1000", SOURCE_IP])
+        sink = lan.source.popen(["nc", "-l", "5201"], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            lan.test.run(["bash", "-c", f"head -c {bulk} /dev/zero | nc -N {SOURCE_IP} 5201"])
+            sink.wait(timeout=30)
+        finally:
+            sink.kill()
+    lengths: dict[tuple[int, int | None], set[int]] = {}
+    for m in mirrors:
+        lengths.setdefault((m.vni, m.sport if m.protocol == 17 else m.protocol), set()).add(
+            m.inner_length
+        )
+    # Cut to what the kernel accepts just above 40 (UDP from a veth: 42), never longer.
+    assert len(lengths[(40, 6001)]) == 1 and 40 < min(lengths[(40, 6001)]) <= 64
+    assert lengths[(40, 6002)] == lengths[(40, 6001)]
+    assert lengths[(40, 1)] == {40}  # ICMP can be cut to exactly 40
+    assert lengths[(1460, 6003)] == {1450}  # 1500 - 50: the outer packet fits the MTU
+    assert lengths[(1460, 6004)] == {142}  # shorter than asked: whole
+    data = [m for m in mirrors if m.vni == 96 and m.src == TEST_IP]
+    assert all(m.inner_length <= 96 for m in data)
+    # Segmented before truncation: wire-sized packets that add up to the whole transfer.
+    assert max(m.ip_length or 0 for m in data) <= 1500
+    payload = sum(m.tcp_payload or 0 for m in data)
+    assert bulk <= payload <= bulk * 1.01, payload
+    assert lan.target_vxlan_count() == len(mirrors)
+
+
+def _udp_all(fid: str = "f") -> Filter:
+    return Filter(
+        id=fid,
+        name=fid,
+        rules=(
+            rule(f"{fid}-in", 1, protocol=Protocol.UDP, filter_id=fid),
+            rule(f"{fid}-out", 1, direction=Direction.EGRESS, protocol=Protocol.UDP, filter_id=fid),
+        ),
+    )
+
+
+def _kernel_snapshot(lan: Lan) -> tuple[str, str, str]:
+    """Rule handles, devices (with ifindex) and program ids: equal means nothing was redone."""
+    nft = lan.source.run(["nft", "-a", "list", "table", "netdev", "vxtap"]).stdout
+    links = lan.source.run(["ip", "-o", "link"]).stdout
+    progs = "".join(
+        lan.source.run(["tc", "filter", "show", "dev", d, "ingress"]).stdout
+        for d in ("vxtap-mk1", "vxtap-pr1")
+    )
+    return nft, links, progs
+
+
+def _prog_ids(lan: Lan) -> list[int]:
+    ids = []
+    for device in ("vxtap-mk1", "vxtap-pr1"):
+        out = lan.source.run(["tc", "filter", "show", "dev", device, "ingress"]).stdout
+        ids += [int(x) for x in re.findall(r" id (\d+) ", out)]
+    return ids
+
+
+def test_sources_added_and_removed_at_run_time_and_reapply_is_a_no_op(lan: Lan) -> None:
+    traffic = [(4, SOURCE_IP, 6000, 7000, 20, 10)]
+    no_source = session("s", "f", 1, vni=7, sources=())
+    lan.dataplane.apply(compile_plan(state([_udp_all()], [no_source])))
+    assert lan.dataplane._leftovers() == []
+    with lan.capture() as mirrors:
+        lan.send_udp(lan.test, traffic)
+    assert mirrors == []
+
+    both = [session("s", "f", 1, vni=7), session("s2", "f2", 2, vni=8)]
+    plan = compile_plan(state([_udp_all(), _udp_all("f2")], both, "2"))
+    lan.dataplane.apply(plan)
+    before = _kernel_snapshot(lan)
+    lan.dataplane.apply(compile_plan(state([_udp_all(), _udp_all("f2")], both, "2")))
+    assert _kernel_snapshot(lan) == before  # same state: the kernel was left alone
+    assert lan.dataplane.drift(plan) == []
+    with lan.capture() as mirrors:
+        lan.send_udp(lan.test, traffic)
+    assert Counter(m.vni for m in mirrors) == {7: 10}
+
+    # Session s loses its source: s2 (next priority) mirrors now; counters keep their totals.
+    one = [session("s", "f", 1, vni=7, sources=()), session("s2", "f2", 2, vni=8)]
+    lan.dataplane.apply(compile_plan(state([_udp_all(), _udp_all("f2")], one, "3")))
+    with lan.capture() as mirrors:
+        lan.send_udp(lan.test, traffic)
+    assert Counter(m.vni for m in mirrors) == {8: 10}
+    assert "s" not in lan.dataplane.counters().sessions
+
+    progs = _prog_ids(lan)
+    assert len(progs) == 2
+    lan.dataplane.apply(compile_plan(state([_udp_all(), _udp_all("f2")], [no_source], "4")))
+    with lan.capture() as mirrors:
+        lan.send_udp(lan.test, traffic)
+    assert mirrors == []
+    # Nothing left: no table, no devices, and the programs (with their map) are gone.
+    assert lan.dataplane._leftovers() == []
+    assert "vxtap" not in lan.source.run(["nft", "list", "tables"]).stdout
+    for prog_id in progs:
+        with pytest.raises(OSError):
+            bpf.prog_fd_by_id(prog_id)
+
+
+def _ping_loss(lan: Lan) -> str:
+    out = lan.test.run(["ping", "-c", "100", "-i", "0.01", "-W", "1", "-q", SOURCE_IP], check=False)
+    return re.findall(r"(\d+)% packet loss", out.stdout)[0]
+
+
+def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
+    icmp = Filter(id="f", name="f", rules=(rule("all-in", 1, filter_id="f"),))
+    plan = compile_plan(state([icmp], [session("s", "f", 1)]))
+    lan.dataplane.apply(plan)
+    assert _ping_loss(lan) == "0"
+    mirrored = lan.target_vxlan_count()
+    assert mirrored >= 100
+
+    # Target down or unreachable: production unharmed, kernel state unchanged.
+    lan.target.run(["ip", "link", "set", "eth0", "down"])
+    assert _ping_loss(lan) == "0"
+    assert lan.dataplane.drift(plan) == []
+    lan.target.run(["ip", "link", "set", "eth0", "up"])
+
+    breakages = {
+        "device vxtap-vx0 is missing": ["ip", "link", "del", "vxtap-vx0"],
+        "nft table netdev vxtap is missing": ["nft", "delete", "table", "netdev", "vxtap"],
+        "device vxtap-mk0 is missing": ["ip", "link", "del", "vxtap-mk0"],
+        "not in the plan": ["nft", "add", "chain", "netdev", "vxtap", "intruder"],
+        "device vxtap-pr1 is down": ["ip", "link", "set", "vxtap-pr1", "down"],
+    }
+    for expected, command in breakages.items():
+        lan.source.run(command)
+        assert _ping_loss(lan) == "0", command
+        problems = lan.dataplane.drift(plan)
+        assert any(expected in p for p in problems), (command, problems)
+        lan.dataplane.apply(plan)  # repairs, and verifies
+        assert lan.dataplane.drift(plan) == []
+        before = lan.target_vxlan_count()
+        assert _ping_loss(lan) == "0"
+        assert lan.target_vxlan_count() - before == 100, command  # mirroring resumed
+
+    # A re-created mk0 leaves `dup to` bound to the old ifindex: seen and repaired.
+    lan.source.run(["ip", "link", "del", "vxtap-mk0"])
+    lan.source.run(["ip", "link", "add", "vxtap-mk0", "type", "veth", "peer", "vxtap-mk1"])
+    assert any("stale" in p for p in lan.dataplane.drift(plan))
+    lan.dataplane.apply(plan)
+    before = lan.target_vxlan_count()
+    assert _ping_loss(lan) == "0"
+    assert lan.target_vxlan_count() - before == 100
+
+    # The agent's process ends (or is killed): the kernel keeps mirroring on its own,
+    # and a new process recognises the state without touching it.
+    snapshot = _kernel_snapshot(lan)
+    fresh = type(lan.dataplane)(netns=lan.source.name)
+    assert fresh.drift(plan) == []
+    fresh.apply(plan)
+    assert _kernel_snapshot(lan) == snapshot
+
+
+def test_apply_refuses_bad_plans_and_leaves_the_kernel_as_it_was(lan: Lan) -> None:
+    plan = compile_plan(state([_udp_all()], [session("s", "f", 1)]))
+    lan.dataplane.apply(plan)
+    snapshot = _kernel_snapshot(lan)
+    bad_json = plan.nft_json.replace('"addr":"vxtap-mk0"', '"addr":"nope0"')
+    broken = dataclasses.replace(plan, digest="0" * 32, nft_json=bad_json)
+    with pytest.raises(DataplaneError, match="nft refused the ruleset"):
+        lan.dataplane.apply(broken)
+    assert _kernel_snapshot(lan) == snapshot
+
+
+def test_production_mark_and_priority_leave_exactly_as_they_arrived(lan: Lan) -> None:
+    # Around vxtap's chains (ingress -500, egress 500) a probe table sets marks and
+    # priorities before and counts what is left after, per destination port.
+    cases = {  # port: (mark, priority) the production packet carries
+        0: (0, "none"),
+        1: (0x1234, "none"),
+        2: (0, "0:7"),
+        3: (0x1234, "1:7"),
+    }
+    lines = ["table netdev probe {"]
+    for base, hook, before, after in ((7000, "ingress", -600, -400), (8000, "egress", 0, 600)):
+        for stage, prio in (("set", before), ("check", after)):
+            lines.append(
+                f"chain {hook}-{stage} {{ type filter hook {hook} device eth0 priority {prio}; }}"
+            )
+        for offset, (mark, priority) in cases.items():
+            port = base + offset
+            lines.append(f"counter c{port} {{}}")
+            lines.append(
+                f"chain {hook}-set {{ udp dport {port} meta mark set {mark} "
+                f"meta priority set {priority}\n}}"
+            )
+            lines.append(
+                f"chain {hook}-check {{ udp dport {port} meta mark {mark} "
+                f'meta priority {priority} counter name "c{port}"\n}}'
+            )
+    lines.append("}")
+    lan.source.run(["nft", "-f", "-"], input="\n".join(lines))
+    lan.dataplane.apply(compile_plan(state([_udp_all()], [session("s", "f", 1)])))
+    n = 20
+    with lan.capture() as mirrors:
+        lan.send_udp(lan.test, [(4, SOURCE_IP, 6000, 7000 + i, 10, n) for i in cases])
+        lan.send_udp(lan.source, [(4, TEST_IP, 6000, 8000 + i, 10, n) for i in cases])
+    probe = lan.source.run(["nft", "-j", "list", "counters", "table", "netdev", "probe"]).stdout
+    seen = {
+        c["counter"]["name"]: c["counter"]["packets"]
+        for c in json.loads(probe)["nftables"]
+        if "counter" in c
+    }
+    assert seen == {f"c{b + i}": n for b in (7000, 8000) for i in cases}
+    mirrored = Counter(m.dport for m in mirrors)
+    # Both mark and priority in use: nothing can carry the session; counted, not mirrored.
+    assert mirrored == {b + i: n for b in (7000, 8000) for i in (0, 1, 2)}
+    assert lan.dataplane.counters().unmirrorable["s"].packets == 2 * n

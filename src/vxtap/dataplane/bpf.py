@@ -7,7 +7,9 @@ and labels keeps it readable; there is no maintained pure-Python eBPF
 assembler to depend on. The verifier checks the result at load time.
 
 What the program does, at tc ingress of a copy device's peer (direct action):
-  key = skb->mark (or skb->priority, by carrier)      -- set by nft before `dup`
+  key = skb->mark                                     -- set by nft before `dup` (on the
+                                                         priority path moved there by a
+                                                         second tiny program at tc egress)
   t = tunnels[key]            or drop                 -- one entry per (session, source)
   skb->mark = skb->priority = 0                       -- the copy must not steer routing
   cut to t.snaplen; if the kernel refuses (shorter than the headers), try the
@@ -29,7 +31,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Final
 
 # --- bpf(2) ---
@@ -122,6 +124,7 @@ class SkbField(IntEnum):
 
 
 PSEUDO_MAP_FD: Final = 1
+TC_ACT_OK: Final = 0
 TC_ACT_SHOT: Final = 2
 BPF_PROG_TYPE_SCHED_CLS: Final = 3
 BPF_MAP_TYPE_HASH: Final = 1
@@ -192,7 +195,31 @@ MAP_MAX_ENTRIES: Final = 65536
 TRUNCATION_LADDER: Final = (*range(34, 130, 2), 160, 192, 256)
 
 
-def mirror_program(map_fd: int, carrier: SkbField) -> bytes:
+class ProgramKind(StrEnum):
+    MIRROR = "mirror"  # at the copy peers' tc ingress: look up, cut, tunnel key, redirect
+    PRIORITY_TO_MARK = "prio2mark"  # at vxtap-pr0's tc egress: key from priority to mark
+
+
+def program(kind: ProgramKind, map_fd: int) -> bytes:
+    if kind is ProgramKind.MIRROR:
+        return mirror_program(map_fd)
+    return priority_to_mark_program()
+
+
+def priority_to_mark_program() -> bytes:
+    """skb->mark = skb->priority; skb->priority = 0; continue. Only copies pass here."""
+    a = Assembler()
+    a.load32(Reg.R2, Reg.R1, SkbField.PRIORITY)
+    a.store32(Reg.R1, SkbField.MARK, Reg.R2)
+    a.mov(Reg.R2, 0)
+    a.store32(Reg.R1, SkbField.PRIORITY, Reg.R2)
+    a.mov(Reg.R0, TC_ACT_OK)
+    a.emit(Op.EXIT)
+    return a.assemble()
+
+
+def mirror_program(map_fd: int) -> bytes:
+    """The session key is in skb->mark (see module docstring)."""
     a = Assembler()
     r0, r1, r2, r3, r4, r6, r7, r8 = (
         Reg.R0,
@@ -205,7 +232,7 @@ def mirror_program(map_fd: int, carrier: SkbField) -> bytes:
         Reg.R8,
     )
     a.movx(r6, r1)  # r6 = skb
-    a.load32(r2, r6, carrier)
+    a.load32(r2, r6, SkbField.MARK)
     a.store32(Reg.FP, -4, r2)  # key on the stack
     a.load_map_fd(r1, map_fd)
     a.movx(r2, Reg.FP)
@@ -255,10 +282,9 @@ def mirror_program(map_fd: int, carrier: SkbField) -> bytes:
     return a.assemble()
 
 
-def program_version(carrier: SkbField) -> str:
-    """Identifies the program's code (map fd excluded): part of the tc filter's name,
-    so `drift` sees an outdated program."""
-    return hashlib.sha256(mirror_program(0, carrier)).hexdigest()[:8]
+def program_version(kind: ProgramKind) -> str:
+    """Identifies a program's code (map fd excluded)."""
+    return hashlib.sha256(program(kind, 0)).hexdigest()[:8]
 
 
 def load_program(insns: bytes, name: str) -> int:

@@ -46,6 +46,7 @@ from vxtap.dataplane.plan import (
 from vxtap.model import VXLAN_PORT
 
 TC_INGRESS_PARENT = 0xFFFFFFF2
+TC_EGRESS_PARENT = 0xFFFFFFF3
 # Offloads that let a GSO/TSO packet cross a device whole. Off on the dup targets, so
 # the kernel segments each copy into wire-sized packets (SPEC 3: one mirror per wire packet).
 SEGMENTATION_OFFLOADS = (
@@ -61,9 +62,13 @@ SEGMENTATION_OFFLOADS = (
     "tx-udp-segmentation",
     "tx-gso-list",
 )
-COPY_PAIRS = (
-    (MARK_COPY_DEVICE, MARK_COPY_PEER, bpf.SkbField.MARK, "mk"),
-    (PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER, bpf.SkbField.PRIORITY, "pr"),
+COPY_PAIRS = ((MARK_COPY_DEVICE, MARK_COPY_PEER), (PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER))
+# Where each program runs. A veth zeroes skb->priority on the way (____dev_forward_skb),
+# so on the priority path the key moves into the copy's mark before it crosses.
+PROGRAMS = (
+    (MARK_COPY_PEER, "ingress", bpf.ProgramKind.MIRROR),
+    (PRIORITY_COPY_PEER, "ingress", bpf.ProgramKind.MIRROR),
+    (PRIORITY_COPY_DEVICE, "egress", bpf.ProgramKind.PRIORITY_TO_MARK),
 )
 
 
@@ -72,8 +77,9 @@ def is_own_device(name: str) -> bool:
     return name.startswith(OWN_DEVICE_PREFIX)
 
 
-def program_name(tag: str, carrier: bpf.SkbField) -> str:
-    return f"vxtap-{tag}-{bpf.program_version(carrier)}"
+def program_name(kind: bpf.ProgramKind) -> str:
+    """The tc filter's name: says which code it runs, so `drift` sees an outdated one."""
+    return f"vxtap-{kind.value}-{bpf.program_version(kind)}"
 
 
 class DataplaneError(RuntimeError):
@@ -216,7 +222,8 @@ class Dataplane:
             missing.append(f"eBPF maps (bpf(2) BPF_MAP_CREATE: {error.strerror})")
         else:
             try:
-                os.close(bpf.load_program(bpf.mirror_program(map_fd, bpf.SkbField.MARK), "probe"))
+                for kind in bpf.ProgramKind:
+                    os.close(bpf.load_program(bpf.program(kind, map_fd), "vxtap_probe"))
             except OSError as error:
                 missing.append(
                     "eBPF tc programs with skb_change_tail/skb_set_tunnel_key "
@@ -254,7 +261,7 @@ class Dataplane:
             problems.append(f"device {VXLAN_DEVICE} is missing")
         elif not self._vxlan_ok(vx):
             problems.append(f"device {VXLAN_DEVICE} is not an external VXLAN device on 4789")
-        for device, peer, _, _ in COPY_PAIRS:
+        for device, peer in COPY_PAIRS:
             for name in (device, peer):
                 link = links.get(name)
                 if link is None:
@@ -290,7 +297,7 @@ class Dataplane:
                 vxlan_learning=0,
             )
             created.append(VXLAN_DEVICE)
-        for device, peer, _, _ in COPY_PAIRS:
+        for device, peer in COPY_PAIRS:
             a, b = links.get(device), links.get(peer)
             paired = (
                 a is not None
@@ -309,7 +316,7 @@ class Dataplane:
             # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
             # the mirror stream (seen in captures before this).
             self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
-        for device, peer, _, _ in COPY_PAIRS:
+        for device, peer in COPY_PAIRS:
             if device in created:
                 self._ethtool(device, SEGMENTATION_OFFLOADS)
                 self._ethtool(peer, ("gro",))
@@ -351,11 +358,11 @@ class Dataplane:
 
     # --- programs and the tunnel map ---
 
-    def _filters(self, device: str) -> list[tuple[str, int]]:
-        """(name, prog id) of the bpf filters at a device's tc ingress.
+    def _filters(self, device: str, hook: str) -> list[tuple[str, int]]:
+        """(name, prog id) of the bpf filters at a device's tc ingress or egress.
 
         From `tc -j`: pyroute2 0.9.7 does not decode TCA_BPF_ID."""
-        out = self._run(["tc", "-j", "filter", "show", "dev", device, "ingress"])
+        out = self._run(["tc", "-j", "filter", "show", "dev", device, hook])
         if out.returncode != 0 or not out.stdout.strip():
             return []
         found: list[tuple[str, int]] = []
@@ -366,25 +373,25 @@ class Dataplane:
                 found.append((options.get("bpf_name", ""), int(prog["id"])))
         return found
 
-    def _program_problems(self, ipr: IPRoute, links: dict[str, Any]) -> list[str]:
+    def _program_problems(self, links: dict[str, Any]) -> list[str]:
         problems: list[str] = []
-        for _, peer, carrier, tag in COPY_PAIRS:
-            if peer not in links:
+        for device, hook, kind in PROGRAMS:
+            if device not in links:
                 continue
-            names = [name for name, _ in self._filters(peer)]
-            if names != [program_name(tag, carrier)]:
+            names = [name for name, _ in self._filters(device, hook)]
+            wanted = program_name(kind)
+            if names != [wanted]:
                 problems.append(
-                    f"tc ingress of {peer} has {names or 'no programs'}, "
-                    f"not [{program_name(tag, carrier)}]"
+                    f"tc {hook} of {device} has {names or 'no programs'}, not [{wanted}]"
                 )
         return problems
 
-    def _current_map_fd(self, ipr: IPRoute, links: dict[str, Any]) -> int | None:
+    def _current_map_fd(self, links: dict[str, Any]) -> int | None:
         """The tunnel map the attached programs use (an fd the caller closes), if any."""
-        for _, peer, _, _ in COPY_PAIRS:
-            if peer not in links:
+        for device, hook, kind in PROGRAMS:
+            if device not in links or kind is not bpf.ProgramKind.MIRROR:
                 continue
-            for name, prog_id in self._filters(peer):
+            for name, prog_id in self._filters(device, hook):
                 if not name.startswith("vxtap-"):
                     continue
                 try:
@@ -400,22 +407,23 @@ class Dataplane:
         return None
 
     def _ensure_programs(self, ipr: IPRoute) -> int:
-        """Attach the mirror program to each copy peer; returns the tunnel map's fd."""
+        """Attach each program where it belongs; returns the tunnel map's fd."""
         links = self._links(ipr)
-        map_fd = self._current_map_fd(ipr, links)
+        map_fd = self._current_map_fd(links)
         if map_fd is None:
             map_fd = bpf.create_tunnel_map()
-        for _, peer, carrier, tag in COPY_PAIRS:
-            index = links[peer]["index"]
-            wanted = program_name(tag, carrier)
-            filters = self._filters(peer)
+        for device, hook, kind in PROGRAMS:
+            index = links[device]["index"]
+            wanted = program_name(kind)
+            filters = self._filters(device, hook)
             if [name for name, _ in filters] == [wanted]:
                 continue
+            parent = TC_INGRESS_PARENT if hook == "ingress" else TC_EGRESS_PARENT
             with contextlib.suppress(NetlinkError):
                 ipr.tc("add", "clsact", index)
             if filters:
-                ipr.tc("del-filter", index=index, parent=TC_INGRESS_PARENT)
-            prog_fd = bpf.load_program(bpf.mirror_program(map_fd, carrier), f"vxtap_{tag}")
+                ipr.tc("del-filter", index=index, parent=parent)
+            prog_fd = bpf.load_program(bpf.program(kind, map_fd), f"vxtap_{kind.value}")
             try:
                 ipr.tc(
                     "add-filter",
@@ -424,7 +432,7 @@ class Dataplane:
                     ":1",
                     fd=prog_fd,
                     name=wanted,
-                    parent=TC_INGRESS_PARENT,
+                    parent=parent,
                     classid=1,
                     direct_action=True,
                 )
@@ -556,8 +564,8 @@ class Dataplane:
         with self._ipr() as ipr:
             links = self._links(ipr)
             problems = self._device_problems(links)
-            problems += self._program_problems(ipr, links)
-            map_fd = self._current_map_fd(ipr, links)
+            problems += self._program_problems(links)
+            map_fd = self._current_map_fd(links)
             if map_fd is None:
                 problems.append("the tunnel map is missing")
             elif VXLAN_DEVICE in links:

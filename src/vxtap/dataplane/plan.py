@@ -119,7 +119,9 @@ class KernelPlan:
     skipped: tuple[str, ...] = ()
     table: str = TABLE
     devices: tuple[str, ...] = DEVICES
-    _parsed: list[Any] = field(default_factory=list, repr=False, compare=False, hash=False)
+    _parsed: list[Any] = field(
+        default_factory=list, init=False, repr=False, compare=False, hash=False
+    )
 
     def nft_commands(self) -> list[dict[str, Any]]:
         """The add commands of `nft_json`, parsed (cached: the plan is immutable)."""
