@@ -8,6 +8,7 @@ import itertools
 from typing import Any
 
 import httpx
+import pytest
 import requests
 import schemathesis
 from api_support import Raw, make_port
@@ -21,6 +22,7 @@ EXAMPLES_PER_OPERATION = 45
 MIN_REQUESTS = 1000
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_fuzzing_finds_no_server_error(api_server: Any) -> None:
     schemathesis.experimental.OPEN_API_3_1.enable()
     raw_schema = httpx.get(f"{api_server.endpoint}/openapi.json").json()

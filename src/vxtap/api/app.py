@@ -667,8 +667,8 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         where, limit, marker = parse_query(request, SESSION_QUERY)
 
         def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            page = repo.list_sessions(db, project_id, where, limit, marker)
-            return [wire.session_json(r) for r in page.rows], page.page_info()
+            page, sources = repo.list_sessions(db, project_id, where, limit, marker)
+            return [wire.session_json(r, sources[r.id]) for r in page.rows], page.page_info()
 
         items, info = await _run(read, action)
         return answer(200, traffic_mirror_sessions=items, page_info=info)
@@ -681,7 +681,7 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     )
     async def show_session(project_id: str, session_id: str) -> JSONResponse:
         result = await _run(
-            read, lambda db: wire.session_json(repo.get_session(db, project_id, session_id))
+            read, lambda db: wire.session_json(*repo.show_session(db, project_id, session_id))
         )
         return answer(200, traffic_mirror_session=result)
 

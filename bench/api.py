@@ -1,0 +1,357 @@
+"""What `vxtap server` costs per signed request, side by side with the framework's ceiling.
+
+    .venv/bin/python bench/api.py [--seconds S] [--clients N] [--concurrency C]
+
+Starts, on loopback ports, (1) a real `vxtap server` (one uvicorn process, temporary
+SQLite database holding 2,000 sessions) and (2) the ceiling: a minimal FastAPI app
+under the same uvicorn settings whose one route returns a constant small JSON object.
+Then, interleaved round by round so that machine noise hits both alike:
+
+- throughput (requests/s over S seconds, N client processes x C concurrent requests
+  each) and latency (median, p95 at concurrency 1) of: the ceiling; show a session;
+  list 2,000 sessions; create a filter. Every vxtap request is signed with
+  SDK-HMAC-SHA256 by the client, as the SDK does.
+- peak memory (VmHWM) of a server process that holds 10,000 sessions after it
+  has answered lists over all of them (pages of 2,000) and shows.
+
+Prints medians over rounds, ratios against the ceiling, and the command.
+The load generator shares the 2 cores with the server, as any local client would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from vxtap.auth import sign
+from vxtap.store import repository
+from vxtap.store.db import Store
+
+AK, SK, PROJECT = "bench-ak", "bench-sk", "bench0project"
+
+CEILING_APP = """
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+import uvicorn, sys
+
+app = FastAPI()
+
+@app.get("/ceiling")
+async def ceiling() -> JSONResponse:
+    return JSONResponse({"request_id": "x", "status": "ok"})
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+            access_log=False, server_header=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextmanager
+def running(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(command)
+    try:
+        wait_ready(ready_url, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def seed(db_url: str, sessions: int) -> str:
+    """Store `sessions` sessions straight through the repository (fast), return one id."""
+    store = Store(db_url)
+    store.upgrade()
+    first = ""
+    with store.write() as db:
+        mirror_filter = repository.create_filter(db, PROJECT, {"name": "bench"})
+        for priority in (1, 2):
+            repository.create_rule(
+                db,
+                PROJECT,
+                {
+                    "traffic_mirror_filter_id": mirror_filter.id,
+                    "direction": "ingress",
+                    "priority": priority,
+                    "action": "accept",
+                    "ethertype": "IPv4",
+                    "protocol": "TCP",
+                    "destination_port_range": f"{priority}-{priority}",
+                },
+            )
+        target = repository.create_port(
+            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+        )
+        sources = [
+            repository.create_port(
+                db,
+                PROJECT,
+                {
+                    "host": f"h{i // 1000}",
+                    "device": f"eth{i % 1000}",
+                    "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"],
+                    "ipv6": [],
+                },
+            )
+            for i in range((sessions + 2) // 3)
+        ]
+        for n in range(sessions):
+            row = repository.create_session(
+                db,
+                PROJECT,
+                {
+                    "name": f"s{n}",
+                    "traffic_mirror_filter_id": mirror_filter.id,
+                    "traffic_mirror_sources": [sources[n // 3].id],
+                    "traffic_mirror_target_id": target.id,
+                    "traffic_mirror_target_type": "eni",
+                    "virtual_network_id": n,
+                    "packet_length": 96,
+                    "priority": n % 3 + 1,
+                    "enabled": True,
+                    "type": "eni",
+                },
+            )
+            first = first or row.id
+    store.dispose()
+    return first
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    method: str
+    url: str
+    body: bytes
+    signed: bool
+
+
+def headers_for(scenario: Scenario) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if scenario.signed:
+        headers.update(sign(scenario.method, scenario.url, headers, scenario.body, AK, SK, PROJECT))
+    return headers
+
+
+async def _drive(scenario: Scenario, seconds: float, concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                response = await client.request(
+                    scenario.method,
+                    scenario.url,
+                    content=scenario.body,
+                    headers=headers_for(scenario),
+                )
+                if response.status_code >= 300:
+                    raise RuntimeError(f"{scenario.name}: {response.status_code} {response.text}")
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def _drive_process(args: tuple[Scenario, float, int]) -> list[float]:
+    return asyncio.run(_drive(*args))
+
+
+def throughput(scenario: Scenario, seconds: float, clients: int, concurrency: int) -> float:
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        results = pool.map(_drive_process, [(scenario, seconds, concurrency)] * clients)
+    # Each client counts only requests inside its own S-second window (pool start-up excluded).
+    return sum(len(r) for r in results) / seconds
+
+
+def latency(scenario: Scenario, count: int) -> tuple[float, float]:
+    samples: list[float] = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(count):
+            start = time.perf_counter()
+            response = client.request(
+                scenario.method,
+                scenario.url,
+                content=scenario.body,
+                headers=headers_for(scenario),
+            )
+            samples.append(time.perf_counter() - start)
+            assert response.status_code < 300, response.text
+    samples.sort()
+    return statistics.median(samples) * 1000, samples[int(len(samples) * 0.95)] * 1000
+
+
+def peak_memory_mib(directory: Path, sessions: int, credentials: Path) -> float:
+    db_url = f"sqlite:///{directory / 'memory.db'}"
+    session_id = seed(db_url, sessions)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "vxtap",
+        "server",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--db",
+        db_url,
+        "--credentials",
+        str(credentials),
+        "--log-level",
+        "warning",
+    ]
+    with running(command, f"{base}/healthz") as process, httpx.Client(timeout=120) as client:
+        marker = ""
+        listed = 0
+        for _round in range(3):
+            while True:
+                url = f"{base}/v3/{PROJECT}/vpc/traffic-mirror-sessions?limit=2000" + (
+                    f"&marker={marker}" if marker else ""
+                )
+                scenario = Scenario("list", "GET", url, b"", True)
+                page = client.get(url, headers=headers_for(scenario)).json()
+                listed += len(page["traffic_mirror_sessions"])
+                marker = page["page_info"].get("next_marker", "")
+                if not marker:
+                    break
+        assert listed == 3 * sessions, listed
+        show = f"{base}/v3/{PROJECT}/vpc/traffic-mirror-sessions/{session_id}"
+        for _ in range(100):
+            client.get(show, headers=headers_for(Scenario("show", "GET", show, b"", True)))
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    peak_kib = next(
+        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
+    )
+    return peak_kib / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--memory-sessions", type=int, default=10_000)
+    args = parser.parse_args()
+
+    directory = Path(tempfile.mkdtemp(prefix="vxtap-bench-api-"))
+    credentials = directory / "credentials.json"
+    credentials.write_text(json.dumps([{"ak": AK, "sk": SK, "project_id": PROJECT}]))
+    db_url = f"sqlite:///{directory / 'bench.db'}"
+    session_id = seed(db_url, 2000)
+    vx_port, ceiling_port = free_port(), free_port()
+    vx = f"http://127.0.0.1:{vx_port}"
+    v3 = f"{vx}/v3/{PROJECT}/vpc"
+    scenarios = [
+        Scenario(
+            "ceiling (minimal FastAPI GET)",
+            "GET",
+            f"http://127.0.0.1:{ceiling_port}/ceiling",
+            b"",
+            False,
+        ),
+        Scenario("show session", "GET", f"{v3}/traffic-mirror-sessions/{session_id}", b"", True),
+        Scenario(
+            "list 2,000 sessions", "GET", f"{v3}/traffic-mirror-sessions?limit=2000", b"", True
+        ),
+        Scenario(
+            "create filter",
+            "POST",
+            f"{v3}/traffic-mirror-filters",
+            json.dumps({"traffic_mirror_filter": {"name": "bench"}}).encode(),
+            True,
+        ),
+    ]
+    rates: dict[str, list[float]] = {s.name: [] for s in scenarios}
+    medians: dict[str, list[float]] = {s.name: [] for s in scenarios}
+    p95s: dict[str, list[float]] = {s.name: [] for s in scenarios}
+    vx_command = [
+        sys.executable,
+        "-m",
+        "vxtap",
+        "server",
+        "--listen",
+        f"127.0.0.1:{vx_port}",
+        "--db",
+        db_url,
+        "--credentials",
+        str(credentials),
+        "--log-level",
+        "warning",
+    ]
+    ceiling_command = [sys.executable, "-c", CEILING_APP, str(ceiling_port)]
+    with running(vx_command, f"{vx}/healthz"), running(ceiling_command, scenarios[0].url):
+        for _round in range(args.rounds):
+            for scenario in scenarios:
+                rates[scenario.name].append(
+                    throughput(scenario, args.seconds, args.clients, args.concurrency)
+                )
+                median, p95 = latency(scenario, args.latency_samples)
+                medians[scenario.name].append(median)
+                p95s[scenario.name].append(p95)
+    memory = peak_memory_mib(directory, args.memory_sessions, credentials)
+
+    ceiling = statistics.median(rates[scenarios[0].name])
+    print(
+        f"command: .venv/bin/python bench/api.py --seconds {args.seconds} --clients "
+        f"{args.clients} --concurrency {args.concurrency} --rounds {args.rounds}"
+    )
+    print(f"{'scenario':32} {'req/s':>8} {'x ceiling':>9} {'p50 ms':>8} {'p95 ms':>8}")
+    for scenario in scenarios:
+        rate = statistics.median(rates[scenario.name])
+        print(
+            f"{scenario.name:32} {rate:8.0f} {rate / ceiling:9.2f} "
+            f"{statistics.median(medians[scenario.name]):8.2f} "
+            f"{statistics.median(p95s[scenario.name]):8.2f}"
+        )
+    print(
+        f"peak memory (VmHWM) of the server with {args.memory_sessions:,} sessions, after "
+        f"listing all of them 3x in pages of 2,000: {memory:.0f} MiB"
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
