@@ -137,7 +137,7 @@ def collect(
         metrics=metrics,  # type: ignore[arg-type]
         stats=stats,
         decap=decap,
-        ring_blocks=ring_mb,
+        ring_blocks=ring_mb * 4,  # 256 KiB blocks
     )
     collector = Collector(options)
     try:

@@ -55,8 +55,8 @@ class Options:
     metrics: tuple[str, int] | None = None
     stats: bool = False
     decap: bool = False
-    ring_blocks: int = 64
-    ring_block_size: int = 1 << 20
+    ring_blocks: int = 256
+    ring_block_size: int = 1 << 18  # 256 KiB: small blocks reach the loop sooner
 
 
 class Collector:
