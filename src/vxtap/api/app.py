@@ -32,6 +32,7 @@ from vxtap.api import wire
 from vxtap.store import errors
 from vxtap.store import repository as repo
 from vxtap.store.db import Store, violated_constraint
+from vxtap.store.schema import SessionRow
 
 log = logging.getLogger("vxtap.api")
 
@@ -652,7 +653,8 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         option = (await read_body(request, wire.CreateSessionRequest)).traffic_mirror_session
         fields = option.model_dump()
         result = await _run(
-            write, lambda db: wire.session_json(repo.create_session(db, project_id, fields))
+            write,
+            lambda db: _session_answer(db, project_id, repo.create_session(db, project_id, fields)),
         )
         return answer(201, traffic_mirror_session=result)
 
@@ -698,7 +700,9 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         fields = option.model_dump(exclude_unset=True)
         result = await _run(
             write,
-            lambda db: wire.session_json(repo.update_session(db, project_id, session_id, fields)),
+            lambda db: _session_answer(
+                db, project_id, repo.update_session(db, project_id, session_id, fields)
+            ),
         )
         return answer(200, traffic_mirror_session=result)
 
@@ -715,7 +719,9 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         sources = option.traffic_mirror_sources
         result = await _run(
             write,
-            lambda db: wire.session_json(repo.add_sources(db, project_id, session_id, sources)),
+            lambda db: _session_answer(
+                db, project_id, repo.add_sources(db, project_id, session_id, sources)
+            ),
         )
         return answer(200, traffic_mirror_session=result)
 
@@ -732,7 +738,9 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         sources = option.traffic_mirror_sources
         result = await _run(
             write,
-            lambda db: wire.session_json(repo.remove_sources(db, project_id, session_id, sources)),
+            lambda db: _session_answer(
+                db, project_id, repo.remove_sources(db, project_id, session_id, sources)
+            ),
         )
         return answer(200, traffic_mirror_session=result)
 
@@ -904,6 +912,11 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     @app.get("/healthz", tags=["health"], summary="Liveness (unsigned)")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+
+def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
+    """A session as answered after a write: read back like every session answer."""
+    return wire.session_json(*repo.show_session(db, project_id, row.id))
 
 
 def _path_host(host: str) -> str:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Select, delete, func, select
@@ -44,8 +44,6 @@ from vxtap.store.schema import (
     SessionRow,
     SourceRow,
 )
-
-Row = TypeVar("Row", FilterRow, RuleRow, SessionRow, PortRow)
 
 
 def new_id() -> str:
@@ -84,7 +82,7 @@ MAX_LIMIT = 2000
 
 def paginate(
     db: Session,
-    statement: Select[Row],
+    statement: Select[*tuple[Any, ...]],
     id_column: Any,
     limit: int | None,
     marker: str | None,
@@ -574,9 +572,8 @@ def update_session(
         setattr(row, SESSION_COLUMNS[key], value)
     row.updated_at = utc_now()
     db.flush()
-    # The database cascaded priority/target into session_sources: reload the copies.
-    for source in row.sources:
-        db.refresh(source)
+    # The database cascaded priority/target into session_sources; the loaded copies are
+    # stale but never written back (unchanged attributes are not flushed).
     return row
 
 
@@ -631,7 +628,22 @@ SESSION_QUERY_FIELDS = {
 # 100 ms), so they select plain columns and the sources in one extra query instead
 # of building ORM objects; the column names match SessionRow's attributes, so the
 # same renderer serves both.
-SESSION_COLUMNS_READ = tuple(SessionRow.__table__.columns)
+SESSION_COLUMNS_READ = (
+    SessionRow.id,
+    SessionRow.project_id,
+    SessionRow.name,
+    SessionRow.description,
+    SessionRow.filter_id,
+    SessionRow.target_id,
+    SessionRow.target_type,
+    SessionRow.virtual_network_id,
+    SessionRow.packet_length,
+    SessionRow.priority,
+    SessionRow.enabled,
+    SessionRow.type,
+    SessionRow.created_at,
+    SessionRow.updated_at,
+)
 
 
 def sources_by_session(db: Session, session_ids: Sequence[str]) -> dict[str, list[str]]:
