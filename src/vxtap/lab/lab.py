@@ -93,6 +93,8 @@ class Lab:
             f"namespaces: {', '.join(ns.name for ns in t.namespaces)}; "
             f"security groups in {t.vpc.name} (nft table inet {secgroups.TABLE})"
         )
+        for server in scenario.servers:
+            self.say(f"  {secgroups.summary(scenario, server)}")
         control = ControlPlane(self.dir, record, t, self.say, write_credentials(self.dir))
         control.start_server()
         control.start_agents()
@@ -196,7 +198,12 @@ class Lab:
         self.say("")
         for finding in findings:
             self.say(str(finding))
-        self.say("PASS" if report.passed else f"FAIL: {len(report.failures)} expectation(s) failed")
+        if report.passed:
+            self.say("PASS")
+        else:
+            self.say(f"FAIL: {len(report.failures)} expectation(s) failed:")
+            for failure in report.failures:
+                self.say(f"  {failure.what}: {failure.detail}")
         return report
 
     # --- down -----------------------------------------------------------------------

@@ -132,3 +132,24 @@ def allowing_rule(
                 continue
             return rule
     return None
+
+
+def summary(scenario: Scenario, server: Server) -> str:
+    """One line per server for people: address, MAC, what its groups let in."""
+    allowed: list[str] = []
+    for group_name in server.groups:
+        for rule in scenario.group(group_name).rules:
+            what = rule.protocol.value if rule.protocol is not Protocol.ALL else "all"
+            if rule.ports is not None:
+                what += f" {rule.ports.start}" + (
+                    f"-{rule.ports.end}" if rule.ports.end != rule.ports.start else ""
+                )
+            if rule.remote_is_group():
+                what += f" {rule.ethertype.value} from {rule.remote}"
+            elif rule.remote != "0.0.0.0/0":
+                what += f" from {rule.remote}"
+            allowed.append(what)
+    return (
+        f"{server.name} {server.ipv4} {server.mac} [{', '.join(server.groups)}] "
+        f"in: {', '.join(allowed)}; out: all"
+    )
