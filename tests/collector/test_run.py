@@ -408,3 +408,13 @@ def test_bad_options_fail_with_a_clear_message(lab: Lab) -> None:
     ):
         result = lab.receiver.run([*argv, *args], check=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+
+
+def test_stats_view_replaces_per_packet_lines(lab: Lab) -> None:
+    c = lab.collect("--stats")
+    lab.ping("10.99.7.2", 3)
+    time.sleep(1.5)  # at least one refresh
+    out, err = c.stop()
+    assert out == ""
+    assert "vxtap collect" in err
+    assert re.search(r"│\s+7 │ 10\.77\.0\.1\s+│\s+3 │\s+294 │", err), err

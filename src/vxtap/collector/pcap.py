@@ -7,8 +7,8 @@ packet_length) and the original length (from the inner IP header), so readers
 show cut copies as cut ("[|tcp]", "Packet size limited during capture").
 
 Crash guarantee (see docs/collector.md): records are collected per receive batch
-(one ring block) and handed to the kernel with one write(2) per file and batch,
-before the ring block is given back to the kernel. A killed process therefore
+(one ring block) and handed to the kernel whole, with writev(2) per file and
+batch, before the ring block is given back to the kernel. A killed process therefore
 leaves every file it had written as a valid pcap; only the final write can be
 cut short, losing at most the last (partial) record of the current file. What
 a SIGKILL loses beyond that is what was never written: the batch being
