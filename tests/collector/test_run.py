@@ -418,3 +418,45 @@ def test_stats_view_replaces_per_packet_lines(lab: Lab) -> None:
     assert out == ""
     assert "vxtap collect" in err
     assert re.search(r"│\s+7 │ 10\.77\.0\.1\s+│\s+3 │\s+294 │", err), err
+
+
+def test_decap_over_ipv6_for_listed_vnis(lab: Lab) -> None:
+    c = lab.collect("--decap", "--quiet", "--listen", "[::]:4789", "--vni", "8")
+    link = lab.receiver.run(["ip", "-d", "link", "show", "vxtap-vni8"]).stdout  # made at start
+    assert "vxlan id 8" in link and "dstport 4789" in link
+    argv = ["tcpdump", "-i", "vxtap-vni8", "-nne", "-l", "-c", "2", "icmp"]
+    dump = lab.receiver.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # tcpdump attaches
+        lab.ping("10.99.8.2", 2)  # kernel VXLAN over IPv6
+        out, _ = dump.communicate(timeout=20)
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert out.decode().count("10.99.8.1 > 10.99.8.2: ICMP echo request") == 2
+    c.stop()
+    assert lab.receiver.run(["ip", "link", "show", "vxtap-vni8"], check=False).returncode != 0
+
+
+def test_decap_refuses_a_port_owned_by_another_program(lab: Lab) -> None:
+    holder = lab.receiver.popen(
+        [
+            PY,
+            "-c",
+            "import socket, time; s = socket.socket(2, 2); s.bind(('0.0.0.0', 4789));"
+            " print('ok', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
+        argv = [PY, "-m", "vxtap", "collect", "--decap", "--vni", "5"]
+        result = lab.receiver.run(argv, check=False)
+        assert result.returncode != 0
+        assert "cannot bring up vxtap-vni5" in result.stderr and "port 4789" in result.stderr
+        # Nothing left behind.
+        assert lab.receiver.run(["ip", "link", "show", "vxtap-vni5"], check=False).returncode != 0
+    finally:
+        holder.kill()
+        holder.wait()
