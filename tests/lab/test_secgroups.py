@@ -32,3 +32,10 @@ def test_allowing_rule_explains_drops() -> None:
     assert secgroups.allowing_rule(closed, target, Protocol.UDP, 4789, "192.168.0.230") is None
     # intra-group: the target may talk to itself
     assert secgroups.allowing_rule(seed, target, Protocol.UDP, 9, "192.168.0.164") is not None
+
+
+def test_summary_lists_what_a_servers_groups_let_in() -> None:
+    seed = get("seed")
+    line = secgroups.summary(seed, seed.server("ECS-target"))
+    assert line.startswith("ECS-target 192.168.0.164 fa:16:3e:7e:d6:7a [Sg-target] in: TCP 22, ")
+    assert line.endswith("UDP 4789 from 192.168.0.230/32; out: all")

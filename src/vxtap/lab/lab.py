@@ -138,13 +138,14 @@ class Lab:
                 captures[name] = (proc, pcap, Path(record.processes[-1].log))
                 out_dir = run_dir / f"collect-{name}"
                 cargv = ["collect", "-i", "eth0", "--pcap", str(out_dir), "--print"]
+                cargv += ["--ring-mb", "4"]  # a few packets: no need for the 64 MiB default
                 self.say(f"[{name}] $ vxtap {' '.join(cargv)}")
                 cproc = start(
                     self.dir,
                     record,
                     f"collect-{name}",
                     ns,
-                    [*VXTAP, *cargv, "--ring-mb", "4"],
+                    [*VXTAP, *cargv],
                     env={"PYTHONUNBUFFERED": "1"},
                 )
                 collectors[name] = (cproc, out_dir)
@@ -188,7 +189,7 @@ class Lab:
             self.say(log.read_text(errors="replace").rstrip())
             captured[name] = capture.decode_pcap(pcap, name)
         for name, (_, out_dir) in collectors.items():
-            self.say(f"\n--- {name}: vxtap collect -i eth0 --pcap {out_dir} --print")
+            self.say(f"\n--- {name}: vxtap collect -i eth0 --pcap {out_dir} --print --ring-mb 4")
             self.say(collector_logs[name][1].read_text(errors="replace").rstrip())
             seen = capture.decode_collector_dir(out_dir, name)
             findings.append(_agree(name, captured.get(name, []), seen))

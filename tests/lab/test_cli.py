@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vxtap.cli import main
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+
+
+def test_verify_without_a_lab_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["lab", "verify", "seed", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no lab is up: run 'vxtap lab up SCENARIO' first" in result.output
+
+
+def test_unknown_scenario_and_break_are_refused_naming_the_choices(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["lab", "run", "nope", "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "'multi-session', 'reject-rules', 'seed', 'two-targets'" in result.output
+    result = CliRunner().invoke(
+        main, ["lab", "run", "seed", "--break", "x", "--dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "'disabled', 'no-4789', 'wrong-rule'" in result.output
+    assert not (tmp_path / "lab.json").exists()
+
+
+def test_down_with_nothing_up_is_quiet_and_succeeds(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["lab", "down", "--dir", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
