@@ -456,8 +456,8 @@ def test_apply_refuses_bad_plans_and_leaves_the_kernel_as_it_was(lan: Lan) -> No
     plan = compile_plan(state([_udp_all()], [session("s", "f", 1)]))
     lan.dataplane.apply(plan)
     snapshot = _kernel_snapshot(lan)
-    bad_json = plan.nft_json.replace('"addr":"vxtap-mk0"', '"addr":"nope0"')
-    broken = dataclasses.replace(plan, digest="0" * 32, nft_json=bad_json)
+    bad_text = plan.nft_text.replace('dup to "vxtap-mk0"', 'dup to "nope0"')
+    broken = dataclasses.replace(plan, digest="0" * 32, nft_text=bad_text)
     with pytest.raises(DataplaneError, match="nft refused the ruleset"):
         lan.dataplane.apply(broken)
     assert _kernel_snapshot(lan) == snapshot

@@ -74,11 +74,11 @@ def test_session_priority_then_rule_priority_first_match_decides() -> None:
     key_a = session_key("s-a", SOURCE_PORT.id)
     key_b = session_key("s-b", SOURCE_PORT.id)
     base = _base_chains(plan)
-    assert base["ingress:eth0"]["dev"] == "eth0"
-    assert base["ingress:eth0"]["prio"] == INGRESS_HOOK_PRIORITY
-    assert base["egress:eth0"]["prio"] == EGRESS_HOOK_PRIORITY
+    assert base["in_eth0"]["dev"] == "eth0"
+    assert base["in_eth0"]["prio"] == INGRESS_HOOK_PRIORITY
+    assert base["out_eth0"]["prio"] == EGRESS_HOOK_PRIORITY
     # Session a (priority 3) before b (priority 9), whatever the input order.
-    jumps = [e[0]["jump"]["target"] for e in _rules_of(plan, "ingress:eth0")]
+    jumps = [e[0]["jump"]["target"] for e in _rules_of(plan, "in_eth0")]
     assert jumps == [f"s{key_a:08x}i", f"s{key_b:08x}i"]
     # In a session's chain: rule priority order; reject returns (next session), accept
     # goes to the mirror chain, which ends in accept (mirrored once, evaluation stops).
@@ -88,7 +88,7 @@ def test_session_priority_then_rule_priority_first_match_decides() -> None:
     mirror = _rules_of(plan, f"m{key_a:08x}")
     assert all(rule[-1] == {"accept": None} for rule in mirror)
     # Egress: only a has egress rules, and the mirror's own output is excluded first.
-    egress = _rules_of(plan, "egress:eth0")
+    egress = _rules_of(plan, "out_eth0")
     assert egress[0][-1] == {"return": None}
     assert {
         "match": {

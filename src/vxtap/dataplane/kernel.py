@@ -34,13 +34,14 @@ from vxtap.dataplane.plan import (
     FAMILY,
     MARK_COPY_DEVICE,
     MARK_COPY_PEER,
+    MARKER_PREFIX,
     OWN_DEVICE_PREFIX,
-    PLAN_CHAIN,
     PRIORITY_COPY_DEVICE,
     PRIORITY_COPY_PEER,
     TABLE,
     VXLAN_DEVICE,
     KernelPlan,
+    counter_comment,
     parse_counter_comment,
 )
 from vxtap.model import VXLAN_PORT
@@ -115,15 +116,16 @@ class Counters:
 
 @dataclass
 class _TableState:
-    chains: dict[str, int]  # name -> rule count
+    chains: list[str]
+    markers: list[str]
     digest: str | None
-    stale_dup: list[str]
-    counters: dict[str, str]  # name -> comment
+    dup_indexes: tuple[int, int] | None  # of vxtap-mk0, vxtap-pr0 when the rules were loaded
 
 
 class Dataplane:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        self._applied: KernelPlan | None = None  # the plan this object last applied
 
     # --- plumbing ---
 
@@ -144,11 +146,6 @@ class Dataplane:
             yield ipr
         finally:
             ipr.close()
-
-    def _nft(self, document: dict[str, Any]) -> None:
-        out = self._run(["nft", "-j", "-f", "-"], json.dumps(document, separators=(",", ":")))
-        if out.returncode != 0:
-            raise DataplaneError(f"nft refused the ruleset: {out.stderr.strip()[:2000]}")
 
     def _nft_list(self, *what: str) -> list[dict[str, Any]] | None:
         out = self._run(["nft", "-j", "list", *what])
@@ -451,33 +448,50 @@ class Dataplane:
     # --- nft ---
 
     def _table_state(self) -> _TableState | None:
-        items = self._nft_list("table", FAMILY, TABLE)
-        if items is None:
+        """What the table holds, from one cheap listing of chain names (listing 10,000
+        rules takes about a second): the chains, and from the marker chain's name the
+        plan digest and the ifindexes its `dup` rules were bound to."""
+        out = self._run(["nft", "list", "chains", FAMILY])
+        if out.returncode != 0:
+            raise DataplaneError(f"nft list chains {FAMILY} failed: {out.stderr.strip()}")
+        header = f"table {FAMILY} {TABLE} {{"
+        chains: list[str] = []
+        present = inside = False
+        for line in out.stdout.splitlines():
+            if line.startswith("table "):
+                inside = line.strip() == header
+                present = present or inside
+            elif inside and line.startswith("\tchain "):
+                chains.append(line.split()[1])
+        if not present:
             return None
-        chains: dict[str, int] = {}
-        counters: dict[str, str] = {}
         digest: str | None = None
-        stale: list[str] = []
-        for item in items:
-            if "chain" in item:
-                chains.setdefault(item["chain"]["name"], 0)
-            elif "counter" in item:
-                counters[item["counter"]["name"]] = item["counter"].get("comment", "")
-            elif "rule" in item:
-                rule = item["rule"]
-                chains[rule["chain"]] = chains.get(rule["chain"], 0) + 1
-                if rule["chain"] == PLAN_CHAIN:
-                    comment = rule.get("comment", "")
-                    digest = comment.removeprefix("plan ") if comment.startswith("plan ") else None
-                for expr in rule["expr"]:
-                    dup = expr.get("dup")
-                    # `dup to` binds an ifindex: if its device was re-created, nft shows a number.
-                    if dup is not None and dup.get("addr") not in (
-                        MARK_COPY_DEVICE,
-                        PRIORITY_COPY_DEVICE,
-                    ):
-                        stale.append(f"{rule['chain']}: dup to {dup.get('addr')}")
-        return _TableState(chains, digest, stale, counters)
+        dup_indexes: tuple[int, int] | None = None
+        for name in chains:
+            if name.startswith(MARKER_PREFIX):
+                digest, mark_index, priority_index = name.removeprefix(MARKER_PREFIX).split("_")
+                dup_indexes = (int(mark_index), int(priority_index))
+        markers = [c for c in chains if c.startswith(MARKER_PREFIX)]
+        plain = [c for c in chains if not c.startswith(MARKER_PREFIX)]
+        return _TableState(plain, markers, digest, dup_indexes)
+
+    def _kernel_counters(self, state: _TableState) -> dict[str, str]:
+        """Counter name -> comment. From the plan applied last when the kernel still holds
+        it (no listing needed), else listed."""
+        if self._applied is not None and state.digest == self._applied.digest:
+            return {c.name: counter_comment(c) for c in self._applied.counters}
+        items = self._nft_list("counters", "table", FAMILY, TABLE) or []
+        return {
+            i["counter"]["name"]: i["counter"].get("comment", "") for i in items if "counter" in i
+        }
+
+    def _dup_indexes(self) -> tuple[int, int]:
+        with self._ipr() as ipr:
+            links = self._links(ipr)
+        return tuple(  # type: ignore[return-value]
+            links[name]["index"] if name in links else 0
+            for name in (MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE)
+        )
 
     def _nft_problems(self, plan: KernelPlan, state: _TableState | None) -> list[str]:
         if state is None:
@@ -485,46 +499,44 @@ class Dataplane:
         problems: list[str] = []
         if state.digest != plan.digest:
             problems.append(f"nft table holds plan {state.digest}, not {plan.digest}")
-        for chain in plan.chains:
-            count = state.chains.get(chain.name)
-            if count is None:
-                problems.append(f"nft chain {chain.name} is missing")
-            elif count != chain.rules:
-                problems.append(f"nft chain {chain.name} has {count} rules, not {chain.rules}")
+        present = set(state.chains)
+        missing = [c.name for c in plan.chains if c.name not in present]
+        problems.extend(f"nft chain {name} is missing" for name in missing[:5])
+        if len(missing) > 5:
+            problems.append(f"... {len(missing) - 5} more nft chains are missing")
         wanted = {c.name for c in plan.chains}
-        problems.extend(
-            f"nft chain {name} is not in the plan" for name in state.chains.keys() - wanted
-        )
-        problems.extend(f"nft rule is stale ({s})" for s in state.stale_dup[:5])
-        missing_counters = {c.name for c in plan.counters} - state.counters.keys()
-        if missing_counters:
-            problems.append(f"{len(missing_counters)} nft counters are missing")
+        problems.extend(f"nft chain {name} is not in the plan" for name in present - wanted)
+        if state.dup_indexes != self._dup_indexes():
+            # `dup to` binds an ifindex: a re-created copy device leaves the rules stale.
+            problems.append(
+                f"nft rules are stale: their dup targets had ifindex {state.dup_indexes}"
+            )
         return problems
 
     def _replace_ruleset(self, plan: KernelPlan, state: _TableState | None) -> None:
         """One transaction: flush the table and add the plan's content (SPEC: no gap, no
         duplicate; a delete-and-recreate of the table duplicated mirrors)."""
-        table = {"family": FAMILY, "name": TABLE}
-        commands: list[dict[str, Any]] = [{"add": {"table": table}}, {"flush": {"table": table}}]
-        wanted_chains = {c.name for c in plan.chains}
-        wanted_counters = {
-            c.name: f"{c.kind} {c.session_id} {c.rule_id or '-'}" for c in plan.counters
-        }
+        where = f"{FAMILY} {TABLE}"
+        script = [f"add table {where}", f"flush table {where}"]
         if state is not None:
-            commands.extend(
-                {"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}}
-                for name in sorted(state.chains.keys() - wanted_chains)
-            )
-            # Counters keep their totals across re-applies; a name whose meaning changed
-            # (another rule id) starts again from zero.
-            commands.extend(
-                {"delete": {"counter": {"family": FAMILY, "table": TABLE, "name": name}}}
-                for name, comment in sorted(state.counters.items())
-                if wanted_counters.get(name) != comment
-            )
-        for command in plan.nft_commands()[1:]:
-            commands.append(command)
-        self._nft({"nftables": commands})
+            wanted_chains = {c.name for c in plan.chains}
+            script += [
+                f"delete chain {where} {name}" for name in state.chains if name not in wanted_chains
+            ]
+            # Counters keep their totals across re-applies; one whose meaning changed
+            # (another rule id) or that the plan drops is deleted (re-added from zero).
+            wanted = {c.name: counter_comment(c) for c in plan.counters}
+            script += [
+                f"delete counter {where} {name}"
+                for name, comment in sorted(self._kernel_counters(state).items())
+                if wanted.get(name) != comment
+            ]
+        mark_index, priority_index = self._dup_indexes()
+        marker = f"{MARKER_PREFIX}{plan.digest}_{mark_index}_{priority_index}"
+        text = "\n".join(script) + "\n" + plan.nft_text + f"add chain {where} {marker}\n"
+        out = self._run(["nft", "-f", "-"], text)
+        if out.returncode != 0:
+            raise DataplaneError(f"nft refused the ruleset: {out.stderr.strip()[:2000]}")
 
     # --- the interface ---
 
@@ -532,6 +544,7 @@ class Dataplane:
         """Make the kernel show `plan` (creating or fixing only what differs), then verify."""
         if plan.is_empty:
             self.cleanup()
+            self._applied = None
         else:
             with self._ipr() as ipr:
                 self._ensure_devices(ipr)
@@ -547,6 +560,7 @@ class Dataplane:
                     state = self._table_state()
                     if self._nft_problems(plan, state):
                         self._replace_ruleset(plan, state)
+                    self._applied = plan
                     for key in current.keys() - expected.keys():
                         bpf.map_delete(map_fd, key)
                 finally:

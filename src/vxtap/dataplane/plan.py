@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,7 +50,9 @@ MARK_COPY_PEER = "vxtap-mk1"
 PRIORITY_COPY_DEVICE = "vxtap-pr0"
 PRIORITY_COPY_PEER = "vxtap-pr1"
 DEVICES = (VXLAN_DEVICE, MARK_COPY_DEVICE, MARK_COPY_PEER, PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER)
-PLAN_CHAIN = "plan"
+# The adapter marks the table with an empty chain named after the plan's digest and the
+# ifindexes `dup` bound to: `nft list chains` (cheap) then tells whether it is current.
+MARKER_PREFIX = "plan_"
 # Ingress: see the packet first, as it arrived. Egress: last, as it leaves.
 INGRESS_HOOK_PRIORITY = -500
 EGRESS_HOOK_PRIORITY = 500
@@ -105,29 +108,31 @@ class Chain:
 class KernelPlan:
     """Everything the kernel must show for one desired state.
 
-    `nft_json` is the nft JSON document that adds the table's whole content (the
-    adapter wraps it in one transaction with a flush); `digest` identifies the
-    plan and is stored in the table, so an unchanged kernel is recognised cheaply.
+    `commands` are the nft JSON commands that add the table's whole content;
+    `nft_text` is the same in nft's text syntax, which is what gets loaded (nft
+    1.0.6 parses it about twice as fast as JSON); the adapter wraps it in one
+    transaction with a flush. `digest` identifies the plan and is stored in the
+    table, so an unchanged kernel is recognised without listing 10,000 rules.
     """
 
     revision: str
     digest: str
-    nft_json: str
+    nft_text: str
     chains: tuple[Chain, ...]
     counters: tuple[CounterRef, ...]
     tunnels: tuple[Tunnel, ...]
     skipped: tuple[str, ...] = ()
     table: str = TABLE
     devices: tuple[str, ...] = DEVICES
-    _parsed: list[Any] = field(
-        default_factory=list, init=False, repr=False, compare=False, hash=False
-    )
+    commands: tuple[dict[str, Any], ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def nft_json(self) -> str:
+        """The plan as an nft JSON document (`nft -j -f` loads it too)."""
+        return json.dumps({"nftables": list(self.commands)}, separators=(",", ":"))
 
     def nft_commands(self) -> list[dict[str, Any]]:
-        """The add commands of `nft_json`, parsed (cached: the plan is immutable)."""
-        if not self._parsed:
-            self._parsed.extend(json.loads(self.nft_json)["nftables"])
-        return list(self._parsed)
+        return list(self.commands)
 
     @property
     def is_empty(self) -> bool:
@@ -265,6 +270,7 @@ def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan
     used_keys: set[int] = set()
     # Rules are shared by every session using a filter: build their matches once.
     match_cache: dict[str, list[dict[str, Any]]] = {}
+    match_text: dict[int, str] = {}  # id() of a shared match expression -> its nft text
 
     for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
         if not session.enabled:
@@ -339,7 +345,7 @@ def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan
     base_rules: list[dict[str, Any]] = []
     own_output = _own_output_exclusion(t.remote for t in tunnels)
     for (direction, device), session_chains in sorted(dispatch.items()):
-        name = f"{direction.value}:{device}"
+        name = chain_name_for_device(direction, device)
         body: list[list[dict[str, Any]]] = []
         if direction is Direction.EGRESS:
             body.extend(own_output)  # SPEC 2.4: never mirror the mirror's own output
@@ -347,18 +353,6 @@ def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan
         body.extend([{"jump": {"target": sc.chain}}] for sc in session_chains)
         chains.append(Chain(name, len(body), hook=direction.value, device=device))
         base_rules.extend(_add("rule", chain=name, expr=expr) for expr in body)
-
-    chains.append(Chain(PLAN_CHAIN, 1))
-    content = {
-        "chains": [(c.name, c.hook, c.device) for c in chains],
-        "counters": [c.name for c in counters],
-        "rules": [*base_rules, *rules_out],
-        "tunnels": [
-            (t.key, t.vni, t.remote, t.local, t.snaplen, t.session_id, t.source_port_id)
-            for t in tunnels
-        ],
-    }
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
 
     commands: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
     for chain in chains:
@@ -381,18 +375,112 @@ def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan
     commands.extend(_add("counter", name=c.name, comment=counter_comment(c)) for c in counters)
     commands.extend(base_rules)
     commands.extend(rules_out)
-    commands.append(
-        _add("rule", chain=PLAN_CHAIN, expr=[{"return": None}], comment=f"plan {digest}")
-    )
+    text = [render_command(c, match_text) for c in commands]
+    tunnel_text = [
+        f"# tunnel {t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
+        f"{t.source_port_id}"
+        for t in tunnels
+    ]
+    digest = hashlib.sha256("\n".join(text + tunnel_text).encode()).hexdigest()[:32]
     return KernelPlan(
         revision=state.revision,
         digest=digest,
-        nft_json=json.dumps({"nftables": commands}, separators=(",", ":")),
+        nft_text="\n".join(text) + "\n",
         chains=tuple(chains),
         counters=tuple(counters),
         tunnels=tuple(tunnels),
         skipped=tuple(skipped),
+        commands=tuple(commands),
     )
+
+
+# --- nft text: the JSON commands above, rendered in nft's own syntax ---
+
+
+def _quote(text: str) -> str:
+    if '"' in text or "\\" in text or "\n" in text:
+        raise ValueError(f"cannot put {text!r} into an nft string")
+    return f'"{text}"'
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, dict):
+        if "prefix" in value:
+            return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+        if "range" in value:
+            return f"{value['range'][0]}-{value['range'][1]}"
+        if "set" in value:
+            return "{ " + ", ".join(_value_text(v) for v in value["set"]) + " }"
+    return str(value)
+
+
+def _left_text(left: dict[str, Any]) -> str:
+    if "meta" in left:
+        return f"meta {left['meta']['key']}"
+    payload = left["payload"]
+    return f"{payload['protocol']} {payload['field']}"
+
+
+def _expr_text(expr: dict[str, Any]) -> str:
+    (kind, body), *_ = expr.items()
+    if kind == "match":
+        assert body["op"] == "=="
+        return f"{_left_text(body['left'])} {_value_text(body['right'])}"
+    if kind == "counter":
+        return "counter" if body is None else f"counter name {_quote(body)}"
+    if kind == "mangle":
+        key, value = body["key"]["meta"]["key"], int(body["value"])
+        # A priority is a tc class id, written major:minor in hex.
+        shown = f"{value >> 16:x}:{value & 0xFFFF:x}" if key == "priority" else str(value)
+        return f"meta {key} set {shown}"
+    if kind == "dup":
+        return f"dup to {_quote(body['addr'])}"
+    if kind in ("goto", "jump"):
+        return f"{kind} {body['target']}"
+    if kind in ("return", "accept"):
+        return kind
+    raise ValueError(f"no text form for nft expression {kind}")
+
+
+def render_command(command: dict[str, Any], cache: dict[int, str] | None = None) -> str:
+    """One `add` command of the plan in nft text syntax."""
+    (kind, body), *_ = command["add"].items()
+    if kind == "table":
+        return f"add table {FAMILY} {TABLE}"
+    where = f"{FAMILY} {TABLE}"
+    if kind == "chain":
+        if "hook" not in body:
+            return f"add chain {where} {body['name']}"
+        return (
+            f"add chain {where} {body['name']} {{ type {body['type']} hook {body['hook']} "
+            f"device {_quote(body['dev'])} priority {body['prio']}; policy {body['policy']}; }}"
+        )
+    if kind == "counter":
+        return f"add counter {where} {body['name']} {{ comment {_quote(body['comment'])} ; }}"
+    if kind == "rule":
+        parts = []
+        for expr in body["expr"]:
+            # Rule matches are shared by many chains: render each list once.
+            text = cache.get(id(expr)) if cache is not None else None
+            if text is None:
+                text = _expr_text(expr)
+                if cache is not None:
+                    cache[id(expr)] = text
+            parts.append(text)
+        comment = f" comment {_quote(body['comment'])}" if "comment" in body else ""
+        return f"add rule {where} {body['chain']} {' '.join(parts)}{comment}"
+    raise ValueError(f"no text form for nft {kind}")
+
+
+def chain_name_for_device(direction: Direction, device: str) -> str:
+    """`in_eth0` / `out_eth0`; a device name nft would not take as a word goes in hex."""
+    prefix = "in" if direction is Direction.INGRESS else "out"
+    if _NFT_WORD.fullmatch(device):
+        return f"{prefix}_{device}"
+    return f"{prefix}_x{device.encode().hex()}"
+
+
+_NFT_WORD = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def _own_output_exclusion(remotes: Iterable[str]) -> list[list[dict[str, Any]]]:
