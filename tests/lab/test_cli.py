@@ -33,3 +33,21 @@ def test_down_with_nothing_up_is_quiet_and_succeeds(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["lab", "down", "--dir", str(tmp_path / "none")])
     assert result.exit_code == 0, result.output
     assert result.output == ""
+
+
+def test_show_lists_and_describes_scenarios() -> None:
+    listing = CliRunner().invoke(main, ["lab", "show"])
+    assert listing.exit_code == 0
+    assert [line.split(":")[0] for line in listing.output.splitlines()] == [
+        "multi-session",
+        "reject-rules",
+        "seed",
+        "two-targets",
+    ]
+    seed = CliRunner().invoke(main, ["lab", "show", "seed"]).output
+    assert (
+        "ingress priority 1 accept IPv4 TCP, src 192.168.0.161/32, dst 192.168.0.230/32, "
+        "dport 1234-1234" in seed
+    )
+    assert "seed-session: ECS-source/eth0 -> ECS-target/eth0" in seed
+    assert "ECS-source: nc -l 1234; ECS-test: nc 192.168.0.230 1234, types hello / 12345" in seed

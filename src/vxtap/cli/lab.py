@@ -122,3 +122,16 @@ def run(scenario: str, breaks: tuple[str, ...], directory: Path) -> None:
     report = _guarded(lambda: _lab(directory).run(get(scenario), breaks))
     if not report.passed:
         raise SystemExit(1)
+
+
+@lab.command()
+@click.argument("scenario", type=click.Choice(_scenario_names()), required=False)
+def show(scenario: str | None) -> None:
+    """Describe SCENARIO (or list them all): servers, sessions, traffic, expectations."""
+    from vxtap.lab.scenario import SCENARIOS, describe
+
+    if scenario is None:
+        for name in sorted(SCENARIOS):
+            click.echo(f"{name}: {SCENARIOS[name].summary}")
+        return
+    click.echo("\n".join(describe(SCENARIOS[scenario])))

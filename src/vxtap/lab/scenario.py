@@ -603,6 +603,46 @@ def _multi_session() -> Scenario:
     )
 
 
+def describe(scenario: Scenario) -> list[str]:
+    """The scenario for people: servers, mirror configuration, traffic, expectations."""
+    lines = [f"{scenario.name}: {scenario.summary}", "servers:"]
+    lines += [f"  {s.name} {s.ipv4} {s.mac} groups {', '.join(s.groups)}" for s in scenario.servers]
+    lines.append("filters:")
+    for flt in scenario.filters:
+        lines.append(f"  {flt.name}")
+        for r in sorted(flt.rules, key=lambda r: (r.direction.value, r.priority)):
+            fields = [
+                f"{r.direction.value} priority {r.priority} {r.action.value} {r.ethertype} "
+                f"{r.protocol}",
+                f"src {r.source_cidr or 'any'}",
+                f"dst {r.destination_cidr or 'any'}",
+            ]
+            if r.source_ports:
+                fields.append(f"sport {r.source_ports}")
+            if r.destination_ports:
+                fields.append(f"dport {r.destination_ports}")
+            lines.append("    " + ", ".join(fields))
+    lines.append("sessions:")
+    for sess in scenario.sessions:
+        lines.append(
+            f"  {sess.name}: {', '.join(sess.sources)} -> {sess.target_id}, "
+            f"filter {sess.filter_id}, priority {sess.priority}, vni {sess.vni}, "
+            f"packet_length {sess.packet_length}" + ("" if sess.enabled else ", disabled")
+        )
+    lines.append("traffic:")
+    for c in scenario.traffic:
+        flag = "-u " if c.protocol is Protocol.UDP else ""
+        typed = " / ".join(map(shorten, c.lines))
+        lines.append(
+            f"  {c.server}: nc {flag}-l {c.port}; {c.client}: nc {flag}"
+            f"{scenario.server(c.server).ipv4} {c.port}, types {typed}"
+            + (f"; answers {' / '.join(map(shorten, c.replies))}" if c.replies else "")
+        )
+    lines.append("expectations:")
+    lines += [f"  {e.describe()}" for e in scenario.expectations]
+    return lines
+
+
 # --- breaking a scenario on purpose, to see `verify` name the cause -----------------------
 
 WRONG_PORT = 4321
