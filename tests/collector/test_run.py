@@ -460,3 +460,13 @@ def test_decap_refuses_a_port_owned_by_another_program(lab: Lab) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_listen_address_selects_datagrams(lab: Lab) -> None:
+    c = lab.collect("--json", "--listen", f"{RECEIVER6}")
+    lab.send([f.vxlan(IPV6_SYN, vni=11)])  # to the IPv4 address: not for us
+    lab.send([f.vxlan(IPV6_SYN, vni=12)], dst=RECEIVER6)
+    wait_for(lambda: len(c.stdout().splitlines()) >= 1)
+    time.sleep(0.3)
+    out, _ = c.stop()
+    assert [json.loads(row)["vni"] for row in out.splitlines()] == [12]

@@ -47,16 +47,6 @@ class Counters:
         self.pcap_records = 0
         self.pcap_files = 0
 
-    def add(self, vni: int, source: bytes, size: int, truncated: bool, malformed: bool) -> None:
-        """One datagram (the receive loop inlines this; tests and slow paths call it)."""
-        c = self.by_key.get((vni, source))
-        if c is None:
-            c = self.by_key[(vni, source)] = [0, 0, 0, 0]
-        c[PACKETS] += 1
-        c[BYTES] += size
-        c[TRUNCATED] += truncated
-        c[MALFORMED] += malformed
-
     def snapshot(self) -> Snapshot:
         with self.lock:
             items = [(k, list(v)) for k, v in self.by_key.items()]

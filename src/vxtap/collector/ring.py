@@ -82,8 +82,11 @@ def parse_listen(text: str) -> Listen:
         port_text = rest[1:] or port_text
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-    elif text.count(":") > 1:
-        raise ValueError(f"--listen {text!r}: write an IPv6 address as [ADDR]:PORT")
+    elif text.count(":") > 1:  # a bare IPv6 address, or a mistake
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise ValueError(f"--listen {text!r}: write an IPv6 address as [ADDR]:PORT") from None
     try:
         port = int(port_text)
     except ValueError:
