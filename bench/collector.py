@@ -185,7 +185,7 @@ class Capture:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def drain(tool: str, s: Namespace, r: Namespace, size: int, count: int) -> float:
+def drain(tool: str, s: Namespace, r: Namespace, size: int, count: int) -> float | None:
     """Packets per second the tool writes when it has `count` packets waiting in its ring.
 
     Measures the consumer alone: the tool is stopped (SIGSTOP) while its ring
@@ -208,8 +208,9 @@ def drain(tool: str, s: Namespace, r: Namespace, size: int, count: int) -> float
                 size_seen, last_growth = now_size, time.monotonic()
             time.sleep(0.002)
         got = cap.stop()
-        if got < 0.99 * sent:
-            raise RuntimeError(f"{tool}: ring too small for the drain test ({got} of {sent})")
+        if got < 0.99 * sent:  # lost on the way in (a loaded machine): not a drain figure
+            print(f"{tool}: drain run void, {got} of {sent} arrived", file=sys.stderr)
+            return None
         return got / (last_growth - start)
     finally:
         cap.close()
@@ -299,7 +300,9 @@ def main() -> None:
             drains: dict[str, list[float]] = {"vxtap": [], "tcpdump": []}
             for _ in range(args.drains):
                 for tool in drains:
-                    drains[tool].append(drain(tool, s, r, size, count))
+                    rate = drain(tool, s, r, size, count)
+                    if rate is not None:
+                        drains[tool].append(rate)
             for tool, values in drains.items():
                 text = " ".join(f"{v / 1000:.0f}k" for v in values)
                 print(f"{size} B {tool} drain runs: {text}", file=sys.stderr)
