@@ -275,13 +275,16 @@ def test_a_new_session_reaches_the_kernel_within_a_second(deployment: Deployment
             priority=1, virtual_network_id=VNI,
         )
     )  # fmt: skip
-    returned = time.monotonic()
-    plan = compile_plan(d.api(lambda c: c.desired_state(HOST)))
-    dataplane = Dataplane(netns=d.source.name)
-    wait_for(lambda: not dataplane.drift(plan), 10, "the session in the kernel")
-    took = time.monotonic() - returned
+    returned = time.time()
+
+    def applied() -> bool:
+        return (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) >= returned
+
+    wait_for(applied, 10, "the agent to apply the session")
+    took = (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) - returned
     print(f"API call returned -> kernel shows the session: {took * 1000:.0f} ms")
     assert took < 3.0  # the aim is < 1 s; generous here because the machine is shared
+    assert d.kernel_drift() == []
     d.ids.update(session=session["id"], filter=flt["id"], target=target.id)
 
     seqs = d.send(200)

@@ -66,7 +66,7 @@ def reachability_news(was_reachable: bool | None, reachable: bool, detail: str) 
         return None
     if reachable:
         return "server reachable" + (" again" if was_reachable is False else "")
-    return f"server unreachable ({detail}); keeping the last known state in the kernel"
+    return f"server unreachable: {detail}; keeping the last known state in the kernel"
 
 
 @dataclass

@@ -77,6 +77,9 @@ def agent(
         format="%(asctime)s vxtap-agent %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # One line per request at INFO would drown what the agent decides.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Imported here: the data plane needs pyroute2 and root, `vxtap agent --help` neither.
     from vxtap.agent.daemon import Agent
     from vxtap.agent.interfaces import discover

@@ -1,0 +1,73 @@
+"""Kernel change notifications that wake the agent: links, addresses, tc filters, nftables.
+
+The content of the messages is not parsed: any notification means "look again"
+(rediscover interfaces, check the kernel against the plan), which is cheaper and
+simpler than tracking each object. Plain netlink sockets from the standard
+library suffice for that; pyroute2 is used where messages must be decoded.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+from dataclasses import dataclass
+
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+RTMGRP_LINK, RTMGRP_TC, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x8, 0x10, 0x100
+NFNLGRP_NFTABLES = 7
+
+
+@dataclass(frozen=True)
+class Changes:
+    links: bool = False  # a link, address or tc filter changed
+    nftables: bool = False  # some nftables object changed
+
+    @property
+    def any(self) -> bool:
+        return self.links or self.nftables
+
+
+class KernelEvents:
+    def __init__(self) -> None:
+        self.route = self._subscribe(
+            NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+        )
+        self.nft = self._subscribe(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1))
+
+    @staticmethod
+    def _subscribe(protocol: int, groups: int) -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, groups))
+        sock.setblocking(False)
+        return sock
+
+    def wait(self, timeout: float) -> Changes:
+        """Block until a notification arrives or `timeout` passes; drain what arrived."""
+        readable, _, _ = select.select([self.route, self.nft], [], [], timeout)
+        if not readable:
+            return Changes()
+        return self.drain()
+
+    def drain(self) -> Changes:
+        """Discard pending notifications (e.g. those the agent's own apply caused)."""
+        return Changes(links=self._drain(self.route), nftables=self._drain(self.nft))
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> bool:
+        seen = False
+        while True:
+            try:
+                sock.recv(1 << 16)
+            except BlockingIOError:
+                return seen
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:
+                    raise
+                # Overflow: notifications were lost, so something certainly changed.
+            seen = True
+
+    def close(self) -> None:
+        self.route.close()
+        self.nft.close()
