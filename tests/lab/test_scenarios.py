@@ -5,6 +5,7 @@ why it fails."""
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +33,25 @@ def failed(report: Report) -> list[str]:
     return [str(f) for f in report.failures]
 
 
+def host_state() -> tuple[str, str, str]:
+    """What the lab must never change in the host's own namespace."""
+    ruleset = subprocess.run(
+        ["nft", "list", "ruleset"], capture_output=True, text=True, check=True
+    ).stdout
+    bridge = Path("/proc/sys/net/bridge")
+    iptables, ip6tables = (
+        (bridge / f"bridge-nf-call-{family}").read_text() for family in ("iptables", "ip6tables")
+    )
+    return ruleset, iptables, ip6tables
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_passes(lab: Lab, name: str) -> None:
+    before = host_state()
     report = lab.run(get(name))
     assert report.passed, failed(report)
     assert not lab.dir.path.exists()
+    assert host_state() == before
 
 
 def test_wrong_rule_fails_and_says_the_rule_does_not_match(lab: Lab) -> None:
