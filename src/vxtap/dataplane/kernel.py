@@ -485,15 +485,17 @@ class Dataplane:
             i["counter"]["name"]: i["counter"].get("comment", "") for i in items if "counter" in i
         }
 
-    def _dup_indexes(self) -> tuple[int, int]:
-        with self._ipr() as ipr:
-            links = self._links(ipr)
-        return tuple(  # type: ignore[return-value]
+    @staticmethod
+    def _dup_indexes(links: dict[str, Any]) -> tuple[int, int]:
+        mark, priority = (
             links[name]["index"] if name in links else 0
             for name in (MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE)
         )
+        return mark, priority
 
-    def _nft_problems(self, plan: KernelPlan, state: _TableState | None) -> list[str]:
+    def _nft_problems(
+        self, plan: KernelPlan, state: _TableState | None, links: dict[str, Any]
+    ) -> list[str]:
         if state is None:
             return [f"nft table {FAMILY} {TABLE} is missing"]
         problems: list[str] = []
@@ -506,14 +508,16 @@ class Dataplane:
             problems.append(f"... {len(missing) - 5} more nft chains are missing")
         wanted = {c.name for c in plan.chains}
         problems.extend(f"nft chain {name} is not in the plan" for name in present - wanted)
-        if state.dup_indexes != self._dup_indexes():
+        if state.dup_indexes != self._dup_indexes(links):
             # `dup to` binds an ifindex: a re-created copy device leaves the rules stale.
             problems.append(
                 f"nft rules are stale: their dup targets had ifindex {state.dup_indexes}"
             )
         return problems
 
-    def _replace_ruleset(self, plan: KernelPlan, state: _TableState | None) -> None:
+    def _replace_ruleset(
+        self, plan: KernelPlan, state: _TableState | None, links: dict[str, Any]
+    ) -> None:
         """One transaction: flush the table and add the plan's content (SPEC: no gap, no
         duplicate; a delete-and-recreate of the table duplicated mirrors)."""
         where = f"{FAMILY} {TABLE}"
@@ -531,7 +535,7 @@ class Dataplane:
                 for name, comment in sorted(self._kernel_counters(state).items())
                 if wanted.get(name) != comment
             ]
-        mark_index, priority_index = self._dup_indexes()
+        mark_index, priority_index = self._dup_indexes(links)
         marker = f"{MARKER_PREFIX}{plan.digest}_{mark_index}_{priority_index}"
         text = "\n".join(script) + "\n" + plan.nft_text + f"add chain {where} {marker}\n"
         out = self._run(["nft", "-f", "-"], text)
@@ -558,8 +562,8 @@ class Dataplane:
                         if current.get(key) != value:
                             bpf.map_update(map_fd, key, value)
                     state = self._table_state()
-                    if self._nft_problems(plan, state):
-                        self._replace_ruleset(plan, state)
+                    if self._nft_problems(plan, state, links):
+                        self._replace_ruleset(plan, state, links)
                     self._applied = plan
                     for key in current.keys() - expected.keys():
                         bpf.map_delete(map_fd, key)
@@ -596,7 +600,7 @@ class Dataplane:
                     problems.append(f"{len(extra)} tunnel map entries are not in the plan")
             else:
                 os.close(map_fd)
-        return problems + self._nft_problems(plan, self._table_state())
+        return problems + self._nft_problems(plan, self._table_state(), links)
 
     def counters(self) -> Counters:
         """Packets and bytes per session and per rule, as the kernel counted them."""

@@ -1,0 +1,390 @@
+"""Data plane benchmark: production cost and mirror completeness, side by side.
+
+Topology (namespaces, removed at the end):
+    client  eth0 10.10.0.1 --- eth0 10.10.0.2  source (iperf3 server, the mirror)
+                               eth1 10.20.0.1 --- eth1 10.20.0.2  target
+The target counts and drops VXLAN at its netdev ingress (a remote collector's NIC).
+
+Modes, interleaved in every round:
+  none      no mirroring
+  hand      the minimal hand-written pipeline of the same fidelity: nft `dup` of TCP/UDP
+            to a veth without segmentation offload, `fwd` at the peer's ingress to a
+            plain VXLAN device, a 14-instruction truncate-to-96 eBPF program at its egress
+  vxtap     compile_plan + Dataplane, one session mirroring all TCP/UDP inbound
+  vxtap1k   the same session as the last of 3 on that device (two sessions of 10
+            non-matching rules first), plus 997 sessions of 10 rules on other devices
+
+Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vxtap.dataplane import bpf
+from vxtap.dataplane.kernel import Dataplane, PacketsBytes
+from vxtap.dataplane.plan import compile_plan
+from vxtap.model import (
+    Action,
+    DesiredState,
+    Direction,
+    EtherType,
+    Filter,
+    Port,
+    PortRange,
+    Protocol,
+    Rule,
+    Session,
+)
+from vxtap.netns import Namespace, temporary_namespaces, veth
+
+SOURCE = Port(id="p-src", host="source", device="eth0", ipv4=("10.10.0.2",))
+TARGET = Port(id="p-tgt", host="target", device="eth1", ipv4=("10.20.0.2",))
+SNAPLEN = 96
+
+
+def _rule(
+    fid: str, prio: int, protocol: Protocol, action: Action = Action.ACCEPT, **kw: object
+) -> Rule:
+    return Rule(
+        id=f"{fid}-{prio}",
+        filter_id=fid,
+        direction=Direction.INGRESS,
+        priority=prio,
+        action=action,
+        ethertype=EtherType.IPV4,
+        protocol=protocol,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def one_session() -> DesiredState:
+    f = Filter(id="f", name="f", rules=(_rule("f", 1, Protocol.TCP), _rule("f", 2, Protocol.UDP)))
+    s = Session(
+        id="s", name="s", filter_id="f", sources=(SOURCE.id,), target_id=TARGET.id, priority=3
+    )
+    return DesiredState(
+        host="source", revision="1", ports=(SOURCE,), sessions=(s,), filters=(f,), targets=(TARGET,)
+    )
+
+
+def thousand_sessions() -> DesiredState:
+    """1,000 sessions x 10 rules; the real traffic passes 20 non-matching rules first."""
+    base = one_session()
+    filters, sessions, ports = list(base.filters), list(base.sessions), [SOURCE]
+    for i in range(999):
+        fid = f"f{i}"
+        rules = tuple(
+            _rule(
+                fid,
+                j + 1,
+                Protocol.TCP,
+                Action.ACCEPT if j % 2 else Action.REJECT,
+                source_cidr=ipaddress.ip_network(f"172.{16 + j}.{i % 250}.0/24"),
+                destination_ports=PortRange(start=1000 + j, end=2000 + j),
+            )
+            for j in range(10)
+        )
+        filters.append(Filter(id=fid, name=fid, rules=rules))
+        if i < 2:  # two sessions before the real one on eth0
+            sources = (SOURCE.id,)
+        else:
+            port = Port(
+                id=f"p{i}",
+                host="source",
+                device=f"dummy{i}",
+                ipv4=(f"10.99.{i // 250}.{i % 250 + 1}",),
+            )
+            ports.append(port)
+            sources = (port.id,)
+        sessions.append(
+            Session(
+                id=f"s{i}",
+                name=f"s{i}",
+                filter_id=fid,
+                sources=sources,
+                target_id=TARGET.id,
+                priority=1 + i % 2,
+            )
+        )
+    return DesiredState(
+        host="source",
+        revision="1k",
+        ports=tuple(ports),
+        sessions=tuple(sessions),
+        filters=tuple(filters),
+        targets=(TARGET,),
+    )
+
+
+def trunc_program(snaplen: int) -> bytes:
+    """The hand-written pipeline's program: cut to snaplen, drop if the kernel refuses."""
+    a = bpf.Assembler()
+    a.load32(bpf.Reg.R2, bpf.Reg.R1, bpf.SkbField.LEN)
+    a.jump(bpf.Op.JLE_K, bpf.Reg.R2, snaplen, "ok")
+    a.mov(bpf.Reg.R2, snaplen)
+    a.mov(bpf.Reg.R3, 0)
+    a.call(bpf.Helper.SKB_CHANGE_TAIL)
+    a.jump(bpf.Op.JEQ_K, bpf.Reg.R0, 0, "ok")
+    a.mov(bpf.Reg.R0, bpf.TC_ACT_SHOT)
+    a.emit(bpf.Op.EXIT)
+    a.label("ok")
+    a.mov(bpf.Reg.R0, bpf.TC_ACT_OK)
+    a.emit(bpf.Op.EXIT)
+    return a.assemble()
+
+
+HAND_NFT = """
+table netdev hand {
+  counter matched {}
+  chain in { type filter hook ingress device "eth0" priority -500; policy accept;
+    meta l4proto { tcp, udp } counter name "matched" dup to "hm0"
+  }
+  chain forward { type filter hook ingress device "hm1" priority 0; policy accept;
+    fwd to "hvx"
+  }
+}
+"""
+
+SINK_NFT = """
+table netdev sink {
+  counter vxlan {}
+  counter fragments {}
+  chain in { type filter hook ingress device "eth1" priority 0; policy accept;
+    udp dport 4789 counter name "vxlan" drop
+    ip frag-off & 0x1fff != 0 counter name "fragments" drop
+  }
+}
+"""
+
+
+@dataclass
+class Lab:
+    client: Namespace
+    source: Namespace
+    target: Namespace
+    dataplane: Dataplane
+
+    def counter(self, ns: Namespace, table: str, name: str) -> int:
+        out = ns.run(["nft", "-j", "list", "counter", "netdev", table, name]).stdout
+        return int(json.loads(out)["nftables"][1]["counter"]["packets"])
+
+
+def install_hand(lab: Lab) -> None:
+    s = lab.source
+    s.run(["ip", "link", "add", "hm0", "type", "veth", "peer", "name", "hm1"])
+    s.run(
+        [
+            "ip",
+            "link",
+            "add",
+            "hvx",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "dstport",
+            "4789",
+            "local",
+            "10.10.0.2",
+            "remote",
+            "10.20.0.2",
+            "nolearning",
+        ]
+    )
+    for dev in ("hm0", "hm1", "hvx"):
+        s.run(["ip", "link", "set", dev, "addrgenmode", "none"])
+        s.run(["ip", "link", "set", dev, "up"])
+    s.run(
+        [
+            "ethtool",
+            "-K",
+            "hm0",
+            "tso",
+            "off",
+            "gso",
+            "off",
+            "tx-udp-segmentation",
+            "off",
+            "tx-gso-list",
+            "off",
+        ]
+    )
+    fd = bpf.load_program(trunc_program(SNAPLEN), "hand_trunc")
+    with s.iproute() as ipr:
+        idx = ipr.link_lookup(ifname="hvx")[0]
+        ipr.tc("add", "clsact", idx)
+        ipr.tc(
+            "add-filter",
+            "bpf",
+            idx,
+            ":1",
+            fd=fd,
+            name="hand",
+            parent="ffff:fff3",
+            classid=1,
+            direct_action=True,
+        )
+    os.close(fd)
+    s.run(["nft", "-f", "-"], input=HAND_NFT)
+
+
+def remove_hand(lab: Lab) -> None:
+    lab.source.run(["nft", "delete", "table", "netdev", "hand"], check=False)
+    for dev in ("hm0", "hvx"):
+        lab.source.run(["ip", "link", "del", dev], check=False)
+
+
+def iperf(lab: Lab, seconds: int, udp: bool) -> dict[str, float]:
+    argv = ["iperf3", "-c", "10.10.0.2", "-t", str(seconds), "-J"]
+    if udp:
+        argv += ["-u", "-b", "0", "-l", "64"]
+    out = json.loads(lab.client.run(argv, timeout=seconds + 30).stdout)
+    end = out["end"]
+    if udp:
+        s = end["sum"]
+        return {"pps": (s["packets"] - s["lost_packets"]) / s["seconds"], "bytes": s["bytes"]}
+    r = end["sum_received"]
+    return {"gbps": r["bits_per_second"] / 1e9, "bytes": r["bytes"]}
+
+
+def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
+    before_t = lab.counter(lab.target, "sink", "vxlan")
+    matched = matched_counter(lab, mode)
+    before_m = matched()
+    result = iperf(lab, seconds, udp)
+    time.sleep(0.3)
+    mirrored = lab.counter(lab.target, "sink", "vxlan") - before_t
+    result["mirrored"] = mirrored
+    if mode != "none":
+        if udp:
+            result["complete"] = mirrored / max(1, matched() - before_m)
+        else:  # per wire segment: the transfer's data segments of 1448 bytes (+ handshake)
+            result["complete"] = mirrored / (result["bytes"] / 1448)
+    return result
+
+
+def matched_counter(lab: Lab, mode: str) -> Callable[[], int]:
+    if mode == "hand":
+        return lambda: lab.counter(lab.source, "hand", "matched")
+    if mode.startswith("vxtap"):
+        return lambda: lab.dataplane.counters().sessions.get("s", PacketsBytes()).packets
+    return lambda: 0
+
+
+def set_mode(lab: Lab, mode: str, plans: dict[str, object]) -> None:
+    remove_hand(lab)
+    lab.dataplane.cleanup()
+    if mode == "hand":
+        install_hand(lab)
+    elif mode in plans:
+        lab.dataplane.apply(plans[mode])  # type: ignore[arg-type]
+
+
+def apply_times(rounds: int) -> dict[str, list[float]]:
+    """1,000 sessions x 10 rules: compile, then apply fresh, unchanged, and changed."""
+    big = thousand_sessions()
+    changed = big.model_copy(update={"revision": "1k-b", "sessions": big.sessions[:-1]})
+    names = [
+        "compile",
+        "first apply (creates devices)",
+        "apply, unchanged",
+        "apply, one session removed",
+    ]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        with temporary_namespaces("dp-bench-apply") as (ns,):
+            dp = Dataplane(netns=ns.name)
+            t = time.perf_counter()
+            plan = compile_plan(big)
+            times[names[0]].append(time.perf_counter() - t)
+            other = compile_plan(changed)
+            for name, p in ((names[1], plan), (names[2], plan), (names[3], other)):
+                t = time.perf_counter()
+                dp.apply(p)
+                times[name].append(time.perf_counter() - t)
+            dp.cleanup()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    plans = {"vxtap": compile_plan(one_session()), "vxtap1k": compile_plan(thousand_sessions())}
+    modes = ["none", "hand", "vxtap", "vxtap1k"]
+    results: dict[tuple[str, bool], list[dict[str, float]]] = {}
+    with temporary_namespaces("dp-bench-c", "dp-bench-s", "dp-bench-t") as (c, s, t):
+        veth(c, "eth0", s, "eth0")
+        veth(s, "eth1", t, "eth1")
+        c.run(["ip", "addr", "add", "10.10.0.1/24", "dev", "eth0"])
+        s.run(["ip", "addr", "add", "10.10.0.2/24", "dev", "eth0"])
+        s.run(["ip", "addr", "add", "10.20.0.1/24", "dev", "eth1"])
+        t.run(["ip", "addr", "add", "10.20.0.2/24", "dev", "eth1"])
+        t.run(["nft", "-f", "-"], input=SINK_NFT)
+        s.run(["ping", "-c", "1", "10.20.0.2"])
+        server = s.popen(["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lab = Lab(c, s, t, Dataplane(netns=s.name))
+        try:
+            time.sleep(0.5)
+            for r in range(args.rounds):
+                order = (
+                    modes[r % len(modes) :] + modes[: r % len(modes)]
+                )  # rotate: no mode always first
+                for mode in order:
+                    set_mode(lab, mode, plans)
+                    for udp in (False, True):
+                        results.setdefault((mode, udp), []).append(
+                            run_mode(lab, mode, args.seconds, udp)
+                        )
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        finally:
+            server.kill()
+            server.wait()
+            remove_hand(lab)
+            lab.dataplane.cleanup()
+    med = statistics.median
+    print(
+        "| mode | TCP Gbit/s | vs none | vs hand | TCP mirrors per wire segment "
+        "| UDP 64 B kpps | vs none | vs hand | UDP mirrored / matched |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    tcp = {m: med(x["gbps"] for x in results[(m, False)]) for m in modes}
+    udp = {m: med(x["pps"] for x in results[(m, True)]) / 1e3 for m in modes}
+    for m in modes:
+        tc = "-" if m == "none" else f"{med(x['complete'] for x in results[(m, False)]):.3f}"
+        uc = "-" if m == "none" else f"{med(x['complete'] for x in results[(m, True)]):.4f}"
+        cells = [
+            m,
+            f"{tcp[m]:.2f}",
+            f"{tcp[m] / tcp['none']:.2f}",
+            f"{tcp[m] / tcp['hand']:.2f}",
+            tc,
+            f"{udp[m]:.0f}",
+            f"{udp[m] / udp['none']:.2f}",
+            f"{udp[m] / udp['hand']:.2f}",
+            uc,
+        ]
+        print("| " + " | ".join(cells) + " |")
+    one_k_tcp, one_k_udp = tcp["vxtap1k"] / tcp["vxtap"], udp["vxtap1k"] / udp["vxtap"]
+    print(f"\n1,000 sessions vs 1: TCP {one_k_tcp:.2f}, UDP {one_k_udp:.2f}")
+    print("\n| 1,000 sessions x 10 rules | median s | runs |")
+    print("|---|---|---|")
+    for name, values in apply_times(args.rounds).items():
+        print(f"| {name} | {med(values):.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    main()
