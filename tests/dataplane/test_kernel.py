@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from dataplane_lan import (
@@ -29,9 +30,10 @@ from dataplane_lan import (
 )
 
 from vxtap.dataplane import bpf
-from vxtap.dataplane.kernel import DataplaneError
+from vxtap.dataplane.kernel import Dataplane, DataplaneError
 from vxtap.dataplane.plan import DEVICES, compile_plan
 from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
+from vxtap.netns import Namespace
 
 pytestmark = pytest.mark.netns
 
@@ -507,3 +509,12 @@ def test_production_mark_and_priority_leave_exactly_as_they_arrived(lan: Lan) ->
     # Both mark and priority in use: nothing can carry the session; counted, not mirrored.
     assert mirrored == {b + i: n for b in (7000, 8000) for i in (0, 1, 2)}
     assert lan.dataplane.counters().unmirrorable["s"].packets == 2 * n
+
+
+def test_prerequisites_are_met_here_and_checking_changes_nothing(
+    make_namespace: Callable[[str], Namespace],
+) -> None:
+    ns = make_namespace("dp-pre")
+    assert Dataplane(netns=ns.name).missing_prerequisites() == []
+    assert ns.run(["nft", "list", "ruleset"]).stdout.strip() == ""
+    assert "vxtap" not in ns.run(["ip", "link"]).stdout

@@ -3,13 +3,14 @@
 The kernel pipeline (docs/dataplane.md explains each choice):
 
     source device ingress/egress
-      -> nft netdev base chain "<direction>:<device>" (one per device and direction)
+      -> nft netdev base chain "in_<device>"/"out_<device>" (one per device and direction)
          -> jump to one chain per (session, source), in session priority order
             -> the filter's rules of that direction in rule priority order, each with a
                named counter: accept = goto the mirror chain, reject = return (next session)
          -> mirror chain: give the copy the session key, `dup` it, restore the original
               mark 0      : mark := key, dup to vxtap-mk0, mark := 0
               priority 0  : priority := key, dup to vxtap-pr0, priority := 0
+                            (a program at vxtap-pr0's tc egress moves the key to the mark)
               otherwise   : counted as unmirrorable (both fields in use; see docs)
     vxtap-mk0/vxtap-pr0 are veth ends without segmentation offload, so the kernel cuts
     each copy into wire-sized packets; at the peers' (vxtap-mk1/vxtap-pr1) tc ingress the
