@@ -361,7 +361,7 @@ def test_sources_added_and_removed_at_run_time_and_reapply_is_a_no_op(lan: Lan) 
     traffic = [(4, SOURCE_IP, 6000, 7000, 20, 10)]
     no_source = session("s", "f", 1, vni=7, sources=())
     lan.dataplane.apply(compile_plan(state([_udp_all()], [no_source])))
-    assert lan.dataplane._leftovers() == []
+    assert lan.dataplane.leftovers() == []
     with lan.capture() as mirrors:
         lan.send_udp(lan.test, traffic)
     assert mirrors == []
@@ -392,7 +392,7 @@ def test_sources_added_and_removed_at_run_time_and_reapply_is_a_no_op(lan: Lan) 
         lan.send_udp(lan.test, traffic)
     assert mirrors == []
     # Nothing left: no table, no devices, and the programs (with their map) are gone.
-    assert lan.dataplane._leftovers() == []
+    assert lan.dataplane.leftovers() == []
     assert "vxtap" not in lan.source.run(["nft", "list", "tables"]).stdout
     for prog_id in progs:
         with pytest.raises(OSError):

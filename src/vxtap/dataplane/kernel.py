@@ -578,7 +578,7 @@ class Dataplane:
     def drift(self, plan: KernelPlan) -> list[str]:
         """What in the kernel differs from `plan`; empty when it shows exactly the plan."""
         if plan.is_empty:
-            return [f"leftover: {item}" for item in self._leftovers()]
+            return [f"leftover: {item}" for item in self.leftovers()]
         with self._ipr() as ipr:
             links = self._links(ipr)
             problems = self._device_problems(links)
@@ -623,7 +623,8 @@ class Dataplane:
             bucket[key] = bucket.get(key, PacketsBytes()) + value
         return result
 
-    def _leftovers(self) -> list[str]:
+    def leftovers(self) -> list[str]:
+        """vxtap objects present in the kernel (what an empty plan wants gone)."""
         found = []
         if self._nft_list("table", FAMILY, TABLE) is not None:
             found.append(f"nft table {FAMILY} {TABLE}")
