@@ -472,3 +472,17 @@ def test_listen_address_selects_datagrams(lab: Lab) -> None:
     time.sleep(0.3)
     out, _ = c.stop()
     assert [json.loads(row)["vni"] for row in out.splitlines()] == [12]
+
+
+def test_failed_start_leaves_nothing_behind(lab: Lab) -> None:
+    c = lab.collect("--quiet", "--metrics", "127.0.0.1:9478")
+    try:
+        argv = [PY, "-m", "vxtap", "collect", "--decap", "--vni", "6"]
+        argv += ["--metrics", "127.0.0.1:9478", "--pcap", str(lab.tmp / "never")]
+        result = lab.receiver.run(argv, check=False)
+        assert result.returncode != 0
+        assert "--metrics 127.0.0.1:9478: Address already in use" in result.stderr
+        assert lab.receiver.run(["ip", "link", "show", "vxtap-vni6"], check=False).returncode != 0
+        assert not (lab.tmp / "never").exists()
+    finally:
+        c.stop()

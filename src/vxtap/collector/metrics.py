@@ -71,7 +71,10 @@ class MetricsServer:
     def __init__(self, counters: Counters, host: str, port: int) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CountersCollector(counters))
-        started: Any = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            started: Any = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise OSError(e.errno, f"--metrics {host}:{port}: {e.strerror}") from None
         self.server: WSGIServer | None = started[0] if isinstance(started, tuple) else None
         self.thread: Thread | None = started[1] if isinstance(started, tuple) else None
 

@@ -80,22 +80,24 @@ class Collector:
 
     def open(self) -> None:
         o = self.options
+        # Whatever can fail without leaving anything behind comes first; a failure
+        # later undoes what was made (close), except an empty pcap directory.
         try:
-            if o.pcap_dir is not None:
-                self.pcap = PcapStore(
-                    o.pcap_dir, rotate_size=o.rotate_size, rotate_seconds=o.rotate_seconds
-                )
+            self.ring = PacketRing(
+                o.listen, block_size=o.ring_block_size, block_count=o.ring_blocks
+            )
+            if o.metrics is not None:
+                self.metrics = MetricsServer(self.counters, *o.metrics)
             if o.decap:
                 self.decap = DecapInterfaces(o.listen)
                 for vni in sorted(o.vnis or ()):
                     self.decap.ensure(vni)
             else:
                 self.holder = PortHolder(o.listen)
-            self.ring = PacketRing(
-                o.listen, block_size=o.ring_block_size, block_count=o.ring_blocks
-            )
-            if o.metrics is not None:
-                self.metrics = MetricsServer(self.counters, *o.metrics)
+            if o.pcap_dir is not None:
+                self.pcap = PcapStore(
+                    o.pcap_dir, rotate_size=o.rotate_size, rotate_seconds=o.rotate_seconds
+                )
         except BaseException:
             self.close()
             raise
