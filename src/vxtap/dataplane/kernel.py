@@ -168,8 +168,10 @@ class Dataplane:
                 missing.append(f"the {tool} command (package {package})")
         if missing:
             return missing
+        # Built in or loaded: in /sys/module; a module `ip link add` would load: modprobe -n.
         if not os.path.exists("/sys/module/vxlan") and (
-            subprocess.run(["modprobe", "-n", "vxlan"], capture_output=True).returncode != 0
+            shutil.which("modprobe") is None
+            or subprocess.run(["modprobe", "-n", "vxlan"], capture_output=True).returncode != 0
         ):
             missing.append("kernel VXLAN support (CONFIG_VXLAN)")
         probe = {
