@@ -185,15 +185,13 @@ def validation_message(exc: RequestValidationError) -> str:
             continue
         field = ".".join(location)
         if kind == "missing":
-            if (len(location) == 1 and location[0].startswith("traffic_mirror")) or location == [
-                "port"
-            ]:
+            if len(location) == 1:  # the envelope itself
                 parts.append(f"the body must be a JSON object {{{location[0]!r}: {{...}}}}")
             else:
                 parts.append(f"{field}: required")
             continue
         if kind == "extra_forbidden":
-            hint = wire.FIXED_FIELDS.get(tuple(location[-2:]))  # type: ignore[arg-type]
+            hint = wire.FIXED_FIELDS.get(tuple(location[-2:]))
             parts.append(f"{field}: {hint or 'is not a field of this request'}")
             continue
         if kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -288,11 +286,6 @@ def no_content() -> Response:
 QueryParser = Callable[[str], Any]
 
 
-def _query_int(low: int, high: int) -> QueryParser:
-    parse = wire._integer(low, high)
-    return parse
-
-
 def _query_time(text: str) -> datetime:
     try:
         return datetime.strptime(text, wire.TIME_FORMAT)
@@ -328,12 +321,12 @@ RULE_QUERY: dict[str, QueryParser] = {
     "direction": wire.canonical(model.Direction),
     "protocol": wire.canonical(model.Protocol),
     "ethertype": wire.canonical(model.EtherType),
-    "source_cidr_block": _query_required(wire._cidr),
-    "destination_cidr_block": _query_required(wire._cidr),
-    "source_port_range": _query_required(wire._port_range),
-    "destination_port_range": _query_required(wire._port_range),
+    "source_cidr_block": _query_required(wire.parse_cidr),
+    "destination_cidr_block": _query_required(wire.parse_cidr),
+    "source_port_range": _query_required(wire.parse_port_range),
+    "destination_port_range": _query_required(wire.parse_port_range),
     "action": wire.canonical(model.Action),
-    "priority": _query_int(1, 65535),
+    "priority": wire.integer_parser(1, 65535),
 }
 SESSION_QUERY: dict[str, QueryParser] = {
     "id": _text,
@@ -342,10 +335,10 @@ SESSION_QUERY: dict[str, QueryParser] = {
     "traffic_mirror_filter_id": _text,
     "traffic_mirror_target_id": _text,
     "traffic_mirror_target_type": _text,
-    "virtual_network_id": _query_int(0, 16_777_215),
-    "packet_length": _query_int(1, 1460),
-    "priority": _query_int(1, 32766),
-    "enabled": wire._boolean,
+    "virtual_network_id": wire.integer_parser(0, 16_777_215),
+    "packet_length": wire.integer_parser(1, 1460),
+    "priority": wire.integer_parser(1, 32766),
+    "enabled": wire.parse_boolean,
     "type": _text,
     "created_at": _query_time,
     "updated_at": _query_time,
@@ -356,7 +349,10 @@ PORT_QUERY: dict[str, QueryParser] = {
     "mac_address": _text,
     "binding:host_id": _text,
 }
-PAGING_QUERY: dict[str, QueryParser] = {"limit": _query_int(0, repo.MAX_LIMIT), "marker": _text}
+PAGING_QUERY: dict[str, QueryParser] = {
+    "limit": wire.integer_parser(0, repo.MAX_LIMIT),
+    "marker": _text,
+}
 
 
 def parse_query(
@@ -921,7 +917,7 @@ def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, 
 
 def _path_host(host: str) -> str:
     try:
-        return wire._host(host)
+        return wire.parse_host(host)
     except ValueError as exc:
         raise errors.BadInput(f"host: {exc}") from None
 

@@ -28,7 +28,7 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 E = TypeVar("E", bound=StrEnum)
 
 
-def _integer(low: int, high: int) -> Callable[[Any], int]:
+def integer_parser(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
@@ -54,20 +54,20 @@ def _int_schema(low: int, high: int) -> dict[str, Any]:
 
 
 RulePriority = Annotated[
-    int, BeforeValidator(_integer(1, 65535)), WithJsonSchema(_int_schema(1, 65535))
+    int, BeforeValidator(integer_parser(1, 65535)), WithJsonSchema(_int_schema(1, 65535))
 ]
 SessionPriority = Annotated[
-    int, BeforeValidator(_integer(1, 32766)), WithJsonSchema(_int_schema(1, 32766))
+    int, BeforeValidator(integer_parser(1, 32766)), WithJsonSchema(_int_schema(1, 32766))
 ]
 Vni = Annotated[
-    int, BeforeValidator(_integer(0, 16_777_215)), WithJsonSchema(_int_schema(0, 16_777_215))
+    int, BeforeValidator(integer_parser(0, 16_777_215)), WithJsonSchema(_int_schema(0, 16_777_215))
 ]
 PacketLength = Annotated[
-    int, BeforeValidator(_integer(1, 1460)), WithJsonSchema(_int_schema(1, 1460))
+    int, BeforeValidator(integer_parser(1, 1460)), WithJsonSchema(_int_schema(1, 1460))
 ]
 
 
-def _boolean(value: Any) -> bool:
+def parse_boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -77,7 +77,7 @@ def _boolean(value: Any) -> bool:
 
 FlexBool = Annotated[
     bool,
-    BeforeValidator(_boolean),
+    BeforeValidator(parse_boolean),
     WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]}),
 ]
 
@@ -153,7 +153,7 @@ Description = Annotated[
 ]
 
 
-def _cidr(value: Any) -> str | None:
+def parse_cidr(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
@@ -166,12 +166,12 @@ def _cidr(value: Any) -> str | None:
 
 Cidr = Annotated[
     str | None,
-    BeforeValidator(_cidr),
+    BeforeValidator(parse_cidr),
     WithJsonSchema({"type": "string", "example": "192.168.0.0/24"}),
 ]
 
 
-def _port_range(value: Any) -> str | None:
+def parse_port_range(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
@@ -181,7 +181,7 @@ def _port_range(value: Any) -> str | None:
 
 PortRangeText = Annotated[
     str | None,
-    BeforeValidator(_port_range),
+    BeforeValidator(parse_port_range),
     WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,5}-[0-9]{1,5}$", "example": "80-200"}),
 ]
 
@@ -354,7 +354,7 @@ class SourcesRequest(_Wire):
 
 
 # Extra fields that are real fields elsewhere: say why they are refused here.
-FIXED_FIELDS = {
+FIXED_FIELDS: dict[tuple[str, ...], str] = {
     ("traffic_mirror_filter_rule", "traffic_mirror_filter_id"): (
         "a rule's filter is fixed at creation; create a new rule in the other filter"
     ),
@@ -374,7 +374,7 @@ DEVICE_PATTERN = re.compile(r"[^\s/:]{1,15}")
 MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
-def _host(value: Any) -> str:
+def parse_host(value: Any) -> str:
     if not isinstance(value, str) or not HOST_PATTERN.fullmatch(value):
         raise ValueError(f"must be a host name (letters, digits, '.', '-', '_'), got {value!r}")
     return value
@@ -420,7 +420,9 @@ def _addresses(version: int) -> Callable[[Any], list[str]]:
     return parse
 
 
-Host = Annotated[str, BeforeValidator(_host), WithJsonSchema({"type": "string", "maxLength": 255})]
+Host = Annotated[
+    str, BeforeValidator(parse_host), WithJsonSchema({"type": "string", "maxLength": 255})
+]
 Device = Annotated[
     str, BeforeValidator(_device), WithJsonSchema({"type": "string", "maxLength": 15})
 ]
