@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from vxtap.lab.capture import parse_fields
+from pathlib import Path
+
+import pytest
+
+from vxtap.lab.capture import decode_pcap, parse_fields
+from vxtap.lab.control import LabError
 from vxtap.model import Protocol
 
 # tshark -T fields output for VXLAN frames captured in a namespace (see FIELDS).
@@ -45,3 +50,11 @@ def test_parse_fields_of_decapsulated_frames() -> None:
         6,
         72,
     )
+
+
+def test_unreadable_pcap_is_a_lab_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a capture file at all")
+    with pytest.raises(LabError, match=f"tshark could not read {bad}"):
+        decode_pcap(bad, "T")
+    assert decode_pcap(tmp_path / "missing.pcap", "T") == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from vxtap.lab.control import LabError
 from vxtap.lab.verify import Mirrored
 from vxtap.model import IP_PROTOCOL_NUMBER, Protocol
 
@@ -121,7 +122,14 @@ def _frame_length(cap_len: str, decapsulated: bool) -> int | None:
 def decode_pcap(pcap: Path, target: str, *, inner_vni: int | None = None) -> list[Mirrored]:
     if not pcap.exists() or pcap.stat().st_size == 0:
         return []
-    out = subprocess.run(tshark_argv(pcap), capture_output=True, text=True, check=True, timeout=60)
+    try:
+        out = subprocess.run(
+            tshark_argv(pcap), capture_output=True, text=True, check=True, timeout=60
+        )
+    except FileNotFoundError:
+        raise LabError("tshark is not installed (apt-get install tshark)") from None
+    except subprocess.CalledProcessError as error:
+        raise LabError(f"tshark could not read {pcap}: {error.stderr.strip()}") from None
     return parse_fields(out.stdout, target, inner_vni=inner_vni)
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vxtap.lab.control import LabError
 from vxtap.lab.scenario import Conversation, Scenario, shorten
 from vxtap.lab.topology import Topology
 from vxtap.lab.verify import Delivery
@@ -54,7 +55,7 @@ def converse(
     try:
         ss = ["ss", "-Hln", "-u" if udp else "-t", f"sport = :{talk.port}"]
         if not _wait(lambda: bool(listener_ns.run(ss, check=False).stdout.strip()), 5):
-            raise RuntimeError(f"nc -l {talk.port} on {talk.server} is not listening")
+            raise LabError(f"nc -l {talk.port} on {talk.server} is not listening after 5 s")
         say(f"[{talk.client}] $ {' '.join(connect_argv)}")
         with answers.open("wb") as sink:
             client = client_ns.popen(connect_argv, stdin=subprocess.PIPE, stdout=sink)
