@@ -17,6 +17,7 @@ import pytest
 from dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
+    SOURCE_PORT,
     TARGET6_PORT,
     TARGET_IP,
     TARGET_IP6,
@@ -31,7 +32,7 @@ from dataplane_lan import (
 
 from vxtap.dataplane import bpf
 from vxtap.dataplane.kernel import Dataplane, DataplaneError
-from vxtap.dataplane.plan import DEVICES, compile_plan
+from vxtap.dataplane.plan import DEVICES, compile_plan, session_key
 from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
 from vxtap.netns import Namespace
 
@@ -458,10 +459,20 @@ def test_apply_refuses_bad_plans_and_leaves_the_kernel_as_it_was(lan: Lan) -> No
     plan = compile_plan(state([_udp_all()], [session("s", "f", 1)]))
     lan.dataplane.apply(plan)
     snapshot = _kernel_snapshot(lan)
-    bad_text = plan.nft_text.replace('dup to "vxtap-mk0"', 'dup to "nope0"')
-    broken = dataclasses.replace(plan, digest="0" * 32, nft_text=bad_text)
-    with pytest.raises(DataplaneError, match="nft refused the ruleset"):
-        lan.dataplane.apply(broken)
+
+    def bad(text: str) -> str:
+        return text.replace('dup to "vxtap-mk0"', 'dup to "nope0"')
+
+    broken = dataclasses.replace(
+        plan,
+        digest="0" * 32,
+        nft_text=bad(plan.nft_text),
+        chain_rules=tuple((name, bad(text)) for name, text in plan.chain_rules),
+    )
+    # Both ways of loading: the changed chains only, and (a new process) the whole table.
+    for dataplane in (lan.dataplane, Dataplane(netns=lan.source.name)):
+        with pytest.raises(DataplaneError, match="nft refused the ruleset"):
+            dataplane.apply(broken)
     assert _kernel_snapshot(lan) == snapshot
 
 
@@ -518,3 +529,76 @@ def test_prerequisites_are_met_here_and_checking_changes_nothing(
     assert Dataplane(netns=ns.name).missing_prerequisites() == []
     assert ns.run(["nft", "list", "ruleset"]).stdout.strip() == ""
     assert "vxtap" not in ns.run(["ip", "link"]).stdout
+
+
+def _table_content(ns: Namespace) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Chains with their rules (handles and counts stripped) and counters' comments."""
+    items = json.loads(ns.run(["nft", "-j", "list", "table", "netdev", "vxtap"]).stdout)
+    chains: dict[str, list[str]] = {}
+    counters: dict[str, str] = {}
+    for item in items["nftables"]:
+        if "chain" in item:
+            if not item["chain"]["name"].startswith("plan_"):  # names ifindexes: differ
+                chains.setdefault(item["chain"]["name"], [])
+        elif "counter" in item:
+            counters[item["counter"]["name"]] = item["counter"].get("comment", "")
+        elif "rule" in item:
+            rule_ = item["rule"]
+            chains.setdefault(rule_["chain"], []).append(json.dumps(rule_["expr"]))
+    return chains, counters
+
+
+def test_changes_touch_only_what_differs_and_end_like_a_full_load(
+    make_namespace: Callable[[str], Namespace],
+) -> None:
+    ns = make_namespace("dp-incr")
+    udp, tcp = Protocol.UDP, Protocol.TCP
+    fa = Filter(
+        id="fa",
+        name="a",
+        rules=(
+            rule("a1", 1, protocol=udp, dports="53-53", filter_id="fa"),
+            rule("a2", 2, Action.REJECT, protocol=tcp, filter_id="fa"),
+            rule("a3", 3, direction=Direction.EGRESS, filter_id="fa"),
+        ),
+    )
+    fb = Filter(id="fb", name="b", rules=(rule("b1", 1, protocol=tcp, filter_id="fb"),))
+    other = SOURCE_PORT.model_copy(update={"id": "port-other", "device": "eth7"})
+    before = state([fa, fb], [session("s1", "fa", 1), session("s2", "fb", 2)])
+    fa2 = Filter(
+        id="fa",
+        name="a",
+        rules=(
+            rule("a1-new-id", 1, protocol=udp, dports="53-53", filter_id="fa"),  # same rule, new id
+            rule("a2", 2, Action.ACCEPT, protocol=tcp, filter_id="fa"),  # action changed
+        ),
+    )
+    after = state(
+        [fa2, fb],
+        [
+            session("s1", "fa", 2),
+            session("s2", "fb", 1),  # priorities swapped
+            session("s3", "fb", 1, sources=("port-other",), vni=9),  # a new device
+        ],
+    ).model_copy(update={"ports": (SOURCE_PORT, other)})
+    dp = Dataplane(netns=ns.name)
+    dp.apply(compile_plan(before))
+    untouched = ["nft", "-a", "list", "chain", "netdev", "vxtap", f"s{_key('s2'):08x}i"]
+    handles = ns.run(untouched).stdout
+    dp.apply(compile_plan(after))  # incremental: this object knows what the table holds
+    assert ns.run(untouched).stdout == handles  # same rules, same handles: not re-added
+    incremental = _table_content(ns)
+    assert dp.drift(compile_plan(after)) == []
+    dp.cleanup()
+    Dataplane(netns=ns.name).apply(compile_plan(after))  # a full load from nothing
+    full = _table_content(ns)
+    assert full[1] == incremental[1]
+    assert full[0].keys() == incremental[0].keys()
+    for chain, rules in full[0].items():
+        assert rules == incremental[0][chain], chain
+    assert incremental[1][f"r{_key('s1'):08x}i1"] == "rule s1 a1-new-id"
+    dp.cleanup()
+
+
+def _key(session_id: str) -> int:
+    return session_key(session_id, SOURCE_PORT.id)

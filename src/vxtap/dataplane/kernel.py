@@ -520,27 +520,49 @@ class Dataplane:
     def _replace_ruleset(
         self, plan: KernelPlan, state: _TableState | None, links: dict[str, Any]
     ) -> None:
-        """One transaction: flush the table and add the plan's content (SPEC: no gap, no
-        duplicate; a delete-and-recreate of the table duplicated mirrors)."""
+        """One nft transaction that makes the table hold `plan` (SPEC: no gap, no
+        duplicate; a delete-and-recreate of the table duplicated mirrors).
+
+        When the table holds exactly the plan this object applied last, only the chains
+        and counters that differ are flushed and re-added (a one-session change among
+        1,000 then costs a few rules, not 10,000); otherwise the whole table is
+        flushed and re-added."""
         where = f"{FAMILY} {TABLE}"
-        script = [f"add table {where}", f"flush table {where}"]
-        if state is not None:
-            wanted_chains = {c.name for c in plan.chains}
-            script += [
-                f"delete chain {where} {name}" for name in state.chains if name not in wanted_chains
-            ]
-            # Counters keep their totals across re-applies; one whose meaning changed
-            # (another rule id) or that the plan drops is deleted (re-added from zero).
-            wanted = {c.name: counter_comment(c) for c in plan.counters}
-            script += [
-                f"delete counter {where} {name}"
-                for name, comment in sorted(self._kernel_counters(state).items())
-                if wanted.get(name) != comment
-            ]
         mark_index, priority_index = self._dup_indexes(links)
-        marker = f"{MARKER_PREFIX}{plan.digest}_{mark_index}_{priority_index}"
-        text = "\n".join(script) + "\n" + plan.nft_text + f"add chain {where} {marker}\n"
-        out = self._run(["nft", "-f", "-"], text)
+        old = self._applied
+        script: list[str] | None = None
+        if (
+            state is not None
+            and old is not None
+            and state.digest == old.digest
+            and state.dup_indexes == (mark_index, priority_index)
+            and set(state.chains) == {c.name for c in old.chains}
+        ):
+            script = _incremental(old, plan, where)
+        if script is None:
+            script = [f"add table {where}", f"flush table {where}"]
+            if state is not None:
+                wanted_chains = {c.name for c in plan.chains}
+                script += [
+                    f"delete chain {where} {name}"
+                    for name in state.chains
+                    if name not in wanted_chains
+                ]
+                # Counters keep their totals across re-applies; one whose meaning changed
+                # (another rule id) or that the plan drops is deleted (re-added from zero).
+                wanted = {c.name: counter_comment(c) for c in plan.counters}
+                script += [
+                    f"delete counter {where} {name}"
+                    for name, comment in sorted(self._kernel_counters(state).items())
+                    if wanted.get(name) != comment
+                ]
+            script.append(plan.nft_text)
+        if state is not None:
+            script += [f"delete chain {where} {name}" for name in state.markers]
+        script.append(
+            f"add chain {where} {MARKER_PREFIX}{plan.digest}_{mark_index}_{priority_index}"
+        )
+        out = self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
         if out.returncode != 0:
             raise DataplaneError(f"nft refused the ruleset: {out.stderr.strip()[:2000]}")
 
@@ -651,3 +673,35 @@ class Dataplane:
 
 _PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)
 _ALL_DEVICES = frozenset((VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, *_PEERS))
+
+
+def _incremental(old: KernelPlan, new: KernelPlan, where: str) -> list[str] | None:
+    """nft commands that turn a table holding `old` into one holding `new`, touching
+    only what differs; None when a chain's definition changed (a full replace then)."""
+    old_defs, new_defs = dict(old.chain_defs), dict(new.chain_defs)
+    old_rules, new_rules = dict(old.chain_rules), dict(new.chain_rules)
+    old_counters, new_counters = dict(old.counter_defs), dict(new.counter_defs)
+    if any(old_defs[name] != line for name, line in new_defs.items() if name in old_defs):
+        return None
+    removed = [name for name in old_defs if name not in new_defs]
+    added = [name for name in new_defs if name not in old_defs]
+    changed = {
+        name for name in new_defs if name in old_defs and old_rules.get(name) != new_rules.get(name)
+    }
+    stale_counters = [n for n, line in old_counters.items() if new_counters.get(n) != line]
+    if stale_counters:
+        # A counter is deleted and re-added only once no rule uses it: flush its chain.
+        names = {f'"{n}"' for n in stale_counters}
+        changed |= {
+            chain
+            for chain, text in old_rules.items()
+            if chain in new_defs and any(n in text for n in names)
+        }
+    script = [f"add table {where}"]
+    script += [f"flush chain {where} {name}" for name in (*sorted(changed), *removed)]
+    script += [f"delete chain {where} {name}" for name in removed]
+    script += [f"delete counter {where} {name}" for name in stale_counters]
+    script += [new_defs[name] for name in added]
+    script += [line for n, line in new_counters.items() if old_counters.get(n) != line]
+    script += [new_rules[name] for name in (*added, *sorted(changed)) if name in new_rules]
+    return script

@@ -120,6 +120,10 @@ class KernelPlan:
     revision: str
     digest: str
     nft_text: str
+    # nft_text by object: (chain, its `add chain` line), (counter, its line), (chain, its rules)
+    chain_defs: tuple[tuple[str, str], ...]
+    counter_defs: tuple[tuple[str, str], ...]
+    chain_rules: tuple[tuple[str, str], ...]
     chains: tuple[Chain, ...]
     counters: tuple[CounterRef, ...]
     tunnels: tuple[Tunnel, ...]
@@ -389,7 +393,21 @@ def _compile(state: DesiredState, underlay_mtu: int) -> KernelPlan:
     commands.extend(_add("counter", name=c.name, comment=counter_comment(c)) for c in counters)
     commands.extend(base_rules)
     commands.extend(rules_out)
-    text = [render_command(c, match_text) for c in commands]
+    text: list[str] = []
+    # The same text grouped by object, so an adapter can change only what changed.
+    chain_defs: dict[str, str] = {}
+    counter_defs: dict[str, str] = {}
+    chain_rules: dict[str, list[str]] = {}
+    for command in commands:
+        line = render_command(command, match_text)
+        text.append(line)
+        (kind, obj), *_ = command["add"].items()
+        if kind == "chain":
+            chain_defs[obj["name"]] = line
+        elif kind == "counter":
+            counter_defs[obj["name"]] = line
+        elif kind == "rule":
+            chain_rules.setdefault(obj["chain"], []).append(line)
     tunnel_text = [
         f"# tunnel {t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
         f"{t.source_port_id}"
@@ -400,6 +418,9 @@ def _compile(state: DesiredState, underlay_mtu: int) -> KernelPlan:
         revision=state.revision,
         digest=digest,
         nft_text="\n".join(text) + "\n",
+        chain_defs=tuple(chain_defs.items()),
+        counter_defs=tuple(counter_defs.items()),
+        chain_rules=tuple((name, "\n".join(lines)) for name, lines in chain_rules.items()),
         chains=tuple(chains),
         counters=tuple(counters),
         tunnels=tuple(tunnels),
