@@ -117,7 +117,12 @@ class Lab:
             raise LabError(f"the lab that is up runs {record.scenario!r}, not {scenario.name!r}")
         scenario = scenarios.broken(scenario, record.breaks)
         t = self.topology(scenario)
-        run_dir = self.dir.path / f"verify-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = next(
+            d
+            for n in range(1000)
+            if not (d := self.dir.path / f"verify-{stamp}{f'-{n}' if n else ''}").exists()
+        )
         run_dir.mkdir(parents=True)
         captures: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
         collectors: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -134,6 +139,7 @@ class Lab:
                     f"tcpdump-{name}",
                     ns,
                     [*argv, "-l", "-U", "-w", str(pcap), "--print"],
+                    log_path=run_dir / f"tcpdump-{name}.txt",
                 )
                 captures[name] = (proc, pcap, Path(record.processes[-1].log))
                 out_dir = run_dir / f"collect-{name}"
@@ -147,6 +153,7 @@ class Lab:
                     ns,
                     [*VXTAP, *cargv],
                     env={"PYTHONUNBUFFERED": "1"},
+                    log_path=run_dir / f"collect-{name}.txt",
                 )
                 collectors[name] = (cproc, out_dir)
                 captures_logs = Path(record.processes[-1].log)

@@ -91,13 +91,14 @@ def start(
     *,
     stdin: int | None = subprocess.DEVNULL,
     env: dict[str, str] | None = None,
+    log_path: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` inside `namespace`, logging to `<lab>/logs/<role>.log`, and
-    record it before returning."""
-    logs = lab.path / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{role}.log"
-    with log_path.open("ab") as log:
+    """Start `argv` inside `namespace`, logging to `log_path` (a new file;
+    default `<lab>/logs/<role>.log`), and record it before returning."""
+    if log_path is None:
+        log_path = lab.path / "logs" / f"{role}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
         proc = namespace.popen(
             list(argv),
             stdin=stdin,
