@@ -185,12 +185,21 @@ class Capture:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def drain(tool: str, s: Namespace, r: Namespace, size: int, count: int) -> float | None:
-    """Packets per second the tool writes when it has `count` packets waiting in its ring.
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(
+    tool: str, s: Namespace, r: Namespace, size: int, count: int
+) -> tuple[float, float] | None:
+    """(packets per second, CPU microseconds per packet) of the tool emptying a full ring.
 
     Measures the consumer alone: the tool is stopped (SIGSTOP) while its ring
     fills, then timed from SIGCONT until its files stop growing. Needs a ring
-    that holds `count` packets (checked).
+    that holds `count` packets (checked). The CPU time per packet does not
+    depend on how busy the rest of the machine is; the rate does.
     """
     ring_mb = 256
     cap = Capture(tool, r, ring_mb)
@@ -198,6 +207,7 @@ def drain(tool: str, s: Namespace, r: Namespace, size: int, count: int) -> float
         os.kill(cap.proc.pid, signal.SIGSTOP)
         sent, _ = run_sender(s, size, FILL_RATE, 60, count)
         time.sleep(0.2)
+        cpu_start = cpu_seconds(cap.proc.pid)
         start = time.monotonic()
         os.kill(cap.proc.pid, signal.SIGCONT)
         # Done when the files stop growing (tcpdump keeps its last stdio buffer until exit).
@@ -207,11 +217,12 @@ def drain(tool: str, s: Namespace, r: Namespace, size: int, count: int) -> float
             if now_size != size_seen:
                 size_seen, last_growth = now_size, time.monotonic()
             time.sleep(0.002)
+        cpu = cpu_seconds(cap.proc.pid) - cpu_start
         got = cap.stop()
         if got < 0.99 * sent:  # lost on the way in (a loaded machine): not a drain figure
             print(f"{tool}: drain run void, {got} of {sent} arrived", file=sys.stderr)
             return None
-        return got / (last_growth - start)
+        return got / (last_growth - start), cpu / got * 1e6
     finally:
         cap.close()
 
@@ -298,14 +309,18 @@ def main() -> None:
                 print(f"{size} B {tool} live trials: {' '.join(log)}", file=sys.stderr)
             count = 200_000 if size <= 256 else 60_000
             drains: dict[str, list[float]] = {"vxtap": [], "tcpdump": []}
+            cpus: dict[str, list[float]] = {"vxtap": [], "tcpdump": []}
             for _ in range(args.drains):
                 for tool in drains:
-                    rate = drain(tool, s, r, size, count)
-                    if rate is not None:
-                        drains[tool].append(rate)
+                    result = drain(tool, s, r, size, count)
+                    if result is not None:
+                        drains[tool].append(result[0])
+                        cpus[tool].append(result[1])
             for tool, values in drains.items():
-                text = " ".join(f"{v / 1000:.0f}k" for v in values)
-                print(f"{size} B {tool} drain runs: {text}", file=sys.stderr)
+                text = " ".join(
+                    f"{v / 1000:.0f}k/{c:.2f}us" for v, c in zip(values, cpus[tool], strict=True)
+                )
+                print(f"{size} B {tool} drain runs (rate/CPU per packet): {text}", file=sys.stderr)
             rows.append(
                 (
                     size,
@@ -314,18 +329,22 @@ def main() -> None:
                     found["tcpdump"],
                     statistics.median(drains["vxtap"]),
                     statistics.median(drains["tcpdump"]),
+                    statistics.median(cpus["vxtap"]),
+                    statistics.median(cpus["tcpdump"]),
                 )
             )
     print(
         "| inner frame | sender alone | live lossless: vxtap | live lossless: tcpdump | ratio "
-        "| drain: vxtap | drain: tcpdump | ratio |"
+        "| drain: vxtap | drain: tcpdump | ratio | CPU/packet: vxtap | CPU/packet: tcpdump "
+        "| one-core capacity ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for size, ceiling, (lv, _, vb), (lt, _, tb), dv, dt in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, ceiling, (lv, _, vb), (lt, _, tb), dv, dt, cv, ct in rows:
         live_ratio = f"{lv / lt:.2f}" if lt and not (vb and tb) else "n/a (both sender-bound)"
         print(
             f"| {size} B | {ceiling / 1000:.0f} kpps | {_live(lv, vb)} | {_live(lt, tb)}"
-            f" | {live_ratio} | {dv / 1000:.0f} kpps | {dt / 1000:.0f} kpps | {dv / dt:.2f} |"
+            f" | {live_ratio} | {dv / 1000:.0f} kpps | {dt / 1000:.0f} kpps | {dv / dt:.2f}"
+            f" | {cv:.2f} µs | {ct:.2f} µs | {ct / cv:.2f} |"
         )
 
 
