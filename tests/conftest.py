@@ -39,10 +39,18 @@ def make_namespace() -> Iterator[Callable[[str], Namespace]]:
             ns.delete()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A namespace left behind by any test is a bug in that test: say so loudly."""
+_NAMESPACES_BEFORE: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() == 0:
-        left = [n for n in leftover_namespaces() if not n.startswith("vxtap-lab")]
+        _NAMESPACES_BEFORE.update(leftover_namespaces())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A namespace this run left behind is a bug in a test: fail the run and name it."""
+    if os.geteuid() == 0:
+        left = sorted(set(leftover_namespaces()) - _NAMESPACES_BEFORE)
         if left:
             print(f"\nLEFTOVER NAMESPACES: {left}")
             session.exitstatus = 1
