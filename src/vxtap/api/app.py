@@ -475,6 +475,19 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     def read(action: Callable[[Session], T]) -> T:
         return in_transaction(store, action, write=False)
 
+    # SQLite work runs on the event loop: it is local, sub-millisecond for a request, and
+    # one process's transactions are serialized by the loop anyway; a worker-thread hop
+    # per request cost more than the query (GIL hand-offs). PostgreSQL work waits on the
+    # network, so it goes to worker threads and the loop keeps serving meanwhile.
+    inline = store.dialect == "sqlite"
+
+    async def _run(
+        runner: Callable[[Callable[[Session], T]], T], action: Callable[[Session], T]
+    ) -> T:
+        if inline:
+            return runner(action)
+        return await run_in_threadpool(runner, action)
+
     def body_route(
         path: str, method: str, model_type: type[BaseModel], **kwargs: Any
     ) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -920,11 +933,6 @@ def _path_host(host: str) -> str:
         return wire.parse_host(host)
     except ValueError as exc:
         raise errors.BadInput(f"host: {exc}") from None
-
-
-async def _run(runner: Callable[[Callable[[Session], T]], T], action: Callable[[Session], T]) -> T:
-    """Database work in a worker thread, so the event loop keeps serving other requests."""
-    return await run_in_threadpool(runner, action)
 
 
 def _document_bodies(app: FastAPI) -> None:
