@@ -100,6 +100,7 @@ class Agent(Generic[PlanT]):
         self.interfaces: tuple[Interface, ...] = ()
         self.server_reachable: bool | None = None
         self.events: KernelEvents | None = None
+        self.now = time.monotonic()  # the clock of the current step (tests pass their own)
 
     # --- steps ---
 
@@ -124,6 +125,7 @@ class Agent(Generic[PlanT]):
 
     def step(self, now: float, changes: Changes = NO_CHANGES) -> None:
         """Whatever is due at monotonic time `now`, after the kernel reported `changes`."""
+        self.now = now
         if changes.links:
             # Debounced: one burst of link events (a device and its addresses) -> one discover.
             self.rediscover.last = now - self.rediscover.interval + REDISCOVER_DEBOUNCE_S
@@ -227,7 +229,7 @@ class Agent(Generic[PlanT]):
             self.kernel.apply(plan)
         except Exception as error:  # the loop must survive a bad apply; it retries later
             self.metrics.errors.labels("apply").inc()
-            self.failed = (action.state.revision, time.monotonic())
+            self.failed = (action.state.revision, self.now)
             log.error(
                 "applying revision %s failed (%s): %s", action.state.revision, action.reason, error
             )

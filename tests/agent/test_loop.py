@@ -1,0 +1,156 @@
+"""The agent's loop wiring, without root: a recording server and kernel stand in for the real ones.
+
+The namespace tests (test_daemon.py) run the real thing end to end; these pin the
+loop's behaviour in the corner cases that are slow or hard to provoke there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from vxtap.agent.daemon import APPLY_RETRY_S, Agent
+from vxtap.agent.events import Changes
+from vxtap.agent.metrics import AgentMetrics
+from vxtap.agent.statefile import StateFile
+from vxtap.client import Counter, Interface, ServerUnreachable
+from vxtap.model import DesiredState, Port
+
+
+class Server:
+    def __init__(self) -> None:
+        self.state = DesiredState(host="h", revision="r1")
+        self.down = False
+        self.registered: list[list[Interface]] = []
+        self.reports = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise ServerUnreachable("http://server", "connection refused")
+
+    def register_ports(self, host: str, interfaces: list[Interface]) -> list[Port]:
+        self._check()
+        self.registered.append(interfaces)
+        return [Port(id=f"id-{i.device}", host=host, device=i.device) for i in interfaces]
+
+    def desired_state(self, host: str) -> DesiredState:
+        self._check()
+        return self.state
+
+    def report_counters(
+        self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+    ) -> None:
+        self._check()
+        self.reports += 1
+
+
+class Kernel:
+    """Holds the revision it was last made to show; `broken` makes apply fail."""
+
+    def __init__(self) -> None:
+        self.shows: str | None = None
+        self.applies: list[str] = []
+        self.broken = False
+
+    def apply(self, plan: str) -> None:
+        if self.broken:
+            raise RuntimeError("nft: Could not process rule")
+        self.applies.append(plan)
+        self.shows = plan
+
+    def drift(self, plan: str) -> list[str]:
+        return [] if self.shows == plan else [f"kernel shows {self.shows}, not {plan}"]
+
+
+Parts = tuple[Server, Kernel, StateFile, list[tuple[Interface, ...]]]
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Parts:
+    interfaces: list[tuple[Interface, ...]] = [(Interface(device="eth0", ipv4=("10.0.0.1",)),)]
+    return Server(), Kernel(), StateFile(tmp_path / "state"), interfaces
+
+
+def make_agent(parts: Parts) -> Agent[str]:
+    server, kernel, state_file, interfaces = parts
+    return Agent(
+        host="h",
+        server=server,
+        kernel=kernel,
+        compile_plan=lambda state: state.revision,  # the plan is the revision, for the fake
+        read_counters=lambda: ({"s": Counter(packets=1, bytes=2)}, {}),
+        discover=lambda: interfaces[-1],
+        state_file=state_file,
+        metrics=AgentMetrics(),
+    )
+
+
+def test_follows_revisions_and_saves_them(parts: Parts) -> None:
+    server, kernel, state_file, _ = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    assert kernel.applies == ["r1"] and state_file.load() == server.state
+    agent.step(0.3)
+    assert kernel.applies == ["r1"]  # unchanged revision: no apply
+    server.state = DesiredState(host="h", revision="r2")
+    agent.step(0.6)
+    assert kernel.applies == ["r1", "r2"]
+    assert server.registered == [[Interface(device="eth0", ipv4=("10.0.0.1",))]]
+    assert server.reports == 1
+
+
+def test_restart_leaves_a_matching_kernel_alone_and_repairs_one_that_differs(parts: Parts) -> None:
+    server, kernel, _, _ = parts
+    first = make_agent(parts)
+    first.start()
+    first.step(0.0)
+    server.down = True  # the restarted agent must manage on the saved state alone
+    make_agent(parts).start()
+    assert kernel.applies == ["r1"]
+    kernel.shows = None  # e.g. after a reboot
+    make_agent(parts).start()
+    assert kernel.applies == ["r1", "r1"]
+
+
+def test_server_down_keeps_the_kernel_and_registers_later(parts: Parts) -> None:
+    server, kernel, _, _ = parts
+    server.down = True
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    assert kernel.applies == [] and agent.server_reachable is False
+    server.down = False
+    agent.step(0.3)
+    assert kernel.applies == ["r1"] and len(server.registered) == 1
+
+
+def test_a_failed_apply_is_retried_later_not_on_every_poll(parts: Parts) -> None:
+    _, kernel, state_file, _ = parts
+    kernel.broken = True
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    agent.step(0.3)
+    assert kernel.applies == [] and agent.failed is not None
+    kernel.broken = False
+    agent.step(0.6)
+    assert kernel.applies == []  # still inside the retry delay
+    agent.step(APPLY_RETRY_S + 0.5)
+    assert kernel.applies == ["r1"] and state_file.load() is not None
+
+
+def test_drift_and_interface_changes(parts: Parts) -> None:
+    server, kernel, _, interfaces = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    kernel.shows = None  # someone deleted the table
+    agent.step(0.05, Changes(nftables=True))
+    assert kernel.applies == ["r1", "r1"]
+    interfaces.append((Interface(device="eth0", ipv4=("10.0.0.2",)),))
+    agent.step(0.1, Changes(links=True))
+    agent.step(0.3)  # discover is debounced, then the next poll registers
+    assert server.registered[-1] == [Interface(device="eth0", ipv4=("10.0.0.2",))]
