@@ -13,6 +13,7 @@ import pytest
 from pyroute2 import netns
 
 from vxtap.lab import topology as topo
+from vxtap.lab.control import LabError
 from vxtap.lab.lab import Lab
 from vxtap.lab.runtime import LabRecord
 from vxtap.lab.scenario import Scenario, get
@@ -41,6 +42,7 @@ def build_with_hand_mirror(lab: Lab, scenario: Scenario, *, copies: int = 1) -> 
             scenario=scenario.name,
             namespace_prefix=lab.prefix,
             namespaces=[n.name for n in t.namespaces],
+            ready=True,
         )
     )
     topo.build(t)
@@ -101,3 +103,9 @@ def test_down_after_a_half_built_lab_removes_everything(lab: Lab) -> None:
     lab.down()
     assert not [n for n in netns.listnetns() if n.startswith(lab.prefix)]
     assert not lab.dir.path.exists()
+
+
+def test_verify_refuses_a_lab_whose_up_did_not_finish(lab: Lab) -> None:
+    lab.dir.save(LabRecord(scenario="seed"))
+    with pytest.raises(LabError, match=r"not fully up .* run 'vxtap lab up seed' again"):
+        lab.verify(get("seed"))

@@ -103,6 +103,8 @@ class Lab:
         record.ids = control.create_resources(scenario)
         self.dir.save(record)
         control.wait_until_applied(scenario, record.ids)
+        record.ready = True
+        self.dir.save(record)
         self.say("the agents applied every session")
 
     # --- verify ---------------------------------------------------------------------
@@ -115,6 +117,11 @@ class Lab:
             raise LabError("no lab is up: run 'vxtap lab up SCENARIO' first")
         if record.scenario != scenario.name:
             raise LabError(f"the lab that is up runs {record.scenario!r}, not {scenario.name!r}")
+        if not record.ready:
+            raise LabError(
+                f"the lab of {record.scenario!r} is not fully up (its 'up' did not finish): "
+                f"run 'vxtap lab up {record.scenario}' again"
+            )
         scenario = scenarios.broken(scenario, record.breaks)
         t = self.topology(scenario)
         stamp = time.strftime("%Y%m%d-%H%M%S")

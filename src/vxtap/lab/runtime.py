@@ -44,6 +44,7 @@ class LabRecord:
     processes: list[ProcessRecord] = field(default_factory=list)
     endpoint: str = ""
     ids: dict[str, str] = field(default_factory=dict)  # scenario name -> id the API assigned
+    ready: bool = False  # `up` finished: the agents applied every session
 
 
 def process_start_time(pid: int) -> int | None:
