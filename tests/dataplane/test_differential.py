@@ -5,11 +5,12 @@ IPv4/IPv6 CIDRs, port ranges, protocols, packet lengths) and a batch of
 packets per configuration. The configuration goes through `compile_plan` and
 `Dataplane.apply` in a real "source host" namespace; each packet is written as
 a raw frame (AF_PACKET) into a source interface, ingress from a peer namespace
-or egress from the source host itself; tcpdump on the target records the VXLAN
-that arrives. Every frame carries its sequence number in its source MAC, which
-survives truncation, so each captured mirror is matched to the packet it
-copies and compared with `vxtap.evaluate.explain`: the same session (VNI), the
-same length (cut to packet_length), or nothing.
+or egress from the source host itself; a receiver on the target decodes the
+VXLAN that arrives (VNI, outer source address, inner length). Every frame
+carries its sequence number in its source MAC, which survives truncation, so
+each mirror is matched to the packet it copies and compared with
+`vxtap.evaluate.explain`: the same session (VNI), the source interface's address
+as outer source, the length cut to packet_length, or nothing at all.
 
 Topology (namespaces):  peer p0,p1 ══ eth0,eth1 source-host u0 ══ t0 target
 """
@@ -155,6 +156,7 @@ class Mirror:
     seq: int
     vni: int
     inner_length: int
+    outer_source: str
 
 
 # Runs inside the target namespace: prints "seq vni inner-length" for each VXLAN copy of one
@@ -176,7 +178,8 @@ while True:
     inner = frame[vxlan + 8 :]
     if frame[vxlan] == 0x08 and inner[6:8] == b"\\x02\\xaa":
         vni = int.from_bytes(frame[vxlan + 4 : vxlan + 7], "big")
-        print(int.from_bytes(inner[8:12], "big"), vni, len(inner), flush=True)
+        outer_source = socket.inet_ntoa(frame[26:30])
+        print(int.from_bytes(inner[8:12], "big"), vni, len(inner), outer_source, flush=True)
     else:
         print("foreign", frame.hex(), flush=True)
 """
@@ -213,8 +216,8 @@ class Capture:
             if line.startswith("foreign"):
                 self.foreign.append(bytes.fromhex(line.split()[1]))
             else:
-                seq, vni, length = (int(x) for x in line.split())
-                mirrors.append(Mirror(seq, vni, length))
+                seq, vni, length, outer_source = line.split()
+                mirrors.append(Mirror(int(seq), int(vni), int(length), outer_source))
 
     def stop(self) -> None:
         self.process.kill()
@@ -499,8 +502,9 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
     lab.cases_checked += len(batch)
     problems = []
     for seq, (vni, length, case, reason) in expected.items():
-        got = [(m.vni, m.inner_length) for m in seen.pop(seq, [])]
-        want = [] if vni is None else [(vni, length)]
+        got = [(m.vni, m.inner_length, m.outer_source) for m in seen.pop(seq, [])]
+        # SPEC 3: the outer source is the source interface's address.
+        want = [] if vni is None else [(vni, length, SOURCE_ADDRESSES[case.device])]
         if got != want:
             problems.append(
                 f"seq {seq}: {case.packet} {case.direction} on {case.device} "
