@@ -77,3 +77,24 @@ def test_disabled_session_fails_and_says_so(lab: Lab) -> None:
     (failure,) = failed(report)
     assert "session seed-session is disabled" in failure
     assert failure.endswith("nothing arrived")
+
+
+REASON = {
+    "no-4789": "security group does not allow UDP 4789 from 192.168.0.230",
+    "disabled": "is disabled",
+    "wrong-rule": "is not in 4321-4321",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "broken"),
+    [("two-targets", "no-4789"), ("reject-rules", "disabled"), ("multi-session", "wrong-rule")],
+)
+def test_other_scenarios_broken_fail_with_the_reason(lab: Lab, name: str, broken: str) -> None:
+    report = lab.run(get(name), [broken])
+    missing = [f for f in report.failures if "must arrive" in f.what]
+    assert missing, failed(report)
+    for failure in missing:
+        assert REASON[broken] in failure.detail, str(failure)
+    # production traffic is never what fails
+    assert all(f.ok for f in report.findings if "received" in f.what), failed(report)
