@@ -88,7 +88,9 @@ def test_truncated_copy_keeps_its_original_length() -> None:
 def test_copy_cut_inside_tcp_header_is_marked() -> None:
     d = f.datagram(f.cut(SEED_TCP, 40), vni=1, src="10.1.0.1", dst="10.1.0.2")
     text = line(d)
-    assert "192.168.0.161 > 192.168.0.230: [|tcp]" in text
+    assert "192.168.0.161.38944 > 192.168.0.230.1234:  [|tcp]" in text  # as tcpdump has it
+    d = f.datagram(f.cut(SEED_TCP, 36), vni=1, src="10.1.0.1", dst="10.1.0.2")
+    assert "192.168.0.161 > 192.168.0.230: [|tcp]" in line(d)
     assert "[truncated copy: 40 of 72 bytes]" in text
 
 

@@ -153,3 +153,23 @@ def test_bad_options_are_refused_before_any_file(tmp_path: Path) -> None:
         PcapStore(tmp_path / "y", rotate_seconds=0)
     assert len(GLOBAL_HEADER) == 24
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_copy_cut_inside_the_tcp_header_reads_as_cut(tmp_path: Path) -> None:
+    frame = f.ethernet(
+        f.ipv4(
+            f.tcp(b"x" * 500, sport=38944, dport=1234, seq=1),
+            src="10.0.0.1",
+            dst="10.0.0.2",
+            protocol=6,
+        ),
+        src="02:00:00:00:00:01",
+        dst="02:00:00:00:00:02",
+        ethertype=0x0800,
+    )
+    series = PcapSeries(tmp_path, 1)
+    series.write([record(1, 0, frame[:40], len(frame))])
+    series.close()
+    out = tcpdump(series.files[0])
+    assert "10.0.0.1.38944 > 10.0.0.2.1234:  [|tcp]" in out.stdout, out.stdout
+    assert tshark(series.files[0], "frame.len", "frame.cap_len") == [[str(len(frame)), "40"]]

@@ -253,6 +253,7 @@ class Packet:
     ip: IP | None = None
     l4: TCP | UDP | ICMP | ARP | None = None
     l4_cut: bool = False  # the copy ends inside the transport header
+    cut_ports: tuple[int, int] | None = None  # ...but after the TCP/UDP ports
 
     @property
     def truncated(self) -> bool:
@@ -321,6 +322,9 @@ def _decode_frame(p: Packet, f: bytes) -> Packet:
         l4, cut = _decode_l4(ip, f, l3 + ip.header_length)
         fields["l4"] = l4
         fields["l4_cut"] = cut
+        t = l3 + ip.header_length
+        if cut and ip.protocol in (6, 17) and len(f) >= t + 4:
+            fields["cut_ports"] = (f[t] << 8 | f[t + 1], f[t + 2] << 8 | f[t + 3])
     return _replace(p, fields)
 
 
@@ -462,7 +466,11 @@ def _render_l3(p: Packet) -> str:
         return f"{ip.src} > {ip.dst}: {proto}{l4.type_text}{echo}, length {l4.length}"
     names = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
     if p.l4_cut:
-        return f"{ip.src} > {ip.dst}: [|{names.get(ip.protocol, 'ip')}]"
+        cut = f"[|{names.get(ip.protocol, 'ip')}]"
+        if p.cut_ports is not None:  # tcpdump's spacing, so the lines compare equal
+            sport, dport = p.cut_ports
+            return f"{_endpoint(ip.src, sport)} > {_endpoint(ip.dst, dport)}:  {cut}"
+        return f"{ip.src} > {ip.dst}: {cut}"
     return f"{ip.src} > {ip.dst}: ip-proto-{ip.protocol} {ip.length - ip.header_length}"
 
 
