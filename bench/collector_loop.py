@@ -29,7 +29,7 @@ from vxtap.collector.pcap import PcapStore
 from vxtap.collector.ring import BLOCK_PACKETS, PACKET_HEADER
 from vxtap.collector.run import FAST_IPV4, Collector, Options
 
-BLOCK = 1 << 22
+BLOCK = 1 << 18  # as the collector's ring blocks
 MAC = 80  # where the kernel puts the network header in a SOCK_DGRAM slot
 
 
