@@ -418,6 +418,10 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
     assert _ping_loss(lan) == "0"
     assert lan.dataplane.drift(plan) == []
     lan.target.run(["ip", "link", "set", "eth0", "up"])
+    lan.target.run(["ip", "addr", "del", f"{TARGET_IP}/24", "dev", "eth0"])  # unreachable
+    assert _ping_loss(lan) == "0"
+    assert lan.dataplane.drift(plan) == []
+    lan.target.run(["ip", "addr", "add", f"{TARGET_IP}/24", "dev", "eth0"])
 
     breakages = {
         "device vxtap-vx0 is missing": ["ip", "link", "del", "vxtap-vx0"],
