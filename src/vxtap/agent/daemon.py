@@ -33,7 +33,7 @@ POLL_INTERVAL_S = 0.2
 # Kernel notifications trigger a drift check at once (a deleted table or device is
 # repaired in well under the 2 s asked); the timer is the safety net for changes
 # that notify nothing (an eBPF map entry edited by hand), and costs CPU per check.
-DRIFT_INTERVAL_S = 5.0
+DRIFT_INTERVAL_S = 10.0
 COUNTERS_INTERVAL_S = 3.0
 REDISCOVER_INTERVAL_S = 60.0
 REDISCOVER_DEBOUNCE_S = 0.1
