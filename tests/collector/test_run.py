@@ -486,3 +486,18 @@ def test_failed_start_leaves_nothing_behind(lab: Lab) -> None:
         assert not (lab.tmp / "never").exists()
     finally:
         c.stop()
+
+
+def test_a_vni_without_decap_interface_does_not_stop_it(lab: Lab) -> None:
+    # The host already has its own VXLAN device for VNI 7: ours cannot exist.
+    own = ["ip", "link", "add", "own7", "type", "vxlan", "id", "7", "dstport", "4789"]
+    lab.receiver.run([*own, "local", RECEIVER4, "nolearning"])
+    c = lab.collect("--decap")
+    lab.ping("10.99.7.2", 2)
+    wait_for(lambda: "goes on without one" in c.stderr())
+    lab.ping("10.99.7.2", 1)
+    wait_for(lambda: len(c.stdout().splitlines()) >= 3)
+    _, err = c.stop()
+    assert "cannot create decap interface vxtap-vni7 for VNI 7" in err
+    assert re.search(r"│\s+7 │ 10\.77\.0\.1\s+│\s+3 │", err), err
+    assert lab.receiver.run(["ip", "link", "show", "vxtap-vni7"], check=False).returncode != 0

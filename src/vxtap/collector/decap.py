@@ -85,7 +85,16 @@ class DecapInterfaces:
                     " (another VXLAN device with this VNI and port?)"
                 ) from None
         index = self.ipr.link_lookup(ifname=name)[0]
+        try:
+            self._bring_up(name, index, vni)
+        except DecapError:
+            with contextlib.suppress(NetlinkError):
+                self.ipr.link("del", index=index)  # not half made: gone again
+            raise
         self.names[vni] = name
+        return name
+
+    def _bring_up(self, name: str, index: int, vni: int) -> None:
         # Before link up: no IPv6 link-local address, no router solicitations.
         sysctl = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
         if sysctl.exists():
@@ -100,7 +109,6 @@ class DecapInterfaces:
         link = self.ipr.get_links(index)[0]
         if not self._spec_matches(link, vni) or link.get_attr("IFLA_OPERSTATE") == "DOWN":
             raise DecapError(f"decap interface {name} is not as specified after creation")
-        return name
 
     def close(self) -> None:
         for name in self.names.values():

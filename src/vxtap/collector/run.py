@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 
 from vxtap.collector.counters import Counters, Snapshot
-from vxtap.collector.decap import DecapInterfaces
+from vxtap.collector.decap import DecapError, DecapInterfaces
 from vxtap.collector.decode import Kind, classify, decode, render_line, to_json
 from vxtap.collector.metrics import MetricsServer
 from vxtap.collector.pcap import RECORD_HEADER, Chunk, PcapStore
@@ -288,7 +288,14 @@ class Collector:
             self._show(shown)
         if decap is not None:
             for vni in sorted(new_vnis - decap.refused):
-                if decap.ensure(vni) is None:
+                # A VNI that arrives must not stop the collector: say why, go on without.
+                try:
+                    made = decap.ensure(vni)
+                except DecapError as e:
+                    decap.refused.add(vni)
+                    self.err.print(f"[yellow]--decap: {e}; VNI {vni} goes on without one[/]")
+                    continue
+                if made is None:
                     self.err.print(
                         f"[yellow]--decap: not creating an interface for VNI {vni}: "
                         f"limit of {decap.max_interfaces} reached[/]"
