@@ -111,7 +111,10 @@ class Agent(Generic[PlanT]):
             log.info("no saved state in %s; waiting for the server", self.state_file.path)
             return
         plan = self.compile_plan(saved)
-        drift = self.kernel.drift(plan)
+        try:
+            drift = self.kernel.drift(plan)
+        except Exception as error:  # cannot tell: make sure by applying
+            drift = [f"checking the kernel failed: {error}"]
         action = decide.on_start(saved, drift)
         if action is None:
             log.info(
@@ -154,7 +157,11 @@ class Agent(Generic[PlanT]):
                 now = time.monotonic()
                 timers = (self.poll, self.drift_check, self.counters, self.rediscover)
                 changes = self.events.wait(min(t.remaining(now) for t in timers))
-                self.step(time.monotonic(), changes)
+                try:
+                    self.step(time.monotonic(), changes)
+                except Exception:  # a daemon outlives a transient failure; the kernel keeps going
+                    self.metrics.errors.labels("loop").inc()
+                    log.exception("unexpected error in the agent loop; continuing")
         finally:
             self.events.close()
         log.info("stopped; kernel state left in place (use 'vxtap agent --cleanup' to remove it)")
