@@ -28,9 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from vxtap.cli import main
 from vxtap.client import VxtapClient
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
@@ -415,13 +413,3 @@ def _empty_state() -> Any:
     from vxtap.model import DesiredState
 
     return DesiredState(host=HOST, revision="none")
-
-
-def test_missing_prerequisites_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no nft, ethtool or ip
-    result = CliRunner().invoke(
-        main, ["agent", "--server", ENDPOINT, "--state-dir", str(tmp_path / "state")]
-    )
-    assert result.exit_code == 1
-    assert "missing kernel prerequisites" in result.output
-    assert "the nft command (package nftables)" in result.output

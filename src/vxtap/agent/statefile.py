@@ -27,7 +27,11 @@ class StateFile:
         try:
             return DesiredState.model_validate_json(text)
         except ValidationError as exc:
-            raise ValueError(f"{self.path} is not a saved desired state: {exc}") from exc
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the document"
+            raise ValueError(
+                f"{self.path} is not a saved desired state ({where}: {first['msg']})"
+            ) from exc
 
     def save(self, state: DesiredState) -> None:
         """Write atomically (temp file, fsync, rename) so a crash leaves the old or the new file."""

@@ -95,11 +95,11 @@ def agent(
         state_file.remove()
         click.echo("removed vxtap's kernel state and saved state")
         return
-    missing = dataplane.missing_prerequisites()
-    if missing:
-        raise CliError("missing kernel prerequisites: " + "; ".join(missing))
+    # The user's input first: a typo is reported before anything touches the kernel.
     if not server:
         raise CliError("--server URL is required (or set VXTAP_ENDPOINT)")
+    if not server.startswith(("http://", "https://")):
+        raise CliError(f"--server {server!r} is not an http:// or https:// URL")
     if credentials_file is None:
         raise CliError("--credentials FILE is required (or set VXTAP_CREDENTIALS)")
     try:
@@ -108,15 +108,18 @@ def agent(
         raise CliError(str(error)) from None
     if credential is None:
         raise CliError(f"credentials file {credentials_file} is empty")
+    listen = _listen_address(metrics_at) if metrics_at else None
     try:
-        saved = state_file.load()
+        state_file.load()  # loaded again at start; checked here for a clear message
     except ValueError as error:
         raise CliError(f"{error}; remove it or run 'vxtap agent --cleanup'") from None
-    del saved  # checked here for a clear message; the agent loads it again at start
+    missing = dataplane.missing_prerequisites()
+    if missing:
+        raise CliError("missing kernel prerequisites: " + "; ".join(missing))
 
     metrics = AgentMetrics()
-    if metrics_at:
-        address, port = _listen_address(metrics_at)
+    if listen is not None:
+        address, port = listen
         try:
             metrics.serve(address, port)
         except OSError as error:

@@ -1,0 +1,70 @@
+"""`vxtap agent`'s input checks: one clear line, before anything touches the kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vxtap.cli import main
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> Path:
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p"}]))
+    return path
+
+
+def run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["agent", "--state-dir", str(tmp_path / "state"), *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "error: --server URL is required (or set VXTAP_ENDPOINT)"),
+        (["--server", "10.0.0.1:9696"], "error: --server '10.0.0.1:9696' is not an http://"),
+        (["--server", "http://h:1"], "error: --credentials FILE is required"),
+        (["--server", "http://h:1", "--credentials", "/nonexistent.json"],
+         "error: cannot read credentials file /nonexistent.json"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.delenv("VXTAP_ENDPOINT", raising=False)
+    monkeypatch.delenv("VXTAP_CREDENTIALS", raising=False)
+    code, output = run(tmp_path, *args)
+    assert code == 1 and output.startswith(message) and output.count("\n") == 1, output
+
+
+def test_bad_metrics_address(tmp_path: Path, credentials: Path) -> None:
+    code, output = run(
+        tmp_path, "--server", "http://h:1", "--credentials", str(credentials), "--metrics", "9697"
+    )
+    assert (code, output) == (
+        1, "error: --metrics '9697' is not ADDRESS:PORT, e.g. 127.0.0.1:9697\n",
+    )  # fmt: skip
+
+
+def test_corrupt_saved_state_is_named(tmp_path: Path, credentials: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "desired-state.json").write_text("{}")
+    code, output = run(tmp_path, "--server", "http://h:1", "--credentials", str(credentials))
+    assert code == 1
+    assert "desired-state.json is not a saved desired state" in output
+    assert "run 'vxtap agent --cleanup'" in output and output.count("\n") == 1
+
+
+def test_missing_prerequisites_are_named(
+    tmp_path: Path, credentials: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nft, ethtool or ip
+    code, output = run(tmp_path, "--server", "http://h:1", "--credentials", str(credentials))
+    assert code == 1
+    assert output.startswith("error: missing kernel prerequisites: ")
+    assert "the nft command (package nftables)" in output
