@@ -1,7 +1,8 @@
 """The agent with 1 session and with 1,000 sessions of 10 rules, side by side in one run.
 
 Measures, in namespaces (a management namespace with `vxtap server`, a source
-host with the real `vxtap agent` and 334 ifb interfaces (this kernel has no dummy driver) as sources):
+host with the real `vxtap agent` and 334 ifb interfaces as sources; this kernel
+has no dummy driver):
 - change latency: a session update's API call returning -> the agent finished
   applying it (the agent's own `vxtap_agent_last_apply_timestamp_seconds`);
 - apply duration (the agent's histogram), per change;
