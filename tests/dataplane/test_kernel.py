@@ -470,7 +470,6 @@ def test_apply_refuses_bad_plans_and_leaves_the_kernel_as_it_was(lan: Lan) -> No
     broken = dataclasses.replace(
         plan,
         digest="0" * 32,
-        nft_text=bad(plan.nft_text),
         chain_rules=tuple((name, bad(text)) for name, text in plan.chain_rules),
     )
     # Both ways of loading: the changed chains only, and (a new process) the whole table.

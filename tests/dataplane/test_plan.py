@@ -22,6 +22,7 @@ from vxtap.dataplane.plan import (
     compile_plan,
     counter_comment,
     parse_counter_comment,
+    render_command,
     rule_match,
     session_key,
     snap_length,
@@ -365,3 +366,9 @@ def test_a_thousand_sessions_of_ten_rules_compile() -> None:
     plan = compile_plan(desired)
     assert len(plan.tunnels) == 1000
     assert sum(1 for c in plan.counters if c.kind == "rule") == 10_000
+
+
+def test_the_text_loaded_is_the_json_rendered() -> None:
+    plan = compile_plan(two_sessions())
+    rendered = [render_command(c) for c in plan.nft_commands()]
+    assert rendered == plan.nft_text.splitlines()

@@ -20,12 +20,14 @@ The kernel pipeline (docs/dataplane.md explains each choice):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
 import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from vxtap.model import (
@@ -110,17 +112,18 @@ class Chain:
 class KernelPlan:
     """Everything the kernel must show for one desired state.
 
-    `commands` are the nft JSON commands that add the table's whole content;
+    `nft_json` is the nft JSON document that adds the table's whole content;
     `nft_text` is the same in nft's text syntax, which is what gets loaded (nft
-    1.0.6 parses it about twice as fast as JSON); the adapter wraps it in one
-    transaction with a flush. `digest` identifies the plan and is stored in the
-    table, so an unchanged kernel is recognised without listing 10,000 rules.
+    1.0.6 parses it about twice as fast as JSON), kept by object so that an adapter
+    can change only the chains that differ. The adapter wraps it in one transaction
+    with a flush. `digest` identifies the plan and is stored in the table, so an
+    unchanged kernel is recognised without listing 10,000 rules.
     """
 
     revision: str
     digest: str
-    nft_text: str
-    # nft_text by object: (chain, its `add chain` line), (counter, its line), (chain, its rules)
+    nft_json: str
+    # nft text by object: (chain, its `add chain` line), (counter, its line), (chain, its rules)
     chain_defs: tuple[tuple[str, str], ...]
     counter_defs: tuple[tuple[str, str], ...]
     chain_rules: tuple[tuple[str, str], ...]
@@ -130,15 +133,20 @@ class KernelPlan:
     skipped: tuple[str, ...] = ()
     table: str = TABLE
     devices: tuple[str, ...] = DEVICES
-    commands: tuple[dict[str, Any], ...] = field(default=(), repr=False, compare=False)
 
     @property
-    def nft_json(self) -> str:
-        """The plan as an nft JSON document (`nft -j -f` loads it too)."""
-        return json.dumps({"nftables": list(self.commands)}, separators=(",", ":"))
+    def nft_text(self) -> str:
+        """The whole table's content as an `nft -f` script."""
+        parts = [f"add table {FAMILY} {TABLE}"]
+        parts += [line for _, line in self.chain_defs]
+        parts += [line for _, line in self.counter_defs]
+        parts += [text for _, text in self.chain_rules]
+        return "\n".join(parts) + "\n"
 
     def nft_commands(self) -> list[dict[str, Any]]:
-        return list(self.commands)
+        """`nft_json` parsed (on demand: the dicts take ten times the memory)."""
+        commands: list[dict[str, Any]] = json.loads(self.nft_json)["nftables"]
+        return commands
 
     @property
     def is_empty(self) -> bool:
@@ -217,34 +225,101 @@ def rule_match(rule: Rule) -> list[dict[str, Any]]:
     return exprs
 
 
-def _add(kind: str, **body: Any) -> dict[str, Any]:
-    return {"add": {kind: {"family": FAMILY, "table": TABLE, **body}}}
+# An nft expression in both forms: (JSON, text). Large plans have ~100,000 of them, so
+# they are built as strings directly instead of as dicts rendered later (which held
+# ~40 MB of dicts for 1,000 sessions x 10 rules).
+Expr = tuple[str, str]
 
 
-def _mirror_rules(key: int, chain: str, mirrored: str, unmirrorable: str) -> list[dict[str, Any]]:
+def expr_forms(expr: dict[str, Any]) -> Expr:
+    return json.dumps(expr, separators=(",", ":")), _expr_text(expr)
+
+
+def _counter(name: str) -> Expr:
+    return f'{{"counter":"{name}"}}', f'counter name "{name}"'
+
+
+def _goto(chain: str) -> Expr:
+    return f'{{"goto":{{"target":"{chain}"}}}}', f"goto {chain}"
+
+
+def _jump(chain: str) -> Expr:
+    return f'{{"jump":{{"target":"{chain}"}}}}', f"jump {chain}"
+
+
+_RETURN: Expr = ('{"return":null}', "return")
+_ACCEPT: Expr = ('{"accept":null}', "accept")
+
+
+@functools.cache
+def _carriers() -> dict[str, tuple[Expr, Expr, Expr]]:
+    """Per carrier field: (field == 0, field := 0, dup to its copy device)."""
+    return {
+        meta_key: (
+            expr_forms(_match(_meta(meta_key), 0)),
+            expr_forms({"mangle": {"key": _meta(meta_key), "value": 0}}),
+            expr_forms({"dup": {"addr": device}}),
+        )
+        for meta_key, device in (("mark", MARK_COPY_DEVICE), ("priority", PRIORITY_COPY_DEVICE))
+    }
+
+
+def _mirror_rules(key: int, mirrored: str, unmirrorable: str) -> list[list[Expr]]:
     # The copy carries the key in a field that the production packet had at 0, and the
     # field is set back to 0 right after `dup`: the production packet leaves exactly as
     # it arrived. nft can only set a field to a constant (or xor it), never save it,
     # hence the two carriers and the counted third case.
-    def carry(meta_key: str, device: str) -> dict[str, Any]:
-        return _add(
-            "rule",
-            chain=chain,
-            expr=[
-                _match(_meta(meta_key), 0),
-                {"counter": mirrored},
-                {"mangle": {"key": _meta(meta_key), "value": key}},
-                {"dup": {"addr": device}},
-                {"mangle": {"key": _meta(meta_key), "value": 0}},
-                {"accept": None},
-            ],
+    rules = []
+    for meta_key, (is_zero, set_zero, dup) in _carriers().items():
+        set_key = expr_forms({"mangle": {"key": _meta(meta_key), "value": key}})
+        rules.append([is_zero, _counter(mirrored), set_key, dup, set_zero, _ACCEPT])
+    rules.append([_counter(unmirrorable), _ACCEPT])
+    return rules
+
+
+class _Emitter:
+    """Collects the plan's nft content as JSON fragments and as text, grouped by object."""
+
+    def __init__(self) -> None:
+        self.json: list[str] = [f'{{"add":{{"table":{{"family":"{FAMILY}","name":"{TABLE}"}}}}}}']
+        self.chain_defs: dict[str, str] = {}
+        self.counter_defs: dict[str, str] = {}
+        self.chain_rules: dict[str, list[str]] = {}
+        self.where = f"{FAMILY} {TABLE}"
+
+    def chain(self, chain: Chain) -> None:
+        body: dict[str, Any] = {"family": FAMILY, "table": TABLE, "name": chain.name}
+        text = f"add chain {self.where} {chain.name}"
+        if chain.hook is not None:
+            assert chain.device is not None
+            prio = INGRESS_HOOK_PRIORITY if chain.hook == "ingress" else EGRESS_HOOK_PRIORITY
+            body.update(type="filter", hook=chain.hook, dev=chain.device, prio=prio)
+            body["policy"] = "accept"
+            text += (
+                f" {{ type filter hook {chain.hook} device {_quote(chain.device)} "
+                f"priority {prio}; policy accept; }}"
+            )
+        self.json.append(json.dumps({"add": {"chain": body}}, separators=(",", ":")))
+        self.chain_defs[chain.name] = text
+
+    def counter(self, ref: CounterRef) -> None:
+        comment = counter_comment(ref)
+        self.json.append(
+            f'{{"add":{{"counter":{{"family":"{FAMILY}","table":"{TABLE}",'
+            f'"name":"{ref.name}","comment":{json.dumps(comment)}}}}}}}'
+        )
+        self.counter_defs[ref.name] = (
+            f"add counter {self.where} {ref.name} {{ comment {_quote(comment)} ; }}"
         )
 
-    return [
-        carry("mark", MARK_COPY_DEVICE),
-        carry("priority", PRIORITY_COPY_DEVICE),
-        _add("rule", chain=chain, expr=[{"counter": unmirrorable}, {"accept": None}]),
-    ]
+    def rule(self, chain: str, exprs: list[Expr]) -> None:
+        self.json.append(
+            f'{{"add":{{"rule":{{"family":"{FAMILY}","table":"{TABLE}","chain":"{chain}",'
+            f'"expr":[{",".join(e[0] for e in exprs)}]}}}}}}'
+        )
+        self.chain_rules.setdefault(chain, []).append(
+            f"add rule {self.where} {chain} {' '.join(e[1] for e in exprs)}"
+        )
 
 
 @dataclass
@@ -283,12 +358,11 @@ def _compile(state: DesiredState, underlay_mtu: int) -> KernelPlan:
     tunnels: list[Tunnel] = []
     counters: list[CounterRef] = []
     chains: list[Chain] = []
-    rules_out: list[dict[str, Any]] = []
+    rules_out: list[tuple[str, list[Expr]]] = []
     dispatch: dict[tuple[Direction, str], list[_SessionChain]] = {}
     used_keys: set[int] = set()
     # Rules are shared by every session using a filter: build their matches once.
-    match_cache: dict[str, list[dict[str, Any]]] = {}
-    match_text: dict[int, str] = {}  # id() of a shared match expression -> its nft text
+    match_cache: dict[str, list[Expr]] = {}
 
     for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
         if not session.enabled:
@@ -297,7 +371,7 @@ def _compile(state: DesiredState, underlay_mtu: int) -> KernelPlan:
         if flt is None:
             skipped.append(f"session {session.id}: filter {session.filter_id} is unknown")
             continue
-        by_direction = {d: flt.rules_for(d) for d in Direction}
+        by_direction = {d: flt.rules_for(d) for d in (Direction.INGRESS, Direction.EGRESS)}
         if not any(by_direction.values()):
             continue  # SPEC 2.5: a filter without rules mirrors nothing
         remote = _target_address(targets.get(session.target_id))
@@ -332,7 +406,7 @@ def _compile(state: DesiredState, underlay_mtu: int) -> KernelPlan:
             counters.append(CounterRef(mirrored, "mirrored", session.id))
             counters.append(CounterRef(unmirrorable, "unmirrorable", session.id))
             chains.append(Chain(mirror_chain, 3))
-            rules_out.extend(_mirror_rules(key, mirror_chain, mirrored, unmirrorable))
+            rules_out.extend((mirror_chain, r) for r in _mirror_rules(key, mirrored, unmirrorable))
             for direction, rules in by_direction.items():
                 if not rules:
                     continue
@@ -343,90 +417,55 @@ def _compile(state: DesiredState, underlay_mtu: int) -> KernelPlan:
                     counters.append(CounterRef(counter, "rule", session.id, rule.id))
                     match = match_cache.get(rule.id)
                     if match is None:
-                        match = match_cache[rule.id] = rule_match(rule)
-                    verdict: dict[str, Any] = (
-                        {"goto": {"target": mirror_chain}}
-                        if rule.action is Action.ACCEPT
-                        else {"return": None}
-                    )
-                    rules_out.append(
-                        _add(
-                            "rule",
-                            chain=session_chain,
-                            expr=[*match, {"counter": counter}, verdict],
-                        )
-                    )
+                        match = match_cache[rule.id] = [expr_forms(e) for e in rule_match(rule)]
+                    verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
+                    rules_out.append((session_chain, [*match, _counter(counter), verdict]))
                 dispatch.setdefault((direction, source.device), []).append(
                     _SessionChain(session.priority, session.id, session_chain)
                 )
 
-    base_rules: list[dict[str, Any]] = []
-    own_output = _own_output_exclusion(t.remote for t in tunnels)
+    base_rules: list[tuple[str, list[Expr]]] = []
+    own_output = [
+        [expr_forms(e) for e in rule] for rule in _own_output_exclusion(t.remote for t in tunnels)
+    ]
     for (direction, device), session_chains in sorted(dispatch.items()):
         name = chain_name_for_device(direction, device)
-        body: list[list[dict[str, Any]]] = []
+        body: list[list[Expr]] = []
         if direction is Direction.EGRESS:
             body.extend(own_output)  # SPEC 2.4: never mirror the mirror's own output
         # Session priority order (SPEC 2.1); sessions were walked in that order already.
-        body.extend([{"jump": {"target": sc.chain}}] for sc in session_chains)
+        body.extend([_jump(sc.chain)] for sc in session_chains)
         chains.append(Chain(name, len(body), hook=direction.value, device=device))
-        base_rules.extend(_add("rule", chain=name, expr=expr) for expr in body)
+        base_rules.extend((name, exprs) for exprs in body)
 
-    commands: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    out = _Emitter()
     for chain in chains:
-        if chain.hook is None:
-            commands.append(_add("chain", name=chain.name))
-        else:
-            commands.append(
-                _add(
-                    "chain",
-                    name=chain.name,
-                    type="filter",
-                    hook=chain.hook,
-                    dev=chain.device,
-                    prio=INGRESS_HOOK_PRIORITY
-                    if chain.hook == Direction.INGRESS.value
-                    else EGRESS_HOOK_PRIORITY,
-                    policy="accept",
-                )
-            )
-    commands.extend(_add("counter", name=c.name, comment=counter_comment(c)) for c in counters)
-    commands.extend(base_rules)
-    commands.extend(rules_out)
-    text: list[str] = []
-    # The same text grouped by object, so an adapter can change only what changed.
-    chain_defs: dict[str, str] = {}
-    counter_defs: dict[str, str] = {}
-    chain_rules: dict[str, list[str]] = {}
-    for command in commands:
-        line = render_command(command, match_text)
-        text.append(line)
-        (kind, obj), *_ = command["add"].items()
-        if kind == "chain":
-            chain_defs[obj["name"]] = line
-        elif kind == "counter":
-            counter_defs[obj["name"]] = line
-        elif kind == "rule":
-            chain_rules.setdefault(obj["chain"], []).append(line)
-    tunnel_text = [
-        f"# tunnel {t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
-        f"{t.source_port_id}"
-        for t in tunnels
-    ]
-    digest = hashlib.sha256("\n".join(text + tunnel_text).encode()).hexdigest()[:32]
-    return KernelPlan(
+        out.chain(chain)
+    for ref in counters:
+        out.counter(ref)
+    for chain_name, exprs in (*base_rules, *rules_out):
+        out.rule(chain_name, exprs)
+    del rules_out, base_rules, match_cache
+    chain_rules = tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items())
+    plan = KernelPlan(
         revision=state.revision,
-        digest=digest,
-        nft_text="\n".join(text) + "\n",
-        chain_defs=tuple(chain_defs.items()),
-        counter_defs=tuple(counter_defs.items()),
-        chain_rules=tuple((name, "\n".join(lines)) for name, lines in chain_rules.items()),
+        digest="",
+        nft_json='{"nftables":[' + ",".join(out.json) + "]}",
+        chain_defs=tuple(out.chain_defs.items()),
+        counter_defs=tuple(out.counter_defs.items()),
+        chain_rules=chain_rules,
         chains=tuple(chains),
         counters=tuple(counters),
         tunnels=tuple(tunnels),
         skipped=tuple(skipped),
-        commands=tuple(commands),
     )
+    digest = hashlib.sha256(plan.nft_text.encode())
+    for t in tunnels:
+        digest.update(
+            f"{t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
+            f"{t.source_port_id}\n".encode()
+        )
+    return dataclasses.replace(plan, digest=digest.hexdigest()[:32])
 
 
 # --- nft text: the JSON commands above, rendered in nft's own syntax ---
@@ -478,7 +517,8 @@ def _expr_text(expr: dict[str, Any]) -> str:
 
 
 def render_command(command: dict[str, Any], cache: dict[int, str] | None = None) -> str:
-    """One `add` command of the plan in nft text syntax."""
+    """One `add` command in nft text syntax: the reference the plan's text is checked
+    against (the compiler builds both forms directly, for speed)."""
     (kind, body), *_ = command["add"].items()
     if kind == "table":
         return f"add table {FAMILY} {TABLE}"
