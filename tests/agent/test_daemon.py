@@ -394,6 +394,37 @@ def test_a_new_address_is_registered(deployment: Deployment) -> None:
     print(f"new address registered in {took * 1000:.0f} ms")
 
 
+def _applied_after(d: Deployment, change: Callable[[VxtapClient], Any]) -> float:
+    """Make `change` through the API; return seconds until the agent applied it."""
+    d.api(change)
+    returned = time.time()
+
+    def applied() -> bool:
+        return (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) >= returned
+
+    wait_for(applied, 10, "the agent to apply the change")
+    return (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) - returned
+
+
+def test_sources_and_enabled_follow_the_api(deployment: Deployment) -> None:
+    d = deployment
+    session, source = d.ids["session"], d.ids["source"]
+    took = [_applied_after(d, lambda c: c.remove_sources(session, [source]))]
+    seqs = d.send(50)
+    assert d.collect(seqs, timeout=1.0) == {}
+    took.append(_applied_after(d, lambda c: c.add_sources(session, [source])))
+    seqs = d.send(50)
+    assert d.collect(seqs) == {seq: [VNI] for seq in seqs}
+    took.append(_applied_after(d, lambda c: c.update_session(session, enabled=False)))
+    seqs = d.send(50)
+    assert d.collect(seqs, timeout=1.0) == {}
+    took.append(_applied_after(d, lambda c: c.update_session(session, enabled=True)))
+    seqs = d.send(50)
+    assert d.collect(seqs) == {seq: [VNI] for seq in seqs}
+    print("API call returned -> applied: " + ", ".join(f"{t * 1000:.0f} ms" for t in took))
+    assert max(took) < 3.0
+
+
 def test_stop_keeps_mirroring_and_cleanup_leaves_nothing(deployment: Deployment) -> None:
     d = deployment
     d.stop(d.agent, signal.SIGTERM)
