@@ -12,7 +12,9 @@ Then, interleaved round by round so that machine noise hits both alike:
   list 2,000 sessions; create a filter. Every vxtap request is signed with
   SDK-HMAC-SHA256 by the client, as the SDK does.
 - peak memory (VmHWM) of a server process that holds 10,000 sessions after it
-  has answered lists over all of them (pages of 2,000) and shows.
+  has answered lists over all of them (pages of 2,000) and shows;
+- the disk's floor for durable writes: a one-row SQLite commit with
+  synchronous=FULL (what the server uses) and NORMAL.
 
 Prints medians over rounds, ratios against the ceiling, and the command.
 The load generator shares the 2 cores with the server, as any local client would.
@@ -27,6 +29,7 @@ import multiprocessing
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -266,6 +269,24 @@ def peak_memory_mib(directory: Path, sessions: int, credentials: Path) -> float:
     return peak_kib / 1024
 
 
+def commit_ms(directory: Path, synchronous: str, commits: int = 200) -> float:
+    """Median cost of a one-row SQLite commit in WAL mode: the disk's fsync floor for writes."""
+    path = directory / f"commit-{synchronous}.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute("CREATE TABLE t (x INTEGER)")
+    samples = []
+    for i in range(commits):
+        start = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO t VALUES (?)", (i,))
+        connection.execute("COMMIT")
+        samples.append(time.perf_counter() - start)
+    connection.close()
+    return statistics.median(samples) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -332,6 +353,7 @@ def main() -> None:
                 medians[scenario.name].append(median)
                 p95s[scenario.name].append(p95)
     memory = peak_memory_mib(directory, args.memory_sessions, credentials)
+    commit_full, commit_normal = commit_ms(directory, "FULL"), commit_ms(directory, "NORMAL")
 
     ceiling = statistics.median(rates[scenarios[0].name])
     print(
@@ -349,6 +371,10 @@ def main() -> None:
     print(
         f"peak memory (VmHWM) of the server with {args.memory_sessions:,} sessions, after "
         f"listing all of them 3x in pages of 2,000: {memory:.0f} MiB"
+    )
+    print(
+        f"SQLite one-row commit (WAL): synchronous=FULL {commit_full:.3f} ms, "
+        f"NORMAL {commit_normal:.3f} ms (the server uses FULL)"
     )
     shutil.rmtree(directory, ignore_errors=True)
 
