@@ -124,7 +124,10 @@ def test_server_down_keeps_the_kernel_and_registers_later(parts: Parts) -> None:
     assert kernel.applies == [] and agent.server_reachable is False
     server.down = False
     agent.step(0.3)
+    assert kernel.applies == []  # polls back off to 1 s while the server is away
+    agent.step(1.0)
     assert kernel.applies == ["r1"] and len(server.registered) == 1
+    assert agent.poll.interval == 0.2
 
 
 def test_a_failed_apply_is_retried_later_not_on_every_poll(parts: Parts) -> None:

@@ -35,6 +35,9 @@ POLL_INTERVAL_S = 0.2
 # that notify nothing (an eBPF map entry edited by hand), and costs CPU per check.
 DRIFT_INTERVAL_S = 10.0
 COUNTERS_INTERVAL_S = 3.0
+# While the server does not answer, ask less often: each attempt may block the loop for
+# the client's timeout (1 s) when packets to the server are dropped rather than refused.
+UNREACHABLE_POLL_INTERVAL_S = 1.0
 REDISCOVER_INTERVAL_S = 60.0
 REDISCOVER_DEBOUNCE_S = 0.1
 NO_CHANGES = Changes()
@@ -89,6 +92,7 @@ class Agent(Generic[PlanT]):
         self.discover = discover
         self.state_file = state_file
         self.metrics = metrics
+        self.poll_interval = poll_interval
         self.poll = Timer(poll_interval)
         self.drift_check = Timer(drift_interval)
         self.counters = Timer(counters_interval)
@@ -175,6 +179,7 @@ class Agent(Generic[PlanT]):
         if news:
             (log.info if ok else log.warning)(news)
         self.server_reachable = ok
+        self.poll.interval = self.poll_interval if ok else UNREACHABLE_POLL_INTERVAL_S
         self.metrics.server_reachable.set(1 if ok else 0)
 
     def _register_if_needed(self) -> None:
@@ -279,6 +284,8 @@ class Agent(Generic[PlanT]):
             log.error("reading kernel counters failed: %s", error)
             return
         self.metrics.kernel.sessions, self.metrics.kernel.rules = sessions, rules
+        if self.server_reachable is False:
+            return  # the next poll finds out when it is back; do not block the loop meanwhile
         try:
             self.server.report_counters(self.host, sessions, rules)
         except VxtapClientError as error:
