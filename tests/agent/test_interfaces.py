@@ -40,8 +40,7 @@ def test_discover_reads_a_namespace(make_namespace: Callable[[str], Namespace]) 
     veth(a, "eth0", b, "eth0")
     a.run(["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"])
     a.run(["ip", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"])
-    with a.iproute() as ipr:
-        found = discover(lambda name: False, ipr)
+    found = discover(lambda name: False, lambda argv: a.run(argv).stdout)
     assert [i.device for i in found] == ["eth0"]
     assert found[0].ipv4 == ("192.0.2.1",) and found[0].ipv6 == ("2001:db8::1",)
     assert found[0].mac is not None

@@ -1,20 +1,18 @@
 """Which of the host's network interfaces the agent registers as ports.
 
-`select_interfaces` is pure (netlink messages in, values out); `discover` is
-the thin pyroute2 adapter that reads the current namespace.
+`select_interfaces` is pure (link and address records in, values out);
+`discover` is the thin adapter that reads the current namespace.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from vxtap.client import Interface
-
-AF_INET, AF_INET6 = 2, 10
 
 
 def select_interfaces(
@@ -25,7 +23,7 @@ def select_interfaces(
     """The interfaces worth registering, sorted by device name.
 
     `links` are {"index", "ifname", "address", "kind"} and `addresses` are
-    {"index", "family", "address"}. Loopback and vxtap's own devices (the
+    {"index", "address"}. Loopback and vxtap's own devices (the
     mirror's VXLAN and veth) are skipped: no session can mirror them. IPv6
     link-local addresses are left out because a target is reached through a
     routable address, and they change whenever a device is re-created.
@@ -57,27 +55,35 @@ def select_interfaces(
 
 
 def discover(
-    is_own_device: Callable[[str], bool], ipr: IPRoute | None = None
+    is_own_device: Callable[[str], bool], run: Callable[[list[str]], str] | None = None
 ) -> tuple[Interface, ...]:
-    """The current network namespace's interfaces, read over netlink."""
-    own = ipr is None
-    route = IPRoute() if ipr is None else ipr
-    try:
-        links = [
+    """The current network namespace's interfaces, from `ip -d -j addr show`.
+
+    iproute2's JSON, not pyroute2: pyroute2 0.9 decodes every attribute of every
+    link in Python, 0.47 s for a host with 334 interfaces against ~20 ms here.
+    """
+    output = (run or _run)(["ip", "-d", "-j", "addr", "show"])
+    links: list[dict[str, Any]] = []
+    addresses: list[dict[str, Any]] = []
+    for item in json.loads(output):
+        index = int(item["ifindex"])
+        links.append(
             {
-                "index": msg["index"],
-                "ifname": msg.get("ifname"),
-                "address": msg.get("address"),
-                "kind": msg.get(("linkinfo", "kind")),
+                "index": index,
+                "ifname": item.get("ifname", ""),
+                "address": item.get("address"),
+                "kind": "loopback"
+                if item.get("link_type") == "loopback"
+                else item.get("linkinfo", {}).get("info_kind"),
             }
-            for msg in route.get_links()
-        ]
-        addresses = [
-            {"index": msg["index"], "family": msg["family"], "address": msg.get("address")}
-            for msg in route.get_addr()
-            if msg["family"] in (AF_INET, AF_INET6) and msg.get("address")
-        ]
-    finally:
-        if own:
-            route.close()
+        )
+        addresses.extend(
+            {"index": index, "family": a.get("family"), "address": a["local"]}
+            for a in item.get("addr_info", [])
+            if a.get("family") in ("inet", "inet6") and a.get("local")
+        )
     return select_interfaces(links, addresses, is_own_device)
+
+
+def _run(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=10).stdout
