@@ -265,3 +265,62 @@ def test_sigkill_loses_no_acknowledged_write(
         assert len(acknowledged) >= 80
     finally:
         restarted.stop()
+
+
+def test_session_walk_across_servers(two_servers: tuple[Server, Server]) -> None:
+    """Every session write through one server, each result read through the other."""
+    first, second = two_servers
+    filter_id, target, sources = setup_world(first, 3, "walk")
+    created = call(
+        first,
+        "POST",
+        "/v3/{p}/vpc/traffic-mirror-sessions",
+        session(filter_id, target, sources[:1], 5),
+    )
+    assert created.status_code == 201, created.text
+    session_id = created.json()["traffic_mirror_session"]["id"]
+    path = f"/v3/{{p}}/vpc/traffic-mirror-sessions/{session_id}"
+    updated = call(
+        second, "PUT", path, {"traffic_mirror_session": {"priority": "9", "enabled": "false"}}
+    )
+    assert updated.status_code == 200, updated.text
+    added = call(
+        first,
+        "PUT",
+        f"{path}/add-sources",
+        {"traffic_mirror_session": {"traffic_mirror_sources": sources[1:]}},
+    )
+    assert added.json()["traffic_mirror_session"]["traffic_mirror_sources"] == sources
+    # The priority change cascaded to the sources: a new session on a shared source may not
+    # take priority 9, but may take the old 5.
+    clash = call(
+        second,
+        "POST",
+        "/v3/{p}/vpc/traffic-mirror-sessions",
+        session(filter_id, target, sources[2:], 9),
+    )
+    assert clash.status_code == 409
+    assert (
+        call(
+            second,
+            "POST",
+            "/v3/{p}/vpc/traffic-mirror-sessions",
+            session(filter_id, target, sources[2:], 5),
+        ).status_code
+        == 201
+    )
+    shown = call(second, "GET", path).json()["traffic_mirror_session"]
+    assert (shown["priority"], shown["enabled"], shown["traffic_mirror_sources"]) == (
+        9,
+        False,
+        sources,
+    )
+    removed = call(
+        second,
+        "PUT",
+        f"{path}/remove-sources",
+        {"traffic_mirror_session": {"traffic_mirror_sources": sources}},
+    )
+    assert removed.json()["traffic_mirror_session"]["traffic_mirror_sources"] == []
+    assert call(first, "DELETE", path).status_code == 204
+    assert call(second, "GET", path).status_code == 404
