@@ -93,7 +93,10 @@ class ControlPlane:
 
     # --- processes ------------------------------------------------------------------
 
-    def start_server(self) -> None:
+    def start_server(self, *, then: Callable[[], None] = lambda: None) -> None:
+        """Start `vxtap server`; run `then` while it boots (agents retry until it
+        answers, so starting them meanwhile saves their start-up time); return
+        once it listens."""
         mgmt = self.topology.mgmt
         argv = [
             *VXTAP,
@@ -113,6 +116,7 @@ class ControlPlane:
             probe = ["nc", "-z", "-w", "1", MGMT_SERVER_ADDRESS, str(API_PORT)]
             return mgmt.run(probe, check=False).returncode == 0
 
+        then()
         wait_for("vxtap server did not start", listening, 60, failed=exited(proc, log))
 
     def start_agents(self) -> None:

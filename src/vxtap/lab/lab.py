@@ -96,8 +96,7 @@ class Lab:
         for server in scenario.servers:
             self.say(f"  {secgroups.summary(scenario, server)}")
         control = ControlPlane(self.dir, record, t, self.say, write_credentials(self.dir))
-        control.start_server()
-        control.start_agents()
+        control.start_server(then=control.start_agents)
         control.wait_for_ports()
         self.say(f"[{t.mgmt.name}] the mirror configuration, with the CLI:")
         record.ids = control.create_resources(scenario)
