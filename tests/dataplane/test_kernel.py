@@ -471,11 +471,13 @@ def test_apply_refuses_bad_plans_and_leaves_the_kernel_as_it_was(lan: Lan) -> No
         plan,
         digest="0" * 32,
         chain_rules=tuple((name, bad(text)) for name, text in plan.chain_rules),
+        tunnels=tuple(dataclasses.replace(t, vni=t.vni + 1) for t in plan.tunnels),
     )
     # Both ways of loading: the changed chains only, and (a new process) the whole table.
     for dataplane in (lan.dataplane, Dataplane(netns=lan.source.name)):
         with pytest.raises(DataplaneError, match="nft refused the ruleset"):
             dataplane.apply(broken)
+        assert dataplane.drift(plan) == []  # the tunnel map too is as it was
     assert _kernel_snapshot(lan) == snapshot
 
 

@@ -600,7 +600,16 @@ class Dataplane:
                             bpf.map_update(map_fd, key, value)
                     state = self._table_state()
                     if self._nft_problems(plan, state, links):
-                        self._replace_ruleset(plan, state, links)
+                        try:
+                            self._replace_ruleset(plan, state, links)
+                        except DataplaneError:
+                            # nft kept the old rules: give them back their tunnels too.
+                            for key in expected:
+                                if key in current:
+                                    bpf.map_update(map_fd, key, current[key])
+                                else:
+                                    bpf.map_delete(map_fd, key)
+                            raise
                     self._applied = plan
                     for key in current.keys() - expected.keys():
                         bpf.map_delete(map_fd, key)
