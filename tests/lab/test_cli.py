@@ -51,3 +51,13 @@ def test_show_lists_and_describes_scenarios() -> None:
     )
     assert "seed-session: ECS-source/eth0 -> ECS-target/eth0" in seed
     assert "ECS-source: nc -l 1234; ECS-test: nc 192.168.0.230 1234, types hello / 12345" in seed
+
+
+def test_down_removes_only_the_labs_own_files(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("the user's")
+    (tmp_path / "lab.json").write_text("{}")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "server.log").write_text("log")
+    result = CliRunner().invoke(main, ["lab", "down", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,25 @@ from vxtap.lab.verify import Finding, Mirrored, check
 from vxtap.netns import Namespace
 
 Say = Callable[[str], None]
+TCPDUMP = ["tcpdump", "-i", "eth0", "udp", "port", "4789", "-nne"]  # the seed's step 3
+
+
+def _collect_argv(pcap_dir: Path) -> list[str]:
+    # --ring-mb 4: a few packets need no 64 MiB ring.
+    return ["collect", "-i", "eth0", "--pcap", str(pcap_dir), "--print", "--ring-mb", "4"]
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """What listens on one target during a verify."""
+
+    target: str
+    tcpdump: subprocess.Popen[bytes]
+    pcap: Path
+    tcpdump_log: Path
+    collector: subprocess.Popen[bytes]
+    collector_dir: Path
+    collector_log: Path
 
 
 @dataclass
@@ -130,66 +148,29 @@ class Lab:
             if not (d := self.dir.path / f"verify-{stamp}{f'-{n}' if n else ''}").exists()
         )
         run_dir.mkdir(parents=True)
-        captures: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
-        collectors: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-        collector_logs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        watches: list[_Watch] = []
         try:
             for name in scenario.targets:
-                ns = t.server(name)
-                pcap = run_dir / f"tcpdump-{name}.pcap"
-                argv = ["tcpdump", "-i", "eth0", "udp", "port", "4789", "-nne"]
-                self.say(f"[{name}] $ {' '.join(argv)}")
-                proc = start(
-                    self.dir,
-                    record,
-                    f"tcpdump-{name}",
-                    ns,
-                    [*argv, "-l", "-U", "-w", str(pcap), "--print"],
-                    log_path=run_dir / f"tcpdump-{name}.txt",
-                )
-                captures[name] = (proc, pcap, Path(record.processes[-1].log))
-                out_dir = run_dir / f"collect-{name}"
-                cargv = ["collect", "-i", "eth0", "--pcap", str(out_dir), "--print"]
-                cargv += ["--ring-mb", "4"]  # a few packets: no need for the 64 MiB default
-                self.say(f"[{name}] $ vxtap {' '.join(cargv)}")
-                cproc = start(
-                    self.dir,
-                    record,
-                    f"collect-{name}",
-                    ns,
-                    [*VXTAP, *cargv],
-                    env={"PYTHONUNBUFFERED": "1"},
-                    log_path=run_dir / f"collect-{name}.txt",
-                )
-                collectors[name] = (cproc, out_dir)
-                captures_logs = Path(record.processes[-1].log)
-                collector_logs[name] = (cproc, captures_logs)
-            for name, (proc, _, log) in captures.items():
-                wait_for(
-                    f"tcpdump on {name} did not start",
-                    _mentions(log, "listening on"),
-                    15,
-                    failed=exited(proc, str(log)),
-                )
-            for name, (proc, log) in collector_logs.items():
-                wait_for(
-                    f"vxtap collect on {name} did not start",
-                    _mentions(log, "listening on"),
-                    30,
-                    failed=exited(proc, str(log)),
-                )
+                watches.append(self._watch(record, t.server(name), name, run_dir))
+            for w in watches:
+                for what, proc, log in (
+                    ("tcpdump", w.tcpdump, w.tcpdump_log),
+                    ("vxtap collect", w.collector, w.collector_log),
+                ):
+                    wait_for(
+                        f"{what} on {w.target} did not start",
+                        _mentions(log, "listening on"),
+                        30,
+                        failed=exited(proc, str(log)),
+                    )
             deliveries = [
                 converse(t, scenario, talk, run_dir, self.say) for talk in scenario.traffic
             ]
             time.sleep(0.5)  # mirrors in flight
         finally:
-            for role in [
-                *(f"tcpdump-{n}" for n in captures),
-                *(f"collect-{n}" for n in collectors),
-            ]:
-                for p in record.processes:
-                    if p.role == role:
-                        stop(p)
+            for p in record.processes:
+                if p.role.startswith(("tcpdump-", "collect-")):
+                    stop(p)
             record.processes = [
                 p for p in record.processes if not p.role.startswith(("tcpdump-", "collect-"))
             ]
@@ -197,15 +178,14 @@ class Lab:
 
         captured: dict[str, list[Mirrored]] = {}
         findings: list[Finding] = []
-        for name, (_, pcap, log) in captures.items():
-            self.say(f"\n--- {name}: tcpdump -i eth0 udp port 4789 -nne")
-            self.say(log.read_text(errors="replace").rstrip())
-            captured[name] = capture.decode_pcap(pcap, name)
-        for name, (_, out_dir) in collectors.items():
-            self.say(f"\n--- {name}: vxtap collect -i eth0 --pcap {out_dir} --print --ring-mb 4")
-            self.say(collector_logs[name][1].read_text(errors="replace").rstrip())
-            seen = capture.decode_collector_dir(out_dir, name)
-            findings.append(_agree(name, captured.get(name, []), seen))
+        for w in watches:
+            self.say(f"\n--- {w.target}: {' '.join(TCPDUMP)}")
+            self.say(w.tcpdump_log.read_text(errors="replace").rstrip())
+            captured[w.target] = capture.decode_pcap(w.pcap, w.target)
+            self.say(f"\n--- {w.target}: vxtap {' '.join(_collect_argv(w.collector_dir))}")
+            self.say(w.collector_log.read_text(errors="replace").rstrip())
+            stored = capture.decode_collector_dir(w.collector_dir, w.target)
+            findings.append(_agree(w.target, captured[w.target], stored))
         dropped = topo.dropped_by_groups(t)
         findings = check(scenario, captured, deliveries, dropped) + findings
         report = Report(scenario.name, findings)
@@ -219,6 +199,34 @@ class Lab:
             for failure in report.failures:
                 self.say(f"  {failure.what}: {failure.detail}")
         return report
+
+    def _watch(self, record: LabRecord, ns: Namespace, target: str, run_dir: Path) -> _Watch:
+        """tcpdump (the seed's command, also writing a pcap) and `vxtap collect`
+        on a target's eth0, each logging to its own file of this verify."""
+        self.say(f"[{target}] $ {' '.join(TCPDUMP)}")
+        pcap = run_dir / f"tcpdump-{target}.pcap"
+        tcpdump_log = run_dir / f"tcpdump-{target}.txt"
+        tcpdump = start(
+            self.dir,
+            record,
+            f"tcpdump-{target}",
+            ns,
+            [*TCPDUMP, "-l", "-U", "-w", str(pcap), "--print"],
+            log_path=tcpdump_log,
+        )
+        collector_dir = run_dir / f"collect-{target}"
+        collector_log = run_dir / f"collect-{target}.txt"
+        self.say(f"[{target}] $ vxtap {' '.join(_collect_argv(collector_dir))}")
+        collector = start(
+            self.dir,
+            record,
+            f"collect-{target}",
+            ns,
+            [*VXTAP, *_collect_argv(collector_dir)],
+            env={"PYTHONUNBUFFERED": "1"},
+            log_path=collector_log,
+        )
+        return _Watch(target, tcpdump, pcap, tcpdump_log, collector, collector_dir, collector_log)
 
     # --- down -----------------------------------------------------------------------
 
@@ -245,8 +253,7 @@ class Lab:
             names |= {n for n in record.namespaces if n in present}
         for name in sorted(names):
             Namespace(name).delete()
-        if self.dir.path.exists():
-            shutil.rmtree(self.dir.path)
+        self.dir.remove()
         if names:
             self.say(f"removed {len(names)} namespaces: {', '.join(sorted(names))}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -23,6 +24,11 @@ from vxtap.netns import PREFIX, Namespace
 
 DEFAULT_LAB_DIR = Path("/run/vxtap-lab")
 DEFAULT_NAMESPACE_PREFIX = f"{PREFIX}lab-"
+
+
+OWN_FILES = {"lab.json", "lab.tmp", "credentials.json"}
+OWN_FILE_PREFIXES = ("server.db",)  # with SQLite's -wal and -shm
+OWN_DIRS = {"logs", "agents"}
 
 
 @dataclass
@@ -79,8 +85,18 @@ class LabDir:
         tmp.write_text(json.dumps(asdict(record), indent=2))
         tmp.replace(self.record_file)
 
-    def forget(self) -> None:
-        self.record_file.unlink(missing_ok=True)
+    def remove(self) -> None:
+        """Remove what the lab put in its directory, then the directory if empty.
+        Only the lab's own names: `--dir` may have been pointed anywhere."""
+        if not self.path.is_dir():
+            return
+        for entry in self.path.iterdir():
+            if entry.name in OWN_FILES or entry.name.startswith(OWN_FILE_PREFIXES):
+                entry.unlink()
+            elif entry.name in OWN_DIRS or entry.name.startswith("verify-"):
+                shutil.rmtree(entry)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
 
 
 def start(
