@@ -288,10 +288,20 @@ def program_version(kind: ProgramKind) -> str:
 
 
 def load_program(insns: bytes, name: str) -> int:
-    """BPF_PROG_LOAD as SCHED_CLS; on a verifier refusal the error carries its log."""
+    """BPF_PROG_LOAD as SCHED_CLS; on a verifier refusal the error carries its log.
+
+    Loaded without a log first: a verbose log of a long program can overflow any fixed
+    buffer (ENOSPC) even when the program is fine."""
+    try:
+        return _prog_load(insns, name, log_size=0)
+    except BpfError:
+        return _prog_load(insns, name, log_size=1 << 22)  # again, for the verifier's log
+
+
+def _prog_load(insns: bytes, name: str, *, log_size: int) -> int:
     code = ctypes.create_string_buffer(insns, len(insns))
     license_ = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(1 << 16)
+    log = ctypes.create_string_buffer(max(log_size, 1))
     attr = bytearray(128)
     struct.pack_into(
         "<IIQQIIQ",
@@ -301,14 +311,16 @@ def load_program(insns: bytes, name: str) -> int:
         len(insns) // 8,
         _addr(code),
         _addr(license_),
-        1,
-        len(log),
-        _addr(log),
+        1 if log_size else 0,
+        log_size,
+        _addr(log) if log_size else 0,
     )
     attr[48 : 48 + 16] = name.encode()[:15].ljust(16, b"\0")
     try:
         return bpf(Cmd.PROG_LOAD, attr)
     except BpfError as error:
+        if not log_size:
+            raise
         text = log.value.decode(errors="replace").strip().splitlines()[-5:]
         raise BpfError(error.errno, f"{error.strerror}; verifier: {' | '.join(text)}") from None
 
