@@ -257,6 +257,10 @@ def load_credentials(path: Path) -> dict[str, Credential]:
                 f"credentials file {path}, entry {index}: "
                 "needs non-empty strings ak, sk, project_id"
             )
+        if len(entry["project_id"]) > 64:
+            raise ValueError(
+                f"credentials file {path}, entry {index}: project_id is longer than 64 characters"
+            )
         if entry["ak"] in credentials:
             raise ValueError(f"credentials file {path}: access key {entry['ak']!r} appears twice")
         credentials[entry["ak"]] = Credential(entry["ak"], entry["sk"], entry["project_id"])

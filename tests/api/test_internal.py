@@ -176,3 +176,10 @@ def test_desired_state_and_counters(raw: Raw) -> None:
     )
     assert bad.status_code == 400
     assert "packets" in bad.json()["error_msg"]
+    # Found by the fuzzer: values beyond 64 bits and over-long ids are input errors, not 500s.
+    for body in (
+        {"sessions": {"x": {"packets": 1, "bytes": 2**64}}},
+        {"rules": {"r" * 37: {"packets": 1, "bytes": 1}}},
+    ):
+        bad = raw.internal("PUT", f"hosts/{source_host}/counters", body)
+        assert bad.status_code == 400, bad.text

@@ -458,14 +458,21 @@ class CreatePortRequest(_Wire):
     port: CreatePortOption
 
 
+# Counters are stored as 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT).
+COUNTER_MAX = 2**63 - 1
+CounterValue = Annotated[int, Field(ge=0, le=COUNTER_MAX, strict=True)]
+# Keys are session or rule ids (UUIDs, 36 characters; the column is as wide).
+CounterKey = Annotated[str, Field(min_length=1, max_length=36)]
+
+
 class Counter(_Wire):
-    packets: Annotated[int, Field(ge=0, strict=True)]
-    bytes: Annotated[int, Field(ge=0, strict=True)]
+    packets: CounterValue
+    bytes: CounterValue
 
 
 class CountersRequest(_Wire):
-    sessions: dict[str, Counter] = Field(default_factory=dict)
-    rules: dict[str, Counter] = Field(default_factory=dict)
+    sessions: dict[CounterKey, Counter] = Field(default_factory=dict)
+    rules: dict[CounterKey, Counter] = Field(default_factory=dict)
 
 
 # -- responses --------------------------------------------------------------------------
