@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from vxtap.lab.capture import decode_pcap, parse_fields
-from vxtap.lab.control import LabError
+from vxtap.lab.runtime import LabError
 from vxtap.model import Protocol
 
 # tshark -T fields output for VXLAN frames captured in a namespace (see FIELDS).

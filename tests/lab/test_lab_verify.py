@@ -13,9 +13,8 @@ import pytest
 from pyroute2 import netns
 
 from vxtap.lab import topology as topo
-from vxtap.lab.control import LabError
 from vxtap.lab.lab import Lab
-from vxtap.lab.runtime import LabRecord
+from vxtap.lab.runtime import LabError, LabRecord
 from vxtap.lab.scenario import Scenario, get
 
 pytestmark = pytest.mark.netns

@@ -61,7 +61,7 @@ def _lab(directory: Path) -> Lab:
 
 
 def _guarded(action: Callable[[], T]) -> T:
-    from vxtap.lab.control import LabError
+    from vxtap.lab.runtime import LabError
 
     try:
         return action()
@@ -81,7 +81,7 @@ def lab() -> None:
 @DIR_OPTION
 def up(scenario: str, breaks: tuple[str, ...], directory: Path) -> None:
     """Build SCENARIO's VPC and servers, start vxtap, create its sessions."""
-    from vxtap.lab.control import LabError
+    from vxtap.lab.runtime import LabError
     from vxtap.lab.scenario import get
 
     try:

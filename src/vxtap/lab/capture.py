@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from vxtap.lab.control import LabError
+from vxtap.lab.runtime import LabError
 from vxtap.lab.verify import Mirrored
 from vxtap.model import IP_PROTOCOL_NUMBER, Protocol
 

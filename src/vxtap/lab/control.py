@@ -18,17 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vxtap.lab.runtime import LabDir, LabRecord, start
+from vxtap.lab.runtime import LabDir, LabError, LabRecord, start
 from vxtap.lab.scenario import Scenario
 from vxtap.lab.topology import API_PORT, MGMT_SERVER_ADDRESS, Topology
 from vxtap.model import DesiredState
 
 VXTAP = [sys.executable, "-m", "vxtap"]
 Say = Callable[[str], None]
-
-
-class LabError(RuntimeError):
-    """A step of the lab failed; the message says which and why."""
 
 
 def log_tail(path: Path | str, lines: int = 15) -> str:

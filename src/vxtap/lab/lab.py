@@ -16,7 +16,6 @@ from vxtap.lab import topology as topo
 from vxtap.lab.control import (
     VXTAP,
     ControlPlane,
-    LabError,
     exited,
     wait_for,
     write_credentials,
@@ -25,6 +24,7 @@ from vxtap.lab.runtime import (
     DEFAULT_LAB_DIR,
     DEFAULT_NAMESPACE_PREFIX,
     LabDir,
+    LabError,
     LabRecord,
     start,
     stop,
@@ -106,7 +106,7 @@ class Lab:
         self.say(f"== {scenario.name}: {scenario.summary}")
         for name in breaks:
             self.say(f"   broken on purpose: {scenarios.BREAKS[name][1]}")
-        topo.build(t)
+        topo.build(t, self.say)
         self.say(
             f"namespaces: {', '.join(ns.name for ns in t.namespaces)}; "
             f"security groups in {t.vpc.name} (nft table inet {secgroups.TABLE})"

@@ -26,6 +26,10 @@ DEFAULT_LAB_DIR = Path("/run/vxtap-lab")
 DEFAULT_NAMESPACE_PREFIX = f"{PREFIX}lab-"
 
 
+class LabError(RuntimeError):
+    """A step of the lab failed; the message says which and why."""
+
+
 OWN_FILES = {"lab.json", "lab.tmp", "credentials.json"}
 OWN_FILE_PREFIXES = ("server.db",)  # with SQLite's -wal and -shm
 OWN_DIRS = {"logs", "agents"}

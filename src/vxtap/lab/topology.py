@@ -13,9 +13,12 @@ throwaway names and moved at once (`vxtap.netns.veth`). Every step is an
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vxtap.lab import secgroups
+from vxtap.lab.runtime import LabError
 from vxtap.lab.scenario import SERVER_DEVICE, VPC_SUBNET, Scenario, Server
 from vxtap.netns import Namespace, veth
 
@@ -109,7 +112,25 @@ def _attach(
         _ensure_address(ipr, idx, address, prefixlen)
 
 
-def build(topology: Topology) -> None:
+def _ensure_br_netfilter(vpc: Namespace, say: Callable[[str], None]) -> None:
+    """The security groups need br_netfilter (built into some kernels, a module
+    in most distributions, where it is not loaded by default)."""
+    probe = ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]
+    if vpc.run(probe, check=False).returncode == 0:
+        return
+    loaded = subprocess.run(["modprobe", "br_netfilter"], capture_output=True, text=True)
+    if loaded.returncode != 0 or vpc.run(probe, check=False).returncode != 0:
+        raise LabError(
+            "the lab's security groups need the kernel's br_netfilter, and "
+            f"'modprobe br_netfilter' failed: {loaded.stderr.strip() or 'no such sysctl after'}"
+        )
+    say(
+        "loaded kernel module br_netfilter for the lab's security groups (note: bridges "
+        "elsewhere on this host now pass their IP traffic through netfilter as well)"
+    )
+
+
+def build(topology: Topology, say: Callable[[str], None] = lambda _: None) -> None:
     """Create (or finish creating) every namespace, link, address and the
     security groups of the scenario."""
     scenario = topology.scenario
@@ -117,6 +138,7 @@ def build(topology: Topology) -> None:
     mgmt = Namespace.create(topology.mgmt.name)
     _ensure_bridge(vpc, VPC_BRIDGE)
     _ensure_bridge(mgmt, MGMT_BRIDGE, MGMT_SERVER_ADDRESS)
+    _ensure_br_netfilter(vpc, say)
     # Bridged IP passes the inet hooks of this namespace (per-namespace sysctl;
     # the host's own setting is not touched), which is where the groups live.
     for family in ("iptables", "ip6tables"):

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vxtap.lab.control import LabError
+from vxtap.lab.runtime import LabError
 from vxtap.lab.scenario import Conversation, Scenario, shorten
 from vxtap.lab.topology import Topology
 from vxtap.lab.verify import Delivery
