@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from vxtap.cli._api import OneLineErrorGroup
 from vxtap.lab.runtime import DEFAULT_LAB_DIR
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _scenario_names() -> list[str]:
     return sorted(SCENARIOS)
 
 
-SCENARIO = click.argument("scenario", type=click.Choice(_scenario_names()))
+SCENARIO = click.argument("scenario", metavar="SCENARIO", type=click.Choice(_scenario_names()))
 
 
 def _break_names() -> list[str]:
@@ -69,7 +70,7 @@ def _guarded(action: Callable[[], T]) -> T:
         raise click.ClickException(str(error)) from None
 
 
-@click.group()
+@click.group(cls=OneLineErrorGroup)
 def lab() -> None:
     """Replay whole scenarios (servers, security groups, mirror sessions) in
     network namespaces, and check that exactly the right packets arrive."""
@@ -125,7 +126,9 @@ def run(scenario: str, breaks: tuple[str, ...], directory: Path) -> None:
 
 
 @lab.command()
-@click.argument("scenario", type=click.Choice(_scenario_names()), required=False)
+@click.argument(
+    "scenario", metavar="[SCENARIO]", type=click.Choice(_scenario_names()), required=False
+)
 def show(scenario: str | None) -> None:
     """Describe SCENARIO (or list them all): servers, sessions, traffic, expectations."""
     from vxtap.lab.scenario import SCENARIOS, describe
