@@ -34,7 +34,7 @@ from vxtap.dataplane import bpf
 from vxtap.dataplane.kernel import Dataplane, DataplaneError
 from vxtap.dataplane.plan import DEVICES, compile_plan, session_key
 from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
-from vxtap.netns import Namespace
+from vxtap.netns import Namespace, veth
 
 pytestmark = pytest.mark.netns
 
@@ -607,3 +607,31 @@ def test_changes_touch_only_what_differs_and_end_like_a_full_load(
 
 def _key(session_id: str) -> int:
     return session_key(session_id, SOURCE_PORT.id)
+
+
+def test_one_session_two_sources_each_with_its_own_outer_source_address(lan: Lan) -> None:
+    veth(lan.source, "eth1", lan.switch, "p-src1")
+    lan.switch.run(["ip", "link", "set", "p-src1", "master", "br0"])
+    lan.source.run(["ip", "addr", "add", "192.168.0.231/24", "dev", "eth1"])
+    # Each address answered on its own device only (no ARP flux between eth0 and eth1).
+    lan.source.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"])
+    lan.source.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2"])
+    lan.test.run(["ip", "neigh", "flush", "all"])
+    second = SOURCE_PORT.model_copy(
+        update={"id": "port-source-2", "device": "eth1", "ipv4": ("192.168.0.231",), "ipv6": ()}
+    )
+    desired = state(
+        [_udp_all()], [session("s", "f", 1, sources=(SOURCE_PORT.id, second.id))]
+    ).model_copy(update={"ports": (SOURCE_PORT, second)})
+    lan.dataplane.apply(compile_plan(desired))
+    with lan.capture() as mirrors:
+        lan.send_udp(
+            lan.test,
+            [(4, SOURCE_IP, 6000, 7000, 10, 10), (4, "192.168.0.231", 6000, 7001, 10, 10)],
+        )
+    # Each source's mirrors leave from that source's own address.
+    by_source = Counter((m.outer_src, m.dst, m.dport) for m in mirrors)
+    assert by_source == {
+        (SOURCE_IP, SOURCE_IP, 7000): 10,
+        ("192.168.0.231", "192.168.0.231", 7001): 10,
+    }
