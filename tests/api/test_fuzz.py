@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +25,21 @@ EXAMPLES_PER_OPERATION = 45
 MIN_REQUESTS = 1000
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fuzz_server(
+    request: pytest.FixtureRequest, tmp_path: Path, api_server_factory: Callable[..., Any]
+) -> Iterator[Any]:
+    db_url = None if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    server = api_server_factory(tmp_path / "fuzz", db_url=db_url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_fuzzing_finds_no_server_error(api_server: Any) -> None:
+def test_fuzzing_finds_no_server_error(fuzz_server: Any) -> None:
+    api_server = fuzz_server
     schemathesis.experimental.OPEN_API_3_1.enable()
     raw_schema = httpx.get(f"{api_server.endpoint}/openapi.json").json()
     schema = schemathesis.from_dict(

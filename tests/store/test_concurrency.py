@@ -324,3 +324,15 @@ def test_session_walk_across_servers(two_servers: tuple[Server, Server]) -> None
     assert removed.json()["traffic_mirror_session"]["traffic_mirror_sources"] == []
     assert call(first, "DELETE", path).status_code == 204
     assert call(second, "GET", path).status_code == 404
+    # NUL cannot be stored or compared by PostgreSQL: it is bad input on both databases.
+    for method, nul_path, body in [
+        ("GET", "/v3/{p}/vpc/traffic-mirror-filters/a%00b", None),
+        ("GET", "/v3/{p}/vpc/traffic-mirror-sessions?name=a%00b", None),
+        (
+            "POST",
+            "/v3/{p}/vpc/traffic-mirror-filters",
+            {"traffic_mirror_filter": {"name": "n", "description": "a\u0000b"}},
+        ),
+    ]:
+        answer = call(first, method, nul_path, body)
+        assert answer.status_code in (400, 404), answer.text

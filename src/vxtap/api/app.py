@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -267,6 +267,10 @@ def in_transaction(
             if name in retry_constraints and attempt < attempts - 1:
                 continue
             raise conflict_for(name) from exc
+        except DataError as exc:
+            # A value the database cannot hold that validation let through (e.g. NUL in
+            # a path id on PostgreSQL): the client's input, not a server fault.
+            raise errors.BadInput(f"a value cannot be stored: {exc.orig}") from exc
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
             if sqlstate in RETRYABLE_SQLSTATES and attempt < attempts - 1:
@@ -304,6 +308,8 @@ def _query_required(parse: Callable[[Any], Any]) -> QueryParser:
 
 
 def _text(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL")
     return text
 
 

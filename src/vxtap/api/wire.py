@@ -141,8 +141,16 @@ Name = Annotated[
 def _description(value: Any) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > 255 or "<" in value or ">" in value:
-        raise ValueError(f"must be a string of 0-255 characters without '<' or '>', got {value!r}")
+    if (
+        not isinstance(value, str)
+        or len(value) > 255
+        or "<" in value
+        or ">" in value
+        or "\x00" in value
+    ):
+        raise ValueError(
+            f"must be a string of 0-255 characters without '<', '>' or NUL, got {value!r}"
+        )
     return value
 
 
@@ -186,15 +194,16 @@ PortRangeText = Annotated[
 ]
 
 
-def _identifier(value: Any) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= 64:
-        raise ValueError(f"must be an id (a string of 1-64 characters), got {value!r}")
+def identifier(value: Any) -> str:
+    # NUL: PostgreSQL cannot store or compare it.
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or "\x00" in value:
+        raise ValueError(f"must be an id (a string of 1-64 characters, no NUL), got {value!r}")
     return value
 
 
 Identifier = Annotated[
     str,
-    BeforeValidator(_identifier),
+    BeforeValidator(identifier),
     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64}),
 ]
 
@@ -203,7 +212,7 @@ def _sources(value: Any) -> list[str]:
     limit = model.MAX_SOURCES_PER_SESSION
     if not isinstance(value, list) or not 1 <= len(value) <= limit:
         raise ValueError(f"must be a list of 1-{limit} port ids, got {value!r}")
-    ids = [_identifier(v) for v in value]
+    ids = [identifier(v) for v in value]
     duplicates = sorted({v for v in ids if ids.count(v) > 1})
     if duplicates:
         raise ValueError(f"lists port(s) {', '.join(duplicates)} more than once")
@@ -370,7 +379,7 @@ FIXED_FIELDS: dict[tuple[str, ...], str] = {
 # -- ports (internal API) -------------------------------------------------------------
 
 HOST_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-DEVICE_PATTERN = re.compile(r"[^\s/:]{1,15}")
+DEVICE_PATTERN = re.compile(r"[^\s/:\x00-\x1f\x7f]{1,15}")
 MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
@@ -462,7 +471,7 @@ class CreatePortRequest(_Wire):
 COUNTER_MAX = 2**63 - 1
 CounterValue = Annotated[int, Field(ge=0, le=COUNTER_MAX, strict=True)]
 # Keys are session or rule ids (UUIDs, 36 characters; the column is as wide).
-CounterKey = Annotated[str, Field(min_length=1, max_length=36)]
+CounterKey = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[^\x00]+$")]
 
 
 class Counter(_Wire):
