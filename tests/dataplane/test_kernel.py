@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import time
@@ -445,6 +446,31 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
     lan.source.run(["ip", "link", "del", "vxtap-mk0"])
     lan.source.run(["ip", "link", "add", "vxtap-mk0", "type", "veth", "peer", "vxtap-mk1"])
     assert any("stale" in p for p in lan.dataplane.drift(plan))
+    lan.dataplane.apply(plan)
+    before = lan.target_vxlan_count()
+    assert _ping_loss(lan) == "0"
+    assert lan.target_vxlan_count() - before == 100
+
+    # An outdated program (another version's name) is replaced in place.
+    with lan.source.iproute() as ipr:
+        index = ipr.link_lookup(ifname="vxtap-mk1")[0]
+        fd = bpf.load_program(bpf.priority_to_mark_program(), "old")
+        try:
+            ipr.tc(
+                "replace-filter",
+                "bpf",
+                index,
+                ":1",
+                fd=fd,
+                name="vxtap-mirror-0ld",
+                parent=0xFFFFFFF2,
+                classid=1,
+                direct_action=True,
+                prio=1,
+            )
+        finally:
+            os.close(fd)
+    assert any("vxtap-mirror-0ld" in p for p in lan.dataplane.drift(plan))
     lan.dataplane.apply(plan)
     before = lan.target_vxlan_count()
     assert _ping_loss(lan) == "0"

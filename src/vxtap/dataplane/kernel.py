@@ -434,12 +434,14 @@ class Dataplane:
             parent = TC_INGRESS_PARENT if hook == "ingress" else TC_EGRESS_PARENT
             with contextlib.suppress(NetlinkError):
                 ipr.tc("add", "clsact", index)
-            if filters:
+            if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
                 ipr.tc("del-filter", index=index, parent=parent)
             prog_fd = bpf.load_program(bpf.program(kind, map_fd), f"vxtap_{kind.value}")
             try:
+                # Replaced in place (same preference and handle): an upgraded program
+                # takes over without a moment with no program.
                 ipr.tc(
-                    "add-filter",
+                    "replace-filter",
                     "bpf",
                     index,
                     ":1",
@@ -448,6 +450,7 @@ class Dataplane:
                     parent=parent,
                     classid=1,
                     direct_action=True,
+                    prio=1,
                 )
             finally:
                 os.close(prog_fd)
