@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +46,7 @@ UNSIGNED_PATHS = frozenset(
 PROJECT_PREFIXES = (("v3",), ("v1",), ("internal", "v1"))
 
 T = TypeVar("T")
+D = TypeVar("D", Session, Connection)
 
 
 def error_body(message: str, code: str) -> dict[str, str]:
@@ -249,6 +251,12 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 RETRYABLE_CONSTRAINTS = frozenset({"uq_sources_port_slot", "uq_sources_session_position"})
 
 
+def unstorable(error: DataError) -> errors.BadInput:
+    """A value the database cannot hold that validation let through (e.g. NUL in a path
+    id on PostgreSQL): the client's input, not a server fault."""
+    return errors.BadInput(f"a value cannot be stored: {error.orig}")
+
+
 def in_transaction(
     store: Store,
     action: Callable[[Session], T],
@@ -268,9 +276,7 @@ def in_transaction(
                 continue
             raise conflict_for(name) from exc
         except DataError as exc:
-            # A value the database cannot hold that validation let through (e.g. NUL in
-            # a path id on PostgreSQL): the client's input, not a server fault.
-            raise errors.BadInput(f"a value cannot be stored: {exc.orig}") from exc
+            raise unstorable(exc) from exc
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
             if sqlstate in RETRYABLE_SQLSTATES and attempt < attempts - 1:
@@ -487,11 +493,28 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     # parsing and verifying other requests meanwhile (measured: bench/api.py).
     reads_inline = store.dialect == "sqlite"
 
-    async def _run(
-        runner: Callable[[Callable[[Session], T]], T], action: Callable[[Session], T]
-    ) -> T:
-        if reads_inline and runner is read:
-            return read(action)
+    def upsert(action: Callable[[Session], T]) -> T:
+        """Create-or-update writes: two concurrent first inserts of one key race on the
+        primary or unique key; the loser's retry finds the row and updates it."""
+        return in_transaction(
+            store,
+            action,
+            retry_constraints=frozenset(
+                {"uq_ports_host_device", "pk_ports", "pk_host_reports", "pk_counters"}
+            ),
+        )
+
+    def read_rows(action: Callable[[Connection], T]) -> T:
+        """Hot-path reads (sessions): plain columns, no ORM session."""
+        try:
+            with store.read_rows() as connection:
+                return action(connection)
+        except DataError as exc:
+            raise unstorable(exc) from exc
+
+    async def _run(runner: Callable[[Callable[[D], T]], T], action: Callable[[D], T]) -> T:
+        if reads_inline and (runner is read or runner is read_rows):
+            return runner(action)
         return await run_in_threadpool(runner, action)
 
     def body_route(
@@ -683,11 +706,11 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     async def list_sessions(project_id: str, request: Request) -> JSONResponse:
         where, limit, marker = parse_query(request, SESSION_QUERY)
 
-        def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            page, sources = repo.list_sessions(db, project_id, where, limit, marker)
+        def action(connection: Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            page, sources = repo.list_sessions(connection, project_id, where, limit, marker)
             return [wire.session_json(r, sources[r.id]) for r in page.rows], page.page_info()
 
-        items, info = await _run(read, action)
+        items, info = await _run(read_rows, action)
         return answer(200, traffic_mirror_sessions=items, page_info=info)
 
     @app.get(
@@ -698,7 +721,10 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     )
     async def show_session(project_id: str, session_id: str) -> JSONResponse:
         result = await _run(
-            read, lambda db: wire.session_json(*repo.show_session(db, project_id, session_id))
+            read_rows,
+            lambda connection: wire.session_json(
+                *repo.show_session(connection, project_id, session_id)
+            ),
         )
         return answer(200, traffic_mirror_session=result)
 
@@ -817,9 +843,7 @@ def _install_routes(app: FastAPI, store: Store) -> None:
             p.model_dump() for p in (await read_body(request, wire.RegisterPortsRequest)).ports
         ]
         result = await _run(
-            lambda action: in_transaction(
-                store, action, retry_constraints=frozenset({"uq_ports_host_device", "pk_ports"})
-            ),
+            upsert,
             lambda db: [
                 wire.port_json(r)
                 for r in repo.register_host_ports(db, project_id, checked_host, ports)
@@ -907,9 +931,7 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         sessions = {k: v.model_dump() for k, v in body.sessions.items()}
         rules = {k: v.model_dump() for k, v in body.rules.items()}
         await _run(
-            lambda action: in_transaction(
-                store, action, retry_constraints=frozenset({"pk_host_reports", "pk_counters"})
-            ),
+            upsert,
             lambda db: repo.put_counters(db, project_id, checked_host, sessions, rules),
         )
         return no_content()
@@ -931,7 +953,7 @@ def _install_routes(app: FastAPI, store: Store) -> None:
 
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
     """A session as answered after a write: read back like every session answer."""
-    return wire.session_json(*repo.show_session(db, project_id, row.id))
+    return wire.session_json(*repo.show_session(db.connection(), project_id, row.id))
 
 
 def _path_host(host: str) -> str:

@@ -100,6 +100,12 @@ class Store:
             yield session
 
     @contextmanager
+    def read_rows(self) -> Iterator[Connection]:
+        """A read transaction without an ORM session, for hot paths that select plain columns."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._writer.begin() as session:

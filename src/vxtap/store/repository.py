@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap import model
@@ -81,24 +82,22 @@ MAX_LIMIT = 2000
 
 
 def paginate(
-    db: Session,
+    db: Session | Connection,
     statement: Select[*tuple[Any, ...]],
     id_column: Any,
     limit: int | None,
     marker: str | None,
-    *,
-    columns: bool = False,
 ) -> Page:
     """Keyset pagination by id: stable under concurrent inserts, O(page) per request.
 
-    `columns`: the statement selects plain columns (Core rows) rather than one entity.
+    On an ORM session the statement selects one entity; on a Connection, plain columns.
     """
     size = limit or MAX_LIMIT
     if marker:
         statement = statement.where(id_column > marker)
     ordered = statement.order_by(id_column).limit(size + 1)
     rows: list[Any] = list(
-        db.connection().execute(ordered) if columns else db.scalars(ordered).unique()
+        db.execute(ordered) if isinstance(db, Connection) else db.scalars(ordered).unique()
     )
     if len(rows) > size:
         rows = rows[:size]
@@ -661,28 +660,24 @@ _SOURCES_OF = (
 )
 
 
-def sources_by_session(db: Session, session_ids: Sequence[str]) -> dict[str, list[str]]:
+def sources_by_session(db: Connection, session_ids: Sequence[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {session_id: [] for session_id in session_ids}
     if session_ids:
-        rows = db.connection().execute(_SOURCES_OF, {"session_ids": list(session_ids)})
+        rows = db.execute(_SOURCES_OF, {"session_ids": list(session_ids)})
         for session_id, port_id in rows:
             found[session_id].append(port_id)
     return found
 
 
-def show_session(db: Session, project: str, session_id: str) -> tuple[Any, list[str]]:
-    row = (
-        db.connection()
-        .execute(_SESSION_BY_ID, {"session_id": session_id, "project": project})
-        .first()
-    )
+def show_session(db: Connection, project: str, session_id: str) -> tuple[Any, list[str]]:
+    row = db.execute(_SESSION_BY_ID, {"session_id": session_id, "project": project}).first()
     if row is None:
         raise NotFound(f"{session_id!r}: no such mirror session")
     return row, sources_by_session(db, [session_id])[session_id]
 
 
 def list_sessions(
-    db: Session,
+    db: Connection,
     project: str,
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
@@ -691,7 +686,7 @@ def list_sessions(
     statement = select(*SESSION_COLUMNS_READ).where(SESSIONS.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(SESSIONS[SESSION_QUERY_FIELDS[key].key], values))
-    page = paginate(db, statement, SESSIONS.id, limit, marker, columns=True)
+    page = paginate(db, statement, SESSIONS.id, limit, marker)
     return page, sources_by_session(db, [row.id for row in page.rows])
 
 
