@@ -430,6 +430,7 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
         "device vxtap-mk0 is missing": ["ip", "link", "del", "vxtap-mk0"],
         "not in the plan": ["nft", "add", "chain", "netdev", "vxtap", "intruder"],
         "device vxtap-pr1 is down": ["ip", "link", "set", "vxtap-pr1", "down"],
+        "device vxtap-mk0 has offloads on": ["ethtool", "-K", "vxtap-mk0", "tso", "on"],
     }
     for expected, command in breakages.items():
         lan.source.run(command)

@@ -291,6 +291,10 @@ class Dataplane:
             link = links.get(name)
             if link is not None and not link.up:
                 problems.append(f"device {name} is down")
+            if link is not None and link.kind == "veth":
+                on = self._offloads_on(name)
+                if on:
+                    problems.append(f"device {name} has offloads on: {', '.join(on)}")
         return problems
 
     def _ensure_devices(self, ipr: IPRoute) -> dict[str, _Link]:
@@ -326,8 +330,11 @@ class Dataplane:
             # the mirror stream (seen in captures before this).
             self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
         for device, peer in COPY_PAIRS:
-            if device in created:
+            # Set on creation, and again if someone turned them back on (copies would then
+            # cross whole, as one mirror per 64 KB super-packet).
+            if device in created or self._offloads_on(device):
                 self._ethtool(device, SEGMENTATION_OFFLOADS)
+            if peer in created or self._offloads_on(peer):
                 self._ethtool(peer, ("gro",))
         if created:
             links = self._links()
