@@ -28,6 +28,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 E = TypeVar("E", bound=StrEnum)
 
 
+def shown(value: Any) -> str:
+    """A refused value as quoted in an error message, cut short: messages stay one line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def integer_parser(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -35,7 +41,7 @@ def integer_parser(low: int, high: int) -> Callable[[Any], int]:
         elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,10}\s*", value):
             number = int(value)
         else:
-            raise ValueError(f"must be an integer {low}-{high}, got {value!r}")
+            raise ValueError(f"must be an integer {low}-{high}, got {shown(value)}")
         if not low <= number <= high:
             raise ValueError(f"must be {low}-{high}, got {number}")
         return number
@@ -72,7 +78,7 @@ def parse_boolean(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError(f"must be true or false (JSON boolean or string), got {value!r}")
+    raise ValueError(f"must be true or false (JSON boolean or string), got {shown(value)}")
 
 
 FlexBool = Annotated[
@@ -89,7 +95,7 @@ def canonical(enum: type[E]) -> Callable[[Any], E]:
         if isinstance(value, str) and value.strip().lower() in by_lower:
             return by_lower[value.strip().lower()]
         allowed = "|".join(m.value for m in enum)
-        raise ValueError(f"must be one of {allowed} (any letter case), got {value!r}")
+        raise ValueError(f"must be one of {allowed} (any letter case), got {shown(value)}")
 
     return parse
 
@@ -126,7 +132,8 @@ NAME_PATTERN = re.compile(r"[\w.-]{1,64}")
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise ValueError(
-            f"must be 1-64 characters: letters (CJK included), digits, '_', '-', '.'; got {value!r}"
+            "must be 1-64 characters: letters (CJK included), digits, '_', '-', '.'; "
+            f"got {shown(value)}"
         )
     return value
 
@@ -149,7 +156,7 @@ def _description(value: Any) -> str:
         or "\x00" in value
     ):
         raise ValueError(
-            f"must be a string of 0-255 characters without '<', '>' or NUL, got {value!r}"
+            f"must be a string of 0-255 characters without '<', '>' or NUL, got {shown(value)}"
         )
     return value
 
@@ -169,7 +176,9 @@ def parse_cidr(value: Any) -> str | None:
             return str(ipaddress.ip_network(value.strip(), strict=False))
         except ValueError:
             pass
-    raise ValueError(f"must be a CIDR block such as 10.0.0.0/24 or 2001:db8::/64, got {value!r}")
+    raise ValueError(
+        f"must be a CIDR block such as 10.0.0.0/24 or 2001:db8::/64, got {shown(value)}"
+    )
 
 
 Cidr = Annotated[
@@ -183,7 +192,7 @@ def parse_port_range(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
-        raise ValueError(f"must be a port range START-END within 1-65535, got {value!r}")
+        raise ValueError(f"must be a port range START-END within 1-65535, got {shown(value)}")
     return str(model.PortRange.parse(value))
 
 
@@ -197,7 +206,7 @@ PortRangeText = Annotated[
 def identifier(value: Any) -> str:
     # NUL: PostgreSQL cannot store or compare it.
     if not isinstance(value, str) or not 1 <= len(value) <= 64 or "\x00" in value:
-        raise ValueError(f"must be an id (a string of 1-64 characters, no NUL), got {value!r}")
+        raise ValueError(f"must be an id (a string of 1-64 characters, no NUL), got {shown(value)}")
     return value
 
 
@@ -211,7 +220,7 @@ Identifier = Annotated[
 def _sources(value: Any) -> list[str]:
     limit = model.MAX_SOURCES_PER_SESSION
     if not isinstance(value, list) or not 1 <= len(value) <= limit:
-        raise ValueError(f"must be a list of 1-{limit} port ids, got {value!r}")
+        raise ValueError(f"must be a list of 1-{limit} port ids, got {shown(value)}")
     ids = [identifier(v) for v in value]
     duplicates = sorted({v for v in ids if ids.count(v) > 1})
     if duplicates:
@@ -385,7 +394,9 @@ MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 def parse_host(value: Any) -> str:
     if not isinstance(value, str) or not HOST_PATTERN.fullmatch(value):
-        raise ValueError(f"must be a host name (letters, digits, '.', '-', '_'), got {value!r}")
+        raise ValueError(
+            f"must be a host name (letters, digits, '.', '-', '_'), got {shown(value)}"
+        )
     return value
 
 
@@ -393,7 +404,7 @@ def _device(value: Any) -> str:
     if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
         raise ValueError(
             "must be a Linux interface name (1-15 characters, no blanks, '/' or ':'), "
-            f"got {value!r}"
+            f"got {shown(value)}"
         )
     return value
 
@@ -403,7 +414,7 @@ def _mac(value: Any) -> str | None:
         return None
     text = value.strip().lower().replace("-", ":") if isinstance(value, str) else ""
     if not MAC_PATTERN.fullmatch(text):
-        raise ValueError(f"must be a MAC address such as 52:54:00:12:34:56, got {value!r}")
+        raise ValueError(f"must be a MAC address such as 52:54:00:12:34:56, got {shown(value)}")
     return text
 
 
@@ -412,7 +423,9 @@ def _addresses(version: int) -> Callable[[Any], list[str]]:
         if value is None:
             return []
         if not isinstance(value, list) or len(value) > 64:
-            raise ValueError(f"must be a list of at most 64 IPv{version} addresses, got {value!r}")
+            raise ValueError(
+                f"must be a list of at most 64 IPv{version} addresses, got {shown(value)}"
+            )
         found: list[str] = []
         for item in value:
             try:
@@ -421,7 +434,7 @@ def _addresses(version: int) -> Callable[[Any], list[str]]:
             except ValueError:
                 address = None
             if address is None or address.version != version:
-                raise ValueError(f"{item!r} is not an IPv{version} address")
+                raise ValueError(f"{shown(item)} is not an IPv{version} address")
             if str(address) not in found:
                 found.append(str(address))
         return found
