@@ -38,7 +38,7 @@ def integer_parser(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,10}\s*", value):
+        elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,10}\s*", value):
             number = int(value)
         else:
             raise ValueError(f"must be an integer {low}-{high}, got {shown(value)}")
