@@ -8,6 +8,8 @@ thread means the kernel is only ever programmed from one place, in order.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
@@ -43,6 +45,29 @@ REDISCOVER_DEBOUNCE_S = 0.1
 NO_CHANGES = Changes()
 # After a failed apply, the same revision is retried this much later, not every poll.
 APPLY_RETRY_S = 2.0
+
+
+def release_memory() -> None:
+    """Hand the heap that compiling a large plan grew back to the system.
+
+    The previous plan and desired state became garbage with this apply; without
+    this the agent keeps the high-water mark of every compile resident.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:  # glibc only; elsewhere freed memory simply stays with the process
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
 
 
 class ControlPlane(Protocol):
@@ -254,6 +279,7 @@ class Agent(Generic[PlanT]):
         self.metrics.applies.labels(reason).inc()
         self.failed = None
         self._mark_applied(action.state, plan)
+        release_memory()
         try:
             self.state_file.save(action.state)
         except OSError as error:
