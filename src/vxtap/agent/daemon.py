@@ -181,7 +181,11 @@ class Agent(Generic[PlanT]):
         """Loop until `stop` is set; kernel notifications wake the loop early."""
         self.events = KernelEvents()
         try:
-            self.start()
+            try:
+                self.start()
+            except Exception:  # e.g. a saved state this version cannot compile
+                self.metrics.errors.labels("start").inc()
+                log.exception("could not pick up the saved state; following the server")
             while not stop.is_set():
                 now = time.monotonic()
                 timers = (self.poll, self.drift_check, self.counters, self.rediscover)
