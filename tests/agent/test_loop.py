@@ -157,3 +157,17 @@ def test_drift_and_interface_changes(parts: Parts) -> None:
     agent.step(0.1, Changes(links=True))
     agent.step(0.3)  # discover is debounced, then the next poll registers
     assert server.registered[-1] == [Interface(device="eth0", ipv4=("10.0.0.2",))]
+
+
+def test_a_notification_is_checked_again_once_things_settle(parts: Parts) -> None:
+    _, kernel, _, _ = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    agent.step(1.0, Changes(links=True))  # notified, but the device is still listed
+    assert kernel.applies == ["r1"]
+    kernel.shows = None  # ... and now it is gone
+    agent.step(1.2)
+    assert kernel.applies == ["r1"]
+    agent.step(1.31)
+    assert kernel.applies == ["r1", "r1"]

@@ -42,6 +42,7 @@ COUNTERS_INTERVAL_S = 3.0
 UNREACHABLE_POLL_INTERVAL_S = 1.0
 REDISCOVER_INTERVAL_S = 60.0
 REDISCOVER_DEBOUNCE_S = 0.1
+SETTLE_CHECK_S = 0.3
 NO_CHANGES = Changes()
 # After a failed apply, the same revision is retried this much later, not every poll.
 APPLY_RETRY_S = 2.0
@@ -129,6 +130,7 @@ class Agent(Generic[PlanT]):
         self.interfaces: tuple[Interface, ...] = ()
         self.server_reachable: bool | None = None
         self.events: KernelEvents | None = None
+        self.settle_check = False
         self.now = time.monotonic()  # the clock of the current step (tests pass their own)
 
     # --- steps ---
@@ -163,6 +165,7 @@ class Agent(Generic[PlanT]):
             self.rediscover.last = now - self.rediscover.interval + REDISCOVER_DEBOUNCE_S
         if changes.any:
             self.drift_check.last = None  # something of ours may be gone: check now
+            self.settle_check = True
         if self.rediscover.due(now):
             self.rediscover.fired(now)
             self.interfaces = self.discover()
@@ -173,6 +176,11 @@ class Agent(Generic[PlanT]):
         if self.drift_check.due(now):
             self.drift_check.fired(now)
             self._repair()
+            if self.settle_check:
+                # A device's removal is notified before it is gone from every list:
+                # look once more a moment later.
+                self.settle_check = False
+                self.drift_check.last = now - self.drift_check.interval + SETTLE_CHECK_S
         if self.counters.due(now):
             self.counters.fired(now)
             self._report_counters()
