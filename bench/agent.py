@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def main() -> None:
         (work / "credentials.json").write_text(json.dumps([creds]))
         in_mgmt = NamespaceThread(mgmt)
         processes: list[subprocess.Popen[bytes]] = []
+        rows: dict[str, dict[str, Any]] = {}
 
         def api(call: Callable[[VxtapClient], Any]) -> Any:
             def run() -> Any:
@@ -218,7 +220,6 @@ def main() -> None:
             first = create_session(0)
             wait_for(lambda: metrics(in_mgmt).get("vxtap_agent_sessions") == 1, 30, "1 session")
             pid = agent_pid(source.name)
-            rows: dict[str, dict[str, Any]] = {}
 
             def sample(label: str, session_id: str) -> None:
                 latencies, applies = measure_changes(api, in_mgmt, session_id, args.changes)
@@ -249,6 +250,10 @@ def main() -> None:
                 process.wait(timeout=15)
             in_mgmt.close()
             source.run([VXTAP, "agent", "--cleanup", "--state-dir", str(work / "state")])
+            if len(rows) == 2:
+                shutil.rmtree(work)
+            else:
+                print(f"logs kept in {work}", file=sys.stderr)
     one, many = rows["1 session"], rows[f"{SESSIONS} sessions x {RULES_PER_FILTER} rules"]
     print(f"command: {' '.join(sys.argv)}  (medians of {args.changes} changes; "
           f"{SESSIONS - 1} sessions created through the API in {created:.1f} s)")  # fmt: skip
