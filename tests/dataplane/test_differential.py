@@ -13,6 +13,7 @@ each mirror is matched to the packet it copies and compared with
 as outer source, the length cut to packet_length, or nothing at all.
 
 Topology (namespaces):  peer p0,p1 ══ eth0,eth1 source-host u0 ══ t0 target
+(the underlay carries IPv4 and IPv6: each session's target is one or the other)
 """
 
 from __future__ import annotations
@@ -58,8 +59,13 @@ SOURCE_DEVICES = ("eth0", "eth1")
 PEER_DEVICES = {"eth0": "p0", "eth1": "p1"}
 PORT_IDS = {"eth0": "port-eth0", "eth1": "port-eth1"}
 SOURCE_ADDRESSES = {"eth0": "10.77.0.1", "eth1": "10.78.0.1"}
+# The sources' IPv6 addresses live on the underlay device: IPv6 stays off on the
+# source devices so that the kernel adds no traffic (RS, MLD) of its own there.
+SOURCE_ADDRESSES6 = {"eth0": "fd77::1", "eth1": "fd78::1"}
 UNDERLAY_SOURCE, UNDERLAY_TARGET = "10.99.0.1", "10.99.0.2"
+UNDERLAY_SOURCE6, UNDERLAY_TARGET6 = "fd99::1", "fd99::2"
 TARGET = Port(id="port-target", host="target", device="t0", ipv4=(UNDERLAY_TARGET,))
+TARGET6 = Port(id="port-target6", host="target", device="t0", ipv6=(UNDERLAY_TARGET6,))
 # Frames from the peer are addressed to nobody (no host answers them), so the
 # source host's stack never replies and adds no traffic of its own.
 NOBODY_MAC = bytes.fromhex("02ffffffff01")
@@ -169,16 +175,22 @@ s.bind((sys.argv[1], 0))
 print("listening", flush=True)
 while True:
     frame, address = s.recvfrom(65535)
-    if address[2] == socket.PACKET_OUTGOING or frame[12:14] != b"\\x08\\x00":
+    if address[2] == socket.PACKET_OUTGOING:
         continue
-    ihl = (frame[14] & 0x0F) * 4
-    if frame[23] != 17 or struct.unpack_from("!H", frame, 14 + ihl + 2)[0] != 4789:
+    if frame[12:14] == b"\\x08\\x00":
+        udp, protocol = 14 + (frame[14] & 0x0F) * 4, frame[23]
+        outer_source = socket.inet_ntoa(frame[26:30])
+    elif frame[12:14] == b"\\x86\\xdd":
+        udp, protocol = 14 + 40, frame[20]
+        outer_source = socket.inet_ntop(socket.AF_INET6, frame[22:38])
+    else:
         continue
-    vxlan = 14 + ihl + 8
+    if protocol != 17 or struct.unpack_from("!H", frame, udp + 2)[0] != 4789:
+        continue
+    vxlan = udp + 8
     inner = frame[vxlan + 8 :]
     if frame[vxlan] == 0x08 and inner[6:8] == b"\\x02\\xaa":
         vni = int.from_bytes(frame[vxlan + 4 : vxlan + 7], "big")
-        outer_source = socket.inet_ntoa(frame[26:30])
         print(int.from_bytes(inner[8:12], "big"), vni, len(inner), outer_source, flush=True)
     else:
         print("foreign", frame.hex(), flush=True)
@@ -229,7 +241,9 @@ class Capture:
 V4 = [ipaddress.ip_address(f"10.1.0.{i}") for i in range(6)] + [
     ipaddress.ip_address(UNDERLAY_TARGET)
 ]
-V6 = [ipaddress.ip_address(f"fd01::{i}") for i in range(6)]
+V6 = [ipaddress.ip_address(f"fd01::{i}") for i in range(6)] + [
+    ipaddress.ip_address(UNDERLAY_TARGET6)
+]
 L4_PORTS = [*range(1, 7), 4789]
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -304,7 +318,7 @@ def states(draw: st.DrawFn) -> DesiredState:
                 name=f"s{i}",
                 filter_id=draw(st.sampled_from(filters)).id,
                 sources=tuple(PORT_IDS[d] for d in sources),
-                target_id=TARGET.id,
+                target_id=draw(st.sampled_from([TARGET.id, TARGET6.id])),
                 vni=1000 + i,  # distinct VNIs tell the sessions apart at the target
                 packet_length=draw(st.sampled_from([96, 150, 1460])),
                 priority=priority,
@@ -315,12 +329,18 @@ def states(draw: st.DrawFn) -> DesiredState:
         host="source",
         revision=str(draw(st.integers(0, 10**9))),
         ports=tuple(
-            Port(id=PORT_IDS[d], host="source", device=d, ipv4=(SOURCE_ADDRESSES[d],))
+            Port(
+                id=PORT_IDS[d],
+                host="source",
+                device=d,
+                ipv4=(SOURCE_ADDRESSES[d],),
+                ipv6=(SOURCE_ADDRESSES6[d],),
+            )
             for d in SOURCE_DEVICES
         ),
         sessions=tuple(sessions),
         filters=tuple(filters),
-        targets=(TARGET,),
+        targets=(TARGET, TARGET6),
     )
 
 
@@ -418,6 +438,7 @@ class Lab:
     seq: int = 0
     cases_checked: int = 0
     mirrors_seen: int = 0
+    mirrors_over_ipv6: int = 0
     reports: list[str] = field(default_factory=list)
 
 
@@ -437,10 +458,12 @@ def lab(make_namespace: Callable[[str], Namespace]) -> Iterator[Lab]:
         _quiet(source, device)
         source.run(["ip", "addr", "add", f"{SOURCE_ADDRESSES[device]}/24", "dev", device])
     veth(source, "u0", target, "t0")
-    _quiet(source, "u0")
-    _quiet(target, "t0")
     source.run(["ip", "addr", "add", f"{UNDERLAY_SOURCE}/24", "dev", "u0"])
     target.run(["ip", "addr", "add", f"{UNDERLAY_TARGET}/24", "dev", "t0"])
+    source.run(["ip", "addr", "add", f"{UNDERLAY_SOURCE6}/64", "dev", "u0", "nodad"])
+    for address in SOURCE_ADDRESSES6.values():
+        source.run(["ip", "addr", "add", f"{address}/128", "dev", "u0", "nodad"])
+    target.run(["ip", "addr", "add", f"{UNDERLAY_TARGET6}/64", "dev", "t0", "nodad"])
     kernel = NamespaceThread(source)
     senders: list[Sender] = []
     capture: Capture | None = None
@@ -465,19 +488,28 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
     plan = compile_plan(state)
     lab.kernel(lambda: Dataplane().apply(plan))
     lab.capture.read()  # forget anything that arrived before this configuration
-    expected: dict[int, tuple[int | None, int, Case, str]] = {}
+    expected: dict[int, tuple[int | None, int, str, Case, str]] = {}
     by_port_direction: dict[tuple[str, Direction], list[bytes]] = {}
     vni_of = {s.id: s.vni for s in state.sessions}
+    v6_target = {s.id: s.target_id == TARGET6.id for s in state.sessions}
     snap_of = {s.id: s.packet_length for s in state.sessions}
     for case in batch:
         lab.seq += 1
         frame = build_frame(lab.seq, case.packet, case.payload_length)
         verdict = explain(state, PORT_IDS[case.device], case.direction, case.packet)
         if verdict.session_id is None:
-            expected[lab.seq] = (None, 0, case, verdict.reason)
+            expected[lab.seq] = (None, 0, "", case, verdict.reason)
         else:
             length = min(len(frame), snap_of[verdict.session_id])
-            expected[lab.seq] = (vni_of[verdict.session_id], length, case, verdict.reason)
+            # SPEC 3: the outer source is the source interface's address (of the target's family).
+            addresses = SOURCE_ADDRESSES6 if v6_target[verdict.session_id] else SOURCE_ADDRESSES
+            expected[lab.seq] = (
+                vni_of[verdict.session_id],
+                length,
+                addresses[case.device],
+                case,
+                verdict.reason,
+            )
         key = (case.device, case.direction)
         by_port_direction.setdefault(key, []).append(frame)
     for (device, direction), frames in by_port_direction.items():
@@ -485,7 +517,7 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
             lab.peer_sender.send(PEER_DEVICES[device], frames)
         else:
             lab.source_sender.send(device, frames)
-    wanted = sum(1 for vni, _, _, _ in expected.values() if vni is not None)
+    wanted = sum(1 for vni, *_ in expected.values() if vni is not None)
     seen: dict[int, list[Mirror]] = {}
     deadline = time.monotonic() + 3.0
     count = 0
@@ -499,12 +531,12 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
     for mirror in lab.capture.read():
         seen.setdefault(mirror.seq, []).append(mirror)
     lab.mirrors_seen += sum(len(v) for v in seen.values())
+    lab.mirrors_over_ipv6 += sum(":" in m.outer_source for v in seen.values() for m in v)
     lab.cases_checked += len(batch)
     problems = []
-    for seq, (vni, length, case, reason) in expected.items():
+    for seq, (vni, length, outer_source, case, reason) in expected.items():
         got = [(m.vni, m.inner_length, m.outer_source) for m in seen.pop(seq, [])]
-        # SPEC 3: the outer source is the source interface's address.
-        want = [] if vni is None else [(vni, length, SOURCE_ADDRESSES[case.device])]
+        want = [] if vni is None else [(vni, length, outer_source)]
         if got != want:
             problems.append(
                 f"seq {seq}: {case.packet} {case.direction} on {case.device} "
@@ -544,4 +576,8 @@ def test_kernel_agrees_with_the_evaluator(lab: Lab) -> None:
     assert not lab.capture.foreign, f"{len(lab.capture.foreign)} captured frames were not ours"
     if examples == EXAMPLES:
         assert lab.cases_checked >= MIN_CASES
-    print(f"differential: {lab.cases_checked} packets, {lab.mirrors_seen} mirrors, 0 mismatches")
+        assert 0 < lab.mirrors_over_ipv6 < lab.mirrors_seen  # both underlays exercised
+    print(
+        f"differential: {lab.cases_checked} packets, {lab.mirrors_seen} mirrors "
+        f"({lab.mirrors_over_ipv6} over the IPv6 underlay), 0 mismatches"
+    )
