@@ -636,7 +636,16 @@ def _key(session_id: str) -> int:
     return session_key(session_id, SOURCE_PORT.id)
 
 
-def test_one_session_two_sources_each_with_its_own_outer_source_address(lan: Lan) -> None:
+def test_two_sources_own_outer_addresses_and_a_device_that_appears_later(lan: Lan) -> None:
+    second = SOURCE_PORT.model_copy(
+        update={"id": "port-source-2", "device": "eth1", "ipv4": ("192.168.0.231",), "ipv6": ()}
+    )
+    desired = state(
+        [_udp_all()], [session("s", "f", 1, sources=(SOURCE_PORT.id, second.id))]
+    ).model_copy(update={"ports": (SOURCE_PORT, second)})
+    plan = compile_plan(desired)
+    lan.dataplane.apply(plan)
+    # eth1 appears only now: its chains bind by name and start working, no re-apply.
     veth(lan.source, "eth1", lan.switch, "p-src1")
     lan.switch.run(["ip", "link", "set", "p-src1", "master", "br0"])
     lan.source.run(["ip", "addr", "add", "192.168.0.231/24", "dev", "eth1"])
@@ -644,13 +653,7 @@ def test_one_session_two_sources_each_with_its_own_outer_source_address(lan: Lan
     lan.source.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"])
     lan.source.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2"])
     lan.test.run(["ip", "neigh", "flush", "all"])
-    second = SOURCE_PORT.model_copy(
-        update={"id": "port-source-2", "device": "eth1", "ipv4": ("192.168.0.231",), "ipv6": ()}
-    )
-    desired = state(
-        [_udp_all()], [session("s", "f", 1, sources=(SOURCE_PORT.id, second.id))]
-    ).model_copy(update={"ports": (SOURCE_PORT, second)})
-    lan.dataplane.apply(compile_plan(desired))
+    assert lan.dataplane.drift(plan) == []
     with lan.capture() as mirrors:
         lan.send_udp(
             lan.test,
