@@ -274,9 +274,10 @@ def test_a_new_session_reaches_the_kernel_within_a_second(deployment: Deployment
         )
     )  # fmt: skip
     returned = time.time()
+    revision = d.api(lambda c: c.desired_state(HOST)).revision
 
     def applied() -> bool:
-        return (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) >= returned
+        return _metric(d, "vxtap_agent_applied_info", revision=revision) == 1
 
     wait_for(applied, 10, "the agent to apply the session")
     took = (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) - returned
@@ -398,11 +399,12 @@ def _applied_after(d: Deployment, change: Callable[[VxtapClient], Any]) -> float
     """Make `change` through the API; return seconds until the agent applied it."""
     d.api(change)
     returned = time.time()
+    revision = d.api(lambda c: c.desired_state(HOST)).revision
 
     def applied() -> bool:
-        return (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) >= returned
+        return _metric(d, "vxtap_agent_applied_info", revision=revision) == 1
 
-    wait_for(applied, 10, "the agent to apply the change")
+    wait_for(applied, 10, f"the agent to apply revision {revision}")
     return (_metric(d, "vxtap_agent_last_apply_timestamp_seconds") or 0) - returned
 
 

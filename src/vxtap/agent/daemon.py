@@ -310,6 +310,7 @@ class Agent(Generic[PlanT]):
         self.applied, self.applied_plan = state, plan
         self.metrics.last_apply.set_to_current_time()
         self.metrics.sessions.set(len(state.sessions))
+        self.metrics.applied.info({"revision": state.revision})
         self.metrics.kernel.state = state
 
     def _report_counters(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,9 @@ class AgentMetrics:
             "vxtap_agent_server_reachable",
             "1 when the last request to the server succeeded",
             registry=r,
+        )
+        self.applied = Info(
+            "vxtap_agent_applied", "The desired-state revision the kernel shows", registry=r
         )
         self.sessions = Gauge(
             "vxtap_agent_sessions", "Sessions in the applied desired state", registry=r
