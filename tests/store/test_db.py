@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -209,3 +211,30 @@ def test_priority_cascade_and_slots(store: Store) -> None:
         assert db.get(SourceRow, ("s2", "port0")) is None
         s1 = db.get(SessionRow, "s1")
         assert s1 is not None and [s.priority for s in s1.sources] == [2]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_concurrent_upgrades_of_a_fresh_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Several server processes starting at once on one new database: none fails."""
+    url = (
+        f"sqlite:///{tmp_path / 'fresh.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_db")
+    )
+    code = f"from vxtap.store.db import Store; Store({url!r}).upgrade()"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+    store = Store(url)
+    try:
+        with store.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        store.dispose()

@@ -17,6 +17,10 @@ context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
+    # SQLite runs DDL in transactions too; Alembic's default there is not to, which lets two
+    # processes upgrading a fresh file interleave. One transaction (BEGIN IMMEDIATE, as
+    # Store.upgrade opens a write connection) serializes them and keeps an upgrade atomic.
+    transactional_ddl=True,
 )
 with context.begin_transaction():
     if connection.dialect.name == "postgresql":
