@@ -20,8 +20,11 @@ lint: setup
 demo: setup
 	$(BIN)/vxtap lab run seed
 
+# Long-running measurements, kept out of `make test`; each prints its figures and
+# the command line to record in docs/benchmarks.md.
+BENCHES := api client dataplane agent collector collector_loop
 bench: setup
-	$(BIN)/python -m bench
+	set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
