@@ -424,7 +424,16 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
     assert lan.dataplane.drift(plan) == []
     lan.target.run(["ip", "addr", "add", f"{TARGET_IP}/24", "dev", "eth0"])
 
+    base_chain = next(c.name for c in plan.chains if c.hook is not None)
     breakages = {
+        f"base chain {base_chain} does not hold": [
+            "nft",
+            "flush",
+            "chain",
+            "netdev",
+            "vxtap",
+            base_chain,
+        ],
         "device vxtap-vx0 is missing": ["ip", "link", "del", "vxtap-vx0"],
         "nft table netdev vxtap is missing": ["nft", "delete", "table", "netdev", "vxtap"],
         "device vxtap-mk0 is missing": ["ip", "link", "del", "vxtap-mk0"],
