@@ -229,6 +229,13 @@ def test_agent_calls_register_state_and_counters(client: VxtapClient) -> None:
     assert [s.id for s in state.sessions] == [session["id"]]
     assert [t.id for t in state.targets] == [target.id]
     assert client.desired_state("ecs-target").sessions == ()
+    # Conditional: None while the revision is unchanged, the new state once it changes.
+    assert client.desired_state("ecs-source", if_none_match=state.revision) is None
+    assert client.desired_state("ecs-source", if_none_match="older") == state
+    client.update_session(session["id"], enabled=False)
+    changed = client.desired_state("ecs-source", if_none_match=state.revision)
+    assert changed is not None and changed.revision != state.revision
+    assert changed.sessions[0].enabled is False
 
     client.report_counters("ecs-source", {session["id"]: Counter(packets=3, bytes=300)}, {})
     stats = client.session_stats()

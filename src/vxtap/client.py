@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast, overload
 from urllib.parse import quote
 
 import httpx
@@ -277,6 +277,21 @@ class VxtapClient:
 
     # --- transport ---
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        content = None if body is None else json.dumps(body).encode()
+        try:
+            return self._http.request(method, path, content=content, params=params, headers=headers)
+        except httpx.TransportError as error:
+            raise ServerUnreachable(self.endpoint, str(error) or type(error).__name__) from error
+
     def _request(
         self,
         method: str,
@@ -285,11 +300,7 @@ class VxtapClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        content = None if body is None else json.dumps(body).encode()
-        try:
-            response = self._http.request(method, path, content=content, params=params)
-        except httpx.TransportError as error:
-            raise ServerUnreachable(self.endpoint, str(error) or type(error).__name__) from error
+        response = self._send(method, path, body=body, params=params)
         if response.is_success:
             return response.json() if response.content else None
         raise self._error_from(response)
@@ -623,11 +634,27 @@ class VxtapClient:
     def delete_port(self, port_id: str) -> None:
         self._request("DELETE", f"{self._internal}/ports/{quote(port_id, safe='')}")
 
-    def desired_state(self, host: str) -> DesiredState:
-        answer = self._request(
-            "GET", f"{self._internal}/hosts/{quote(host, safe='')}/desired-state"
+    @overload
+    def desired_state(self, host: str, *, if_none_match: None = None) -> DesiredState: ...
+
+    @overload
+    def desired_state(
+        self, host: str, *, if_none_match: str | None = None
+    ) -> DesiredState | None: ...
+
+    def desired_state(self, host: str, *, if_none_match: str | None = None) -> DesiredState | None:
+        """What `host`'s agent must program. With `if_none_match` (the revision the caller
+        already has): None when that is still the current revision (HTTP 304, no body to
+        receive or parse), else the new state."""
+        headers = None if if_none_match is None else {"If-None-Match": f'"{if_none_match}"'}
+        response = self._send(
+            "GET", f"{self._internal}/hosts/{quote(host, safe='')}/desired-state", headers=headers
         )
-        return DesiredState.model_validate(answer)
+        if response.status_code == 304 and if_none_match is not None:
+            return None
+        if not response.is_success:
+            raise self._error_from(response)
+        return DesiredState.model_validate_json(response.content)
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]

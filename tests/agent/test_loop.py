@@ -25,6 +25,7 @@ class Server:
         self.down = False
         self.registered: list[list[Interface]] = []
         self.reports = 0
+        self.asked_with: list[str | None] = []  # each poll's If-None-Match revision
 
     def _check(self) -> None:
         if self.down:
@@ -35,9 +36,10 @@ class Server:
         self.registered.append(interfaces)
         return [Port(id=f"id-{i.device}", host=host, device=i.device) for i in interfaces]
 
-    def desired_state(self, host: str) -> DesiredState:
+    def desired_state(self, host: str, *, if_none_match: str | None = None) -> DesiredState | None:
         self._check()
-        return self.state
+        self.asked_with.append(if_none_match)
+        return None if if_none_match == self.state.revision else self.state
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
@@ -98,6 +100,8 @@ def test_follows_revisions_and_saves_them(parts: Parts) -> None:
     server.state = DesiredState(host="h", revision="r2")
     agent.step(0.6)
     assert kernel.applies == ["r1", "r2"]
+    # Each poll names the revision the kernel shows: unchanged ones come back empty.
+    assert server.asked_with == [None, "r1", "r1"]
     assert server.registered == [[Interface(device="eth0", ipv4=("10.0.0.1",))]]
     assert server.reports == 1
 

@@ -47,10 +47,11 @@ class Raw:
         ak: str | None = None,
         sk: str | None = None,
         project_id: str | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
         url = f"{self.server.endpoint}{path}"
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(extra_headers or {})}
         headers.update(
             sign(
                 method,

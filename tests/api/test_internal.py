@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from api_support import Raw, make_port, snapshot, unique
 
@@ -148,6 +149,23 @@ def test_desired_state_and_counters(raw: Raw) -> None:
     )
     assert changed.revision != state.revision
     assert changed.sessions[0].enabled is False
+
+    # Conditional fetch: ETag is the revision; If-None-Match naming it -> 304, no body.
+    path = f"/internal/v1/{raw.server.project_id}/hosts/{source_host}/desired-state"
+    current = raw.request("GET", path)
+    assert current.headers["ETag"] == f'"{changed.revision}"'
+    for unchanged in (f'"{changed.revision}"', f'"x", W/"{changed.revision}"', "*"):
+        answer = raw.request("GET", path, extra_headers={"If-None-Match": unchanged})
+        assert answer.status_code == 304, unchanged
+        assert answer.content == b""
+        assert answer.headers["ETag"] == f'"{changed.revision}"'
+    stale = raw.request("GET", path, extra_headers={"If-None-Match": f'"{state.revision}"'})
+    assert stale.status_code == 200
+    assert DesiredState.model_validate(stale.json()).revision == changed.revision
+    unsigned = httpx.get(
+        f"{raw.server.endpoint}{path}", headers={"If-None-Match": f'"{changed.revision}"'}
+    )
+    assert unsigned.status_code == 401  # the signature is checked before any 304
 
     # The target's host has ports but mirrors nothing.
     idle = DesiredState.model_validate(

@@ -76,7 +76,9 @@ class ControlPlane(Protocol):
 
     def register_ports(self, host: str, interfaces: list[Interface]) -> list[Port]: ...
 
-    def desired_state(self, host: str) -> DesiredState: ...
+    def desired_state(
+        self, host: str, *, if_none_match: str | None = None
+    ) -> DesiredState | None: ...
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
@@ -240,13 +242,19 @@ class Agent(Generic[PlanT]):
 
     def _sync(self, now: float) -> None:
         try:
-            fetched = self.server.desired_state(self.host)
+            # The revision the kernel shows: an unchanged state comes back as None (HTTP
+            # 304), neither sent nor parsed (~70 ms of parsing at 1,000 sessions, 5x a second).
+            fetched = self.server.desired_state(
+                self.host, if_none_match=None if self.applied is None else self.applied.revision
+            )
         except VxtapClientError as error:
             self.metrics.errors.labels("fetch").inc()
             self._server_call_ok(False, error)
             return
         self._server_call_ok(True)
         self.metrics.last_sync.set_to_current_time()
+        if fetched is None:
+            return
         action = decide.on_fetch(self.applied, fetched)
         if action is None:
             return

@@ -911,10 +911,16 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         summary="What a host's agent must program",
         responses=responses_error,
     )
-    async def desired_state(project_id: str, host: str) -> JSONResponse:
+    async def desired_state(project_id: str, host: str, request: Request) -> Response:
+        """`ETag` is the state's revision; `If-None-Match` naming it gets 304 with no body,
+        so an agent polling an unchanged state neither receives nor parses it. The revision
+        is a hash of the content, so the state is still built here to know it."""
         checked_host = _path_host(host)
         state = await _run(read, lambda db: repo.desired_state(db, project_id, checked_host))
-        return JSONResponse(state.model_dump(mode="json"))
+        etag = f'"{state.revision}"'
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers={"ETag": etag})
+        return JSONResponse(state.model_dump(mode="json"), headers={"ETag": etag})
 
     @body_route(
         f"{internal}/hosts/{{host}}/counters",
@@ -954,6 +960,14 @@ def _install_routes(app: FastAPI, store: Store) -> None:
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
     """A session as answered after a write: read back like every session answer."""
     return wire.session_json(*repo.show_session(db.connection(), project_id, row.id))
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 13.1.2: `*` or any listed tag, compared weakly (a `W/` prefix ignored)."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _path_host(host: str) -> str:
