@@ -19,10 +19,10 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, Select, Table, bindparam, delete, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,7 @@ from vxtap.store.errors import (
     NotFound,
 )
 from vxtap.store.schema import (
+    Base,
     CounterRow,
     FilterRow,
     HostReportRow,
@@ -59,6 +60,23 @@ def new_id() -> str:
 def utc_now() -> datetime:
     """Second precision, naive UTC: how timestamps are stored and shown (`...Z`)."""
     return datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+
+
+RowT = TypeVar("RowT", bound=Base)
+
+
+def _insert(db: Session, row: RowT) -> RowT:
+    """Insert a new row with one Core statement on the session's connection (same
+    transaction) and return it unattached, as the answer to render.
+
+    Creates are the write hot path: the ORM's unit of work (add, flush, identity map)
+    cost more than the INSERT itself (docs/benchmarks.md). Nothing needs reading back,
+    as no column has a database default: the row is exactly what was inserted.
+    """
+    table = row.__table__
+    assert isinstance(table, Table)  # every mapped class here is one declarative table
+    db.connection().execute(insert(table), {c.key: getattr(row, c.key) for c in table.columns})
+    return row
 
 
 # -- pagination -------------------------------------------------------------------------
@@ -132,9 +150,7 @@ def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> Filte
         updated_at=now,
     )
     row.rules = []
-    db.add(row)
-    db.flush()
-    return row
+    return _insert(db, row)
 
 
 def update_filter(
@@ -265,10 +281,8 @@ def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow
             setattr(row, key, fields[key])
     domain_rule(row)
     _check_rule_priority_free(db, row)
-    db.add(row)
     parent.updated_at = now
-    db.flush()
-    return row
+    return _insert(db, row)
 
 
 def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, Any]) -> RuleRow:
@@ -391,9 +405,7 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
         created_at=now,
         updated_at=now,
     )
-    db.add(row)
-    db.flush()
-    return row
+    return _insert(db, row)
 
 
 def delete_port(db: Session, project: str, port_id: str) -> None:
@@ -508,8 +520,18 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
                 f"{model.MAX_SESSIONS_PER_SOURCE} sessions, the most a port can be",
                 QUOTA,
             )
+        # The columns copied from the session are set here rather than by the ORM at
+        # flush: create_session inserts these rows itself.
         row.sources.append(
-            SourceRow(port_id=port_id, project_id=project, slot=min(slots), position=position)
+            SourceRow(
+                session_id=row.id,
+                port_id=port_id,
+                project_id=project,
+                priority=row.priority,
+                target_id=row.target_id,
+                slot=min(slots),
+                position=position,
+            )
         )
 
 
@@ -536,8 +558,9 @@ def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> Sess
     )
     row.sources = []
     _attach_sources(db, project, row, sources)
-    db.add(row)
-    db.flush()
+    _insert(db, row)
+    for source in row.sources:
+        _insert(db, source)
     return row
 
 
