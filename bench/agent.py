@@ -223,13 +223,18 @@ def main() -> None:
 
             def sample(label: str, session_id: str) -> None:
                 latencies, applies = measure_changes(api, in_mgmt, session_id, args.changes)
+                server_pid = processes[0].pid  # ip netns exec execs the server
                 cpu_before, t0 = cpu_seconds(pid), time.monotonic()
+                server_before = cpu_seconds(server_pid)
                 time.sleep(args.idle)
-                cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - t0)
+                elapsed = time.monotonic() - t0
+                cpu = (cpu_seconds(pid) - cpu_before) / elapsed
+                server_cpu = (cpu_seconds(server_pid) - server_before) / elapsed
                 rows[label] = {
                     "latency_ms": statistics.median(latencies) * 1000,
                     "apply_ms": statistics.median(applies) * 1000,
                     "idle_cpu": cpu * 100,
+                    "server_idle_cpu": server_cpu * 100,
                     **{k: v / 1024 for k, v in proc_status(pid).items()},
                 }
 
@@ -265,6 +270,7 @@ def main() -> None:
         ("VmRSS", "agent resident memory (MiB)"),
         ("VmHWM", "agent peak resident memory (MiB)"),
         ("idle_cpu", "agent CPU while idle (% of one core)"),
+        ("server_idle_cpu", "server CPU meanwhile, answering its polls (% of one core)"),
     ):
         ratio = many[key] / one[key] if one[key] else float("nan")
         print(f"| {label} | {one[key]:.1f} | {many[key]:.1f} | {ratio:.2f} |")
