@@ -128,15 +128,26 @@ def _equals(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
     return condition
 
 
+_OwnedRow = TypeVar("_OwnedRow", FilterRow, RuleRow, PortRow, SessionRow)
+
+
+def _owned(
+    db: Session, row_type: type[_OwnedRow], project: str, row_id: str, what: str, field: str | None
+) -> _OwnedRow:
+    """The project's row of that id. Another project's row answers exactly like a missing
+    one, so ids reveal nothing across projects."""
+    row = db.get(row_type, row_id)
+    if row is None or row.project_id != project:
+        where = f"{field} " if field else ""
+        raise NotFound(f"{where}{row_id!r}: no such {what}")
+    return row
+
+
 # -- filters ----------------------------------------------------------------------------
 
 
 def get_filter(db: Session, project: str, filter_id: str, field: str | None = None) -> FilterRow:
-    row = db.get(FilterRow, filter_id)
-    if row is None or row.project_id != project:
-        where = f"{field} " if field else ""
-        raise NotFound(f"{where}{filter_id!r}: no such mirror filter")
-    return row
+    return _owned(db, FilterRow, project, filter_id, "mirror filter", field)
 
 
 def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> FilterRow:
@@ -198,10 +209,7 @@ def list_filters(
 
 
 def get_rule(db: Session, project: str, rule_id: str) -> RuleRow:
-    row = db.get(RuleRow, rule_id)
-    if row is None or row.project_id != project:
-        raise NotFound(f"{rule_id!r}: no such mirror filter rule")
-    return row
+    return _owned(db, RuleRow, project, rule_id, "mirror filter rule", None)
 
 
 def domain_rule(row: RuleRow) -> model.Rule:
@@ -342,11 +350,7 @@ def list_rules(
 
 
 def get_port(db: Session, project: str, port_id: str, field: str | None = None) -> PortRow:
-    row = db.get(PortRow, port_id)
-    if row is None or row.project_id != project:
-        where = f"{field} " if field else ""
-        raise NotFound(f"{where}{port_id!r}: no such port")
-    return row
+    return _owned(db, PortRow, project, port_id, "port", field)
 
 
 def _port_by_device(db: Session, project: str, host: str, device: str) -> PortRow | None:
@@ -449,10 +453,7 @@ def list_ports(
 
 
 def get_session(db: Session, project: str, session_id: str) -> SessionRow:
-    row = db.get(SessionRow, session_id)
-    if row is None or row.project_id != project:
-        raise NotFound(f"{session_id!r}: no such mirror session")
-    return row
+    return _owned(db, SessionRow, project, session_id, "mirror session", None)
 
 
 def _check_target(db: Session, project: str, target_id: str, sources: Iterable[str]) -> None:
