@@ -177,6 +177,8 @@ def tshark(path: Path, *fields: str) -> list[list[str]]:
 def test_json_counters_metrics_and_pcap(lab: Lab) -> None:
     pcap = lab.tmp / "pcap"
     c = lab.collect("--json", "--pcap", str(pcap), "--metrics", "127.0.0.1:9477")
+    # The start line is one line however long the pcap path (stderr is not a terminal).
+    assert f"pcap to {pcap}, metrics at http://127.0.0.1:9477/metrics\n" in c.stderr()
     lab.ping("10.99.7.2", 3)  # kernel VXLAN, IPv4 outer, VNI 7
     lab.ping("10.99.8.2", 2)  # kernel VXLAN, IPv6 outer, VNI 8
     good = [f.vxlan(f.cut(LONG_TCP, 96), vni=9), f.vxlan(IPV6_SYN, vni=9)]

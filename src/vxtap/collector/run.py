@@ -117,7 +117,7 @@ class Collector:
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         self.open()
         try:
-            self.err.print(self.describe(), highlight=False)
+            self.err.print(self.describe(), highlight=False, soft_wrap=True)
             if self.options.stats:
                 self.live = Live(console=self.err, auto_refresh=False)
                 self.live.start()
