@@ -236,6 +236,12 @@ def test_agent_calls_register_state_and_counters(client: VxtapClient) -> None:
     changed = client.desired_state("ecs-source", if_none_match=state.revision)
     assert changed is not None and changed.revision != state.revision
     assert changed.sessions[0].enabled is False
+    # With the ETag: the tag carries the change counter; unchanged -> no state, same tag.
+    first = client.fetch_desired_state("ecs-source")
+    assert first.state == changed and first.etag is not None
+    assert first.etag.endswith(f"-{changed.revision}")
+    again = client.fetch_desired_state("ecs-source", if_none_match=first.etag)
+    assert again.state is None and again.etag == first.etag
 
     client.report_counters("ecs-source", {session["id"]: Counter(packets=3, bytes=300)}, {})
     stats = client.session_stats()

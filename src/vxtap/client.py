@@ -235,6 +235,14 @@ def _without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A desired-state answer: its ETag (unquoted) and the state, None when unchanged."""
+
+    etag: str | None
+    state: DesiredState | None
+
+
 class VxtapClient:
     """Signed client for one project of one `vxtap server`.
 
@@ -643,18 +651,26 @@ class VxtapClient:
     ) -> DesiredState | None: ...
 
     def desired_state(self, host: str, *, if_none_match: str | None = None) -> DesiredState | None:
-        """What `host`'s agent must program. With `if_none_match` (the revision the caller
-        already has): None when that is still the current revision (HTTP 304, no body to
-        receive or parse), else the new state."""
+        """What `host`'s agent must program. With `if_none_match` (an ETag from an earlier
+        answer, or the content revision the caller has): None when that is still current
+        (HTTP 304, no body to receive or parse), else the new state."""
+        return self.fetch_desired_state(host, if_none_match=if_none_match).state
+
+    def fetch_desired_state(self, host: str, *, if_none_match: str | None = None) -> Fetched:
+        """`desired_state` with the answer's ETag, to send as `if_none_match` next time: a
+        tag carrying the server's current change counter is answered without building
+        the state (see docs/agent.md)."""
         headers = None if if_none_match is None else {"If-None-Match": f'"{if_none_match}"'}
         response = self._send(
             "GET", f"{self._internal}/hosts/{quote(host, safe='')}/desired-state", headers=headers
         )
+        etag = response.headers.get("ETag")
+        tag = None if etag is None else etag.removeprefix("W/").strip('"')
         if response.status_code == 304 and if_none_match is not None:
-            return None
+            return Fetched(tag, None)
         if not response.is_success:
             raise self._error_from(response)
-        return DesiredState.model_validate_json(response.content)
+        return Fetched(tag, DesiredState.model_validate_json(response.content))
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]

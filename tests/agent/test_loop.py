@@ -15,17 +15,29 @@ from vxtap.agent.daemon import APPLY_RETRY_S, Agent
 from vxtap.agent.events import Changes
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
-from vxtap.client import Counter, Interface, ServerUnreachable
+from vxtap.client import Counter, Fetched, Interface, ServerUnreachable
 from vxtap.model import DesiredState, Port
 
 
 class Server:
+    """Answers like `vxtap server`: ETag "<change counter>-<revision>"; a tag naming the
+    current counter or the current revision gets None (304)."""
+
     def __init__(self) -> None:
+        self.counter = 0
         self.state = DesiredState(host="h", revision="r1")
         self.down = False
         self.registered: list[list[Interface]] = []
         self.reports = 0
-        self.asked_with: list[str | None] = []  # each poll's If-None-Match revision
+        self.asked_with: list[str | None] = []  # each poll's If-None-Match tag
+
+    @property
+    def state(self) -> DesiredState:
+        return self._state
+
+    @state.setter
+    def state(self, state: DesiredState) -> None:
+        self._state, self.counter = state, self.counter + 1
 
     def _check(self) -> None:
         if self.down:
@@ -36,10 +48,13 @@ class Server:
         self.registered.append(interfaces)
         return [Port(id=f"id-{i.device}", host=host, device=i.device) for i in interfaces]
 
-    def desired_state(self, host: str, *, if_none_match: str | None = None) -> DesiredState | None:
+    def fetch_desired_state(self, host: str, *, if_none_match: str | None = None) -> Fetched:
         self._check()
         self.asked_with.append(if_none_match)
-        return None if if_none_match == self.state.revision else self.state
+        tag = f"{self.counter}-{self.state.revision}"
+        if if_none_match is not None and if_none_match.rpartition("-")[2] == self.state.revision:
+            return Fetched(tag, None)
+        return Fetched(tag, self.state)
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
@@ -100,8 +115,10 @@ def test_follows_revisions_and_saves_them(parts: Parts) -> None:
     server.state = DesiredState(host="h", revision="r2")
     agent.step(0.6)
     assert kernel.applies == ["r1", "r2"]
-    # Each poll names the revision the kernel shows: unchanged ones come back empty.
-    assert server.asked_with == [None, "r1", "r1"]
+    # Each poll names the server's tag for what the kernel shows: unchanged comes back empty.
+    assert server.asked_with == [None, "1-r1", "1-r1"]
+    agent.step(0.9)
+    assert server.asked_with[-1] == "2-r2" and kernel.applies == ["r1", "r2"]
     assert server.registered == [[Interface(device="eth0", ipv4=("10.0.0.1",))]]
     assert server.reports == 1
 
@@ -117,6 +134,22 @@ def test_restart_leaves_a_matching_kernel_alone_and_repairs_one_that_differs(par
     kernel.shows = None  # e.g. after a reboot
     make_agent(parts).start()
     assert kernel.applies == ["r1", "r1"]
+
+
+def test_after_a_restart_the_content_revision_asks_until_the_server_names_a_tag(
+    parts: Parts,
+) -> None:
+    server, kernel, _, _ = parts
+    first = make_agent(parts)
+    first.start()
+    first.step(0.0)
+    server.asked_with.clear()
+    restarted = make_agent(parts)
+    restarted.start()
+    restarted.step(10.0)
+    restarted.step(10.3)
+    assert server.asked_with == ["r1", "1-r1"]  # bare revision first, then the server's tag
+    assert kernel.applies == ["r1"]
 
 
 def test_server_down_keeps_the_kernel_and_registers_later(parts: Parts) -> None:
@@ -142,11 +175,13 @@ def test_a_failed_apply_is_retried_later_not_on_every_poll(parts: Parts) -> None
     agent.step(0.0)
     agent.step(0.3)
     assert kernel.applies == [] and agent.failed is not None
+    assert agent.etag is None  # not applied: the tag must not claim it is
     kernel.broken = False
     agent.step(0.6)
     assert kernel.applies == []  # still inside the retry delay
     agent.step(APPLY_RETRY_S + 0.5)
     assert kernel.applies == ["r1"] and state_file.load() is not None
+    assert agent.etag == "1-r1"
 
 
 def test_drift_and_interface_changes(parts: Parts) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from api_support import Raw, make_port, snapshot, unique
+from sqlalchemy import create_engine, text
 
 from vxtap.model import DesiredState
 
@@ -150,18 +151,45 @@ def test_desired_state_and_counters(raw: Raw) -> None:
     assert changed.revision != state.revision
     assert changed.sessions[0].enabled is False
 
-    # Conditional fetch: ETag is the revision; If-None-Match naming it -> 304, no body.
+    # Conditional fetch: ETag is "<change counter>-<content revision>".
     path = f"/internal/v1/{raw.server.project_id}/hosts/{source_host}/desired-state"
     current = raw.request("GET", path)
-    assert current.headers["ETag"] == f'"{changed.revision}"'
-    for unchanged in (f'"{changed.revision}"', f'"x", W/"{changed.revision}"', "*"):
+    etag = current.headers["ETag"]
+    counter, _, revision = etag.strip('"').partition("-")
+    assert revision == changed.revision and int(counter) > 0
+    # The whole tag, a bare content revision (an agent after a restart), weak, in a list, *.
+    for unchanged in (etag, f'"{changed.revision}"', f'"x", W/{etag}', "*", f'"1-{revision}"'):
         answer = raw.request("GET", path, extra_headers={"If-None-Match": unchanged})
         assert answer.status_code == 304, unchanged
         assert answer.content == b""
-        assert answer.headers["ETag"] == f'"{changed.revision}"'
-    stale = raw.request("GET", path, extra_headers={"If-None-Match": f'"{state.revision}"'})
-    assert stale.status_code == 200
-    assert DesiredState.model_validate(stale.json()).revision == changed.revision
+        assert answer.headers["ETag"] == etag
+    for stale_tag in (f'"{state.revision}"', f'"{counter}0-{state.revision}"', '"garbage', ","):
+        stale = raw.request("GET", path, extra_headers={"If-None-Match": stale_tag})
+        assert stale.status_code == 200, stale_tag
+        assert DesiredState.model_validate(stale.json()).revision == changed.revision
+        assert stale.headers["ETag"] == etag
+    # A write elsewhere in the project bumps the counter: the old tag's content revision
+    # still matches, so 304 with the new tag.
+    make_port(raw, unique("other-host"))
+    bumped = raw.request("GET", path, extra_headers={"If-None-Match": etag})
+    assert bumped.status_code == 304
+    new_counter, _, new_revision = bumped.headers["ETag"].strip('"').partition("-")
+    assert new_revision == revision and int(new_counter) > int(counter)
+    # A matching counter answers without building the state: a change written past the
+    # API (no counter bump) is not seen, which shows nothing was built.
+    engine = create_engine(raw.server.db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE sessions SET name = 'renamed-by-hand' WHERE id = :id"),
+                {"id": session["id"]},
+            )
+    finally:
+        engine.dispose()
+    cheap = raw.request("GET", path, extra_headers={"If-None-Match": bumped.headers["ETag"]})
+    assert cheap.status_code == 304
+    rebuilt = raw.request("GET", path, extra_headers={"If-None-Match": f'"{revision}"'})
+    assert rebuilt.status_code == 200
     unsigned = httpx.get(
         f"{raw.server.endpoint}{path}", headers={"If-None-Match": f'"{changed.revision}"'}
     )

@@ -372,3 +372,34 @@ def test_the_text_loaded_is_the_json_rendered() -> None:
     plan = compile_plan(two_sessions())
     rendered = [render_command(c) for c in plan.nft_commands()]
     assert rendered == plan.nft_text.splitlines()
+
+
+@settings(max_examples=60, deadline=None)
+@given(states(), st.data())
+def test_memoised_compile_equals_a_compile_from_scratch(
+    desired: DesiredState, data: st.DataObject
+) -> None:
+    """Rule matches are memoised across compiles: a warm compile (after the previous
+    state, as in the agent) must give exactly the plan a cold one gives."""
+    changed = desired
+    if desired.sessions:
+        index = data.draw(st.integers(0, len(desired.sessions) - 1))
+        edited = desired.sessions[index].model_copy(
+            update={"enabled": not desired.sessions[index].enabled}
+        )
+        changed = desired.model_copy(
+            update={"sessions": (*desired.sessions[:index], edited, *desired.sessions[index + 1 :])}
+        )
+    compile_plan(desired)  # warms the memo
+    warm = compile_plan(changed)
+    warm_json = warm.nft_json
+    plan_module._match_forms.cache_clear()
+    cold = compile_plan(changed)
+    assert warm == cold
+    assert (warm.nft_text, warm.digest, warm.chain_rules) == (
+        cold.nft_text,
+        cold.digest,
+        cold.chain_rules,
+    )
+    plan_module._match_forms.cache_clear()
+    assert warm_json == cold.nft_json

@@ -912,13 +912,27 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         responses=responses_error,
     )
     async def desired_state(project_id: str, host: str, request: Request) -> Response:
-        """`ETag` is the state's revision; `If-None-Match` naming it gets 304 with no body,
-        so an agent polling an unchanged state neither receives nor parses it. The revision
-        is a hash of the content, so the state is still built here to know it."""
+        """`ETag` is `"<project change counter>-<content revision>"`. An `If-None-Match`
+        naming the current counter gets 304 from one primary-key read, nothing built;
+        otherwise the state is built (counter read first, so the data is at least as new
+        as the counter it is labelled with) and a tag naming its content revision (the
+        whole tag, or a bare revision as an agent knows it after a restart) still gets
+        304, with the new tag."""
         checked_host = _path_host(host)
-        state = await _run(read, lambda db: repo.desired_state(db, project_id, checked_host))
-        etag = f'"{state.revision}"'
-        if _etag_matches(request.headers.get("if-none-match"), etag):
+        tags = _etags(request.headers.get("if-none-match"))
+        if tags:
+            counter = await _run(read, lambda db: repo.change_counter(db, project_id))
+            for tag in tags:
+                if "-" in tag and tag.partition("-")[0] == str(counter):
+                    return Response(status_code=304, headers={"ETag": f'"{tag}"'})
+
+        def build(db: Session) -> tuple[int, model.DesiredState]:
+            counter = repo.change_counter(db, project_id)
+            return counter, repo.desired_state(db, project_id, checked_host)
+
+        counter, state = await _run(read, build)
+        etag = f'"{counter}-{state.revision}"'
+        if "*" in tags or any(t.rpartition("-")[2] == state.revision for t in tags):
             return Response(status_code=304, headers={"ETag": etag})
         return JSONResponse(state.model_dump(mode="json"), headers={"ETag": etag})
 
@@ -962,12 +976,13 @@ def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, 
     return wire.session_json(*repo.show_session(db.connection(), project_id, row.id))
 
 
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 13.1.2: `*` or any listed tag, compared weakly (a `W/` prefix ignored)."""
+def _etags(if_none_match: str | None) -> list[str]:
+    """RFC 9110 13.1.2: the listed entity tags without quotes, compared weakly (a `W/`
+    prefix ignored); `*` stays `*`. Anything unparsable simply matches nothing."""
     if not if_none_match:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
+        return []
+    tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+    return [t if t == "*" else t.strip('"') for t in tags if t]
 
 
 def _path_host(host: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Select, Table, bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -42,6 +43,7 @@ from vxtap.store.schema import (
     FilterRow,
     HostReportRow,
     PortRow,
+    ProjectChangeRow,
     RuleRow,
     SessionRow,
     SourceRow,
@@ -77,6 +79,38 @@ def _insert(db: Session, row: RowT) -> RowT:
     assert isinstance(table, Table)  # every mapped class here is one declarative table
     db.connection().execute(insert(table), {c.key: getattr(row, c.key) for c in table.columns})
     return row
+
+
+# -- the change counter -----------------------------------------------------------------
+
+_CHANGES = ProjectChangeRow.__table__.c
+_CHANGE_OF = select(_CHANGES.counter).where(_CHANGES.project_id == bindparam("project"))
+
+
+def bump_change(db: Session, project: str) -> None:
+    """Count a write that may change some host's desired state, in its own transaction.
+
+    Called first by every such write: the upsert takes the project's counter row lock
+    before the write locks anything else, so one project's writers queue on it
+    (PostgreSQL) instead of locking rows in different orders; SQLite's BEGIN IMMEDIATE
+    serializes writers anyway. A refused write rolls the bump back with it.
+    """
+    dialect = db.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
+        ProjectChangeRow
+    ).values(project_id=project, counter=1)
+    db.connection().execute(
+        statement.on_conflict_do_update(
+            index_elements=[_CHANGES.project_id],
+            set_={"counter": _CHANGES.counter + 1},
+        )
+    )
+
+
+def change_counter(db: Session | Connection, project: str) -> int:
+    """The project's change counter: one primary-key lookup (0 before its first write)."""
+    found = db.execute(_CHANGE_OF, {"project": project}).scalar()
+    return 0 if found is None else int(found)
 
 
 # -- pagination -------------------------------------------------------------------------
@@ -151,6 +185,7 @@ def get_filter(db: Session, project: str, filter_id: str, field: str | None = No
 
 
 def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> FilterRow:
+    bump_change(db, project)
     now = utc_now()
     row = FilterRow(
         id=new_id(),
@@ -167,6 +202,7 @@ def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> Filte
 def update_filter(
     db: Session, project: str, filter_id: str, fields: Mapping[str, Any]
 ) -> FilterRow:
+    bump_change(db, project)
     row = get_filter(db, project, filter_id)
     for key in ("name", "description"):
         if key in fields and fields[key] is not None:
@@ -177,6 +213,7 @@ def update_filter(
 
 
 def delete_filter(db: Session, project: str, filter_id: str) -> None:
+    bump_change(db, project)
     row = get_filter(db, project, filter_id)
     users = db.scalars(select(SessionRow.id).where(SessionRow.filter_id == filter_id)).all()
     if users:
@@ -269,6 +306,7 @@ RULE_FIELDS = (
 
 
 def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow:
+    bump_change(db, project)
     parent = get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
     now = utc_now()
     row = RuleRow(
@@ -294,6 +332,7 @@ def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow
 
 
 def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, Any]) -> RuleRow:
+    bump_change(db, project)
     row = get_rule(db, project, rule_id)
     # Validate the merged result before touching the row, so a refusal changes nothing.
     merged = {key: getattr(row, key) for key in RULE_FIELDS}
@@ -311,6 +350,7 @@ def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, An
 
 
 def delete_rule(db: Session, project: str, rule_id: str) -> None:
+    bump_change(db, project)
     row = get_rule(db, project, rule_id)
     row.filter.updated_at = utc_now()
     db.delete(row)
@@ -368,6 +408,7 @@ def register_host_ports(
 
     Ports the host no longer reports are kept: a session may still name them.
     """
+    bump_change(db, project)
     now = utc_now()
     existing = {
         row.device: row
@@ -393,6 +434,7 @@ def register_host_ports(
 
 
 def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow:
+    bump_change(db, project)
     host, device = fields["host"], fields["device"]
     other = _port_by_device(db, project, host, device)
     if other is not None:
@@ -413,6 +455,7 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
 
 
 def delete_port(db: Session, project: str, port_id: str) -> None:
+    bump_change(db, project)
     row = get_port(db, project, port_id)
     users = sorted(
         set(db.scalars(select(SessionRow.id).where(SessionRow.target_id == port_id)))
@@ -537,6 +580,7 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
 
 
 def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> SessionRow:
+    bump_change(db, project)
     sources: list[str] = list(fields["traffic_mirror_sources"])
     get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
     _check_target(db, project, fields["traffic_mirror_target_id"], sources)
@@ -582,6 +626,7 @@ SESSION_COLUMNS = {
 def update_session(
     db: Session, project: str, session_id: str, fields: Mapping[str, Any]
 ) -> SessionRow:
+    bump_change(db, project)
     row = get_session(db, project, session_id)
     changes = {k: v for k, v in fields.items() if v is not None}
     sources = [s.port_id for s in row.sources]
@@ -601,6 +646,7 @@ def update_session(
 
 
 def add_sources(db: Session, project: str, session_id: str, port_ids: Sequence[str]) -> SessionRow:
+    bump_change(db, project)
     row = get_session(db, project, session_id)
     _attach_sources(db, project, row, port_ids)
     row.updated_at = utc_now()
@@ -611,6 +657,7 @@ def add_sources(db: Session, project: str, session_id: str, port_ids: Sequence[s
 def remove_sources(
     db: Session, project: str, session_id: str, port_ids: Sequence[str]
 ) -> SessionRow:
+    bump_change(db, project)
     row = get_session(db, project, session_id)
     current = {s.port_id: s for s in row.sources}
     for port_id in port_ids:
@@ -626,6 +673,7 @@ def remove_sources(
 
 
 def delete_session(db: Session, project: str, session_id: str) -> None:
+    bump_change(db, project)
     db.delete(get_session(db, project, session_id))
     db.flush()
 

@@ -207,6 +207,20 @@ class SourceRow(Base):
     session: Mapped[SessionRow] = relationship(back_populates="sources")
 
 
+class ProjectChangeRow(Base):
+    """A project's change counter: bumped in the same transaction by every write that can
+    change any host's desired state, so a poll can tell "unchanged" without building it.
+
+    Writers take this row first (an upsert), so the writes of one project serialize on
+    it before they lock anything else: no lock-order deadlocks on PostgreSQL.
+    """
+
+    __tablename__ = "project_changes"
+
+    project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
+    counter: Mapped[int] = mapped_column(BigInteger)
+
+
 class HostReportRow(Base):
     """When a host's agent last pushed counters."""
 

@@ -1,0 +1,133 @@
+"""The per-project change counter: every write that can change a host's desired state
+bumps it in its own transaction; counter reports and refused writes do not."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
+from vxtap.store.errors import ApiError
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("pg_db")
+    opened = Store(url)
+    opened.upgrade()
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+def counter(store: Store, project: str = "p") -> int:
+    with store.read_rows() as connection:
+        return repo.change_counter(connection, project)
+
+
+RULE = {
+    "direction": "ingress",
+    "priority": 1,
+    "action": "accept",
+    "ethertype": "IPv4",
+    "protocol": "TCP",
+}
+
+
+def test_every_desired_state_write_bumps_and_nothing_else(store: Store) -> None:
+    assert counter(store) == 0  # no row before a project's first write
+    ids: dict[str, str] = {}
+
+    def step(action: Callable[[Session], Any]) -> int:
+        before = counter(store)
+        with store.write() as db:
+            action(db)
+        return counter(store) - before
+
+    port = lambda db, name: repo.create_port(  # noqa: E731
+        db, "p", {"host": "h", "device": name, "ipv4": ["10.0.0.1"], "ipv6": []}
+    )
+    assert step(lambda db: ids.update(src=port(db, "eth0").id)) == 1
+    assert step(lambda db: ids.update(dst=port(db, "eth1").id)) == 1
+    assert step(lambda db: ids.update(extra=port(db, "eth2").id)) == 1
+    assert step(lambda db: repo.register_host_ports(db, "p", "h2", [])) == 1
+    assert step(lambda db: ids.update(f=repo.create_filter(db, "p", {"name": "f"}).id)) == 1
+    assert step(lambda db: repo.update_filter(db, "p", ids["f"], {"name": "g"})) == 1
+    rule = {**RULE, "traffic_mirror_filter_id": ids["f"]}
+    assert step(lambda db: ids.update(r=repo.create_rule(db, "p", rule).id)) == 1
+    assert step(lambda db: repo.update_rule(db, "p", ids["r"], {"priority": 2})) == 1
+    session = {
+        "name": "s",
+        "traffic_mirror_filter_id": ids["f"],
+        "traffic_mirror_sources": [ids["src"]],
+        "traffic_mirror_target_id": ids["dst"],
+        "traffic_mirror_target_type": "eni",
+        "virtual_network_id": 1,
+        "packet_length": 96,
+        "priority": 1,
+        "enabled": True,
+        "type": "eni",
+    }
+    assert step(lambda db: ids.update(s=repo.create_session(db, "p", session).id)) == 1
+    assert step(lambda db: repo.update_session(db, "p", ids["s"], {"enabled": False})) == 1
+    assert step(lambda db: repo.add_sources(db, "p", ids["s"], [ids["extra"]])) == 1
+    assert step(lambda db: repo.remove_sources(db, "p", ids["s"], [ids["extra"]])) == 1
+    # Counter reports change no desired state.
+    assert step(lambda db: repo.put_counters(db, "p", "h", {}, {})) == 0
+    assert step(lambda db: repo.delete_session(db, "p", ids["s"])) == 1
+    assert step(lambda db: repo.delete_rule(db, "p", ids["r"])) == 1
+    assert step(lambda db: repo.delete_filter(db, "p", ids["f"])) == 1
+    assert step(lambda db: repo.delete_port(db, "p", ids["extra"])) == 1
+    assert counter(store, "other") == 0  # per project
+
+
+def test_a_refused_write_leaves_the_counter(store: Store) -> None:
+    with store.write() as db:
+        repo.create_filter(db, "p", {"name": "f"})
+    before = counter(store)
+    with pytest.raises(ApiError), store.write() as db:
+        repo.delete_filter(db, "p", "no-such-filter")
+    assert counter(store) == before
+
+
+def test_concurrent_writes_count_each_once_without_deadlock(store: Store) -> None:
+    """Writers of one project queue on the counter row: every write counted, none fails."""
+    with store.write() as db:
+        filter_id = repo.create_filter(db, "p", {"name": "f"}).id
+    failures: list[BaseException] = []
+
+    def writer(worker: int) -> None:
+        try:
+            for i in range(10):
+                with store.write() as db:
+                    repo.create_rule(
+                        db,
+                        "p",
+                        {
+                            **RULE,
+                            "priority": worker * 100 + i + 1,
+                            "traffic_mirror_filter_id": filter_id,
+                        },
+                    )
+                with store.write() as db:
+                    repo.update_filter(db, "p", filter_id, {"description": f"w{worker} {i}"})
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert counter(store) == 1 + 6 * 10 * 2
