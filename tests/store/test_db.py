@@ -10,12 +10,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 
-from vxtap.store.db import Store, violated_constraint
+from vxtap.store import repository
+from vxtap.store.db import MIGRATIONS, Store, violated_constraint
 from vxtap.store.schema import Base, FilterRow, PortRow, RuleRow, SessionRow, SourceRow
 
 
@@ -51,6 +54,37 @@ def test_upgrade_is_idempotent_and_keeps_data(store: Store) -> None:
     with store.read() as db:
         row = db.get(FilterRow, "f1")
         assert row is not None and row.name == "kept"
+
+
+def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
+    """A database made by the first release (migration 0001) upgrades in place."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(
+            text(
+                "INSERT INTO filters (id, project_id, name, description, created_at, updated_at)"
+                " VALUES ('f1', 'p', 'kept', '', '2026-01-01', '2026-01-01')"
+            )
+        )
+    old.dispose()
+    store = Store(url)
+    try:
+        store.upgrade()
+        with store.read() as db:
+            row = db.get(FilterRow, "f1")
+            assert row is not None and row.name == "kept"
+            assert repository.change_counter(db, "p") == 0
+        with store.write() as db:
+            repository.create_filter(db, "p", {"name": "new"})
+        with store.read() as db:
+            assert repository.change_counter(db, "p") == 1
+    finally:
+        store.dispose()
 
 
 def test_sqlite_settings(tmp_path: Path) -> None:
