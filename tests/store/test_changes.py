@@ -4,8 +4,7 @@ bumps it in its own transaction; counter reports and refused writes do not."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,20 +13,6 @@ from sqlalchemy.orm import Session
 from vxtap.store import repository as repo
 from vxtap.store.db import Store
 from vxtap.store.errors import ApiError
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_db")
-    opened = Store(url)
-    opened.upgrade()
-    try:
-        yield opened
-    finally:
-        opened.dispose()
 
 
 def counter(store: Store, project: str = "p") -> int:

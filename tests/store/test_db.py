@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -20,20 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from vxtap.store import repository
 from vxtap.store.db import MIGRATIONS, Store, violated_constraint
 from vxtap.store.schema import Base, FilterRow, PortRow, RuleRow, SessionRow, SourceRow
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_db")
-    opened = Store(url)
-    opened.upgrade()
-    try:
-        yield opened
-    finally:
-        opened.dispose()
 
 
 def test_migrations_build_exactly_the_declared_schema(store: Store) -> None:
