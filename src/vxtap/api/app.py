@@ -922,19 +922,18 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         304, with the new tag."""
         checked_host = _path_host(host)
         tags = _etags(request.headers.get("if-none-match"))
-        if tags:
-            counter = await _run(read, lambda db: repo.change_counter(db, project_id))
+
+        def action(db: Session) -> tuple[str, model.DesiredState | None]:
+            counter = str(repo.change_counter(db, project_id))
             for tag in tags:
-                if "-" in tag and tag.partition("-")[0] == str(counter):
-                    return Response(status_code=304, headers={"ETag": f'"{tag}"'})
+                if "-" in tag and tag.partition("-")[0] == counter:
+                    return tag, None  # unchanged since that tag: nothing to build
+            state = repo.desired_state(db, project_id, checked_host)
+            return f"{counter}-{state.revision}", state
 
-        def build(db: Session) -> tuple[int, model.DesiredState]:
-            counter = repo.change_counter(db, project_id)
-            return counter, repo.desired_state(db, project_id, checked_host)
-
-        counter, state = await _run(read, build)
-        etag = f'"{counter}-{state.revision}"'
-        if "*" in tags or any(t.rpartition("-")[2] == state.revision for t in tags):
+        tag, state = await _run(read, action)
+        etag = f'"{tag}"'
+        if state is None or "*" in tags or state.revision in {t.rpartition("-")[2] for t in tags}:
             return Response(status_code=304, headers={"ETag": etag})
         return JSONResponse(state.model_dump(mode="json"), headers={"ETag": etag})
 

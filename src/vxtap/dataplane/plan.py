@@ -141,8 +141,7 @@ class KernelPlan:
     @property
     def nft_json(self) -> str:
         """The nft JSON document that adds the table's whole content."""
-        if self.source is None:
-            return _Emitter(with_json=True).json_document()
+        assert self.source is not None  # every plan comes from `compile_plan`
         return _compile(self.source, self.underlay_mtu, with_json=True)[1]
 
     @property
