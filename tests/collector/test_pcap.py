@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vxtap.collector import frames as f
-from vxtap.collector.pcap import GLOBAL_HEADER, PcapSeries, PcapStore, record
+from vxtap.collector.pcap import GLOBAL_HEADER, PcapSeries, PcapStore, record, records_of
 
 
 def ping(seq: int, size: int = 1000) -> bytes:
@@ -48,10 +48,12 @@ def test_truncated_and_whole_frames_read_back(tmp_path: Path) -> None:
     series = PcapSeries(tmp_path, 7)
     whole, cut = ping(1, 20), ping(2)
     series.write(
-        [
-            record(1_700_000_000, 5, whole, len(whole)),
-            record(1_700_000_001, 999_999_999, cut[:96], len(cut)),
-        ]
+        *records_of(
+            [
+                record(1_700_000_000, 5, whole, len(whole)),
+                record(1_700_000_001, 999_999_999, cut[:96], len(cut)),
+            ]
+        )
     )
     series.close()
     (path,) = series.files
@@ -78,10 +80,12 @@ def test_rotation_by_size_keeps_every_file_whole(tmp_path: Path) -> None:
     # Batches of several records, as the receive loop hands them over.
     for start in range(0, 60, 7):
         series.write(
-            [
-                record(1_700_000_000 + i, 0, fr, len(fr))
-                for i, fr in enumerate(frames[start : start + 7], start)
-            ]
+            *records_of(
+                [
+                    record(1_700_000_000 + i, 0, fr, len(fr))
+                    for i, fr in enumerate(frames[start : start + 7], start)
+                ]
+            )
         )
     series.close()
     assert len(series.files) > 3
@@ -99,7 +103,13 @@ def test_a_record_larger_than_the_limit_gets_a_file_of_its_own(tmp_path: Path) -
     series = PcapSeries(tmp_path, 1, rotate_size=200)
     big = ping(1, 1000)
     series.write(
-        [record(1, 0, ping(0, 10), 52), record(2, 0, big, len(big)), record(3, 0, ping(2, 10), 52)]
+        *records_of(
+            [
+                record(1, 0, ping(0, 10), 52),
+                record(2, 0, big, len(big)),
+                record(3, 0, ping(2, 10), 52),
+            ]
+        )
     )
     series.close()
     assert [len(tshark(p, "icmp.seq")) for p in series.files] == [1, 1, 1]
@@ -108,13 +118,14 @@ def test_a_record_larger_than_the_limit_gets_a_file_of_its_own(tmp_path: Path) -
 def test_rotation_by_time_also_while_idle(tmp_path: Path) -> None:
     clock = Clock()
     store = PcapStore(tmp_path, rotate_seconds=60, clock=clock)
-    store.write({1: [record(1, 0, ping(1), 1042)], 2: [record(1, 0, ping(2), 1042)]})
+    store.write(1, *records_of([record(1, 0, ping(1), 1042)]))
+    store.write(2, *records_of([record(1, 0, ping(2), 1042)]))
     clock.now += 30
-    store.write({1: [record(2, 0, ping(3), 1042)]})
+    store.write(1, *records_of([record(2, 0, ping(3), 1042)]))
     clock.now += 31
     store.tick()  # no traffic: the files still close on time
     assert all(s.current is None for s in store.series.values())
-    store.write({1: [record(3, 0, ping(4), 1042)]})
+    store.write(1, *records_of([record(3, 0, ping(4), 1042)]))
     store.close()
     names = sorted(p.name for p in store.files)
     assert len(names) == 3 and sum(n.startswith("vni1-") for n in names) == 2
@@ -124,10 +135,10 @@ def test_rotation_by_time_also_while_idle(tmp_path: Path) -> None:
 def test_never_overwrites_an_earlier_file(tmp_path: Path) -> None:
     clock = Clock()
     first = PcapSeries(tmp_path, 1, clock=clock)
-    first.write([record(1, 0, ping(1), 1042)])
+    first.write(*records_of([record(1, 0, ping(1), 1042)]))
     first.close()
     second = PcapSeries(tmp_path, 1, clock=clock)  # same second, same sequence number
-    second.write([record(2, 0, ping(2), 1042)])
+    second.write(*records_of([record(2, 0, ping(2), 1042)]))
     second.close()
     assert first.files[0] != second.files[0]
     assert len(tshark(first.files[0], "icmp.seq")) == 1
@@ -136,7 +147,7 @@ def test_never_overwrites_an_earlier_file(tmp_path: Path) -> None:
 def test_a_cut_last_record_loses_only_that_record(tmp_path: Path) -> None:
     # What a SIGKILL in the middle of write(2) can leave: tcpdump reads the whole records.
     series = PcapSeries(tmp_path, 1)
-    series.write([record(i, 0, ping(i), 1042) for i in range(5)])
+    series.write(*records_of([record(i, 0, ping(i), 1042) for i in range(5)]))
     series.close()
     path = series.files[0]
     data = path.read_bytes()
@@ -168,7 +179,7 @@ def test_copy_cut_inside_the_tcp_header_reads_as_cut(tmp_path: Path) -> None:
         ethertype=0x0800,
     )
     series = PcapSeries(tmp_path, 1)
-    series.write([record(1, 0, frame[:40], len(frame))])
+    series.write(*records_of([record(1, 0, frame[:40], len(frame))]))
     series.close()
     out = tcpdump(series.files[0])
     assert "10.0.0.1.38944 > 10.0.0.2.1234:  [|tcp]" in out.stdout, out.stdout

@@ -103,3 +103,29 @@ def outer(payload: bytes, *, src: str, dst: str, sport: int = 49152, dport: int 
 def cut(frame: bytes, length: int) -> bytes:
     """A copy cut to `length` bytes, as a session's packet_length does."""
     return frame[:length]
+
+
+def ring_block(
+    datagrams: list[bytes], *, size: int, times: list[tuple[int, int]] | None = None
+) -> bytearray:
+    """A TPACKET_V3 ring block as the kernel lays one out for a SOCK_DGRAM socket.
+
+    The block descriptor (num_pkts at 12, offset_to_first_pkt at 16), then per
+    datagram a struct tpacket3_hdr (next offset, sec, nsec, snaplen, len, status,
+    mac) with the datagram at `mac`, each slot aligned to 16 bytes.
+    """
+    first, mac = 64, 80  # where the kernel puts them (48-byte header, sockaddr_ll room)
+    block = bytearray(size)
+    pos = first
+    for i, d in enumerate(datagrams):
+        slot = (mac + len(d) + 15) & ~15
+        if pos + slot > size:
+            raise ValueError(f"{len(datagrams)} datagrams do not fit in a block of {size}")
+        sec, nsec = times[i] if times else (1_700_000_000 + i, i)
+        step = slot if i < len(datagrams) - 1 else 0
+        header = b"".join(v.to_bytes(4, "little") for v in (step, sec, nsec, len(d), len(d), 1))
+        block[pos : pos + 26] = header + mac.to_bytes(2, "little")
+        block[pos + mac : pos + mac + len(d)] = d
+        pos += slot
+    block[12:20] = len(datagrams).to_bytes(4, "little") + first.to_bytes(4, "little")
+    return block

@@ -7,7 +7,7 @@ packet_length) and the original length (from the inner IP header), so readers
 show cut copies as cut ("[|tcp]", "Packet size limited during capture").
 
 Crash guarantee (see docs/collector.md): records are collected per receive batch
-(one ring block) and handed to the kernel whole, with writev(2) per file and
+(one ring block) and handed to the kernel whole, with one write(2) per file and
 batch, before the ring block is given back to the kernel. A killed process therefore
 leaves every file it had written as a valid pcap; only the final write can be
 cut short, losing at most the last (partial) record of the current file. What
@@ -23,10 +23,12 @@ that would break the guarantee above.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 MAGIC_NANOSECONDS = 0xA1B23C4D
@@ -46,25 +48,19 @@ def file_bytes(records: Iterable[bytes]) -> bytes:
     return GLOBAL_HEADER + b"".join(records)
 
 
-Chunk = bytes | memoryview  # one whole record (header + frame), e.g. a view into the ring
-IOV_MAX = 1024
+Records = bytes | memoryview  # whole records (header + frame) back to back
 
 
-def _write_all(fd: int, data: Chunk) -> None:
+def records_of(records: Sequence[bytes]) -> tuple[bytes, list[int]]:
+    """Records as one run and the end offset of each (tests, fixtures)."""
+    return b"".join(records), list(itertools.accumulate(map(len, records)))
+
+
+def _write_all(fd: int, data: Records) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _write_records(fd: int, records: list[Chunk]) -> None:
-    """Gather-write whole records without joining them (writev, IOV_MAX per call)."""
-    for start in range(0, len(records), IOV_MAX):
-        chunk = records[start : start + IOV_MAX]
-        written = os.writev(fd, chunk)
-        if written < sum(map(len, chunk)):  # a short write (rare for files): finish in order
-            rest = b"".join(bytes(c) for c in chunk)[written:]
-            _write_all(fd, rest)
 
 
 class PcapSeries:
@@ -130,40 +126,39 @@ class PcapSeries:
             self.clock() - self._opened_at >= self.rotate_seconds
         )
 
-    def write(self, records: list[Chunk]) -> None:
-        """Append whole records, rotating between records as configured."""
-        if not records:
-            return
+    def write(self, data: Records, ends: Sequence[int]) -> None:
+        """Append whole records (`data`; record i ends at ends[i]), rotating between
+        records as configured."""
         if self._fd is not None and self._expired():
             self._close()
-        total = sum(map(len, records))
+        view = memoryview(data)
         limit = self.rotate_size
-        if self._fd is not None and (limit is None or self._size + total <= limit):
-            self._emit(records, total)  # the common case: one write for the batch
-            return
-        batch: list[Chunk] = []
-        size = 0
-        for rec in records:
+        done = 0  # bytes of data written
+        while done < len(view):
             if self._fd is None:
                 self._open()
-            if limit is not None and batch and self._size + size + len(rec) > limit:
-                self._emit(batch, size)
-                batch, size = [], 0
-            fits = limit is None or self._size + len(rec) <= limit
-            if not batch and not fits and self._size > len(GLOBAL_HEADER):
-                self._close()
-                self._open()
-            batch.append(rec)
-            size += len(rec)
-        self._emit(batch, size)
+            # The records that still fit in this file (at least one: a record larger
+            # than the limit goes alone into a file of its own).
+            if limit is None:
+                cut = len(view)
+            else:
+                room = limit - self._size
+                k = bisect.bisect_right(ends, done + room)
+                cut = ends[k - 1] if k and ends[k - 1] > done else 0
+                if not cut:
+                    if self._size > len(GLOBAL_HEADER):
+                        self._close()
+                        continue
+                    cut = ends[bisect.bisect_right(ends, done)]
+            records = bisect.bisect_right(ends, cut) - bisect.bisect_right(ends, done)
+            self._emit(view[done:cut], records)
+            done = cut
 
-    def _emit(self, batch: list[Chunk], size: int) -> None:
-        if self._fd is None:
-            self._open()
+    def _emit(self, data: Records, records: int) -> None:
         assert self._fd is not None
-        _write_records(self._fd, batch)
-        self._size += size
-        self.records += len(batch)
+        _write_all(self._fd, data)
+        self._size += len(data)
+        self.records += records
 
     def tick(self) -> None:
         """Close the current file when its time is up, also while no traffic comes."""
@@ -196,19 +191,19 @@ class PcapStore:
         self.clock = clock
         self.series: dict[int, PcapSeries] = {}
 
-    def write(self, pending: dict[int, list[Chunk]]) -> None:
-        for vni, records in pending.items():
-            series = self.series.get(vni)
-            if series is None:
-                series = PcapSeries(
-                    self.directory,
-                    vni,
-                    rotate_size=self.rotate_size,
-                    rotate_seconds=self.rotate_seconds,
-                    clock=self.clock,
-                )
-                self.series[vni] = series
-            series.write(records)
+    def write(self, vni: int, data: Records, ends: Sequence[int]) -> None:
+        """Append whole records to the VNI's series (see PcapSeries.write)."""
+        series = self.series.get(vni)
+        if series is None:
+            series = PcapSeries(
+                self.directory,
+                vni,
+                rotate_size=self.rotate_size,
+                rotate_seconds=self.rotate_seconds,
+                clock=self.clock,
+            )
+            self.series[vni] = series
+        series.write(data, ends)
 
     def tick(self) -> None:
         for series in self.series.values():
