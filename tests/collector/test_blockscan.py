@@ -132,3 +132,12 @@ def test_a_block_larger_than_expected_is_refused() -> None:
         blockscan.BlockScan(4096).scan(
             np.zeros(4096, np.uint8), 64, 65, vnis=np.zeros(0, np.int64), store=True, show=False
         )
+
+
+def test_kinds_are_the_references() -> None:
+    assert (blockscan.OK, blockscan.TRUNCATED, blockscan.BAD_INNER, blockscan.MALFORMED) == (
+        Kind.OK,
+        Kind.TRUNCATED,
+        Kind.BAD_INNER,
+        Kind.MALFORMED,
+    )
