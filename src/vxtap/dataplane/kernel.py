@@ -24,9 +24,9 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -144,10 +144,23 @@ class _TableState:
     dup_indexes: tuple[int, int] | None  # of vxtap-mk0, vxtap-pr0 when the rules were loaded
 
 
+T = TypeVar("T")
+# What `_seen` remembers, by (kind, object): kinds are "links", "offloads" (per device),
+# "filters" (per "device hook"), "nft" (the table's chains), "rules" (per chain).
+_Key = tuple[str, str]
+
+
 class Dataplane:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._applied: KernelPlan | None = None  # the plan this object last applied
+        # What this object read from the kernel during the current `apply` or `drift`,
+        # each item forgotten as soon as this object writes that object. The check that
+        # ends an apply then re-reads only what the apply wrote (the nft table, the rules
+        # of the chains it rewrote, the tunnel map) and takes the rest from the reads the
+        # apply made moments before (unchanged since, as far as this process goes).
+        self._seen: dict[_Key, object] | None = None
+        self._expected: tuple[KernelPlan, int, dict[int, bytes]] | None = None
 
     # --- plumbing ---
 
@@ -160,6 +173,34 @@ class Dataplane:
         return subprocess.run(
             self._argv(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60
         )
+
+    @contextlib.contextmanager
+    def _observing(self) -> Iterator[None]:
+        """Remember kernel reads (see `_seen`) until the outermost block ends."""
+        if self._seen is not None:
+            yield
+            return
+        self._seen = {}
+        try:
+            yield
+        finally:
+            self._seen = None
+
+    def _remember(self, key: _Key, read: Callable[[], T]) -> T:
+        if self._seen is None:
+            return read()
+        if key not in self._seen:
+            self._seen[key] = read()
+        return cast(T, self._seen[key])
+
+    def _forget(self, *kinds: str, key: _Key | None = None) -> None:
+        """Forget what was read of these kinds (or that one key): this object wrote it."""
+        if self._seen is None:
+            return
+        if key is not None:
+            self._seen.pop(key, None)
+        for stale in [k for k in self._seen if k[0] in kinds]:
+            del self._seen[stale]
 
     @contextlib.contextmanager
     def _ipr(self) -> Iterator[IPRoute]:
@@ -259,6 +300,9 @@ class Dataplane:
     def _links(self) -> dict[str, _Link]:
         """vxtap's devices that exist, by name. From `ip -d -j link`: pyroute2 decodes
         every attribute of every link in Python, which took 100 ms per link here."""
+        return self._remember(("links", ""), self._read_links)
+
+    def _read_links(self) -> dict[str, _Link]:
         out = self._run(["ip", "-d", "-j", "link", "show"])
         if out.returncode != 0:
             raise DataplaneError(f"ip link show: {out.stderr.strip()}")
@@ -315,9 +359,11 @@ class Dataplane:
         created: list[str] = []
         vx = links.get(VXLAN_DEVICE)
         if vx is not None and not self._vxlan_ok(vx):
+            self._forget("links", "offloads", "filters")
             ipr.link("del", index=vx.index)
             vx = None
         if vx is None:
+            self._forget("links", "offloads", "filters")
             ipr.link(
                 "add",
                 ifname=VXLAN_DEVICE,
@@ -331,6 +377,7 @@ class Dataplane:
             a, b = links.get(device), links.get(peer)
             paired = a is not None and b is not None and a.kind == "veth" and a.peer == peer
             if not paired:
+                self._forget("links", "offloads", "filters")
                 for name in (device, peer):
                     if name in links:
                         with contextlib.suppress(NetlinkError):
@@ -341,6 +388,7 @@ class Dataplane:
             # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
             # the mirror stream (seen in captures before this).
             self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
+            self._forget("links")
         for device, peer in COPY_PAIRS:
             # Set on creation, and again if someone turned them back on (copies would then
             # cross whole, as one mirror per 64 KB super-packet).
@@ -353,6 +401,7 @@ class Dataplane:
         raised = False
         for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
             if not links[name].up:
+                self._forget("links")
                 ipr.link("set", index=links[name].index, state="up")
                 raised = True
         # A link dump costs more than all the rest of an unchanged apply: only when needed.
@@ -368,6 +417,7 @@ class Dataplane:
         argv = ["ethtool", "-K", device]
         for feature in features:
             argv += [feature, "off"]
+        self._forget(key=("offloads", device))
         out = self._run(argv)
         if out.returncode != 0:
             raise DataplaneError(f"ethtool -K {device}: {out.stderr.strip()}")
@@ -377,6 +427,9 @@ class Dataplane:
 
     def _offloads_on(self, device: str) -> list[str]:
         """The offloads that must be off on this device but are on."""
+        return self._remember(("offloads", device), lambda: self._read_offloads(device))
+
+    def _read_offloads(self, device: str) -> list[str]:
         is_peer = device in _PEERS
         on: list[str] = []
         for line in self._run(["ethtool", "-k", device]).stdout.splitlines():
@@ -395,6 +448,11 @@ class Dataplane:
         """(name, prog id) of the bpf filters at a device's tc ingress or egress.
 
         From `tc -j`: pyroute2 0.9.7 does not decode TCA_BPF_ID."""
+        return self._remember(
+            ("filters", f"{device} {hook}"), lambda: self._read_filters(device, hook)
+        )
+
+    def _read_filters(self, device: str, hook: str) -> list[tuple[str, int]]:
         out = self._run(["tc", "-j", "filter", "show", "dev", device, hook])
         if out.returncode != 0 or not out.stdout.strip():
             return []
@@ -451,6 +509,7 @@ class Dataplane:
             if [name for name, _ in filters] == [wanted]:
                 continue
             parent = TC_INGRESS_PARENT if hook == "ingress" else TC_EGRESS_PARENT
+            self._forget(key=("filters", f"{device} {hook}"))
             with contextlib.suppress(NetlinkError):
                 ipr.tc("add", "clsact", index)
             if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
@@ -476,12 +535,20 @@ class Dataplane:
         return map_fd
 
     def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
-        return {
+        """The tunnel map's entries for `plan` (kept for the plan last asked about: an
+        apply and its check, and every drift check of the applied plan, need the same)."""
+        if self._expected is not None:
+            last_plan, last_index, entries = self._expected
+            if last_plan is plan and last_index == vxlan_index:
+                return entries
+        entries = {
             t.key: bpf.tunnel_value(
                 vni=t.vni, remote=t.remote, local=t.local, snaplen=t.snaplen, ifindex=vxlan_index
             )
             for t in plan.tunnels
         }
+        self._expected = (plan, vxlan_index, entries)
+        return entries
 
     # --- nft ---
 
@@ -489,6 +556,9 @@ class Dataplane:
         """What the table holds, from one cheap listing of chain names (listing 10,000
         rules takes about a second): the chains, and from the marker chain's name the
         plan digest and the ifindexes its `dup` rules were bound to."""
+        return self._remember(("nft", ""), self._read_table_state)
+
+    def _read_table_state(self) -> _TableState | None:
         out = self._run(["nft", "list", "chains", FAMILY])
         if out.returncode != 0:
             raise DataplaneError(f"nft list chains {FAMILY} failed: {out.stderr.strip()}")
@@ -521,6 +591,14 @@ class Dataplane:
         second `list chain` in one batch ("No such file or directory"), one nft process
         per chain costs milliseconds each with hundreds of devices, and pyroute2 decodes
         every expression of every rule in Python."""
+        if self._seen is None:
+            return self._count_rules(chains)
+        seen = self._seen
+        unknown = [c for c in chains if ("rules", c) not in seen]
+        seen.update({("rules", c): n for c, n in self._count_rules(unknown).items()})
+        return {c: cast(int, seen[("rules", c)]) for c in chains}
+
+    def _count_rules(self, chains: Sequence[str]) -> dict[str, int]:
         counts = dict.fromkeys(chains, 0)
         if not counts:
             return counts
@@ -630,6 +708,7 @@ class Dataplane:
         mark_index, priority_index = self._dup_indexes(links)
         old = self._applied
         script: list[str] | None = None
+        rewritten: set[str] | None = None  # the chains whose rules the script sets; None: all
         if (
             state is not None
             and old is not None
@@ -637,7 +716,9 @@ class Dataplane:
             and state.dup_indexes == (mark_index, priority_index)
             and set(state.chains) == {c.name for c in old.chains}
         ):
-            script = _incremental(old, plan, where, self._damaged_chains(plan, state))
+            incremental = _incremental(old, plan, where, self._damaged_chains(plan, state))
+            if incremental is not None:
+                script, rewritten = incremental
         if script is None:
             script = [f"add table {where}", f"flush table {where}"]
             if state is not None:
@@ -661,6 +742,9 @@ class Dataplane:
         script.append(
             f"add chain {where} {MARKER_PREFIX}{plan.digest}_{mark_index}_{priority_index}"
         )
+        self._forget("nft", *(() if rewritten is not None else ("rules",)))
+        for name in rewritten or ():
+            self._forget(key=("rules", name))
         out = self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
         if out.returncode != 0:
             raise DataplaneError(f"nft refused the ruleset: {out.stderr.strip()[:2000]}")
@@ -668,7 +752,19 @@ class Dataplane:
     # --- the interface ---
 
     def apply(self, plan: KernelPlan) -> None:
-        """Make the kernel show `plan` (creating or fixing only what differs), then verify."""
+        """Make the kernel show `plan` (creating or fixing only what differs), then verify.
+
+        The check is `drift`'s, on what the apply wrote read back from the kernel, and on
+        the rest as the apply read it (`_seen`): an unchanged device is not listed twice."""
+        with self._observing():
+            self._apply(plan)
+            problems = self.drift(plan)
+        if problems:
+            raise DataplaneError(
+                "the kernel differs from the plan after apply: " + "; ".join(problems)
+            )
+
+    def _apply(self, plan: KernelPlan) -> None:
         if plan.is_empty:
             self.cleanup()
             self._applied = None
@@ -700,14 +796,13 @@ class Dataplane:
                         bpf.map_delete(map_fd, key)
                 finally:
                     os.close(map_fd)
-        problems = self.drift(plan)
-        if problems:
-            raise DataplaneError(
-                "the kernel differs from the plan after apply: " + "; ".join(problems)
-            )
 
     def drift(self, plan: KernelPlan) -> list[str]:
         """What in the kernel differs from `plan`; empty when it shows exactly the plan."""
+        with self._observing():
+            return self._drift(plan)
+
+    def _drift(self, plan: KernelPlan) -> list[str]:
         if plan.is_empty:
             return [f"leftover: {item}" for item in self.leftovers()]
         links = self._links()
@@ -763,6 +858,7 @@ class Dataplane:
 
     def cleanup(self) -> None:
         """Remove every trace: the table, the devices (their programs and map go with them)."""
+        self._forget("links", "offloads", "filters", "nft", "rules")
         out = self._run(["nft", "delete", "table", FAMILY, TABLE])
         if out.returncode != 0 and "No such file or directory" not in out.stderr:
             raise DataplaneError(f"nft delete table {FAMILY} {TABLE}: {out.stderr.strip()}")
@@ -789,10 +885,11 @@ def _nlattr(kind: int, value: str) -> bytes:
 
 def _incremental(
     old: KernelPlan, new: KernelPlan, where: str, damaged: Sequence[str] = ()
-) -> list[str] | None:
+) -> tuple[list[str], set[str]] | None:
     """nft commands that turn a table holding `old` into one holding `new`, touching
-    only what differs; None when a chain's definition changed (a full replace then).
-    `damaged` chains (their rules changed behind our back) are flushed and re-filled."""
+    only what differs, and the chains whose rules they flush, fill or delete; None when
+    a chain's definition changed (a full replace then). `damaged` chains (their rules
+    changed behind our back) are flushed and re-filled."""
     old_defs, new_defs = dict(old.chain_defs), dict(new.chain_defs)
     old_rules, new_rules = dict(old.chain_rules), dict(new.chain_rules)
     old_counters, new_counters = dict(old.counter_defs), dict(new.counter_defs)
@@ -820,4 +917,4 @@ def _incremental(
     script += [new_defs[name] for name in added]
     script += [line for n, line in new_counters.items() if old_counters.get(n) != line]
     script += [new_rules[name] for name in (*added, *sorted(changed)) if name in new_rules]
-    return script
+    return script, {*changed, *removed, *added}
