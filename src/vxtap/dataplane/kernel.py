@@ -5,6 +5,10 @@ plan says (creating or fixing only what differs), then `apply` verifies the whol
 plan with `drift` and raises naming what still differs. Works in the current
 network namespace, or in a named one (`netns=`), which the tests use.
 
+It reads and writes through iproute2, ethtool and nft, the bpf(2) syscall, and two
+hand-written netlink messages (a rule-count dump, a tc bpf filter by fd); it does not
+import pyroute2, which cost the agent ~10 MiB of memory.
+
 Kernel objects, all named `vxtap-*` (devices) or `vxtap` (nft table):
   nft table `netdev vxtap`         the filters, replaced in one flush + re-add transaction
   vxtap-vx0                        collect_md VXLAN device, IPv6 off
@@ -17,6 +21,7 @@ bpffs pin is needed and removing the devices removes every trace.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -24,13 +29,10 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netns import create_socket
 
 from vxtap.dataplane import bpf
 from vxtap.dataplane.plan import (
@@ -55,8 +57,16 @@ NFPROTO_NETDEV = 5
 NFT_MSG_NEWRULE = (10 << 8) | 6  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE
 NFT_MSG_GETRULE = (10 << 8) | 7
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN = 1, 2
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+# tc filters over rtnetlink (linux/rtnetlink.h, linux/pkt_cls.h).
+RTM_NEWTFILTER = 44
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_BPF_CLASSID, TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS = 3, 6, 7, 8
+TCA_BPF_FLAG_ACT_DIRECT = 1
+ETH_P_ALL = 0x0003
+CLONE_NEWNET = 0x40000000
 
 TC_INGRESS_PARENT = 0xFFFFFFF2
 TC_EGRESS_PARENT = 0xFFFFFFF3
@@ -202,13 +212,10 @@ class Dataplane:
         for stale in [k for k in self._seen if k[0] in kinds]:
             del self._seen[stale]
 
-    @contextlib.contextmanager
-    def _ipr(self) -> Iterator[IPRoute]:
-        ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
-        try:
-            yield ipr
-        finally:
-            ipr.close()
+    def _netlink(self, protocol: int) -> socket.socket:
+        """A netlink socket in this object's namespace (pyroute2 is not needed for the
+        few messages sent: importing it cost the agent ~10 MiB of memory)."""
+        return _netlink_socket(self.netns, protocol)
 
     def _nft_list(self, *what: str) -> list[dict[str, Any]] | None:
         out = self._run(["nft", "-j", "list", *what])
@@ -353,25 +360,19 @@ class Dataplane:
                     problems.append(f"device {name} has offloads on: {', '.join(on)}")
         return problems
 
-    def _ensure_devices(self, ipr: IPRoute) -> dict[str, _Link]:
+    def _ensure_devices(self) -> dict[str, _Link]:
         """Create or fix vxtap's devices; returns the links as they are afterwards."""
         links = self._links()
         created: list[str] = []
         vx = links.get(VXLAN_DEVICE)
         if vx is not None and not self._vxlan_ok(vx):
             self._forget("links", "offloads", "filters")
-            ipr.link("del", index=vx.index)
+            self._ip(["link", "del", "dev", VXLAN_DEVICE])
             vx = None
         if vx is None:
             self._forget("links", "offloads", "filters")
-            ipr.link(
-                "add",
-                ifname=VXLAN_DEVICE,
-                kind="vxlan",
-                vxlan_collect_metadata=1,
-                vxlan_port=VXLAN_PORT,
-                vxlan_learning=0,
-            )
+            kind = ("type", "vxlan", "external", "dstport", str(VXLAN_PORT), "nolearning")
+            self._ip(["link", "add", VXLAN_DEVICE, *kind])
             created.append(VXLAN_DEVICE)
         for device, peer in COPY_PAIRS:
             a, b = links.get(device), links.get(peer)
@@ -379,10 +380,9 @@ class Dataplane:
             if not paired:
                 self._forget("links", "offloads", "filters")
                 for name in (device, peer):
-                    if name in links:
-                        with contextlib.suppress(NetlinkError):
-                            ipr.link("del", index=links[name].index)
-                ipr.link("add", ifname=device, kind="veth", peer=peer)
+                    if name in links:  # gone already when it was the other's peer
+                        self._run(["ip", "link", "del", "dev", name])
+                self._ip(["link", "add", device, "type", "veth", "peer", "name", peer])
                 created.extend((device, peer))
         for name in created:
             # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
@@ -402,7 +402,7 @@ class Dataplane:
         for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
             if not links[name].up:
                 self._forget("links")
-                ipr.link("set", index=links[name].index, state="up")
+                self._ip(["link", "set", "dev", name, "up"])
                 raised = True
         # A link dump costs more than all the rest of an unchanged apply: only when needed.
         return self._links() if raised else links
@@ -497,7 +497,7 @@ class Dataplane:
                     return bpf.map_fd_by_id(map_ids[0])
         return None
 
-    def _ensure_programs(self, ipr: IPRoute, links: dict[str, _Link]) -> int:
+    def _ensure_programs(self, links: dict[str, _Link]) -> int:
         """Attach each program where it belongs; returns the tunnel map's fd."""
         map_fd = self._current_map_fd(links)
         if map_fd is None:
@@ -510,29 +510,42 @@ class Dataplane:
                 continue
             parent = TC_INGRESS_PARENT if hook == "ingress" else TC_EGRESS_PARENT
             self._forget(key=("filters", f"{device} {hook}"))
-            with contextlib.suppress(NetlinkError):
-                ipr.tc("add", "clsact", index)
+            self._run(["tc", "qdisc", "add", "dev", device, "clsact"])  # fails when present
             if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
-                ipr.tc("del-filter", index=index, parent=parent)
+                self._tc(["filter", "del", "dev", device, hook])
             prog_fd = bpf.load_program(bpf.program(kind, map_fd), f"vxtap_{kind.value}")
             try:
                 # Replaced in place (same preference and handle): an upgraded program
                 # takes over without a moment with no program.
-                ipr.tc(
-                    "replace-filter",
-                    "bpf",
-                    index,
-                    ":1",
-                    fd=prog_fd,
-                    name=wanted,
-                    parent=parent,
-                    classid=1,
-                    direct_action=True,
-                    prio=1,
-                )
+                self._replace_bpf_filter(index, parent, prog_fd, wanted)
+            except OSError as error:
+                raise DataplaneError(
+                    f"attaching program {wanted} at tc {hook} of {device}: {error.strerror}"
+                ) from None
             finally:
                 os.close(prog_fd)
         return map_fd
+
+    def _tc(self, argv: Sequence[str]) -> None:
+        out = self._run(["tc", *argv])
+        if out.returncode != 0:
+            raise DataplaneError(f"tc {' '.join(argv)}: {out.stderr.strip()}")
+
+    def _replace_bpf_filter(self, index: int, parent: int, prog_fd: int, name: str) -> None:
+        """`tc filter replace dev .. pref 1 handle 1 bpf da classid 1 fd PROG name NAME`:
+        tc(8) cannot attach a program by file descriptor, so one RTM_NEWTFILTER is sent."""
+        options = (
+            _nlattr_u32(TCA_BPF_CLASSID, 1)
+            + _nlattr_u32(TCA_BPF_FD, prog_fd)
+            + _nlattr(TCA_BPF_NAME, name)
+            + _nlattr_u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
+        )
+        info = (1 << 16) | socket.htons(ETH_P_ALL)  # preference 1, every protocol
+        body = struct.pack("=BBHiIII", socket.AF_UNSPEC, 0, 0, index, 1, parent, info)
+        body += _nlattr(TCA_KIND, "bpf") + _nlattr_raw(TCA_OPTIONS, options)
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
+        with contextlib.closing(self._netlink(socket.NETLINK_ROUTE)) as sock:
+            _netlink_call(sock, RTM_NEWTFILTER, flags, body)
 
     def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
         """The tunnel map's entries for `plan` (kept for the plan last asked about: an
@@ -602,12 +615,9 @@ class Dataplane:
         counts = dict.fromkeys(chains, 0)
         if not counts:
             return counts
-        sock = create_socket(
-            self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, flags=0
-        )
+        sock = self._netlink(NETLINK_NETFILTER)
         try:
             sock.settimeout(10)
-            sock.bind((0, 0))
             for seq, chain in enumerate(counts, start=1):
                 attrs = _nlattr(NFTA_RULE_TABLE, TABLE) + _nlattr(NFTA_RULE_CHAIN, chain)
                 body = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0) + attrs
@@ -769,33 +779,32 @@ class Dataplane:
             self.cleanup()
             self._applied = None
         else:
-            with self._ipr() as ipr:
-                links = self._ensure_devices(ipr)
-                map_fd = self._ensure_programs(ipr, links)
-                try:
-                    expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
-                    current = dict(bpf.map_items(map_fd))
-                    # New and changed entries before the rules that use them, stale ones after.
-                    for key, value in expected.items():
-                        if current.get(key) != value:
-                            bpf.map_update(map_fd, key, value)
-                    state = self._table_state()
-                    if self._nft_problems(plan, state, links):
-                        try:
-                            self._replace_ruleset(plan, state, links)
-                        except DataplaneError:
-                            # nft kept the old rules: give them back their tunnels too.
-                            for key in expected:
-                                if key in current:
-                                    bpf.map_update(map_fd, key, current[key])
-                                else:
-                                    bpf.map_delete(map_fd, key)
-                            raise
-                    self._applied = plan
-                    for key in current.keys() - expected.keys():
-                        bpf.map_delete(map_fd, key)
-                finally:
-                    os.close(map_fd)
+            links = self._ensure_devices()
+            map_fd = self._ensure_programs(links)
+            try:
+                expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
+                current = dict(bpf.map_items(map_fd))
+                # New and changed entries before the rules that use them, stale ones after.
+                for key, value in expected.items():
+                    if current.get(key) != value:
+                        bpf.map_update(map_fd, key, value)
+                state = self._table_state()
+                if self._nft_problems(plan, state, links):
+                    try:
+                        self._replace_ruleset(plan, state, links)
+                    except DataplaneError:
+                        # nft kept the old rules: give them back their tunnels too.
+                        for key in expected:
+                            if key in current:
+                                bpf.map_update(map_fd, key, current[key])
+                            else:
+                                bpf.map_delete(map_fd, key)
+                        raise
+                self._applied = plan
+                for key in current.keys() - expected.keys():
+                    bpf.map_delete(map_fd, key)
+            finally:
+                os.close(map_fd)
 
     def drift(self, plan: KernelPlan) -> list[str]:
         """What in the kernel differs from `plan`; empty when it shows exactly the plan."""
@@ -862,14 +871,10 @@ class Dataplane:
         out = self._run(["nft", "delete", "table", FAMILY, TABLE])
         if out.returncode != 0 and "No such file or directory" not in out.stderr:
             raise DataplaneError(f"nft delete table {FAMILY} {TABLE}: {out.stderr.strip()}")
-        with self._ipr() as ipr:
-            for name in (VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, *_PEERS):
-                for index in ipr.link_lookup(ifname=name):
-                    try:
-                        ipr.link("del", index=index)
-                    except NetlinkError as error:
-                        if error.code != errno.ENODEV:
-                            raise
+        for name in self._read_links():  # a veth's peer goes with it
+            out = self._run(["ip", "link", "del", "dev", name])
+            if out.returncode != 0 and "Cannot find device" not in out.stderr:
+                raise DataplaneError(f"ip link del dev {name}: {out.stderr.strip()}")
 
 
 _PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)
@@ -878,9 +883,69 @@ _ALL_DEVICES = frozenset((VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, 
 
 def _nlattr(kind: int, value: str) -> bytes:
     """A netlink string attribute, NUL-terminated and padded to 4 bytes."""
-    data = value.encode() + b"\0"
+    return _nlattr_raw(kind, value.encode() + b"\0")
+
+
+def _nlattr_u32(kind: int, value: int) -> bytes:
+    return _nlattr_raw(kind, struct.pack("=I", value))
+
+
+def _nlattr_raw(kind: int, data: bytes) -> bytes:
     attr = struct.pack("=HH", 4 + len(data), kind) + data
     return attr + b"\0" * (-len(attr) % 4)
+
+
+def _netlink_socket(netns: str | None, protocol: int) -> socket.socket:
+    """A bound netlink socket in namespace `netns` (None: the current one). A socket
+    stays in the namespace it was created in, so it is created on a short-lived thread
+    that enters the namespace (setns(2) moves only the calling thread)."""
+
+    def create() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        sock.bind((0, 0))
+        return sock
+
+    if netns is None:
+        return create()
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def in_namespace() -> None:
+        try:
+            with open(f"/var/run/netns/{netns}", "rb") as handle:
+                if _LIBC.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, f"setns into {netns}: {os.strerror(error)}")
+            made.append(create())
+        except OSError as error:
+            failed.append(error)
+
+    thread = threading.Thread(target=in_namespace, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise DataplaneError(f"netlink socket in namespace {netns}: {failed[0]}")
+    return made[0]
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _netlink_call(sock: socket.socket, kind: int, flags: int, body: bytes) -> None:
+    """Send one request and wait for its acknowledgement; OSError when refused."""
+    sock.settimeout(10)
+    sock.send(struct.pack("=IHHII", 16 + len(body), kind, flags, 1, 0) + body)
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, reply, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
+            if seq == 1 and reply == NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", data, offset + 16)
+                if code:
+                    raise OSError(-code, os.strerror(-code))
+                return
+            offset += (length + 3) & ~3
 
 
 def _incremental(
