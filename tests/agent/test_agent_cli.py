@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,20 @@ def test_missing_prerequisites_are_named(
     assert code == 1
     assert output.startswith("error: missing kernel prerequisites: ")
     assert "the nft command (package nftables)" in output
+
+
+def test_the_agent_process_does_not_import_pyroute2() -> None:
+    """pyroute2 cost the agent ~10 MiB of resident memory; the data plane speaks the few
+    netlink messages it needs itself (docs/agent.md, memory)."""
+    modules = (
+        "vxtap.cli.agent",
+        "vxtap.agent.daemon",
+        "vxtap.agent.interfaces",
+        "vxtap.agent.metrics",
+        "vxtap.agent.statefile",
+        "vxtap.dataplane.kernel",
+        "vxtap.dataplane.plan",
+    )
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('pyroute2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

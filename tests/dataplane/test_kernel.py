@@ -674,3 +674,48 @@ def test_two_sources_own_outer_addresses_and_a_device_that_appears_later(lan: La
         (SOURCE_IP, SOURCE_IP, 7000): 10,
         ("192.168.0.231", "192.168.0.231", 7001): 10,
     }
+
+
+def test_apply_checks_what_it_wrote_and_reads_unchanged_devices_once(
+    make_namespace: Callable[[str], Namespace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that ends an apply re-reads the table the transaction changed (so a
+    kernel that does not show it fails the apply) but not the devices the apply listed
+    moments before and left alone."""
+    ns = make_namespace("dp-check")
+    first = compile_plan(state([_udp_all()], [session("s", "f", 1, vni=7)]))
+    second = compile_plan(state([_udp_all()], [session("s", "f", 1, vni=8)], "2"))
+    dp = Dataplane(netns=ns.name)
+    dp.apply(first)
+    commands: list[str] = []
+    run = dp._run
+
+    def recording(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        commands.append(" ".join(argv[:3]))
+        return run(argv, stdin)
+
+    monkeypatch.setattr(dp, "_run", recording)
+    dp.apply(second)  # a new VNI: the tunnel map entry and the table's marker change
+    assert commands.count("nft list chains") == 2  # before and after the transaction
+    assert commands.count("nft -f -") == 1
+    assert commands.count("ip -d -j") == 1  # the links, listed once
+    assert commands.count("tc -j filter") == 3  # each program's hook, listed once
+    assert commands.count("ethtool -k vxtap-mk0") == 1
+    commands.clear()
+    assert dp.drift(second) == []  # a check on its own reads everything afresh
+    assert commands.count("ip -d -j") == 1 and commands.count("nft list chains") == 1
+
+    def sabotaged(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        out = run(argv, stdin)
+        if argv[:2] == ["nft", "-f"]:  # the transaction "succeeded", the kernel lost a chain
+            base = next(c.name for c in first.chains if c.hook is not None)
+            assert run(["nft", "delete", "chain", "netdev", "vxtap", base]).returncode == 0
+        return out
+
+    monkeypatch.setattr(dp, "_run", sabotaged)
+    with pytest.raises(DataplaneError, match="differs from the plan after apply"):
+        dp.apply(first)
+    monkeypatch.undo()
+    dp.apply(first)
+    assert dp.drift(first) == []
+    dp.cleanup()

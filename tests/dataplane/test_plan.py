@@ -379,8 +379,9 @@ def test_the_text_loaded_is_the_json_rendered() -> None:
 def test_memoised_compile_equals_a_compile_from_scratch(
     desired: DesiredState, data: st.DataObject
 ) -> None:
-    """Rule matches are memoised across compiles: a warm compile (after the previous
-    state, as in the agent) must give exactly the plan a cold one gives."""
+    """Rule matches and each (session, source) pair's chains are memoised across
+    compiles: a warm compile (after the previous state, as in the agent) must give
+    exactly the plan a cold one gives."""
     changed = desired
     if desired.sessions:
         index = data.draw(st.integers(0, len(desired.sessions) - 1))
@@ -390,10 +391,21 @@ def test_memoised_compile_equals_a_compile_from_scratch(
         changed = desired.model_copy(
             update={"sessions": (*desired.sessions[:index], edited, *desired.sessions[index + 1 :])}
         )
+    with_rules = [i for i, f in enumerate(changed.filters) if f.rules]
+    if with_rules and data.draw(st.booleans()):  # and a rule's action, in a shared filter
+        index = data.draw(st.sampled_from(with_rules))
+        flt = changed.filters[index]
+        first, *rest = flt.rules
+        flipped = Action.REJECT if first.action is Action.ACCEPT else Action.ACCEPT
+        edited_filter = flt.model_copy(
+            update={"rules": (first.model_copy(update={"action": flipped}), *rest)}
+        )
+        filters = (*changed.filters[:index], edited_filter, *changed.filters[index + 1 :])
+        changed = changed.model_copy(update={"filters": filters})
     compile_plan(desired)  # warms the memo
     warm = compile_plan(changed)
     warm_json = warm.nft_json
-    plan_module._match_forms.cache_clear()
+    plan_module.clear_memo()
     cold = compile_plan(changed)
     assert warm == cold
     assert (warm.nft_text, warm.digest, warm.chain_rules) == (
@@ -401,5 +413,5 @@ def test_memoised_compile_equals_a_compile_from_scratch(
         cold.digest,
         cold.chain_rules,
     )
-    plan_module._match_forms.cache_clear()
+    plan_module.clear_memo()
     assert warm_json == cold.nft_json

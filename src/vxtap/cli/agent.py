@@ -80,7 +80,7 @@ def agent(
     # One line per request at INFO would drown what the agent decides.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    # Imported here: the data plane needs pyroute2 and root, `vxtap agent --help` neither.
+    # Imported here: the data plane needs root, `vxtap agent --help` does not.
     from vxtap.agent.daemon import Agent
     from vxtap.agent.interfaces import discover
     from vxtap.agent.metrics import AgentMetrics

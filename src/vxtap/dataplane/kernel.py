@@ -5,6 +5,10 @@ plan says (creating or fixing only what differs), then `apply` verifies the whol
 plan with `drift` and raises naming what still differs. Works in the current
 network namespace, or in a named one (`netns=`), which the tests use.
 
+It reads and writes through iproute2, ethtool and nft, the bpf(2) syscall, and two
+hand-written netlink messages (a rule-count dump, a tc bpf filter by fd); it does not
+import pyroute2, which cost the agent ~10 MiB of memory.
+
 Kernel objects, all named `vxtap-*` (devices) or `vxtap` (nft table):
   nft table `netdev vxtap`         the filters, replaced in one flush + re-add transaction
   vxtap-vx0                        collect_md VXLAN device, IPv6 off
@@ -17,6 +21,7 @@ bpffs pin is needed and removing the devices removes every trace.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -24,13 +29,10 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netns import create_socket
+from typing import Any, TypeVar, cast
 
 from vxtap.dataplane import bpf
 from vxtap.dataplane.plan import (
@@ -55,8 +57,16 @@ NFPROTO_NETDEV = 5
 NFT_MSG_NEWRULE = (10 << 8) | 6  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE
 NFT_MSG_GETRULE = (10 << 8) | 7
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN = 1, 2
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+# tc filters over rtnetlink (linux/rtnetlink.h, linux/pkt_cls.h).
+RTM_NEWTFILTER = 44
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_BPF_CLASSID, TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS = 3, 6, 7, 8
+TCA_BPF_FLAG_ACT_DIRECT = 1
+ETH_P_ALL = 0x0003
+CLONE_NEWNET = 0x40000000
 
 TC_INGRESS_PARENT = 0xFFFFFFF2
 TC_EGRESS_PARENT = 0xFFFFFFF3
@@ -144,10 +154,23 @@ class _TableState:
     dup_indexes: tuple[int, int] | None  # of vxtap-mk0, vxtap-pr0 when the rules were loaded
 
 
+T = TypeVar("T")
+# What `_seen` remembers, by (kind, object): kinds are "links", "offloads" (per device),
+# "filters" (per "device hook"), "nft" (the table's chains), "rules" (per chain).
+_Key = tuple[str, str]
+
+
 class Dataplane:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._applied: KernelPlan | None = None  # the plan this object last applied
+        # What this object read from the kernel during the current `apply` or `drift`,
+        # each item forgotten as soon as this object writes that object. The check that
+        # ends an apply then re-reads only what the apply wrote (the nft table, the rules
+        # of the chains it rewrote, the tunnel map) and takes the rest from the reads the
+        # apply made moments before (unchanged since, as far as this process goes).
+        self._seen: dict[_Key, object] | None = None
+        self._expected: tuple[KernelPlan, int, dict[int, bytes]] | None = None
 
     # --- plumbing ---
 
@@ -162,12 +185,37 @@ class Dataplane:
         )
 
     @contextlib.contextmanager
-    def _ipr(self) -> Iterator[IPRoute]:
-        ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
+    def _observing(self) -> Iterator[None]:
+        """Remember kernel reads (see `_seen`) until the outermost block ends."""
+        if self._seen is not None:
+            yield
+            return
+        self._seen = {}
         try:
-            yield ipr
+            yield
         finally:
-            ipr.close()
+            self._seen = None
+
+    def _remember(self, key: _Key, read: Callable[[], T]) -> T:
+        if self._seen is None:
+            return read()
+        if key not in self._seen:
+            self._seen[key] = read()
+        return cast(T, self._seen[key])
+
+    def _forget(self, *kinds: str, key: _Key | None = None) -> None:
+        """Forget what was read of these kinds (or that one key): this object wrote it."""
+        if self._seen is None:
+            return
+        if key is not None:
+            self._seen.pop(key, None)
+        for stale in [k for k in self._seen if k[0] in kinds]:
+            del self._seen[stale]
+
+    def _netlink(self, protocol: int) -> socket.socket:
+        """A netlink socket in this object's namespace (pyroute2 is not needed for the
+        few messages sent: importing it cost the agent ~10 MiB of memory)."""
+        return _netlink_socket(self.netns, protocol)
 
     def _nft_list(self, *what: str) -> list[dict[str, Any]] | None:
         out = self._run(["nft", "-j", "list", *what])
@@ -259,6 +307,9 @@ class Dataplane:
     def _links(self) -> dict[str, _Link]:
         """vxtap's devices that exist, by name. From `ip -d -j link`: pyroute2 decodes
         every attribute of every link in Python, which took 100 ms per link here."""
+        return self._remember(("links", ""), self._read_links)
+
+    def _read_links(self) -> dict[str, _Link]:
         out = self._run(["ip", "-d", "-j", "link", "show"])
         if out.returncode != 0:
             raise DataplaneError(f"ip link show: {out.stderr.strip()}")
@@ -309,38 +360,35 @@ class Dataplane:
                     problems.append(f"device {name} has offloads on: {', '.join(on)}")
         return problems
 
-    def _ensure_devices(self, ipr: IPRoute) -> dict[str, _Link]:
+    def _ensure_devices(self) -> dict[str, _Link]:
         """Create or fix vxtap's devices; returns the links as they are afterwards."""
         links = self._links()
         created: list[str] = []
         vx = links.get(VXLAN_DEVICE)
         if vx is not None and not self._vxlan_ok(vx):
-            ipr.link("del", index=vx.index)
+            self._forget("links", "offloads", "filters")
+            self._ip(["link", "del", "dev", VXLAN_DEVICE])
             vx = None
         if vx is None:
-            ipr.link(
-                "add",
-                ifname=VXLAN_DEVICE,
-                kind="vxlan",
-                vxlan_collect_metadata=1,
-                vxlan_port=VXLAN_PORT,
-                vxlan_learning=0,
-            )
+            self._forget("links", "offloads", "filters")
+            kind = ("type", "vxlan", "external", "dstport", str(VXLAN_PORT), "nolearning")
+            self._ip(["link", "add", VXLAN_DEVICE, *kind])
             created.append(VXLAN_DEVICE)
         for device, peer in COPY_PAIRS:
             a, b = links.get(device), links.get(peer)
             paired = a is not None and b is not None and a.kind == "veth" and a.peer == peer
             if not paired:
+                self._forget("links", "offloads", "filters")
                 for name in (device, peer):
-                    if name in links:
-                        with contextlib.suppress(NetlinkError):
-                            ipr.link("del", index=links[name].index)
-                ipr.link("add", ifname=device, kind="veth", peer=peer)
+                    if name in links:  # gone already when it was the other's peer
+                        self._run(["ip", "link", "del", "dev", name])
+                self._ip(["link", "add", device, "type", "veth", "peer", "name", peer])
                 created.extend((device, peer))
         for name in created:
             # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
             # the mirror stream (seen in captures before this).
             self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
+            self._forget("links")
         for device, peer in COPY_PAIRS:
             # Set on creation, and again if someone turned them back on (copies would then
             # cross whole, as one mirror per 64 KB super-packet).
@@ -353,7 +401,8 @@ class Dataplane:
         raised = False
         for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
             if not links[name].up:
-                ipr.link("set", index=links[name].index, state="up")
+                self._forget("links")
+                self._ip(["link", "set", "dev", name, "up"])
                 raised = True
         # A link dump costs more than all the rest of an unchanged apply: only when needed.
         return self._links() if raised else links
@@ -368,6 +417,7 @@ class Dataplane:
         argv = ["ethtool", "-K", device]
         for feature in features:
             argv += [feature, "off"]
+        self._forget(key=("offloads", device))
         out = self._run(argv)
         if out.returncode != 0:
             raise DataplaneError(f"ethtool -K {device}: {out.stderr.strip()}")
@@ -377,6 +427,9 @@ class Dataplane:
 
     def _offloads_on(self, device: str) -> list[str]:
         """The offloads that must be off on this device but are on."""
+        return self._remember(("offloads", device), lambda: self._read_offloads(device))
+
+    def _read_offloads(self, device: str) -> list[str]:
         is_peer = device in _PEERS
         on: list[str] = []
         for line in self._run(["ethtool", "-k", device]).stdout.splitlines():
@@ -395,6 +448,11 @@ class Dataplane:
         """(name, prog id) of the bpf filters at a device's tc ingress or egress.
 
         From `tc -j`: pyroute2 0.9.7 does not decode TCA_BPF_ID."""
+        return self._remember(
+            ("filters", f"{device} {hook}"), lambda: self._read_filters(device, hook)
+        )
+
+    def _read_filters(self, device: str, hook: str) -> list[tuple[str, int]]:
         out = self._run(["tc", "-j", "filter", "show", "dev", device, hook])
         if out.returncode != 0 or not out.stdout.strip():
             return []
@@ -439,7 +497,7 @@ class Dataplane:
                     return bpf.map_fd_by_id(map_ids[0])
         return None
 
-    def _ensure_programs(self, ipr: IPRoute, links: dict[str, _Link]) -> int:
+    def _ensure_programs(self, links: dict[str, _Link]) -> int:
         """Attach each program where it belongs; returns the tunnel map's fd."""
         map_fd = self._current_map_fd(links)
         if map_fd is None:
@@ -451,37 +509,59 @@ class Dataplane:
             if [name for name, _ in filters] == [wanted]:
                 continue
             parent = TC_INGRESS_PARENT if hook == "ingress" else TC_EGRESS_PARENT
-            with contextlib.suppress(NetlinkError):
-                ipr.tc("add", "clsact", index)
+            self._forget(key=("filters", f"{device} {hook}"))
+            self._run(["tc", "qdisc", "add", "dev", device, "clsact"])  # fails when present
             if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
-                ipr.tc("del-filter", index=index, parent=parent)
+                self._tc(["filter", "del", "dev", device, hook])
             prog_fd = bpf.load_program(bpf.program(kind, map_fd), f"vxtap_{kind.value}")
             try:
                 # Replaced in place (same preference and handle): an upgraded program
                 # takes over without a moment with no program.
-                ipr.tc(
-                    "replace-filter",
-                    "bpf",
-                    index,
-                    ":1",
-                    fd=prog_fd,
-                    name=wanted,
-                    parent=parent,
-                    classid=1,
-                    direct_action=True,
-                    prio=1,
-                )
+                self._replace_bpf_filter(index, parent, prog_fd, wanted)
+            except OSError as error:
+                raise DataplaneError(
+                    f"attaching program {wanted} at tc {hook} of {device}: {error.strerror}"
+                ) from None
             finally:
                 os.close(prog_fd)
         return map_fd
 
+    def _tc(self, argv: Sequence[str]) -> None:
+        out = self._run(["tc", *argv])
+        if out.returncode != 0:
+            raise DataplaneError(f"tc {' '.join(argv)}: {out.stderr.strip()}")
+
+    def _replace_bpf_filter(self, index: int, parent: int, prog_fd: int, name: str) -> None:
+        """`tc filter replace dev .. pref 1 handle 1 bpf da classid 1 fd PROG name NAME`:
+        tc(8) cannot attach a program by file descriptor, so one RTM_NEWTFILTER is sent."""
+        options = (
+            _nlattr_u32(TCA_BPF_CLASSID, 1)
+            + _nlattr_u32(TCA_BPF_FD, prog_fd)
+            + _nlattr(TCA_BPF_NAME, name)
+            + _nlattr_u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
+        )
+        info = (1 << 16) | socket.htons(ETH_P_ALL)  # preference 1, every protocol
+        body = struct.pack("=BBHiIII", socket.AF_UNSPEC, 0, 0, index, 1, parent, info)
+        body += _nlattr(TCA_KIND, "bpf") + _nlattr_raw(TCA_OPTIONS, options)
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
+        with contextlib.closing(self._netlink(socket.NETLINK_ROUTE)) as sock:
+            _netlink_call(sock, RTM_NEWTFILTER, flags, body)
+
     def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
-        return {
+        """The tunnel map's entries for `plan` (kept for the plan last asked about: an
+        apply and its check, and every drift check of the applied plan, need the same)."""
+        if self._expected is not None:
+            last_plan, last_index, entries = self._expected
+            if last_plan is plan and last_index == vxlan_index:
+                return entries
+        entries = {
             t.key: bpf.tunnel_value(
                 vni=t.vni, remote=t.remote, local=t.local, snaplen=t.snaplen, ifindex=vxlan_index
             )
             for t in plan.tunnels
         }
+        self._expected = (plan, vxlan_index, entries)
+        return entries
 
     # --- nft ---
 
@@ -489,6 +569,9 @@ class Dataplane:
         """What the table holds, from one cheap listing of chain names (listing 10,000
         rules takes about a second): the chains, and from the marker chain's name the
         plan digest and the ifindexes its `dup` rules were bound to."""
+        return self._remember(("nft", ""), self._read_table_state)
+
+    def _read_table_state(self) -> _TableState | None:
         out = self._run(["nft", "list", "chains", FAMILY])
         if out.returncode != 0:
             raise DataplaneError(f"nft list chains {FAMILY} failed: {out.stderr.strip()}")
@@ -521,15 +604,20 @@ class Dataplane:
         second `list chain` in one batch ("No such file or directory"), one nft process
         per chain costs milliseconds each with hundreds of devices, and pyroute2 decodes
         every expression of every rule in Python."""
+        if self._seen is None:
+            return self._count_rules(chains)
+        seen = self._seen
+        unknown = [c for c in chains if ("rules", c) not in seen]
+        seen.update({("rules", c): n for c, n in self._count_rules(unknown).items()})
+        return {c: cast(int, seen[("rules", c)]) for c in chains}
+
+    def _count_rules(self, chains: Sequence[str]) -> dict[str, int]:
         counts = dict.fromkeys(chains, 0)
         if not counts:
             return counts
-        sock = create_socket(
-            self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, flags=0
-        )
+        sock = self._netlink(NETLINK_NETFILTER)
         try:
             sock.settimeout(10)
-            sock.bind((0, 0))
             for seq, chain in enumerate(counts, start=1):
                 attrs = _nlattr(NFTA_RULE_TABLE, TABLE) + _nlattr(NFTA_RULE_CHAIN, chain)
                 body = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0) + attrs
@@ -630,6 +718,7 @@ class Dataplane:
         mark_index, priority_index = self._dup_indexes(links)
         old = self._applied
         script: list[str] | None = None
+        rewritten: set[str] | None = None  # the chains whose rules the script sets; None: all
         if (
             state is not None
             and old is not None
@@ -637,7 +726,9 @@ class Dataplane:
             and state.dup_indexes == (mark_index, priority_index)
             and set(state.chains) == {c.name for c in old.chains}
         ):
-            script = _incremental(old, plan, where, self._damaged_chains(plan, state))
+            incremental = _incremental(old, plan, where, self._damaged_chains(plan, state))
+            if incremental is not None:
+                script, rewritten = incremental
         if script is None:
             script = [f"add table {where}", f"flush table {where}"]
             if state is not None:
@@ -661,6 +752,9 @@ class Dataplane:
         script.append(
             f"add chain {where} {MARKER_PREFIX}{plan.digest}_{mark_index}_{priority_index}"
         )
+        self._forget("nft", *(() if rewritten is not None else ("rules",)))
+        for name in rewritten or ():
+            self._forget(key=("rules", name))
         out = self._run(["nft", "-f", "-"], "\n".join(script) + "\n")
         if out.returncode != 0:
             raise DataplaneError(f"nft refused the ruleset: {out.stderr.strip()[:2000]}")
@@ -668,46 +762,56 @@ class Dataplane:
     # --- the interface ---
 
     def apply(self, plan: KernelPlan) -> None:
-        """Make the kernel show `plan` (creating or fixing only what differs), then verify."""
-        if plan.is_empty:
-            self.cleanup()
-            self._applied = None
-        else:
-            with self._ipr() as ipr:
-                links = self._ensure_devices(ipr)
-                map_fd = self._ensure_programs(ipr, links)
-                try:
-                    expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
-                    current = dict(bpf.map_items(map_fd))
-                    # New and changed entries before the rules that use them, stale ones after.
-                    for key, value in expected.items():
-                        if current.get(key) != value:
-                            bpf.map_update(map_fd, key, value)
-                    state = self._table_state()
-                    if self._nft_problems(plan, state, links):
-                        try:
-                            self._replace_ruleset(plan, state, links)
-                        except DataplaneError:
-                            # nft kept the old rules: give them back their tunnels too.
-                            for key in expected:
-                                if key in current:
-                                    bpf.map_update(map_fd, key, current[key])
-                                else:
-                                    bpf.map_delete(map_fd, key)
-                            raise
-                    self._applied = plan
-                    for key in current.keys() - expected.keys():
-                        bpf.map_delete(map_fd, key)
-                finally:
-                    os.close(map_fd)
-        problems = self.drift(plan)
+        """Make the kernel show `plan` (creating or fixing only what differs), then verify.
+
+        The check is `drift`'s, on what the apply wrote read back from the kernel, and on
+        the rest as the apply read it (`_seen`): an unchanged device is not listed twice."""
+        with self._observing():
+            self._apply(plan)
+            problems = self.drift(plan)
         if problems:
             raise DataplaneError(
                 "the kernel differs from the plan after apply: " + "; ".join(problems)
             )
 
+    def _apply(self, plan: KernelPlan) -> None:
+        if plan.is_empty:
+            self.cleanup()
+            self._applied = None
+        else:
+            links = self._ensure_devices()
+            map_fd = self._ensure_programs(links)
+            try:
+                expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
+                current = dict(bpf.map_items(map_fd))
+                # New and changed entries before the rules that use them, stale ones after.
+                for key, value in expected.items():
+                    if current.get(key) != value:
+                        bpf.map_update(map_fd, key, value)
+                state = self._table_state()
+                if self._nft_problems(plan, state, links):
+                    try:
+                        self._replace_ruleset(plan, state, links)
+                    except DataplaneError:
+                        # nft kept the old rules: give them back their tunnels too.
+                        for key in expected:
+                            if key in current:
+                                bpf.map_update(map_fd, key, current[key])
+                            else:
+                                bpf.map_delete(map_fd, key)
+                        raise
+                self._applied = plan
+                for key in current.keys() - expected.keys():
+                    bpf.map_delete(map_fd, key)
+            finally:
+                os.close(map_fd)
+
     def drift(self, plan: KernelPlan) -> list[str]:
         """What in the kernel differs from `plan`; empty when it shows exactly the plan."""
+        with self._observing():
+            return self._drift(plan)
+
+    def _drift(self, plan: KernelPlan) -> list[str]:
         if plan.is_empty:
             return [f"leftover: {item}" for item in self.leftovers()]
         links = self._links()
@@ -763,17 +867,14 @@ class Dataplane:
 
     def cleanup(self) -> None:
         """Remove every trace: the table, the devices (their programs and map go with them)."""
+        self._forget("links", "offloads", "filters", "nft", "rules")
         out = self._run(["nft", "delete", "table", FAMILY, TABLE])
         if out.returncode != 0 and "No such file or directory" not in out.stderr:
             raise DataplaneError(f"nft delete table {FAMILY} {TABLE}: {out.stderr.strip()}")
-        with self._ipr() as ipr:
-            for name in (VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, *_PEERS):
-                for index in ipr.link_lookup(ifname=name):
-                    try:
-                        ipr.link("del", index=index)
-                    except NetlinkError as error:
-                        if error.code != errno.ENODEV:
-                            raise
+        for name in self._read_links():  # a veth's peer goes with it
+            out = self._run(["ip", "link", "del", "dev", name])
+            if out.returncode != 0 and "Cannot find device" not in out.stderr:
+                raise DataplaneError(f"ip link del dev {name}: {out.stderr.strip()}")
 
 
 _PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)
@@ -782,17 +883,78 @@ _ALL_DEVICES = frozenset((VXLAN_DEVICE, MARK_COPY_DEVICE, PRIORITY_COPY_DEVICE, 
 
 def _nlattr(kind: int, value: str) -> bytes:
     """A netlink string attribute, NUL-terminated and padded to 4 bytes."""
-    data = value.encode() + b"\0"
+    return _nlattr_raw(kind, value.encode() + b"\0")
+
+
+def _nlattr_u32(kind: int, value: int) -> bytes:
+    return _nlattr_raw(kind, struct.pack("=I", value))
+
+
+def _nlattr_raw(kind: int, data: bytes) -> bytes:
     attr = struct.pack("=HH", 4 + len(data), kind) + data
     return attr + b"\0" * (-len(attr) % 4)
 
 
+def _netlink_socket(netns: str | None, protocol: int) -> socket.socket:
+    """A bound netlink socket in namespace `netns` (None: the current one). A socket
+    stays in the namespace it was created in, so it is created on a short-lived thread
+    that enters the namespace (setns(2) moves only the calling thread)."""
+
+    def create() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        sock.bind((0, 0))
+        return sock
+
+    if netns is None:
+        return create()
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def in_namespace() -> None:
+        try:
+            with open(f"/var/run/netns/{netns}", "rb") as handle:
+                if _LIBC.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, f"setns into {netns}: {os.strerror(error)}")
+            made.append(create())
+        except OSError as error:
+            failed.append(error)
+
+    thread = threading.Thread(target=in_namespace, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise DataplaneError(f"netlink socket in namespace {netns}: {failed[0]}")
+    return made[0]
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _netlink_call(sock: socket.socket, kind: int, flags: int, body: bytes) -> None:
+    """Send one request and wait for its acknowledgement; OSError when refused."""
+    sock.settimeout(10)
+    sock.send(struct.pack("=IHHII", 16 + len(body), kind, flags, 1, 0) + body)
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, reply, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
+            if seq == 1 and reply == NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", data, offset + 16)
+                if code:
+                    raise OSError(-code, os.strerror(-code))
+                return
+            offset += (length + 3) & ~3
+
+
 def _incremental(
     old: KernelPlan, new: KernelPlan, where: str, damaged: Sequence[str] = ()
-) -> list[str] | None:
+) -> tuple[list[str], set[str]] | None:
     """nft commands that turn a table holding `old` into one holding `new`, touching
-    only what differs; None when a chain's definition changed (a full replace then).
-    `damaged` chains (their rules changed behind our back) are flushed and re-filled."""
+    only what differs, and the chains whose rules they flush, fill or delete; None when
+    a chain's definition changed (a full replace then). `damaged` chains (their rules
+    changed behind our back) are flushed and re-filled."""
     old_defs, new_defs = dict(old.chain_defs), dict(new.chain_defs)
     old_rules, new_rules = dict(old.chain_rules), dict(new.chain_rules)
     old_counters, new_counters = dict(old.counter_defs), dict(new.counter_defs)
@@ -820,4 +982,4 @@ def _incremental(
     script += [new_defs[name] for name in added]
     script += [line for n, line in new_counters.items() if old_counters.get(n) != line]
     script += [new_rules[name] for name in (*added, *sorted(changed)) if name in new_rules]
-    return script
+    return script, {*changed, *removed, *added}

@@ -379,6 +379,11 @@ class _Emitter:
             f"add rule {self.where} {chain} {' '.join(e[1] for e in exprs)}"
         )
 
+    def take_json(self) -> tuple[str, ...]:
+        """The JSON fragments emitted since the last call (the table's first)."""
+        taken, self.json = tuple(self.json), []
+        return taken
+
     def json_document(self) -> str:
         return '{"nftables":[' + ",".join(self.json) + "]}"
 
@@ -388,6 +393,92 @@ class _SessionChain:
     priority: int
     session_id: str
     chain: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """What one (session, source) pair adds to the table, as `_Emitter` output: its
+    mirror and session chains, their counters and rules (text, and JSON when asked)."""
+
+    chains: tuple[Chain, ...]
+    counters: tuple[CounterRef, ...]
+    session_chains: tuple[tuple[Direction, str], ...]
+    chain_defs: tuple[tuple[str, str], ...]
+    counter_defs: tuple[tuple[str, str], ...]
+    chain_rules: tuple[tuple[str, str], ...]
+    json_chains: tuple[str, ...]
+    json_counters: tuple[str, ...]
+    json_rules: tuple[str, ...]
+
+
+def _piece(
+    key: int, session_id: str, by_direction: dict[Direction, tuple[Rule, ...]], with_json: bool
+) -> _Piece:
+    mirror_chain = f"m{key:08x}"
+    mirrored, unmirrorable = f"m{key:08x}", f"u{key:08x}"
+    chains = [Chain(mirror_chain, 3)]
+    counters = [
+        CounterRef(mirrored, "mirrored", session_id),
+        CounterRef(unmirrorable, "unmirrorable", session_id),
+    ]
+    rules_out = [(mirror_chain, r) for r in _mirror_rules(key, mirrored, unmirrorable, with_json)]
+    session_chains: list[tuple[Direction, str]] = []
+    for direction, rules in by_direction.items():
+        if not rules:
+            continue
+        session_chain = f"s{key:08x}{_direction_tag(direction)}"
+        chains.append(Chain(session_chain, len(rules)))
+        for rule in rules:
+            counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
+            counters.append(CounterRef(counter, "rule", session_id, rule.id))
+            match = match_forms(rule, with_json)
+            verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
+            rules_out.append((session_chain, [*match, _counter(counter), verdict]))
+        session_chains.append((direction, session_chain))
+    out = _Emitter(with_json=with_json)
+    out.take_json()  # the table: added once, by the plan
+    for chain in chains:
+        out.chain(chain)
+    json_chains = out.take_json()
+    for ref in counters:
+        out.counter(ref)
+    json_counters = out.take_json()
+    for chain_name, exprs in rules_out:
+        out.rule(chain_name, exprs)
+    return _Piece(
+        chains=tuple(chains),
+        counters=tuple(counters),
+        session_chains=tuple(session_chains),
+        chain_defs=tuple(out.chain_defs.items()),
+        counter_defs=tuple(out.counter_defs.items()),
+        chain_rules=tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items()),
+        json_chains=json_chains,
+        json_counters=json_counters,
+        json_rules=out.take_json(),
+    )
+
+
+def _filter_signature(by_direction: dict[Direction, tuple[Rule, ...]]) -> str:
+    """Everything of a filter's rules that its sessions' pieces depend on, as one string
+    (a dictionary key that hashes once)."""
+    return "\n".join(
+        f"{direction.value} {r.id} {r.priority} {r.action.value} {_match_key(r)}"
+        for direction, rules in by_direction.items()
+        for r in rules
+    )
+
+
+# The pieces of the last compile, by (key, session id, filter signature): a one-session
+# change among 1,000 rebuilds one piece. Replaced by each compile, so it holds what the
+# current plan holds (the same strings), never the pieces of sessions long gone.
+_pieces: dict[tuple[int, str, str], _Piece] = {}
+
+
+def clear_memo() -> None:
+    """Forget every memoised piece and rule match (the next compile starts cold)."""
+    global _pieces
+    _pieces = {}
+    _match_forms.cache_clear()
 
 
 def _direction_tag(direction: Direction) -> str:
@@ -413,6 +504,7 @@ def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan
 
 def _compile(state: DesiredState, underlay_mtu: int, *, with_json: bool) -> tuple[KernelPlan, str]:
     """The plan, and its nft JSON document when `with_json` (else "")."""
+    global _pieces
     ports = {p.id: p for p in state.ports}
     targets = {p.id: p for p in (*state.ports, *state.targets)}
     filters = {f.id: f for f in state.filters}
@@ -420,9 +512,11 @@ def _compile(state: DesiredState, underlay_mtu: int, *, with_json: bool) -> tupl
     tunnels: list[Tunnel] = []
     counters: list[CounterRef] = []
     chains: list[Chain] = []
-    rules_out: list[tuple[str, list[Expr]]] = []
     dispatch: dict[tuple[Direction, str], list[_SessionChain]] = {}
     used_keys: set[int] = set()
+    rules_by_filter: dict[str, dict[Direction, tuple[Rule, ...]]] = {}
+    signatures: dict[str, str] = {}
+    pieces: dict[tuple[int, str, str], _Piece] = {}
 
     for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
         if not session.enabled:
@@ -431,7 +525,11 @@ def _compile(state: DesiredState, underlay_mtu: int, *, with_json: bool) -> tupl
         if flt is None:
             skipped.append(f"session {session.id}: filter {session.filter_id} is unknown")
             continue
-        by_direction = {d: flt.rules_for(d) for d in (Direction.INGRESS, Direction.EGRESS)}
+        by_direction = rules_by_filter.get(flt.id)
+        if by_direction is None:
+            by_direction = {d: flt.rules_for(d) for d in (Direction.INGRESS, Direction.EGRESS)}
+            rules_by_filter[flt.id] = by_direction
+            signatures[flt.id] = _filter_signature(by_direction)
         if not any(by_direction.values()):
             continue  # SPEC 2.5: a filter without rules mirrors nothing
         remote = _target_address(targets.get(session.target_id))
@@ -461,30 +559,20 @@ def _compile(state: DesiredState, underlay_mtu: int, *, with_json: bool) -> tupl
                     snaplen=snaplen,
                 )
             )
-            mirror_chain = f"m{key:08x}"
-            mirrored, unmirrorable = f"m{key:08x}", f"u{key:08x}"
-            counters.append(CounterRef(mirrored, "mirrored", session.id))
-            counters.append(CounterRef(unmirrorable, "unmirrorable", session.id))
-            chains.append(Chain(mirror_chain, 3))
-            rules_out.extend(
-                (mirror_chain, r) for r in _mirror_rules(key, mirrored, unmirrorable, with_json)
-            )
-            for direction, rules in by_direction.items():
-                if not rules:
-                    continue
-                session_chain = f"s{key:08x}{_direction_tag(direction)}"
-                chains.append(Chain(session_chain, len(rules)))
-                for rule in rules:
-                    counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
-                    counters.append(CounterRef(counter, "rule", session.id, rule.id))
-                    match = match_forms(rule, with_json)
-                    verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
-                    rules_out.append((session_chain, [*match, _counter(counter), verdict]))
+            piece_key = (key, session.id, signatures[session.filter_id])
+            piece = None if with_json else _pieces.get(piece_key)
+            if piece is None:
+                piece = _piece(key, session.id, by_direction, with_json)
+            pieces[piece_key] = piece
+            chains.extend(piece.chains)
+            counters.extend(piece.counters)
+            for direction, session_chain in piece.session_chains:
                 dispatch.setdefault((direction, source.device), []).append(
                     _SessionChain(session.priority, session.id, session_chain)
                 )
 
     base_rules: list[tuple[str, list[Expr]]] = []
+    base_chains: list[Chain] = []
     own_output = [
         [expr_forms(e, with_json) for e in rule]
         for rule in _own_output_exclusion(t.remote for t in tunnels)
@@ -496,25 +584,40 @@ def _compile(state: DesiredState, underlay_mtu: int, *, with_json: bool) -> tupl
             body.extend(own_output)  # SPEC 2.4: never mirror the mirror's own output
         # Session priority order (SPEC 2.1); sessions were walked in that order already.
         body.extend([_jump(sc.chain)] for sc in session_chains)
-        chains.append(Chain(name, len(body), hook=direction.value, device=device))
+        base_chains.append(Chain(name, len(body), hook=direction.value, device=device))
         base_rules.extend((name, exprs) for exprs in body)
 
+    # The same order as one emitter over everything: chains (the pieces' in session
+    # order, then the base chains), counters, then rules (base chains' first).
     out = _Emitter(with_json=with_json)
-    for chain in chains:
+    json_table = out.take_json()
+    for chain in base_chains:
         out.chain(chain)
-    for ref in counters:
-        out.counter(ref)
-    for chain_name, exprs in (*base_rules, *rules_out):
+    json_base_chains = out.take_json()
+    for chain_name, exprs in base_rules:
         out.rule(chain_name, exprs)
-    del rules_out, base_rules
-    chain_rules = tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items())
+    if with_json:
+        out.json = [
+            *json_table,
+            *(f for p in pieces.values() for f in p.json_chains),
+            *json_base_chains,
+            *(f for p in pieces.values() for f in p.json_counters),
+            *out.json,  # the base chains' rules
+            *(f for p in pieces.values() for f in p.json_rules),
+        ]
+    else:
+        _pieces = pieces
+    base_chain_rules = tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items())
     plan = KernelPlan(
         revision=state.revision,
         digest="",
-        chain_defs=tuple(out.chain_defs.items()),
-        counter_defs=tuple(out.counter_defs.items()),
-        chain_rules=chain_rules,
-        chains=tuple(chains),
+        chain_defs=(
+            *(d for p in pieces.values() for d in p.chain_defs),
+            *out.chain_defs.items(),
+        ),
+        counter_defs=tuple(d for p in pieces.values() for d in p.counter_defs),
+        chain_rules=(*base_chain_rules, *(r for p in pieces.values() for r in p.chain_rules)),
+        chains=(*chains, *base_chains),
         counters=tuple(counters),
         tunnels=tuple(tunnels),
         skipped=tuple(skipped),

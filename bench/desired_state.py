@@ -1,0 +1,88 @@
+"""The server's build of one host's desired state at 1,000 sessions x 10 rules, in process.
+
+The store is filled like bench/agent.py fills it through the API (334 ports of one
+host, 100 filters of 10 rules, 1,000 sessions, 3 per port), in a SQLite file, then
+`repository.desired_state` is timed in one read transaction per build, as the
+desired-state endpoint runs it after a change.
+
+Usage: .venv/bin/python bench/desired_state.py [--builds 7] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
+
+PROJECT, HOST = "bench", "bench-host"
+
+
+def fill(store: Store) -> None:
+    with store.write() as db:
+        interfaces = [
+            {"device": f"d{i}", "ipv4": [f"10.98.{i // 250}.{i % 250 + 1}"], "ipv6": []}
+            for i in range(334)
+        ]
+        ports = {p.device: p.id for p in repo.register_host_ports(db, PROJECT, HOST, interfaces)}
+        target = repo.create_port(
+            db, PROJECT, {"host": "collector", "device": "eth0", "ipv4": ["10.99.0.2"], "ipv6": []}
+        )
+        filters = []
+        for f in range(100):
+            flt = repo.create_filter(db, PROJECT, {"name": f"bench-{f}"})
+            for r in range(10):
+                repo.create_rule(db, PROJECT, {
+                    "traffic_mirror_filter_id": flt.id, "priority": r + 1,
+                    "direction": "ingress" if r % 2 else "egress", "action": "accept",
+                    "ethertype": "IPv4", "protocol": "TCP",
+                    "source_cidr_block": f"10.{f}.{r}.0/24",
+                    "destination_port_range": f"{1000 + r}-{2000 + r}",
+                })  # fmt: skip
+            filters.append(flt.id)
+        for i in range(1000):
+            repo.create_session(db, PROJECT, {
+                "name": f"bench-{i}", "traffic_mirror_filter_id": filters[i % 100],
+                "traffic_mirror_sources": [ports[f"d{i // 3}"]],
+                "traffic_mirror_target_id": target.id, "traffic_mirror_target_type": "eni",
+                "priority": i % 3 + 1, "virtual_network_id": 100 + i, "packet_length": 96,
+                "enabled": True, "type": "eni",
+            })  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=int, default=7)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        store = Store(f"sqlite:///{Path(work) / 'db.sqlite'}")
+        store.upgrade()
+        fill(store)
+        times = []
+        for _ in range(args.builds):
+            started = time.perf_counter()
+            with store.read() as db:
+                state = repo.desired_state(db, PROJECT, HOST)
+            times.append(time.perf_counter() - started)
+        print(
+            f"desired_state, {len(state.sessions)} sessions: median "
+            f"{statistics.median(times) * 1000:.0f} ms "
+            f"({', '.join(f'{t * 1000:.0f}' for t in times)})"
+        )
+        if args.profile:
+            profile = cProfile.Profile()
+            with store.read() as db:
+                profile.runcall(repo.desired_state, db, PROJECT, HOST)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        store.dispose()
+
+
+if __name__ == "__main__":
+    main()
