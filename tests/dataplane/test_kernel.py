@@ -694,16 +694,23 @@ def test_apply_checks_what_it_wrote_and_reads_unchanged_devices_once(
         commands.append(" ".join(argv[:3]))
         return run(argv, stdin)
 
+    read_table = dp._read_table_state
+
+    def recording_table() -> object:
+        commands.append("table state")
+        return read_table()
+
     monkeypatch.setattr(dp, "_run", recording)
+    monkeypatch.setattr(dp, "_read_table_state", recording_table)
     dp.apply(second)  # a new VNI: the tunnel map entry and the table's marker change
-    assert commands.count("nft list chains") == 2  # before and after the transaction
+    assert commands.count("table state") == 2  # before and after the transaction
     assert commands.count("nft -f -") == 1
     assert commands.count("ip -d -j") == 1  # the links, listed once
     assert commands.count("tc -j filter") == 3  # each program's hook, listed once
     assert commands.count("ethtool -k vxtap-mk0") == 1
     commands.clear()
     assert dp.drift(second) == []  # a check on its own reads everything afresh
-    assert commands.count("ip -d -j") == 1 and commands.count("nft list chains") == 1
+    assert commands.count("ip -d -j") == 1 and commands.count("table state") == 1
 
     def sabotaged(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         out = run(argv, stdin)

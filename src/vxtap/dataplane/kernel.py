@@ -54,8 +54,10 @@ from vxtap.model import VXLAN_PORT
 # nf_tables over netlink (linux/netfilter/nf_tables.h, linux/netfilter/nfnetlink.h).
 NETLINK_NETFILTER = 12
 NFPROTO_NETDEV = 5
-NFT_MSG_NEWRULE = (10 << 8) | 6  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE
-NFT_MSG_GETRULE = (10 << 8) | 7
+# NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_*
+NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE = (10 << 8) | 1, (10 << 8) | 4, (10 << 8) | 7
+NFTA_TABLE_NAME = 1
+NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 3
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN = 1, 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
@@ -572,20 +574,21 @@ class Dataplane:
         return self._remember(("nft", ""), self._read_table_state)
 
     def _read_table_state(self) -> _TableState | None:
-        out = self._run(["nft", "list", "chains", FAMILY])
-        if out.returncode != 0:
-            raise DataplaneError(f"nft list chains {FAMILY} failed: {out.stderr.strip()}")
-        header = f"table {FAMILY} {TABLE} {{"
-        chains: list[str] = []
-        present = inside = False
-        for line in out.stdout.splitlines():
-            if line.startswith("table "):
-                inside = line.strip() == header
-                present = present or inside
-            elif inside and line.startswith("\tchain "):
-                chains.append(line.split()[1])
-        if not present:
-            return None
+        """The table's chain names, over netlink: the table (ENOENT: absent), then a dump
+        of the family's chains. Hand-written for the reasons of `_rule_counts`; an
+        `nft list chains` process took ~30 ms at 3,000 chains, twice per apply."""
+        with contextlib.closing(self._netlink(NETLINK_NETFILTER)) as sock:
+            sock.settimeout(10)
+            try:
+                _nft_request(sock, 1, NFT_MSG_GETTABLE, 0, _nlattr(NFTA_TABLE_NAME, TABLE))
+                replies = _nft_request(
+                    sock, 2, NFT_MSG_GETCHAIN, NLM_F_DUMP, _nlattr(NFTA_CHAIN_TABLE, TABLE)
+                )
+            except OSError as error:
+                if error.errno == errno.ENOENT:
+                    return None
+                raise DataplaneError(f"listing the chains of nft table {TABLE}: {error}") from None
+        chains = _chain_names(replies, TABLE)
         digest: str | None = None
         dup_indexes: tuple[int, int] | None = None
         for name in chains:
@@ -615,38 +618,17 @@ class Dataplane:
         counts = dict.fromkeys(chains, 0)
         if not counts:
             return counts
-        sock = self._netlink(NETLINK_NETFILTER)
-        try:
+        with contextlib.closing(self._netlink(NETLINK_NETFILTER)) as sock:
             sock.settimeout(10)
             for seq, chain in enumerate(counts, start=1):
                 attrs = _nlattr(NFTA_RULE_TABLE, TABLE) + _nlattr(NFTA_RULE_CHAIN, chain)
-                body = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0) + attrs
-                header = struct.pack(
-                    "=IHHII", 16 + len(body), NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
-                )
-                sock.send(header + body)
-                done = False
-                while not done:
-                    data = sock.recv(1 << 20)
-                    offset = 0
-                    while offset + 16 <= len(data):
-                        length, kind, _, reply_seq, _ = struct.unpack_from("=IHHII", data, offset)
-                        if reply_seq == seq:
-                            if kind == NFT_MSG_NEWRULE:
-                                counts[chain] += 1
-                            elif kind == NLMSG_DONE:
-                                done = True
-                            elif kind == NLMSG_ERROR:
-                                (code,) = struct.unpack_from("=i", data, offset + 16)
-                                if code != -errno.ENOENT:  # ENOENT: no such chain, 0 rules
-                                    raise DataplaneError(
-                                        f"listing the rules of nft chain {chain}: "
-                                        f"{os.strerror(-code)}"
-                                    )
-                                done = True
-                        offset += (length + 3) & ~3
-        finally:
-            sock.close()
+                try:
+                    counts[chain] = len(_nft_request(sock, seq, NFT_MSG_GETRULE, NLM_F_DUMP, attrs))
+                except OSError as error:
+                    if error.errno != errno.ENOENT:  # ENOENT: no such chain, 0 rules
+                        raise DataplaneError(
+                            f"listing the rules of nft chain {chain}: {error.strerror}"
+                        ) from None
         return counts
 
     def _damaged_chains(self, plan: KernelPlan, state: _TableState | None) -> list[str]:
@@ -893,6 +875,56 @@ def _nlattr_u32(kind: int, value: int) -> bytes:
 def _nlattr_raw(kind: int, data: bytes) -> bytes:
     attr = struct.pack("=HH", 4 + len(data), kind) + data
     return attr + b"\0" * (-len(attr) % 4)
+
+
+def _chain_names(replies: Sequence[bytes], table: str) -> list[str]:
+    """The names of `table`'s chains among NFT_MSG_NEWCHAIN replies. Reads each reply's
+    attributes only up to the name (the table and handle come first): a dump holds
+    thousands of chains, and each has about ten attributes."""
+    wanted = table.encode() + b"\0"
+    unpack = struct.Struct("=HH").unpack_from
+    names: list[str] = []
+    for reply in replies:
+        offset, in_table = 0, False
+        while offset + 4 <= len(reply):
+            length, kind = unpack(reply, offset)
+            if length < 4:
+                break
+            kind &= 0x3FFF  # without the nested and byte-order flags
+            if kind == NFTA_CHAIN_TABLE:
+                in_table = reply[offset + 4 : offset + length] == wanted
+            elif kind == NFTA_CHAIN_NAME:
+                if in_table:
+                    names.append(reply[offset + 4 : offset + length].rstrip(b"\0").decode())
+                break
+            offset += (length + 3) & ~3
+    return names
+
+
+def _nft_request(sock: socket.socket, seq: int, kind: int, flags: int, attrs: bytes) -> list[bytes]:
+    """One nf_tables get (one reply) or dump (NLM_F_DUMP: replies up to NLMSG_DONE) in
+    the netdev family; the replies' attributes. OSError when the kernel refuses it."""
+    body = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0) + attrs
+    sock.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
+    replies: list[bytes] = []
+    while True:
+        data = sock.recv(1 << 20)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, reply, _, reply_seq, _ = struct.unpack_from("=IHHII", data, offset)
+            if reply_seq == seq:
+                if reply == NLMSG_DONE:
+                    return replies
+                if reply == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    if code:
+                        raise OSError(-code, os.strerror(-code))
+                    return replies
+                # After the 16-byte header, the 4-byte nfgenmsg, then the attributes.
+                replies.append(data[offset + 20 : offset + length])
+                if not flags & NLM_F_DUMP:
+                    return replies
+            offset += (length + 3) & ~3
 
 
 def _netlink_socket(netns: str | None, protocol: int) -> socket.socket:
