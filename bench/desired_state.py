@@ -68,17 +68,17 @@ def main() -> None:
         times = []
         for _ in range(args.builds):
             started = time.perf_counter()
-            with store.read() as db:
+            with store.read_rows() as db:
                 state = repo.desired_state(db, PROJECT, HOST)
             times.append(time.perf_counter() - started)
         print(
-            f"desired_state, {len(state.sessions)} sessions: median "
+            f"desired_state, {len(state['sessions'])} sessions: median "
             f"{statistics.median(times) * 1000:.0f} ms "
             f"({', '.join(f'{t * 1000:.0f}' for t in times)})"
         )
         if args.profile:
             profile = cProfile.Profile()
-            with store.read() as db:
+            with store.read_rows() as db:
                 profile.runcall(repo.desired_state, db, PROJECT, HOST)
             pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
         store.dispose()

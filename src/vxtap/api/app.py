@@ -923,19 +923,23 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         checked_host = _path_host(host)
         tags = _etags(request.headers.get("if-none-match"))
 
-        def action(db: Session) -> tuple[str, model.DesiredState | None]:
+        def action(db: Connection) -> tuple[str, dict[str, Any] | None]:
             counter = str(repo.change_counter(db, project_id))
             for tag in tags:
                 if "-" in tag and tag.partition("-")[0] == counter:
                     return tag, None  # unchanged since that tag: nothing to build
             state = repo.desired_state(db, project_id, checked_host)
-            return f"{counter}-{state.revision}", state
+            return f"{counter}-{state['revision']}", state
 
-        tag, state = await _run(read, action)
+        tag, state = await _run(read_rows, action)
         etag = f'"{tag}"'
-        if state is None or "*" in tags or state.revision in {t.rpartition("-")[2] for t in tags}:
+        if (
+            state is None
+            or "*" in tags
+            or state["revision"] in {t.rpartition("-")[2] for t in tags}
+        ):
             return Response(status_code=304, headers={"ETag": etag})
-        return JSONResponse(state.model_dump(mode="json"), headers={"ETag": etag})
+        return JSONResponse(state, headers={"ETag": etag})
 
     @body_route(
         f"{internal}/hosts/{{host}}/counters",

@@ -764,85 +764,171 @@ def list_sessions(
 
 # -- the agent's view -------------------------------------------------------------------
 
+# The desired state is built after every change the agents must see, and the ORM's
+# object loading and pydantic's validation were most of its cost (docs/benchmarks.md,
+# Agent): it is read like the sessions, with prebuilt Core statements rendered by
+# position, straight into the JSON document the endpoint answers with. The rows were
+# validated when written and are stored canonical (wire.parse_cidr, str(PortRange)), so
+# the document is exactly what `model.DesiredState.model_dump(mode="json")` gave for the
+# same rows (tests/store/test_desired_state.py keeps the model-built reference).
+PORTS = PortRow.__table__.c
+FILTERS = FilterRow.__table__.c
+RULES = RuleRow.__table__.c
 
-def domain_port(row: PortRow) -> model.Port:
-    return model.Port(
-        id=row.id,
-        host=row.host,
-        device=row.device,
-        mac=row.mac,
-        ipv4=tuple(row.ipv4),
-        ipv6=tuple(row.ipv6),
+_HOST_PORTS = select(PORTS.id).where(
+    PORTS.project_id == bindparam("project"), PORTS.host == bindparam("host")
+)
+_HOST_SESSIONS = select(SOURCES.session_id).where(SOURCES.port_id.in_(_HOST_PORTS))
+_PORT_COLUMNS = (PORTS.id, PORTS.host, PORTS.device, PORTS.mac, PORTS.ipv4, PORTS.ipv6)
+_STATE_PORTS = (
+    select(*_PORT_COLUMNS)
+    .where(PORTS.project_id == bindparam("project"), PORTS.host == bindparam("host"))
+    .order_by(PORTS.id)
+)
+_STATE_SESSIONS = (
+    select(
+        SESSIONS.id,
+        SESSIONS.name,
+        SESSIONS.filter_id,
+        SESSIONS.target_id,
+        SESSIONS.virtual_network_id,
+        SESSIONS.packet_length,
+        SESSIONS.priority,
+        SESSIONS.enabled,
     )
+    .where(SESSIONS.id.in_(_HOST_SESSIONS))
+    .order_by(SESSIONS.priority, SESSIONS.id)
+)
+_STATE_SOURCES = (
+    select(SOURCES.session_id, SOURCES.port_id)
+    .where(SOURCES.session_id.in_(_HOST_SESSIONS))
+    .order_by(SOURCES.session_id, SOURCES.position)
+)
+_STATE_FILTER_IDS = select(SESSIONS.filter_id).where(SESSIONS.id.in_(_HOST_SESSIONS))
+_STATE_FILTERS = (
+    select(FILTERS.id, FILTERS.name).where(FILTERS.id.in_(_STATE_FILTER_IDS)).order_by(FILTERS.id)
+)
+_STATE_RULES = (
+    select(
+        RULES.id,
+        RULES.filter_id,
+        RULES.direction,
+        RULES.priority,
+        RULES.action,
+        RULES.ethertype,
+        RULES.protocol,
+        RULES.source_cidr_block,
+        RULES.destination_cidr_block,
+        RULES.source_port_range,
+        RULES.destination_port_range,
+    )
+    .where(RULES.filter_id.in_(_STATE_FILTER_IDS))
+    .order_by(RULES.filter_id, RULES.direction, RULES.priority)
+)
+_STATE_TARGETS = (
+    select(*_PORT_COLUMNS)
+    .where(PORTS.id.in_(select(SESSIONS.target_id).where(SESSIONS.id.in_(_HOST_SESSIONS))))
+    .order_by(PORTS.id)
+)
 
 
-def desired_state(db: Session, project: str, host: str) -> model.DesiredState:
-    """What `host`'s agent must program: its ports, the sessions mirroring from them, and
-    the filters and target ports those sessions name."""
-    ports = list(
-        db.scalars(
-            select(PortRow)
-            .where(PortRow.project_id == project, PortRow.host == host)
-            .order_by(PortRow.id)
-        )
-    )
-    port_ids = [p.id for p in ports]
-    sessions = (
-        list(
-            db.scalars(
-                select(SessionRow)
-                .where(
-                    SessionRow.id.in_(
-                        select(SourceRow.session_id).where(SourceRow.port_id.in_(port_ids))
-                    )
-                )
-                .order_by(SessionRow.priority, SessionRow.id)
-            )
-        )
-        if port_ids
-        else []
-    )
-    filter_ids = sorted({s.filter_id for s in sessions})
-    target_ids = sorted({s.target_id for s in sessions})
-    filters = (
-        list(
-            db.scalars(select(FilterRow).where(FilterRow.id.in_(filter_ids)).order_by(FilterRow.id))
-        )
-        if filter_ids
-        else []
-    )
-    targets = (
-        list(db.scalars(select(PortRow).where(PortRow.id.in_(target_ids)).order_by(PortRow.id)))
-        if target_ids
-        else []
-    )
-    content: dict[str, Any] = {
-        "ports": tuple(domain_port(p) for p in ports),
-        "sessions": tuple(
-            model.Session(
-                id=s.id,
-                name=s.name,
-                filter_id=s.filter_id,
-                sources=tuple(src.port_id for src in s.sources),
-                target_id=s.target_id,
-                vni=s.virtual_network_id,
-                packet_length=s.packet_length,
-                priority=s.priority,
-                enabled=s.enabled,
-            )
-            for s in sessions
-        ),
-        "filters": tuple(
-            model.Filter(id=f.id, name=f.name, rules=tuple(domain_rule(r) for r in f.rules))
-            for f in filters
-        ),
-        "targets": tuple(domain_port(t) for t in targets),
+def _port_json(row: Sequence[Any]) -> dict[str, Any]:
+    port_id, host, device, mac, ipv4, ipv6 = row
+    return {
+        "id": port_id,
+        "host": host,
+        "device": device,
+        "mac": mac,
+        "ipv4": list(ipv4),
+        "ipv6": list(ipv6),
     }
-    unrevised = model.DesiredState(host=host, revision="", **content)
-    revision = hashlib.sha256(
-        json.dumps(unrevised.model_dump(mode="json"), sort_keys=True).encode()
-    ).hexdigest()[:16]
-    return unrevised.model_copy(update={"revision": revision})
+
+
+def _port_range_json(text: str | None) -> dict[str, int] | None:
+    """A stored "START-END" as `model.PortRange` dumps it."""
+    if not text:
+        return None
+    start, _, end = text.partition("-")
+    return {"start": int(start), "end": int(end)}
+
+
+def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
+    """What `host`'s agent must program: its ports, the sessions mirroring from them, and
+    the filters and target ports those sessions name, as the JSON document of
+    `model.DesiredState` (its `model_dump(mode="json")`, keys in field order), with
+    `revision` the hash of the rest of the content."""
+    where = {"project": project, "host": host}
+    ports = [_port_json(row) for row in db.execute(_STATE_PORTS, where).all()]
+    sources: dict[str, list[str]] = {}
+    for session_id, port_id in db.execute(_STATE_SOURCES, where).all():
+        sources.setdefault(session_id, []).append(port_id)
+    sessions = [
+        {
+            "id": session_id,
+            "name": name,
+            "filter_id": filter_id,
+            "sources": sources.get(session_id, []),
+            "target_id": target_id,
+            "vni": vni,
+            "packet_length": packet_length,
+            "priority": priority,
+            "enabled": enabled,
+        }
+        for (
+            session_id,
+            name,
+            filter_id,
+            target_id,
+            vni,
+            packet_length,
+            priority,
+            enabled,
+        ) in db.execute(_STATE_SESSIONS, where).all()
+    ]
+    rules: dict[str, list[dict[str, Any]]] = {}
+    for (
+        rule_id,
+        filter_id,
+        direction,
+        priority,
+        action,
+        ethertype,
+        protocol,
+        source_cidr,
+        destination_cidr,
+        source_ports,
+        destination_ports,
+    ) in db.execute(_STATE_RULES, where).all():
+        rules.setdefault(filter_id, []).append(
+            {
+                "id": rule_id,
+                "filter_id": filter_id,
+                "direction": direction,
+                "priority": priority,
+                "action": action,
+                "ethertype": ethertype,
+                "protocol": protocol,
+                "source_cidr": source_cidr,
+                "destination_cidr": destination_cidr,
+                "source_ports": _port_range_json(source_ports),
+                "destination_ports": _port_range_json(destination_ports),
+            }
+        )
+    filters = [
+        {"id": filter_id, "name": name, "rules": rules.get(filter_id, [])}
+        for filter_id, name in db.execute(_STATE_FILTERS, where).all()
+    ]
+    targets = [_port_json(row) for row in db.execute(_STATE_TARGETS, where).all()]
+    state: dict[str, Any] = {
+        "host": host,
+        "revision": "",
+        "ports": ports,
+        "sessions": sessions,
+        "filters": filters,
+        "targets": targets,
+    }
+    state["revision"] = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+    return state
 
 
 def put_counters(

@@ -1,0 +1,262 @@
+"""The desired-state build (plain columns straight to JSON) answers exactly what building
+it through the ORM and `model.DesiredState` answered: the same body bytes and revision."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import JSONResponse
+
+from vxtap import model
+from vxtap.api import wire
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
+from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
+
+
+def _reference_port(row: PortRow) -> model.Port:
+    return model.Port(
+        id=row.id,
+        host=row.host,
+        device=row.device,
+        mac=row.mac,
+        ipv4=tuple(row.ipv4),
+        ipv6=tuple(row.ipv6),
+    )
+
+
+def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
+    """The build this replaced (commit 3370ba3): ORM rows, validated domain values."""
+    ports = list(
+        db.scalars(
+            select(PortRow)
+            .where(PortRow.project_id == project, PortRow.host == host)
+            .order_by(PortRow.id)
+        )
+    )
+    port_ids = [p.id for p in ports]
+    sessions = (
+        list(
+            db.scalars(
+                select(SessionRow)
+                .where(
+                    SessionRow.id.in_(
+                        select(SourceRow.session_id).where(SourceRow.port_id.in_(port_ids))
+                    )
+                )
+                .order_by(SessionRow.priority, SessionRow.id)
+            )
+        )
+        if port_ids
+        else []
+    )
+    filter_ids = sorted({s.filter_id for s in sessions})
+    target_ids = sorted({s.target_id for s in sessions})
+    filters = (
+        list(
+            db.scalars(select(FilterRow).where(FilterRow.id.in_(filter_ids)).order_by(FilterRow.id))
+        )
+        if filter_ids
+        else []
+    )
+    targets = (
+        list(db.scalars(select(PortRow).where(PortRow.id.in_(target_ids)).order_by(PortRow.id)))
+        if target_ids
+        else []
+    )
+    content: dict[str, Any] = {
+        "ports": tuple(_reference_port(p) for p in ports),
+        "sessions": tuple(
+            model.Session(
+                id=s.id,
+                name=s.name,
+                filter_id=s.filter_id,
+                sources=tuple(src.port_id for src in s.sources),
+                target_id=s.target_id,
+                vni=s.virtual_network_id,
+                packet_length=s.packet_length,
+                priority=s.priority,
+                enabled=s.enabled,
+            )
+            for s in sessions
+        ),
+        "filters": tuple(
+            model.Filter(id=f.id, name=f.name, rules=tuple(repo.domain_rule(r) for r in f.rules))
+            for f in filters
+        ),
+        "targets": tuple(_reference_port(t) for t in targets),
+    }
+    unrevised = model.DesiredState(host=host, revision="", **content)
+    revision = hashlib.sha256(
+        json.dumps(unrevised.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    return unrevised.model_copy(update={"revision": revision})
+
+
+def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> dict[str, Any]:
+    """A rule's fields as the API stores them (CIDRs and port ranges canonicalised)."""
+    stored: dict[str, Any] = {
+        "traffic_mirror_filter_id": filter_id,
+        "direction": direction,
+        "priority": priority,
+        "action": fields.pop("action", "accept"),
+        "ethertype": fields.pop("ethertype", "IPv4"),
+        "protocol": fields.pop("protocol", "ALL"),
+    }
+    for key, value in fields.items():
+        parse = wire.parse_cidr if key.endswith("cidr_block") else wire.parse_port_range
+        stored[key] = parse(value)
+    return stored
+
+
+def _session(
+    name: str, filter_id: str, sources: list[str], target: str, priority: int, **fields: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "traffic_mirror_filter_id": filter_id,
+        "traffic_mirror_sources": sources,
+        "traffic_mirror_target_id": target,
+        "traffic_mirror_target_type": "eni",
+        "virtual_network_id": fields.get("vni", 1),
+        "packet_length": fields.get("packet_length", 96),
+        "priority": priority,
+        "enabled": fields.get("enabled", True),
+        "type": "eni",
+    }
+
+
+def fill_varied(store: Store) -> None:
+    """Two hosts sharing sessions, local and remote targets, every kind of rule, filters
+    without rules or unused, a moved priority and removed sources."""
+    with store.write() as db:
+        local = {
+            p.device: p.id
+            for p in repo.register_host_ports(
+                db,
+                "p",
+                "h",
+                [
+                    {
+                        "device": "eth0",
+                        "mac": "fa:16:3e:00:00:01",
+                        "ipv4": ["10.0.0.1", "10.0.0.2"],
+                        "ipv6": ["2001:db8::1"],
+                    },
+                    {"device": "eth1", "ipv4": [], "ipv6": []},
+                    {"device": "eth2", "ipv4": ["10.0.0.3"], "ipv6": []},
+                    {"device": "eth3", "ipv4": ["10.0.0.4"], "ipv6": []},
+                ],
+            )
+        }
+        remote = {
+            p.device: p.id
+            for p in repo.register_host_ports(
+                db, "p", "h2", [{"device": "x0", "ipv4": ["10.0.1.1"], "ipv6": []}]
+            )
+        }
+        collector = repo.create_port(
+            db, "p", {"host": "c", "device": "eth0", "ipv4": [], "ipv6": ["2001:db8:ff::2"]}
+        ).id
+        rich = repo.create_filter(db, "p", {"name": "rich", "description": "every kind"}).id
+        bare = repo.create_filter(db, "p", {"name": "bare"}).id
+        unused = repo.create_filter(db, "p", {"name": "unused"}).id
+        for rule in (
+            _rule(rich, "ingress", 30, protocol="TCP", destination_port_range="80-80"),
+            _rule(rich, "egress", 5, protocol="ICMP", source_cidr_block="192.168.7.9/16"),
+            _rule(
+                rich,
+                "ingress",
+                2,
+                action="reject",
+                protocol="UDP",
+                source_port_range="1000-2000",
+                destination_port_range="53-53",
+                destination_cidr_block="10.0.0.0/8",
+            ),
+            _rule(
+                rich,
+                "egress",
+                65535,
+                ethertype="IPv6",
+                protocol="ICMPV6",
+                source_cidr_block="2001:DB8:0::1/32",
+                destination_cidr_block="::/0",
+            ),
+            _rule(rich, "ingress", 1),
+            _rule(unused, "ingress", 1, protocol="TCP"),
+        ):
+            repo.create_rule(db, "p", rule)
+        shared = repo.create_session(
+            db,
+            "p",
+            _session("shared", rich, [remote["x0"], local["eth0"]], collector, 7, vni=0),
+        ).id
+        repo.create_session(
+            db,
+            "p",
+            _session(
+                "local target",
+                bare,
+                [local["eth2"]],
+                local["eth1"],
+                3,
+                vni=16_777_215,
+                packet_length=1460,
+                enabled=False,
+            ),
+        )
+        repo.create_session(db, "p", _session("remote only", unused, [remote["x0"]], collector, 1))
+        moved = repo.create_session(
+            db, "p", _session("moved", rich, [local["eth1"], local["eth3"]], collector, 9)
+        ).id
+        same_priority = repo.create_session(
+            db, "p", _session("same priority", bare, [local["eth0"]], collector, 8)
+        ).id
+    with store.write() as db:
+        repo.update_session(db, "p", moved, {"priority": 7, "description": "moved"})
+        repo.remove_sources(db, "p", moved, [local["eth1"]])
+        repo.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
+        repo.update_session(db, "p", shared, {"name": "shared, renamed"})
+
+
+def body(content: Any) -> bytes:
+    """The desired-state endpoint's body for this content."""
+    return bytes(JSONResponse(content).body)
+
+
+def test_the_build_answers_what_the_model_did(store: Store) -> None:
+    fill_varied(store)
+    for host in ("h", "h2", "c", "nobody"):
+        with store.read() as db:
+            expected = reference_state(db, "p", host)
+        with store.read_rows() as connection:
+            built = repo.desired_state(connection, "p", host)
+        assert body(built) == body(expected.model_dump(mode="json")), host
+        assert built["revision"] == expected.revision
+        # And it reads back as the model the agent parses, unchanged.
+        assert model.DesiredState.model_validate(built) == expected
+    # The state compared is the varied one meant: sessions by priority, rules by
+    # direction then priority, sources by position, references of the host's sessions only.
+    with store.read_rows() as connection:
+        state = repo.desired_state(connection, "p", "h")
+    assert [s["priority"] for s in state["sessions"]] == [3, 7, 7, 8]
+    assert {s["name"] for s in state["sessions"]} == {
+        "local target",
+        "moved",
+        "shared, renamed",
+        "same priority",
+    }
+    assert [len(s["sources"]) for s in state["sessions"] if s["name"] == "same priority"] == [3]
+    rules = {
+        f["name"]: [(r["direction"], r["priority"]) for r in f["rules"]] for f in state["filters"]
+    }
+    assert rules == {
+        "rich": [("egress", 5), ("egress", 65535), ("ingress", 1), ("ingress", 2), ("ingress", 30)],
+        "bare": [],
+    }
+    assert len(state["ports"]) == 4 and len(state["targets"]) == 2
