@@ -9,7 +9,6 @@ All names carry the `vxtap-` prefix, which is how leftovers are found.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import subprocess
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pyroute2 import IPRoute, netns
+
+from vxtap.setns import enter_namespace
 
 PREFIX = "vxtap-"
 T = TypeVar("T")
@@ -118,17 +119,6 @@ def temporary_namespaces(*roles: str) -> Iterator[list[Namespace]]:
             ns.delete()
 
 
-def _enter(name: str) -> None:
-    # os.setns arrives in Python 3.12; setns(2) moves only the calling thread.
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open(f"/var/run/netns/{name}") as handle:
-        if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into namespace {name} failed")
-
-
-CLONE_NEWNET = 0x40000000
-
-
 class NamespaceThread:
     """Runs calls on one thread that lives in namespace `ns`.
 
@@ -138,7 +128,7 @@ class NamespaceThread:
     """
 
     def __init__(self, ns: Namespace) -> None:
-        self._pool = ThreadPoolExecutor(1, initializer=_enter, initargs=(ns.name,))
+        self._pool = ThreadPoolExecutor(1, initializer=enter_namespace, initargs=(ns.name,))
 
     def __call__(self, function: Callable[..., T], *args: object) -> T:
         return self._pool.submit(function, *args).result()

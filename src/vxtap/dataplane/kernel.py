@@ -5,9 +5,9 @@ plan says (creating or fixing only what differs), then `apply` verifies the whol
 plan with `drift` and raises naming what still differs. Works in the current
 network namespace, or in a named one (`netns=`), which the tests use.
 
-It reads and writes through iproute2, ethtool and nft, the bpf(2) syscall, and two
-hand-written netlink messages (a rule-count dump, a tc bpf filter by fd); it does not
-import pyroute2, which cost the agent ~10 MiB of memory.
+It reads and writes through iproute2, ethtool and nft, the bpf(2) syscall, and a few
+hand-written netlink requests (the table's chains, a rule-count dump, a tc bpf filter
+by fd); it does not import pyroute2, which cost the agent ~10 MiB of memory.
 
 Kernel objects, all named `vxtap-*` (devices) or `vxtap` (nft table):
   nft table `netdev vxtap`         the filters, replaced in one flush + re-add transaction
@@ -21,7 +21,6 @@ bpffs pin is needed and removing the devices removes every trace.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -50,6 +49,7 @@ from vxtap.dataplane.plan import (
     parse_counter_comment,
 )
 from vxtap.model import VXLAN_PORT
+from vxtap.setns import enter_namespace
 
 # nf_tables over netlink (linux/netfilter/nf_tables.h, linux/netfilter/nfnetlink.h).
 NETLINK_NETFILTER = 12
@@ -68,7 +68,6 @@ TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_BPF_CLASSID, TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS = 3, 6, 7, 8
 TCA_BPF_FLAG_ACT_DIRECT = 1
 ETH_P_ALL = 0x0003
-CLONE_NEWNET = 0x40000000
 
 TC_INGRESS_PARENT = 0xFFFFFFF2
 TC_EGRESS_PARENT = 0xFFFFFFF3
@@ -545,9 +544,9 @@ class Dataplane:
         info = (1 << 16) | socket.htons(ETH_P_ALL)  # preference 1, every protocol
         body = struct.pack("=BBHiIII", socket.AF_UNSPEC, 0, 0, index, 1, parent, info)
         body += _nlattr(TCA_KIND, "bpf") + _nlattr_raw(TCA_OPTIONS, options)
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
+        flags = NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
         with contextlib.closing(self._netlink(socket.NETLINK_ROUTE)) as sock:
-            _netlink_call(sock, RTM_NEWTFILTER, flags, body)
+            _netlink_request(sock, 1, RTM_NEWTFILTER, flags, body)
 
     def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
         """The tunnel map's entries for `plan` (kept for the plan last asked about: an
@@ -578,7 +577,6 @@ class Dataplane:
         of the family's chains. Hand-written for the reasons of `_rule_counts`; an
         `nft list chains` process took ~30 ms at 3,000 chains, twice per apply."""
         with contextlib.closing(self._netlink(NETLINK_NETFILTER)) as sock:
-            sock.settimeout(10)
             try:
                 _nft_request(sock, 1, NFT_MSG_GETTABLE, 0, _nlattr(NFTA_TABLE_NAME, TABLE))
                 replies = _nft_request(
@@ -619,7 +617,6 @@ class Dataplane:
         if not counts:
             return counts
         with contextlib.closing(self._netlink(NETLINK_NETFILTER)) as sock:
-            sock.settimeout(10)
             for seq, chain in enumerate(counts, start=1):
                 attrs = _nlattr(NFTA_RULE_TABLE, TABLE) + _nlattr(NFTA_RULE_CHAIN, chain)
                 try:
@@ -901,10 +898,12 @@ def _chain_names(replies: Sequence[bytes], table: str) -> list[str]:
     return names
 
 
-def _nft_request(sock: socket.socket, seq: int, kind: int, flags: int, attrs: bytes) -> list[bytes]:
-    """One nf_tables get (one reply) or dump (NLM_F_DUMP: replies up to NLMSG_DONE) in
-    the netdev family; the replies' attributes. OSError when the kernel refuses it."""
-    body = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0) + attrs
+def _netlink_request(
+    sock: socket.socket, seq: int, kind: int, flags: int, body: bytes
+) -> list[bytes]:
+    """Send one request and return its replies' payloads (after the netlink header): a
+    get's one reply, a dump's (NLM_F_DUMP) up to NLMSG_DONE, none for an acknowledged
+    change (NLM_F_ACK). OSError when the kernel refuses it."""
     sock.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
     replies: list[bytes] = []
     while True:
@@ -920,20 +919,26 @@ def _nft_request(sock: socket.socket, seq: int, kind: int, flags: int, attrs: by
                     if code:
                         raise OSError(-code, os.strerror(-code))
                     return replies
-                # After the 16-byte header, the 4-byte nfgenmsg, then the attributes.
-                replies.append(data[offset + 20 : offset + length])
-                if not flags & NLM_F_DUMP:
+                replies.append(data[offset + 16 : offset + length])
+                if not flags & (NLM_F_DUMP | NLM_F_ACK):
                     return replies
             offset += (length + 3) & ~3
 
 
+def _nft_request(sock: socket.socket, seq: int, kind: int, flags: int, attrs: bytes) -> list[bytes]:
+    """An nf_tables request in the netdev family; the replies' attributes."""
+    nfgenmsg = struct.pack("=BBH", NFPROTO_NETDEV, 0, 0)
+    return [r[4:] for r in _netlink_request(sock, seq, kind, flags, nfgenmsg + attrs)]
+
+
 def _netlink_socket(netns: str | None, protocol: int) -> socket.socket:
-    """A bound netlink socket in namespace `netns` (None: the current one). A socket
-    stays in the namespace it was created in, so it is created on a short-lived thread
-    that enters the namespace (setns(2) moves only the calling thread)."""
+    """A bound netlink socket in namespace `netns` (None: the current one), with a 10 s
+    timeout. A socket stays in the namespace it was created in, so it is created on a
+    short-lived thread that enters the namespace (setns(2) moves only that thread)."""
 
     def create() -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        sock.settimeout(10)
         sock.bind((0, 0))
         return sock
 
@@ -944,10 +949,7 @@ def _netlink_socket(netns: str | None, protocol: int) -> socket.socket:
 
     def in_namespace() -> None:
         try:
-            with open(f"/var/run/netns/{netns}", "rb") as handle:
-                if _LIBC.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, f"setns into {netns}: {os.strerror(error)}")
+            enter_namespace(netns)
             made.append(create())
         except OSError as error:
             failed.append(error)
@@ -958,26 +960,6 @@ def _netlink_socket(netns: str | None, protocol: int) -> socket.socket:
     if failed:
         raise DataplaneError(f"netlink socket in namespace {netns}: {failed[0]}")
     return made[0]
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _netlink_call(sock: socket.socket, kind: int, flags: int, body: bytes) -> None:
-    """Send one request and wait for its acknowledgement; OSError when refused."""
-    sock.settimeout(10)
-    sock.send(struct.pack("=IHHII", 16 + len(body), kind, flags, 1, 0) + body)
-    while True:
-        data = sock.recv(65536)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, reply, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
-            if seq == 1 and reply == NLMSG_ERROR:
-                (code,) = struct.unpack_from("=i", data, offset + 16)
-                if code:
-                    raise OSError(-code, os.strerror(-code))
-                return
-            offset += (length + 3) & ~3
 
 
 def _incremental(
