@@ -112,7 +112,6 @@ def test_block_loop_agrees_with_the_reference(
         assert at == len(data)
     ring = f.ring_block(batch, size=BLOCK)
     assert [(s.time_ns, bytes(ring[s.base : s.base + s.length])) for s in result.shown] == shown
-    assert result.records == sum(len(s.ends) for s in result.slots)
 
 
 def test_counting_only_reports_the_vnis_without_copying() -> None:

@@ -33,8 +33,8 @@ VXLAN_FLAGS = 0x08
 RECORD_HEADER_LEN = 16
 
 # Columns of the per-packet table.
-P_BASE, P_LENGTH, P_SEC, P_NSEC, P_KIND, P_VNI, P_INNER, P_END, P_ORIG = range(9)
-PACKET_COLUMNS = 9
+P_BASE, P_LENGTH, P_SEC, P_NSEC, P_INNER, P_END, P_ORIG = range(7)
+PACKET_COLUMNS = 7
 # Columns of the counters table, as counters.PACKETS, BYTES, TRUNCATED, MALFORMED.
 COUNTER_COLUMNS = 4
 
@@ -178,16 +178,16 @@ def scan_block(
     record_end: Ints,
     out: Bytes,
     shown: Ints,
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int]:
     """Process the `count` packets of the block whose first packet header is at `first`.
 
     Fills (all preallocated by BlockScan): `packets` (one row per packet), the
     counters groups, the VNI slots of stored (or storable) frames and, when
     `store`, `out` with the pcap records slot by slot and `record_end` with the
     end offset in `out` of each record, in that order; `shown` with the indexes
-    of the packets to show. Returns (groups, slots, records, shown).
+    of the packets to show. Returns (groups, slots, shown).
     """
-    groups = slots = records = n_shown = 0
+    groups = slots = n_shown = 0
     last_group = last_slot = -1
     pos = first
     for p in range(count):
@@ -200,7 +200,6 @@ def scan_block(
         # (2-D indexing throughout: a row view would cost a reference count per use.)
         packets[p, P_BASE], packets[p, P_LENGTH] = base, length
         packets[p, P_SEC], packets[p, P_NSEC] = _u32(ring, pos + 4), _u32(ring, pos + 8)
-        packets[p, P_KIND], packets[p, P_VNI] = kind, vni
         packets[p, P_INNER], packets[p, P_END], packets[p, P_ORIG] = base + inner, base + end, orig
         pos += step
 
@@ -247,10 +246,9 @@ def scan_block(
         record_slot[p] = s
         slot_records[s] += 1
         slot_bytes[s] += RECORD_HEADER_LEN + end - inner
-        records += 1
 
     if not store:
-        return groups, slots, records, n_shown
+        return groups, slots, n_shown
     # Second pass: each slot's records start where the previous slot's end.
     slot_at = np.empty(slots, np.int64)
     slot_index = np.empty(slots, np.int64)
@@ -280,7 +278,7 @@ def scan_block(
         slot_at[s] = o + captured
         record_end[slot_index[s]] = slot_at[s]
         slot_index[s] += 1
-    return groups, slots, records, n_shown
+    return groups, slots, n_shown
 
 
 @dataclass(frozen=True)
@@ -309,8 +307,6 @@ class Shown:
     time_ns: int
     base: int  # offset of the outer IP header in the ring
     length: int
-    kind: int
-    vni: int
 
 
 @dataclass(frozen=True)
@@ -318,7 +314,6 @@ class BlockResult:
     groups: list[Group]
     slots: list[Slot]
     shown: list[Shown]
-    records: int
 
 
 class BlockScan:
@@ -369,7 +364,7 @@ class BlockScan:
         if count > self.capacity:
             raise ValueError(f"a block of {count} packets exceeds the {self.capacity} expected")
         self.group_counts[:count] = 0
-        groups, slots, records, n_shown = scan_block(
+        groups, slots, n_shown = scan_block(
             ring,
             first,
             count,
@@ -411,10 +406,9 @@ class BlockScan:
             ]
         rows: list[list[int]] = self.packets[self.shown[:n_shown]].tolist()
         result_shown = [
-            Shown(sec * 1_000_000_000 + nsec, base, length, kind, vni)
-            for base, length, sec, nsec, kind, vni, *_ in rows
+            Shown(sec * 1_000_000_000 + nsec, base, length) for base, length, sec, nsec, *_ in rows
         ]
-        return BlockResult(result_groups, result_slots, result_shown, records)
+        return BlockResult(result_groups, result_slots, result_shown)
 
 
 def as_array(buffer: Any) -> Bytes:

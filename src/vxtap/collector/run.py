@@ -206,7 +206,7 @@ class Collector:
             for slot in block.slots:
                 self.pcap.write(slot.vni, slot.data, slot.ends)
             with self.counters.lock:
-                self.counters.pcap_records += block.records
+                self.counters.pcap_records += sum(len(slot.ends) for slot in block.slots)
                 self.counters.pcap_files = len(self.pcap.files)
         if shown:
             self._show(shown)
