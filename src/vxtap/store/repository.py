@@ -775,16 +775,11 @@ PORTS = PortRow.__table__.c
 FILTERS = FilterRow.__table__.c
 RULES = RuleRow.__table__.c
 
-_HOST_PORTS = select(PORTS.id).where(
-    PORTS.project_id == bindparam("project"), PORTS.host == bindparam("host")
-)
+_ON_HOST = (PORTS.project_id == bindparam("project"), PORTS.host == bindparam("host"))
+_HOST_PORTS = select(PORTS.id).where(*_ON_HOST)
 _HOST_SESSIONS = select(SOURCES.session_id).where(SOURCES.port_id.in_(_HOST_PORTS))
 _PORT_COLUMNS = (PORTS.id, PORTS.host, PORTS.device, PORTS.mac, PORTS.ipv4, PORTS.ipv6)
-_STATE_PORTS = (
-    select(*_PORT_COLUMNS)
-    .where(PORTS.project_id == bindparam("project"), PORTS.host == bindparam("host"))
-    .order_by(PORTS.id)
-)
+_STATE_PORTS = select(*_PORT_COLUMNS).where(*_ON_HOST).order_by(PORTS.id)
 _STATE_SESSIONS = (
     select(
         SESSIONS.id,
