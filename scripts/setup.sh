@@ -21,6 +21,6 @@ fi
 stamp=.venv/.vxtap-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[test]'
+    .venv/bin/pip install -q -e '.[all,test]'
     touch "$stamp"
 fi
