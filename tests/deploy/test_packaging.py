@@ -1,78 +1,20 @@
-"""The package as a user installs it: the wheel and sdist build, every file ships, the
-base install (the agent's) is light and names a missing extra, migrations run from the
-installed wheel, and `vxtap install-units` writes units that name the installed
-executable and pass `systemd-analyze verify`.
-
-Each install is a fresh virtual environment outside the repository, filled from a
-wheelhouse built once per run (`pip wheel`, from the index pip is configured with)."""
+"""The package as a user installs it (fixtures in conftest.py): the wheel and sdist
+build, every file ships, the base install (the agent's) is light and names a missing
+extra, migrations run from the installed wheel, and `vxtap install-units` writes units
+that name the installed executable and pass `systemd-analyze verify`."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from deploy_support import REPO, run
 
-REPO = Path(__file__).resolve().parents[1]
 UNITS = ("vxtap-server.service", "vxtap-agent.service", "vxtap-collect.service")
 TEMPLATE_INSTANCE = "vxtap-collect@eth1.service"
-
-
-def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """A command outside the repository: no PYTHONPATH, another working directory."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("VXTAP_")}
-    return subprocess.run(  # type: ignore[call-overload,no-any-return]
-        argv, capture_output=True, text=True, timeout=300, env=env, **{"cwd": "/", **kwargs}
-    )
-
-
-@pytest.fixture(scope="session")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    built = run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)])
-    assert built.returncode == 0, built.stdout + built.stderr
-    return out
-
-
-@pytest.fixture(scope="session")
-def wheel(dist: Path) -> Path:
-    (found,) = dist.glob("vxtap-*.whl")
-    return found
-
-
-@pytest.fixture(scope="session")
-def wheelhouse(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    house = tmp_path_factory.mktemp("wheelhouse")
-    got = run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(house),
-         f"vxtap[all] @ {wheel.as_uri()}"]
-    )  # fmt: skip
-    assert got.returncode == 0, got.stderr
-    return house
-
-
-@pytest.fixture
-def install(wheel: Path, wheelhouse: Path, tmp_path: Path) -> Callable[[str | None], Path]:
-    """A fresh virtual environment with the wheel and one extra (or none): its bin/."""
-
-    def make(extra: str | None) -> Path:
-        venv = tmp_path / f"venv-{extra or 'base'}"
-        made = run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-        assert made.returncode == 0, made.stderr
-        requirement = f"vxtap{f'[{extra}]' if extra else ''} @ {wheel.as_uri()}"
-        got = run(
-            [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-             "-q", "--no-index", "--find-links", str(wheelhouse), requirement]
-        )  # fmt: skip
-        assert got.returncode == 0, got.stderr
-        return venv / "bin"
-
-    return make
 
 
 def test_the_wheel_ships_every_file_of_the_package(wheel: Path) -> None:
