@@ -42,7 +42,7 @@ def test_the_sdist_has_what_builds_and_tests_it(dist: Path) -> None:
         "pyproject.toml",
         "src/vxtap/store/migrations/versions/0001_initial.py",
         "src/vxtap/systemd/vxtap-agent.service",
-        "tests/test_packaging.py",
+        "tests/deploy/test_packaging.py",
         "Makefile",
     ):
         assert any(line.endswith(member) for line in listing), member  # fmt: skip
