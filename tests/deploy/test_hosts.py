@@ -124,14 +124,19 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
     logs = hosts.home / "logs"
     logs.mkdir()
 
+    # Configured as docs/deploy.md does: a TOML file per part, the agents' credential
+    # in VXTAP_CREDENTIALS (what the unit's LoadCredential= gives them).
+    etc = hosts.home / "etc-vxtap"
+    etc.mkdir()
+    (etc / "server.toml").write_text(f'listen = "{CONTROL}:9696"\ncredentials = "{credentials}"\n')
     # The control plane: no capabilities at all.
-    server_state = hosts.own_dir("server")
     hosts.start(
         "ctl",
-        [*as_nobody([]), str(server_bin / "vxtap"), "server", "--listen", f"{CONTROL}:9696",
-         "--credentials", str(credentials)],
-        logs / "server.log", VXTAP_STATE_DIR=str(server_state),
-    )  # fmt: skip
+        [*as_nobody([]), str(server_bin / "vxtap"), "server"],
+        logs / "server.log",
+        VXTAP_STATE_DIR=str(hosts.own_dir("server")),
+        VXTAP_SERVER_CONFIG=str(etc / "server.toml"),
+    )
 
     def cli(*args: str) -> Any:
         out = subprocess.run(
@@ -165,13 +170,17 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
 
     # Two agents with exactly the documented capabilities.
     for host in ("src1", "src2"):
+        (etc / f"agent-{host}.toml").write_text(
+            f'server = "{ENDPOINT}"\nhost-name = "{host}"\n'
+            f'state-dir = "{hosts.own_dir(f"agent-{host}")}"\n'
+        )
         hosts.start(
             host,
-            [*as_nobody(AGENT_CAPABILITIES), str(agent_bin / "vxtap"), "agent", "--server",
-             ENDPOINT, "--credentials", str(credentials), "--host-name", host,
-             "--state-dir", str(hosts.own_dir(f"agent-{host}"))],
+            [*as_nobody(AGENT_CAPABILITIES), str(agent_bin / "vxtap"), "agent"],
             logs / f"agent-{host}.log",
-        )  # fmt: skip
+            VXTAP_AGENT_CONFIG=str(etc / f"agent-{host}.toml"),
+            VXTAP_CREDENTIALS=str(credentials),
+        )
     # The collector: CAP_NET_RAW for its AF_PACKET ring; numba's cache where it may write.
     mirrors = logs / "collector.jsonl"
     hosts.start(
