@@ -5,6 +5,7 @@ that name the installed executable and pass `systemd-analyze verify`."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -116,6 +117,13 @@ def verify(systemd_analyze: str, unit: Path) -> str:
     return (out.stdout + out.stderr).strip() or ("" if out.returncode == 0 else "failed")
 
 
+def exposure(systemd_analyze: str, unit: Path) -> float:
+    out = run([systemd_analyze, "security", "--offline=true", "--no-pager", str(unit)])
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", out.stdout)
+    assert match is not None, out.stdout + out.stderr
+    return float(match.group(1))
+
+
 def test_installed_units_name_the_installed_executable_and_verify(
     install: Callable[[str | None], Path], tmp_path: Path, systemd_analyze: str
 ) -> None:
@@ -133,6 +141,10 @@ def test_installed_units_name_the_installed_executable_and_verify(
         assert "NoNewPrivileges=yes" in text and "ProtectSystem=strict" in text
     for unit in [*UNITS, TEMPLATE_INSTANCE]:
         assert verify(systemd_analyze, units / unit) == "", unit
+    # systemd's own rating of the hardening (0 best, 10 worst), kept where it is.
+    for unit, worst in (("vxtap-server.service", 2.0), ("vxtap-agent.service", 3.0),
+                        ("vxtap-collect.service", 2.5)):  # fmt: skip
+        assert exposure(systemd_analyze, units / unit) <= worst, unit
     # The check bites: a misspelt hardening line is reported.
     broken = tmp_path / "broken" / "vxtap-agent.service"
     broken.parent.mkdir()
