@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench dist clean
 setup:
 	@bash scripts/setup.sh
 
@@ -26,5 +26,9 @@ BENCHES := api client dataplane agent collector collector_loop
 bench: setup
 	set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; done
 
+# The wheel and the sdist, into dist/ (docs/deploy.md, "Packages").
+dist: setup
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,24 +7,62 @@ Each subcommand lives in its own module and is imported only when it runs, so
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from typing import NamedTuple
 
 import click
 
-# name -> ("module:attribute" of a click command or group, one-line help).
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "server": ("vxtap.cli.server:server", "Run the traffic-mirroring API server."),
-    "filter": ("vxtap.cli.resources:filter_group", "Mirror filters."),
-    "rule": ("vxtap.cli.resources:rule_group", "Mirror filter rules."),
-    "session": ("vxtap.cli.resources:session_group", "Mirror sessions."),
-    "port": (
+# The modules each extra of the package brings (pyproject.toml's optional-dependencies).
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic"),
+    "collector": ("numba", "numpy"),
+}
+EXTRA_MODULES["all"] = EXTRA_MODULES["server"] + EXTRA_MODULES["collector"]
+
+
+class Subcommand(NamedTuple):
+    target: str  # "module:attribute" of a click command or group
+    help: str
+    extra: str | None = None  # the package extra it needs, checked before importing it
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "server": Subcommand(
+        "vxtap.cli.server:server", "Run the traffic-mirroring API server.", "server"
+    ),
+    "db": Subcommand("vxtap.cli.db:db", "The server database's schema: status, upgrade.", "server"),
+    "filter": Subcommand("vxtap.cli.resources:filter_group", "Mirror filters."),
+    "rule": Subcommand("vxtap.cli.resources:rule_group", "Mirror filter rules."),
+    "session": Subcommand("vxtap.cli.resources:session_group", "Mirror sessions."),
+    "port": Subcommand(
         "vxtap.cli.resources:port_group",
         "Ports: the interfaces sessions mirror from and to.",
     ),
-    "agent": ("vxtap.cli.agent:agent", "Run the host agent that programs the kernel."),
-    "explain": ("vxtap.cli.explain:explain", "Explain which session mirrors a packet, and why."),
-    "collect": ("vxtap.cli.collect:collect", "Receive, show, count and store mirrored traffic."),
-    "lab": ("vxtap.cli.lab:lab", "Replay whole scenarios in network namespaces."),
+    "agent": Subcommand("vxtap.cli.agent:agent", "Run the host agent that programs the kernel."),
+    "explain": Subcommand(
+        "vxtap.cli.explain:explain", "Explain which session mirrors a packet, and why."
+    ),
+    "collect": Subcommand(
+        "vxtap.cli.collect:collect",
+        "Receive, show, count and store mirrored traffic.",
+        "collector",
+    ),
+    "lab": Subcommand("vxtap.cli.lab:lab", "Replay whole scenarios in network namespaces.", "all"),
+    "install-units": Subcommand(
+        "vxtap.cli.units:install_units", "Install the systemd units for this installation."
+    ),
 }
+
+
+def missing_extra(command: str, extra: str) -> str | None:
+    """One line saying which extra to install, if a module it brings is missing."""
+    absent = [m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return (
+        f"'vxtap {command}' needs the {extra} extra ({', '.join(absent)} not installed): "
+        f"pip install 'vxtap[{extra}]'"
+    )
 
 
 class LazyGroup(click.Group):
@@ -35,7 +73,10 @@ class LazyGroup(click.Group):
         entry = SUBCOMMANDS.get(cmd_name)
         if entry is None:
             return None
-        module_name, attribute = entry[0].split(":")
+        if entry.extra is not None and (problem := missing_extra(cmd_name, entry.extra)):
+            click.echo(f"error: {problem}", err=True)
+            ctx.exit(1)
+        module_name, attribute = entry.target.split(":")
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command
@@ -43,7 +84,7 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # From the registry, so that --help imports none of the subcommands.
         with formatter.section("Commands"):
-            formatter.write_dl([(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)])
+            formatter.write_dl([(name, SUBCOMMANDS[name].help) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

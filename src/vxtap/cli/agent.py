@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -15,7 +14,9 @@ import click
 
 from vxtap import auth
 from vxtap.cli._api import CliError
+from vxtap.cli._config import config_option
 from vxtap.client import Counter, VxtapClient
+from vxtap.logs import LogFormat, log_options, setup_logging
 
 DEFAULT_STATE_DIR = Path("/var/lib/vxtap")
 
@@ -34,6 +35,7 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 
 @click.command()
+@config_option("agent")
 @click.option("--server", envvar="VXTAP_ENDPOINT", help="URL of vxtap server [env VXTAP_ENDPOINT].")
 @click.option(
     "--credentials",
@@ -56,7 +58,8 @@ def _listen_address(text: str) -> tuple[str, int]:
     "/var/lib/vxtap/agent].",
 )
 @click.option("--cleanup", is_flag=True, help="Remove all kernel state and saved state, then exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details (--log-level debug).")
+@log_options
 def agent(
     server: str | None,
     credentials_file: Path | None,
@@ -65,6 +68,8 @@ def agent(
     state_dir: Path | None,
     cleanup: bool,
     verbose: bool,
+    log_level: str,
+    log_format: LogFormat,
 ) -> None:
     """Program this host's kernel to mirror what the sessions of its ports select.
 
@@ -72,14 +77,7 @@ def agent(
     server, repairs drift, reports counters. Kernel state stays when the agent
     stops, so mirroring goes on; --cleanup removes it.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s vxtap-agent %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per request at INFO would drown what the agent decides.
-    for chatty in ("httpx", "httpcore"):
-        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    setup_logging("vxtap-agent", "debug" if verbose else log_level, log_format)
     # Imported here: the data plane needs root, `vxtap agent --help` does not.
     from vxtap.agent.daemon import Agent
     from vxtap.agent.interfaces import discover

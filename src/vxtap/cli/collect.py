@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from vxtap.cli._config import config_option
 from vxtap.collector.decap import DecapError
 from vxtap.collector.ring import parse_listen
 from vxtap.collector.run import Collector, Options, Output
+from vxtap.logs import LogFormat, log_options, setup_logging
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgKMG]?)i?[bB]?\s*$")
 
@@ -49,6 +51,7 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
 
 
 @click.command()
+@config_option("collect")
 @click.option(
     "--listen",
     default="*:4789",
@@ -97,6 +100,7 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     show_default=True,
     help="Kernel receive ring size in MiB (absorbs bursts).",
 )
+@log_options
 def collect(
     listen: object,
     interface: str | None,
@@ -111,6 +115,8 @@ def collect(
     metrics: object,
     decap: bool,
     ring_mb: int,
+    log_level: str,
+    log_format: LogFormat,
 ) -> None:
     """Receive mirrored traffic (VXLAN, RFC 7348): show, count and store it.
 
@@ -118,6 +124,8 @@ def collect(
     a summary of the counters on exit (Ctrl-C, SIGTERM).
     """
     from dataclasses import replace
+
+    setup_logging("vxtap-collect", log_level, log_format)
 
     from vxtap.collector.ring import Listen
 

@@ -6,12 +6,15 @@ import json
 import logging
 import os
 import secrets
-import sys
 from pathlib import Path
 
 import click
 
-from vxtap.store.db import default_db_url, default_state_dir
+from vxtap.cli._config import config_option
+from vxtap.logs import LogFormat, log_options, setup_logging
+from vxtap.store.db import Store, code_schema_revision, default_db_url, default_state_dir
+
+log = logging.getLogger("vxtap.server")
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -35,7 +38,49 @@ def _first_credentials(path: Path) -> None:
     click.echo(f"vxtap server: created credentials file {path} (ak {entry['ak']})", err=True)
 
 
+def open_store(db_url: str) -> Store:
+    try:
+        return Store(db_url)
+    except Exception as exc:  # the driver's own errors: shown as one line
+        raise click.ClickException(f"cannot open database: {_first_line(exc)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def prepare_schema(store: Store, *, migrate: bool) -> None:
+    """A new, empty database gets the schema; one behind the code's schema is upgraded only
+    when asked (an upgrade deserves a backup first); anything else is refused, in one line."""
+    try:
+        schema = store.schema()
+        head = code_schema_revision()
+        if schema.state == "empty" or (schema.state == "behind" and migrate):
+            store.upgrade()
+            if schema.state == "behind":
+                log.info("upgraded the database schema from %s to %s", schema.revision, head)
+            return
+    except Exception as exc:
+        raise click.ClickException(f"cannot open database: {_first_line(exc)}") from None
+    if schema.state == "behind":
+        raise click.ClickException(
+            f"the database's schema is at revision {schema.revision}, this vxtap needs {head}: "
+            "back it up, then run 'vxtap db upgrade' (or start the server with --migrate)"
+        )
+    if schema.state == "unknown":
+        raise click.ClickException(
+            f"the database's schema is at revision {schema.revision}, which this vxtap "
+            f"(schema {head}) does not know: a newer vxtap wrote it; install that version"
+        )
+    if schema.state == "unversioned":
+        raise click.ClickException(
+            "the database has vxtap's tables but no schema revision (no alembic_version "
+            "table): it was not made by 'vxtap server' or 'vxtap db upgrade'"
+        )
+
+
 @click.command()
+@config_option("server")
 @click.option(
     "--listen",
     default="127.0.0.1:9696",
@@ -58,19 +103,28 @@ def _first_credentials(path: Path) -> None:
     "directory, created with one random key if missing].",
 )
 @click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
+    "--migrate",
+    is_flag=True,
+    help="Upgrade a database whose schema is behind this version before serving "
+    "(without it the server refuses to start on one; a new, empty database is always "
+    "initialised).",
 )
-def server(listen: str, db_url: str | None, credentials_path: Path | None, log_level: str) -> None:
+@log_options
+def server(
+    listen: str,
+    db_url: str | None,
+    credentials_path: Path | None,
+    migrate: bool,
+    log_level: str,
+    log_format: LogFormat,
+) -> None:
     """Run the traffic-mirroring API server (Huawei v3 API, v1 ports, internal agent API)."""
     import uvicorn
 
     from vxtap.api.app import create_app
     from vxtap.auth import load_credentials
-    from vxtap.store.db import Store
 
+    setup_logging("vxtap-server", log_level, log_format)
     host, port = _listen(listen)
     if credentials_path is None:
         credentials_path = default_state_dir() / "credentials.json"
@@ -80,18 +134,15 @@ def server(listen: str, db_url: str | None, credentials_path: Path | None, log_l
         credentials = load_credentials(credentials_path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    try:
-        store = Store(db_url or default_db_url())
-        store.upgrade()
-    except Exception as exc:
-        raise click.ClickException(f"cannot open database: {exc}") from None
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
+    store = open_store(db_url or default_db_url())
+    prepare_schema(store, migrate=migrate)
     app = create_app(store, credentials)
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        log_config=None,  # vxtap.logs' handlers: one line per event, text or JSON
         access_log=log_level == "debug",
         server_header=False,
     )

@@ -28,6 +28,7 @@ import errno
 import hashlib
 import ipaddress
 import os
+import platform
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,19 @@ from typing import Final
 
 # --- bpf(2) ---
 
-_SYS_BPF: Final = 321  # x86_64
+# bpf(2)'s number differs by architecture (the eBPF program itself does not).
+BPF_SYSCALL_BY_MACHINE: Final = {"x86_64": 321, "aarch64": 280}
+MACHINE: Final = platform.machine()
+
+
+def bpf_syscall_number(machine: str) -> int:
+    """bpf(2)'s number on `machine` (`platform.machine()`); ValueError naming it otherwise."""
+    number = BPF_SYSCALL_BY_MACHINE.get(machine)
+    if number is None:
+        supported = " and ".join(BPF_SYSCALL_BY_MACHINE)
+        raise ValueError(f"unsupported CPU architecture {machine!r}: vxtap supports {supported}")
+    return number
+
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -59,8 +72,12 @@ class BpfError(OSError):
 
 
 def bpf(cmd: Cmd, attr: bytearray) -> int:
+    try:
+        number = bpf_syscall_number(MACHINE)
+    except ValueError as error:
+        raise BpfError(errno.ENOSYS, str(error)) from None
     buf = (ctypes.c_char * len(attr)).from_buffer(attr)
-    result = int(_libc.syscall(_SYS_BPF, int(cmd), buf, len(attr)))
+    result = int(_libc.syscall(number, int(cmd), buf, len(attr)))
     if result < 0:
         code = ctypes.get_errno()
         raise BpfError(code, f"bpf({cmd.name}): {os.strerror(code)}")

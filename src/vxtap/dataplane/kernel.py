@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from vxtap.dataplane import bpf
+from vxtap.dataplane.capabilities import own_missing_capabilities
 from vxtap.dataplane.plan import (
     FAMILY,
     MARK_COPY_DEVICE,
@@ -231,9 +232,11 @@ class Dataplane:
 
     def missing_prerequisites(self) -> list[str]:
         """Each kernel feature or tool vxtap needs that this host lacks, by name."""
-        missing: list[str] = []
-        if os.geteuid() != 0:
-            missing.append("root (CAP_NET_ADMIN and CAP_BPF): run the agent as root")
+        missing = own_missing_capabilities(os.geteuid())
+        try:
+            bpf.bpf_syscall_number(bpf.MACHINE)
+        except ValueError as error:
+            missing.append(str(error))
         for tool, package in (("nft", "nftables"), ("ethtool", "ethtool"), ("ip", "iproute2")):
             if shutil.which(tool) is None:
                 missing.append(f"the {tool} command (package {package})")

@@ -15,12 +15,15 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -111,16 +114,56 @@ class Store:
         with self._writer.begin() as session:
             yield session
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration (safe to run from several processes)."""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration, or to `revision` (safe to run from
+        several processes)."""
+        config = _alembic_config()
         with self.engine.execution_options(**{_WRITE: True}).connect() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
+
+    def schema(self) -> SchemaState:
+        """Where this database's schema stands against this code's migrations."""
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_heads()
+            tables = set(inspect(connection).get_table_names())
+        head = code_schema_revision()
+        if not current:
+            return SchemaState("empty" if not tables & set(Base.metadata.tables) else "unversioned")
+        if current == (head,):
+            return SchemaState("current", current[0])
+        script = ScriptDirectory.from_config(_alembic_config())
+        known = {revision.revision for revision in script.walk_revisions()}
+        if all(revision in known for revision in current):
+            return SchemaState("behind", ", ".join(current))
+        return SchemaState("unknown", ", ".join(current))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """`empty`: no vxtap tables (a new database); `current`: at this code's head;
+    `behind`: an older revision this code can upgrade; `unknown`: a revision this code
+    does not know (a newer vxtap wrote it); `unversioned`: vxtap's tables without
+    Alembic's version table."""
+
+    state: Literal["empty", "current", "behind", "unknown", "unversioned"]
+    revision: str | None = None
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def code_schema_revision() -> str:
+    """The newest migration this code has (its schema)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
 
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")
