@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from vxtap.collector.counters import DEFAULT_MAX_SERIES
 from vxtap.collector.decap import DecapError
 from vxtap.collector.ring import parse_listen
 from vxtap.collector.run import Collector, Options, Output
@@ -85,6 +86,19 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     type=click.FloatRange(min=0, min_open=True),
     help="Start a new pcap file after this many seconds.",
 )
+@click.option(
+    "--pcap-max-open",
+    type=click.IntRange(min=1),
+    help="pcap files open at once; the least recently written is closed and continued "
+    "later (default: half the descriptor limit, at most 512).",
+)
+@click.option(
+    "--max-series",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SERIES,
+    show_default=True,
+    help="(VNI, outer source) counter series kept apart; further ones are folded into 'other'.",
+)
 @click.option("--stats", is_flag=True, help="A live, refreshing table of the counters.")
 @click.option("--metrics", callback=_metrics, help="Serve Prometheus /metrics on ADDR:PORT.")
 @click.option(
@@ -107,6 +121,8 @@ def collect(
     pcap_dir: Path | None,
     rotate_size: int | None,
     rotate_seconds: float | None,
+    pcap_max_open: int | None,
+    max_series: int,
     stats: bool,
     metrics: object,
     decap: bool,
@@ -134,6 +150,8 @@ def collect(
         pcap_dir=pcap_dir,
         rotate_size=rotate_size,
         rotate_seconds=rotate_seconds,
+        pcap_max_open=pcap_max_open,
+        max_series=max_series,
         metrics=metrics,  # type: ignore[arg-type]
         stats=stats,
         decap=decap,
