@@ -756,7 +756,8 @@ class Dataplane:
     def _apply(self, plan: KernelPlan) -> None:
         """All or nothing for the tunnel map and the nft table: whatever fails on the
         way, the map gets its previous entries back and nft keeps its rules (one
-        transaction); a first apply that fails removes the devices it made."""
+        transaction); a first apply that fails (nothing of vxtap's was here) removes
+        what it made."""
         if plan.is_empty:
             self.cleanup()
             self._applied = None
@@ -766,7 +767,7 @@ class Dataplane:
                 f"the plan has {len(plan.tunnels):,} (session, source) pairs; "
                 f"the tunnel map holds {bpf.MAP_MAX_ENTRIES:,}"
             )
-        fresh = not self._links()  # nothing of vxtap's here yet
+        fresh = not self._links() and self._table_state() is None  # nothing of vxtap's yet
         try:
             self._apply_devices_map_rules(plan)
         except BaseException:
