@@ -238,3 +238,13 @@ def test_a_closed_series_starts_a_new_file_when_its_file_is_gone_or_expired(
     assert [len(s.files) for s in (store.series[1], store.series[2])] == [2, 2]
     assert len(tshark(store.series[1].files[1], "icmp.seq")) == 1
     assert [len(tshark(p, "icmp.seq")) for p in store.series[2].files] == [1, 1]
+
+
+def test_frames_of_vnis_beyond_the_limit_are_counted_not_stored(tmp_path: Path) -> None:
+    store = PcapStore(tmp_path, max_vnis=2)
+    written = [
+        store.write(vni, *records_of([record(1, 0, ping(1), 1042)] * 3)) for vni in (1, 2, 3, 1)
+    ]
+    store.close()
+    assert written == [True, True, False, True] and store.unstored == 3
+    assert sorted(store.series) == [1, 2] and len(list(tmp_path.iterdir())) == 2

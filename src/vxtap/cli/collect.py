@@ -9,6 +9,7 @@ import click
 
 from vxtap.collector.counters import DEFAULT_MAX_SERIES
 from vxtap.collector.decap import DecapError
+from vxtap.collector.pcap import DEFAULT_MAX_VNIS
 from vxtap.collector.ring import parse_listen
 from vxtap.collector.run import Collector, Options, Output
 
@@ -93,6 +94,13 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     "later (default: half the descriptor limit, at most 512).",
 )
 @click.option(
+    "--pcap-max-vnis",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_VNIS,
+    show_default=True,
+    help="VNIs that get pcap files; frames of further VNIs are counted, not stored.",
+)
+@click.option(
     "--max-series",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_SERIES,
@@ -122,6 +130,7 @@ def collect(
     rotate_size: int | None,
     rotate_seconds: float | None,
     pcap_max_open: int | None,
+    pcap_max_vnis: int,
     max_series: int,
     stats: bool,
     metrics: object,
@@ -151,6 +160,7 @@ def collect(
         rotate_size=rotate_size,
         rotate_seconds=rotate_seconds,
         pcap_max_open=pcap_max_open,
+        pcap_max_vnis=pcap_max_vnis,
         max_series=max_series,
         metrics=metrics,  # type: ignore[arg-type]
         stats=stats,

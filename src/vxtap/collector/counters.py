@@ -40,6 +40,7 @@ class Snapshot:
     pcap_files: int
     pcap_open_files: int = 0
     pcap_files_closed: int = 0  # closed early to stay within the open-file limit
+    pcap_unstored: int = 0  # frames of VNIs beyond the pcap VNI limit
     max_series: int = DEFAULT_MAX_SERIES
 
     def total(self, field: str) -> int:
@@ -70,6 +71,7 @@ class Counters:
         self.pcap_files = 0
         self.pcap_open_files = 0
         self.pcap_files_closed = 0
+        self.pcap_unstored = 0
 
     def add(
         self, vni: int, source: bytes, packets: int, size: int, truncated: int, malformed: int
@@ -91,7 +93,7 @@ class Counters:
             items = [(k, list(v)) for k, v in self.by_key.items()]
             other = list(self.other)
             ring = (self.ring_received, self.ring_dropped, self.pcap_records, self.pcap_files)
-            pcap = (self.pcap_open_files, self.pcap_files_closed)
+            pcap = (self.pcap_open_files, self.pcap_files_closed, self.pcap_unstored)
         rows = sorted(
             (
                 Row(None if vni == NO_VNI else vni, format_source(src), p, b, t, m)

@@ -75,6 +75,11 @@ class CountersCollector:
             value=snap.pcap_files_closed,
         )
         yield CounterMetricFamily(
+            "vxtap_collector_pcap_unstored",
+            "Frames not stored: their VNI would pass the limit of VNIs with pcap files",
+            value=snap.pcap_unstored,
+        )
+        yield CounterMetricFamily(
             "vxtap_collector_folded",
             'Datagrams counted in the vni="other" series: their own (VNI, source) series '
             "would pass the series limit",

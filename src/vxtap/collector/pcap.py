@@ -40,6 +40,9 @@ SNAPLEN = 262144
 GLOBAL_HEADER = struct.pack("<IHHiIII", MAGIC_NANOSECONDS, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
 RECORD_HEADER = struct.Struct("<IIII")  # ts_sec, ts_nsec, captured length, original length
 MAX_OPEN_FILES = 512  # pcap files open at once, at most (see PcapStore)
+# VNIs with a file series, at most: each has a small object in memory and files on
+# disk, and anyone who can send UDP to the collector chooses the VNIs (2^24 of them).
+DEFAULT_MAX_VNIS = 16384
 
 
 def record(sec: int, nsec: int, frame: bytes, original_length: int) -> bytes:
@@ -216,6 +219,9 @@ class PcapStore:
     same file when its VNI comes back. Should the process still run out of
     descriptors (a lower limit than expected), the least recently written file
     is closed and the open tried again.
+
+    At most `max_vnis` VNIs get a series; frames of further VNIs are not stored
+    (`write` says so, and `unstored` counts them).
     """
 
     def __init__(
@@ -225,6 +231,7 @@ class PcapStore:
         rotate_size: int | None = None,
         rotate_seconds: float | None = None,
         max_open_files: int | None = None,
+        max_vnis: int = DEFAULT_MAX_VNIS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Validate the options before creating anything.
@@ -233,6 +240,8 @@ class PcapStore:
             max_open_files = default_max_open_files()
         if max_open_files < 1:
             raise ValueError(f"at least one pcap file must be open at a time, not {max_open_files}")
+        if max_vnis < 1:
+            raise ValueError(f"at least one VNI must be stored, not {max_vnis}")
         directory.mkdir(parents=True, exist_ok=True)
         if not os.access(directory, os.W_OK):
             raise PermissionError(f"pcap directory {directory} is not writable")
@@ -240,6 +249,8 @@ class PcapStore:
         self.rotate_size = rotate_size
         self.rotate_seconds = rotate_seconds
         self.max_open_files = max_open_files
+        self.max_vnis = max_vnis
+        self.unstored = 0  # frames of VNIs beyond max_vnis, not stored
         self.clock = clock
         self.series: dict[int, PcapSeries] = {}
         # The series with an open file, least recently written first.
@@ -247,10 +258,14 @@ class PcapStore:
         self.files_created = 0
         self.files_closed = 0  # files closed early to stay within max_open_files
 
-    def write(self, vni: int, data: Records, ends: Sequence[int]) -> None:
-        """Append whole records to the VNI's series (see PcapSeries.write)."""
+    def write(self, vni: int, data: Records, ends: Sequence[int]) -> bool:
+        """Append whole records to the VNI's series (see PcapSeries.write); False when
+        the VNI has no series and `max_vnis` have one already (nothing is written)."""
         series = self.series.get(vni)
         if series is None:
+            if len(self.series) >= self.max_vnis:
+                self.unstored += len(ends)
+                return False
             series = PcapSeries(
                 self.directory,
                 vni,
@@ -273,6 +288,7 @@ class PcapStore:
             self.files_created += len(series.files) - before
             if series.is_open:
                 self._open[vni] = series
+        return True
 
     def _close_least_recent(self) -> bool:
         """Close the file written longest ago (its series continues it later)."""
@@ -284,7 +300,9 @@ class PcapStore:
         return True
 
     def tick(self) -> None:
-        for series in self.series.values():
+        """Close files whose time is up. Only the open ones are looked at: a closed
+        series' file that expired meanwhile is ended at its next write."""
+        for series in self._open.values():
             series.tick()
         for vni in [v for v, s in self._open.items() if not s.is_open]:
             del self._open[vni]

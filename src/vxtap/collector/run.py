@@ -27,7 +27,7 @@ from vxtap.collector.counters import DEFAULT_MAX_SERIES, Counters, Snapshot
 from vxtap.collector.decap import DecapError, DecapInterfaces
 from vxtap.collector.decode import decode, render_line, to_json
 from vxtap.collector.metrics import MetricsServer
-from vxtap.collector.pcap import PcapStore
+from vxtap.collector.pcap import DEFAULT_MAX_VNIS, PcapStore
 from vxtap.collector.ring import (
     BLOCK_PACKETS,
     BLOCK_PACKETS_OFFSET,
@@ -56,6 +56,7 @@ class Options:
     ring_block_size: int = 1 << 18  # 256 KiB: small blocks reach the loop sooner
     max_series: int = DEFAULT_MAX_SERIES  # counter series (VNI, source); the rest folded
     pcap_max_open: int | None = None  # None: from the descriptor limit (pcap.py)
+    pcap_max_vnis: int = DEFAULT_MAX_VNIS
 
 
 class Collector:
@@ -72,6 +73,7 @@ class Collector:
         self.scan: BlockScan | None = None
         self.vni_filter = np.array(sorted(options.vnis or ()), np.int64)  # empty: every VNI
         self.pcap: PcapStore | None = None
+        self.warned_vnis = False  # said once that further VNIs are not stored
         self.metrics: MetricsServer | None = None
         self.live: Live | None = None
 
@@ -105,6 +107,7 @@ class Collector:
                     rotate_size=o.rotate_size,
                     rotate_seconds=o.rotate_seconds,
                     max_open_files=o.pcap_max_open,
+                    max_vnis=o.pcap_max_vnis,
                 )
         except BaseException:
             self.close()
@@ -205,13 +208,23 @@ class Collector:
                 counters.add(g.vni, g.source, g.packets, g.bytes, g.truncated, g.malformed)
         pcap = self.pcap
         if pcap is not None and block.slots:
+            stored = 0
             for slot in block.slots:
-                pcap.write(slot.vni, slot.data, slot.ends)
+                if pcap.write(slot.vni, slot.data, slot.ends):
+                    stored += len(slot.ends)
+                elif not self.warned_vnis:
+                    self.warned_vnis = True
+                    self.err.print(
+                        f"[yellow]--pcap: {pcap.max_vnis:,} VNIs have files; frames of "
+                        f"further VNIs (first: {slot.vni}) are counted, not stored[/]",
+                        soft_wrap=True,
+                    )
             with counters.lock:
-                counters.pcap_records += sum(len(slot.ends) for slot in block.slots)
+                counters.pcap_records += stored
                 counters.pcap_files = pcap.files_created
                 counters.pcap_open_files = pcap.open_files
                 counters.pcap_files_closed = pcap.files_closed
+                counters.pcap_unstored = pcap.unstored
         if shown:
             self._show(shown)
         decap = self.decap

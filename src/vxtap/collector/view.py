@@ -18,6 +18,8 @@ def counters_view(snap: Snapshot, title: str) -> Group:
     # Short lines: the summary goes to stderr, often 80 columns wide.
     if snap.pcap_files_closed:
         text += f"\npcap: {snap.pcap_files_closed:,} files closed early (open-file limit)"
+    if snap.pcap_unstored:
+        text += f"\npcap: {snap.pcap_unstored:,} frames not stored (VNI limit)"
     if snap.folded:
         text += (
             f"\ncounters: {snap.folded:,} datagrams folded into 'other'"
