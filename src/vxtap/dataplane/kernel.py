@@ -799,7 +799,7 @@ class Dataplane:
                         bpf.map_update(map_fd, key, current[key])
                     else:
                         bpf.map_delete(map_fd, key)
-                if isinstance(error, OSError):
+                if isinstance(error, bpf.BpfError):
                     raise DataplaneError(
                         f"writing the tunnel map failed ({error}); its previous entries are back"
                     ) from None
