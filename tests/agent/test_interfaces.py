@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vxtap.agent.interfaces import discover, select_interfaces
+from vxtap.agent.interfaces import discover, local_broadcasts, select_interfaces
 from vxtap.client import Interface
 from vxtap.netns import Namespace, veth
 
@@ -44,3 +44,19 @@ def test_discover_reads_a_namespace(make_namespace: Callable[[str], Namespace]) 
     assert [i.device for i in found] == ["eth0"]
     assert found[0].ipv4 == ("192.0.2.1",) and found[0].ipv6 == ("2001:db8::1",)
     assert found[0].mac is not None
+
+
+def test_local_broadcasts_from_the_local_routing_table() -> None:
+    output = (
+        '[{"type":"broadcast","dst":"127.255.255.255","dev":"lo","scope":"link"},'
+        '{"type":"broadcast","dst":"192.168.50.255","dev":"eth0","scope":"link"}]'
+    )
+    asked: list[list[str]] = []
+
+    def run(argv: list[str]) -> str:
+        asked.append(argv)
+        return output
+
+    assert local_broadcasts(run) == {"127.255.255.255", "192.168.50.255"}
+    assert asked == [["ip", "-4", "-j", "route", "show", "table", "local", "type", "broadcast"]]
+    assert local_broadcasts(lambda argv: "") == frozenset()  # no IPv4 at all

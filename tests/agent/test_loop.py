@@ -16,7 +16,7 @@ from vxtap.agent.events import Changes
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
 from vxtap.client import Counter, Fetched, Interface, ServerUnreachable
-from vxtap.model import DesiredState, Port
+from vxtap.model import DesiredState, Port, Session
 
 
 class Server:
@@ -210,3 +210,73 @@ def test_a_notification_is_checked_again_once_things_settle(parts: Parts) -> Non
     assert kernel.applies == ["r1"]
     agent.step(1.31)
     assert kernel.applies == ["r1", "r1"]
+
+
+def _session(id: str, priority: int, target: str, source: str = "id-eth0") -> Session:
+    return Session(
+        id=id, name=id, filter_id="f", sources=(source,), target_id=target, priority=priority
+    )
+
+
+def test_a_state_beyond_the_limits_is_refused_whole_once_and_the_last_good_one_kept(
+    parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, kernel, state_file, _ = parts
+    agent = make_agent(parts)
+    agent.step(0.0)
+    assert kernel.applies == ["r1"]
+    sessions = tuple(_session(f"s{i:06d}", 1 + i % 32766, "t") for i in range(100_000))
+    server.state = DesiredState(host="h", revision="huge", sessions=sessions)
+    caplog.clear()
+    for now in (0.3, 0.6, 0.9):
+        agent.step(now)
+    assert kernel.applies == ["r1"] and state_file.load() == DesiredState(host="h", revision="r1")
+    refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert refusals == [
+        "refusing revision huge: beyond the documented limits (port id-eth0 is a source of "
+        "100,000 sessions (at most 3); 4 sessions of source id-eth0 have priority 1 (unique "
+        "per source); 4 sessions of source id-eth0 have priority 2 (unique per source); 4 "
+        "sessions of source id-eth0 have priority 3 (unique per source); 4 sessions of source "
+        "id-eth0 have priority 4 (unique per source); and 32,762 more); the kernel keeps "
+        "revision r1"
+    ]
+    assert agent.metrics.refused_states._value.get() == 1
+    # The refused state's tag is taken: the server is asked with it and answers 304.
+    assert server.asked_with[-1] == f"{server.counter}-huge"
+    server.state = DesiredState(host="h", revision="r2")
+    agent.step(1.2)
+    assert kernel.applies == ["r1", "r2"]
+
+
+def test_sessions_with_an_unsafe_target_are_left_out_and_logged_once(
+    parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, kernel, _, _ = parts
+    compiled: list[DesiredState] = []
+    agent = make_agent(parts)
+    agent.compile_plan = lambda state: compiled.append(state) or state.revision  # type: ignore[func-returns-value]
+    agent.local_broadcasts = lambda: frozenset({"10.0.0.255"})
+    targets = (
+        Port(id="good", host="t", device="eth0", ipv4=("10.0.0.2",)),
+        Port(id="bcast", host="t", device="eth0", ipv4=("255.255.255.255",)),
+        Port(id="subnet", host="t", device="eth0", ipv4=("10.0.0.255",)),
+    )
+    sessions = (_session("a", 1, "bcast"), _session("b", 2, "subnet"), _session("c", 3, "good"))
+    server.state = DesiredState(host="h", revision="r2", sessions=sessions, targets=targets)
+    caplog.clear()
+    agent.step(0.0)
+    assert [s.id for s in compiled[-1].sessions] == ["c"]  # the others are still applied
+    assert kernel.applies == ["r2"] and agent.applied == server.state
+    kernel.shows = "tampered"  # a drift repair compiles again: no second log line
+    agent.step(10.5)
+    assert kernel.applies == ["r2", "r2"] and [s.id for s in compiled[-1].sessions] == ["c"]
+    left_out = [r.getMessage() for r in caplog.records if "not applying" in r.getMessage()]
+    assert left_out == [
+        "not applying 2 sessions of revision r2, nothing is sent for them: session a: target "
+        "bcast address 255.255.255.255 is broadcast; session b: target subnet address "
+        "10.0.0.255 is broadcast"
+    ]
+    assert agent.metrics.refused_sessions._value.get() == 2
+    server.state = DesiredState(host="h", revision="r3", sessions=sessions[2:], targets=targets)
+    agent.step(10.8)
+    assert agent.metrics.refused_sessions._value.get() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -184,3 +185,66 @@ def test_copy_cut_inside_the_tcp_header_reads_as_cut(tmp_path: Path) -> None:
     out = tcpdump(series.files[0])
     assert "10.0.0.1.38944 > 10.0.0.2.1234:  [|tcp]" in out.stdout, out.stdout
     assert tshark(series.files[0], "frame.len", "frame.cap_len") == [[str(len(frame)), "40"]]
+
+
+def test_open_files_are_bounded_and_a_closed_series_continues_its_file(tmp_path: Path) -> None:
+    clock = Clock()
+    store = PcapStore(tmp_path, max_open_files=3, clock=clock)
+    for round_ in range(3):
+        for vni in range(1, 11):
+            store.write(vni, *records_of([record(round_, 0, ping(round_), 1042)]))
+            assert store.open_files <= 3
+    assert store.files_created == 10 and store.files_closed == 30 - 3
+    store.close()
+    # One file per VNI, each a single valid pcap with all three rounds in order.
+    for vni in range(1, 11):
+        (path,) = store.series[vni].files
+        assert [r[0] for r in tshark(path, "icmp.seq")] == ["0", "1", "2"]
+        assert "truncated" not in tcpdump(path).stderr
+
+
+def test_out_of_descriptors_closes_the_least_recent_file(tmp_path: Path) -> None:
+    # A descriptor limit below max_open_files: opening finds none free (EMFILE) and
+    # closes the least recently written file instead of failing.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    store = PcapStore(tmp_path, max_open_files=10_000)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 5, hard))
+    try:
+        for vni in range(1, 31):
+            store.write(vni, *records_of([record(1, 0, ping(vni), 1042)]))
+    finally:
+        store.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert store.files_created == 30 and store.files_closed >= 20
+    assert all(len(tshark(p, "icmp.seq")) == 1 for p in store.files)
+
+
+def test_a_closed_series_starts_a_new_file_when_its_file_is_gone_or_expired(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = PcapStore(tmp_path, max_open_files=1, rotate_seconds=60, clock=clock)
+    store.write(1, *records_of([record(1, 0, ping(1), 1042)]))
+    store.write(2, *records_of([record(1, 0, ping(1), 1042)]))  # closes VNI 1's file
+    store.series[1].files[0].unlink()  # e.g. removed by a clean-up job meanwhile
+    store.write(1, *records_of([record(2, 0, ping(2), 1042)]))  # closes VNI 2's file
+    clock.now += 61
+    store.tick()
+    store.write(2, *records_of([record(2, 0, ping(2), 1042)]))
+    store.close()
+    assert [len(s.files) for s in (store.series[1], store.series[2])] == [2, 2]
+    assert len(tshark(store.series[1].files[1], "icmp.seq")) == 1
+    assert [len(tshark(p, "icmp.seq")) for p in store.series[2].files] == [1, 1]
+
+
+def test_frames_of_vnis_beyond_the_limit_are_counted_not_stored(tmp_path: Path) -> None:
+    store = PcapStore(tmp_path, max_vnis=2)
+    written = [
+        store.write(vni, *records_of([record(1, 0, ping(1), 1042)] * 3)) for vni in (1, 2, 3, 1)
+    ]
+    store.close()
+    assert written == [True, True, False, True] and store.unstored == 3
+    assert sorted(store.series) == [1, 2] and len(list(tmp_path.iterdir())) == 2

@@ -11,7 +11,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,18 +55,21 @@ class Lab:
         argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.05", "-W", "0.2", address]
         self.sender.run(argv, check=False)
 
-    def collect(self, *args: str) -> Collecting:
-        return Collecting(self.receiver, list(args), self.tmp)
+    def collect(self, *args: str, wrapper: Sequence[str] = ()) -> Collecting:
+        return Collecting(self.receiver, list(args), self.tmp, wrapper)
 
 
 class Collecting:
     """A `vxtap collect` process in the receiver namespace, stdout/stderr to files."""
 
-    def __init__(self, ns: Namespace, args: list[str], tmp: Path) -> None:
+    def __init__(
+        self, ns: Namespace, args: list[str], tmp: Path, wrapper: Sequence[str] = ()
+    ) -> None:
         self.out_path = tmp / f"out-{time.monotonic_ns()}.txt"
         self.err_path = self.out_path.with_suffix(".err")
+        argv = [*wrapper, PY, "-m", "vxtap", "collect", *args]
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = ns.popen([PY, "-m", "vxtap", "collect", *args], stdout=out, stderr=err)
+            self.proc = ns.popen(argv, stdout=out, stderr=err)
         wait_for(lambda: "listening on" in self.stderr() or self.proc.poll() is not None)
         assert self.proc.poll() is None, self.stderr()
 
@@ -120,8 +123,8 @@ def lab(make_namespace: Callable[[str], Namespace], tmp_path: Path) -> Iterator[
     lab = Lab(s, r, tmp_path)
     original = lab.collect
 
-    def collect(*args: str) -> Collecting:
-        c = original(*args)
+    def collect(*args: str, wrapper: Sequence[str] = ()) -> Collecting:
+        c = original(*args, wrapper=wrapper)
         running.append(c)
         return c
 
@@ -503,3 +506,63 @@ def test_a_vni_without_decap_interface_does_not_stop_it(lab: Lab) -> None:
     assert "cannot create decap interface vxtap-vni7 for VNI 7" in err
     assert re.search(r"│\s+7 │ 10\.77\.0\.1\s+│\s+3 │", err), err
     assert lab.receiver.run(["ip", "link", "show", "vxtap-vni7"], check=False).returncode != 0
+
+
+def test_thousands_of_vnis_under_a_low_file_limit(lab: Lab) -> None:
+    # One datagram on each of ~1,015 VNIs used to end the collector with "Too many open
+    # files". Here 2,000 VNIs, twice, under a limit of 96 descriptors: it keeps at most
+    # 48 files open, continues each VNI's file when it comes back, stores the first
+    # 1,500 VNIs (--pcap-max-vnis) and counts the rest, and folds the counter series
+    # beyond --max-series into "other".
+    vnis, stored_vnis, rounds = 2000, 1500, 2
+    pcap = lab.tmp / "pcap"
+    c = lab.collect(
+        "--pcap", str(pcap), "--pcap-max-vnis", str(stored_vnis), "--max-series", "500",
+        "--metrics", "127.0.0.1:9479", wrapper=("prlimit", "--nofile=96:96", "--"),
+    )  # fmt: skip
+    frame = inner_ipv4(f.udp(b"v" * 18, sport=1, dport=2), 17)
+    for _ in range(rounds):
+        lab.send([f.vxlan(frame, vni=vni) for vni in range(1, vnis + 1)])
+    total = vnis * rounds
+
+    def handled() -> float:
+        try:
+            m = metrics(lab.receiver, 9479)
+        except subprocess.CalledProcessError:
+            c.proc.wait(timeout=5)  # not answering: it ended
+            raise AssertionError(f"the collector ended: {c.stderr()}") from None
+        return m["vxtap_collector_pcap_records_total"] + m["vxtap_collector_pcap_unstored_total"]
+
+    wait_for(lambda: handled() == total)
+    m = metrics(lab.receiver, 9479)
+    assert m["vxtap_collector_pcap_records_total"] == stored_vnis * rounds
+    assert m["vxtap_collector_pcap_unstored_total"] == (vnis - stored_vnis) * rounds
+    shown = sum(v for k, v in m.items() if k.startswith("vxtap_collector_packets_total{"))
+    assert shown == total
+    assert (
+        m['vxtap_collector_packets_total{source="other",vni="other"}']
+        == m["vxtap_collector_folded_total"]
+        == total - 500 * rounds
+    )  # the first 500 VNIs have their own series
+    assert m["vxtap_collector_pcap_open_files"] <= 48
+    assert m["vxtap_collector_pcap_files_closed_total"] >= stored_vnis * rounds - 48 * 2
+    _, err = c.stop()
+    assert c.proc.returncode == 0, err
+    assert "Too many open files" not in err
+    assert "further VNIs (first: 1501) are counted, not stored" in err
+    assert f"{(vnis - stored_vnis) * rounds:,} frames not stored (VNI limit)" in err
+    assert f"{total - 500 * rounds:,} datagrams folded into 'other' (series limit 500)" in err
+    # One file per VNI, continued when the VNI came back: every file holds both rounds,
+    # and the Wireshark and tcpdump readers read them whole.
+    files = sorted(pcap.iterdir())
+    assert len(files) == stored_vnis
+    assert {p.name.split("-")[0] for p in files} == {f"vni{v}" for v in range(1, stored_vnis + 1)}
+    counts = subprocess.run(
+        ["capinfos", "-c", "-M", "-T", "-r", *map(str, files)],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.splitlines()  # fmt: skip
+    assert len(counts) == stored_vnis and all(row.split("\t")[1] == str(rounds) for row in counts)
+    for path in files[:: stored_vnis // 10]:
+        dump = subprocess.run(["tcpdump", "-nn", "-r", str(path)], capture_output=True, text=True)
+        assert dump.returncode == 0 and "truncated" not in dump.stderr, dump.stderr
+        assert dump.stdout.count("192.168.0.161.1 > 192.168.0.230.2: UDP") == rounds

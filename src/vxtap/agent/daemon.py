@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
-from vxtap.agent import decide
+from vxtap.agent import admit, decide
 from vxtap.agent.decide import Apply, Timer
 from vxtap.agent.events import Changes, KernelEvents
 from vxtap.agent.metrics import AgentMetrics
@@ -106,6 +106,7 @@ class Agent(Generic[PlanT]):
         discover: Callable[[], tuple[Interface, ...]],
         state_file: StateFile,
         metrics: AgentMetrics,
+        local_broadcasts: Callable[[], frozenset[str]] = frozenset,
         poll_interval: float = POLL_INTERVAL_S,
         drift_interval: float = DRIFT_INTERVAL_S,
         counters_interval: float = COUNTERS_INTERVAL_S,
@@ -116,6 +117,7 @@ class Agent(Generic[PlanT]):
         self.compile_plan = compile_plan
         self.read_counters = read_counters
         self.discover = discover
+        self.local_broadcasts = local_broadcasts
         self.state_file = state_file
         self.metrics = metrics
         self.poll_interval = poll_interval
@@ -129,6 +131,8 @@ class Agent(Generic[PlanT]):
         # so an unchanged poll is answered without the server building the state.
         self.etag: str | None = None
         self.failed: tuple[str, float] | None = None  # (revision, monotonic time) of a failed apply
+        self.refused_revision: str | None = None  # the last state refused as a whole
+        self.refused_sessions: dict[str, str] = {}  # left out of the plan: id -> why
         self.registered: tuple[Interface, ...] | None = None
         self.interfaces: tuple[Interface, ...] = ()
         self.server_reachable: bool | None = None
@@ -144,7 +148,7 @@ class Agent(Generic[PlanT]):
         if saved is None:
             log.info("no saved state in %s; waiting for the server", self.state_file.path)
             return
-        plan = self.compile_plan(saved)
+        plan = self._compile(saved)
         try:
             drift = self.kernel.drift(plan)
         except Exception as error:  # cannot tell: make sure by applying
@@ -262,6 +266,13 @@ class Agent(Generic[PlanT]):
         if action is None:
             self.etag = answer.etag
             return
+        problems = admit.limit_problems(fetched)
+        if problems:
+            self._refuse(fetched.revision, problems)
+            # Its tag is taken: the server answers 304 until the state changes, instead
+            # of sending (and this agent checking) the same refused state every poll.
+            self.etag = answer.etag
+            return
         if (
             self.failed
             and self.failed[0] == fetched.revision
@@ -270,6 +281,42 @@ class Agent(Generic[PlanT]):
             return
         if self._apply(action, "revision"):
             self.etag = answer.etag
+
+    def _refuse(self, revision: str, problems: list[str]) -> None:
+        """A desired state beyond the documented limits: not applied; once per revision."""
+        if revision == self.refused_revision:
+            return
+        self.refused_revision = revision
+        self.metrics.refused_states.inc()
+        log.error(
+            "refusing revision %s: beyond the documented limits (%s); the kernel keeps %s",
+            revision,
+            admit.summary(problems),
+            f"revision {self.applied.revision}" if self.applied else "what it had",
+        )
+
+    def _compile(self, state: DesiredState) -> PlanT:
+        """The plan for `state` without the sessions whose target is not a unicast
+        address (logged when that set changes, not on every compile)."""
+        try:
+            broadcasts = self.local_broadcasts()
+        except Exception as error:  # the fixed checks still apply
+            log.error("reading the host's broadcast addresses failed: %s", error)
+            broadcasts = frozenset()
+        refused = admit.unsafe_targets(state, broadcasts)
+        if refused != self.refused_sessions:
+            if refused:
+                log.warning(
+                    "not applying %d sessions of revision %s, nothing is sent for them: %s",
+                    len(refused),
+                    state.revision,
+                    admit.summary([f"session {k}: {why}" for k, why in sorted(refused.items())]),
+                )
+            else:
+                log.info("no session is left out for its target any more")
+            self.refused_sessions = refused
+            self.metrics.refused_sessions.set(len(refused))
+        return self.compile_plan(admit.without_sessions(state, refused))
 
     def _repair(self) -> None:
         if self.applied_plan is None:
@@ -288,7 +335,7 @@ class Agent(Generic[PlanT]):
         """Compile and apply; False (logged, counted) when it failed."""
         started = time.perf_counter()
         try:
-            plan = self.compile_plan(action.state)
+            plan = self._compile(action.state)
             self.kernel.apply(plan)
         except Exception as error:  # the loop must survive a bad apply; it retries later
             self.metrics.errors.labels("apply").inc()

@@ -87,3 +87,12 @@ def discover(
 
 def _run(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=10).stdout
+
+
+def local_broadcasts(run: Callable[[list[str]], str] | None = None) -> frozenset[str]:
+    """The IPv4 broadcast addresses of this namespace's subnets, from the kernel's local
+    routing table (what it would send as a link-layer broadcast)."""
+    output = (run or _run)(
+        ["ip", "-4", "-j", "route", "show", "table", "local", "type", "broadcast"]
+    )
+    return frozenset(str(route["dst"]) for route in json.loads(output or "[]") if "dst" in route)

@@ -106,6 +106,16 @@ class AgentMetrics:
         self.sessions = Gauge(
             "vxtap_agent_sessions", "Sessions in the applied desired state", registry=r
         )
+        self.refused_states = Counter(
+            "vxtap_agent_refused_states",
+            "Desired states refused as a whole: beyond the documented limits",
+            registry=r,
+        )
+        self.refused_sessions = Gauge(
+            "vxtap_agent_refused_sessions",
+            "Sessions of the applied state left out: their target is not a unicast address",
+            registry=r,
+        )
         self.kernel = KernelCounters()
         r.register(_KernelCounterCollector(self.kernel))
 

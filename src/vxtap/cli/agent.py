@@ -80,7 +80,7 @@ def agent(
     setup_logging("vxtap-agent", "debug" if verbose else log_level, log_format)
     # Imported here: the data plane needs root, `vxtap agent --help` does not.
     from vxtap.agent.daemon import Agent
-    from vxtap.agent.interfaces import discover
+    from vxtap.agent.interfaces import discover, local_broadcasts
     from vxtap.agent.metrics import AgentMetrics
     from vxtap.agent.statefile import StateFile
     from vxtap.dataplane.kernel import Dataplane, is_own_device
@@ -150,6 +150,7 @@ def agent(
             discover=lambda: discover(is_own_device),
             state_file=state_file,
             metrics=metrics,
+            local_broadcasts=local_broadcasts,
         )
         logging.getLogger("vxtap.agent").info(
             "starting for host %s, server %s, state in %s", host_name, server, state_file.path

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from vxtap.cli._config import config_option
+from vxtap.collector.counters import DEFAULT_MAX_SERIES
 from vxtap.collector.decap import DecapError
+from vxtap.collector.pcap import DEFAULT_MAX_VNIS
 from vxtap.collector.ring import parse_listen
 from vxtap.collector.run import Collector, Options, Output
 from vxtap.logs import LogFormat, log_options, setup_logging
@@ -88,6 +90,26 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     type=click.FloatRange(min=0, min_open=True),
     help="Start a new pcap file after this many seconds.",
 )
+@click.option(
+    "--pcap-max-open",
+    type=click.IntRange(min=1),
+    help="pcap files open at once; the least recently written is closed and continued "
+    "later (default: half the descriptor limit, at most 512).",
+)
+@click.option(
+    "--pcap-max-vnis",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_VNIS,
+    show_default=True,
+    help="VNIs that get pcap files; frames of further VNIs are counted, not stored.",
+)
+@click.option(
+    "--max-series",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SERIES,
+    show_default=True,
+    help="(VNI, outer source) counter series kept apart; further ones are folded into 'other'.",
+)
 @click.option("--stats", is_flag=True, help="A live, refreshing table of the counters.")
 @click.option("--metrics", callback=_metrics, help="Serve Prometheus /metrics on ADDR:PORT.")
 @click.option(
@@ -111,6 +133,9 @@ def collect(
     pcap_dir: Path | None,
     rotate_size: int | None,
     rotate_seconds: float | None,
+    pcap_max_open: int | None,
+    pcap_max_vnis: int,
+    max_series: int,
     stats: bool,
     metrics: object,
     decap: bool,
@@ -142,6 +167,9 @@ def collect(
         pcap_dir=pcap_dir,
         rotate_size=rotate_size,
         rotate_seconds=rotate_seconds,
+        pcap_max_open=pcap_max_open,
+        pcap_max_vnis=pcap_max_vnis,
+        max_series=max_series,
         metrics=metrics,  # type: ignore[arg-type]
         stats=stats,
         decap=decap,

@@ -45,7 +45,8 @@ class CountersCollector:
             ),
         }
         for row in snap.rows:
-            values = [str(row.vni) if row.vni is not None else "none", row.source]
+            vni = "other" if row.other else str(row.vni) if row.vni is not None else "none"
+            values = [vni, row.source]
             for field, family in families.items():
                 family.add_metric(values, getattr(row, field))
         yield from families.values()
@@ -64,6 +65,30 @@ class CountersCollector:
         )
         yield GaugeMetricFamily(
             "vxtap_collector_pcap_files", "pcap files created", value=snap.pcap_files
+        )
+        yield GaugeMetricFamily(
+            "vxtap_collector_pcap_open_files", "pcap files open", value=snap.pcap_open_files
+        )
+        yield CounterMetricFamily(
+            "vxtap_collector_pcap_files_closed",
+            "pcap files closed to stay within the open-file limit (continued when written again)",
+            value=snap.pcap_files_closed,
+        )
+        yield CounterMetricFamily(
+            "vxtap_collector_pcap_unstored",
+            "Frames not stored: their VNI would pass the limit of VNIs with pcap files",
+            value=snap.pcap_unstored,
+        )
+        yield CounterMetricFamily(
+            "vxtap_collector_folded",
+            'Datagrams counted in the vni="other" series: their own (VNI, source) series '
+            "would pass the series limit",
+            value=snap.folded,
+        )
+        yield GaugeMetricFamily(
+            "vxtap_collector_series",
+            '(VNI, source) counter series, not counting "other"',
+            value=snap.series,
         )
 
 

@@ -23,11 +23,11 @@ from rich.console import Console
 from rich.live import Live
 
 from vxtap.collector.blockscan import BlockScan, Bytes, as_array
-from vxtap.collector.counters import BYTES, MALFORMED, PACKETS, TRUNCATED, Counters, Snapshot
+from vxtap.collector.counters import DEFAULT_MAX_SERIES, Counters, Snapshot
 from vxtap.collector.decap import DecapError, DecapInterfaces
 from vxtap.collector.decode import decode, render_line, to_json
 from vxtap.collector.metrics import MetricsServer
-from vxtap.collector.pcap import PcapStore
+from vxtap.collector.pcap import DEFAULT_MAX_VNIS, PcapStore
 from vxtap.collector.ring import (
     BLOCK_PACKETS,
     BLOCK_PACKETS_OFFSET,
@@ -54,6 +54,9 @@ class Options:
     decap: bool = False
     ring_blocks: int = 256
     ring_block_size: int = 1 << 18  # 256 KiB: small blocks reach the loop sooner
+    max_series: int = DEFAULT_MAX_SERIES  # counter series (VNI, source); the rest folded
+    pcap_max_open: int | None = None  # None: from the descriptor limit (pcap.py)
+    pcap_max_vnis: int = DEFAULT_MAX_VNIS
 
 
 class Collector:
@@ -61,7 +64,7 @@ class Collector:
         self.options = options
         self.out = out
         self.err = Console(stderr=True)
-        self.counters = Counters()
+        self.counters = Counters(options.max_series)
         self.stopping = False
         self.decap: DecapInterfaces | None = None
         self.holder: PortHolder | None = None
@@ -70,6 +73,7 @@ class Collector:
         self.scan: BlockScan | None = None
         self.vni_filter = np.array(sorted(options.vnis or ()), np.int64)  # empty: every VNI
         self.pcap: PcapStore | None = None
+        self.warned_vnis = False  # said once that further VNIs are not stored
         self.metrics: MetricsServer | None = None
         self.live: Live | None = None
 
@@ -99,7 +103,11 @@ class Collector:
                 self.holder = PortHolder(o.listen)
             if o.pcap_dir is not None:
                 self.pcap = PcapStore(
-                    o.pcap_dir, rotate_size=o.rotate_size, rotate_seconds=o.rotate_seconds
+                    o.pcap_dir,
+                    rotate_size=o.rotate_size,
+                    rotate_seconds=o.rotate_seconds,
+                    max_open_files=o.pcap_max_open,
+                    max_vnis=o.pcap_max_vnis,
                 )
         except BaseException:
             self.close()
@@ -170,6 +178,8 @@ class Collector:
             self.counters.ring_dropped += dropped
         if self.pcap is not None:
             self.pcap.tick()
+            with self.counters.lock:
+                self.counters.pcap_open_files = self.pcap.open_files
         if self.live is not None:
             self.live.update(counters_view(self.counters.snapshot(), "vxtap collect"))
             self.live.refresh()
@@ -192,22 +202,29 @@ class Collector:
         )
         # Copies, before the ring block goes back to the kernel.
         shown = [(s.time_ns, ring.map[s.base : s.base + s.length]) for s in block.shown]
-        with self.counters.lock:
-            by_key = self.counters.by_key
+        counters = self.counters
+        with counters.lock:
             for g in block.groups:
-                c = by_key.get((g.vni, g.source))
-                if c is None:
-                    c = by_key[(g.vni, g.source)] = [0, 0, 0, 0]
-                c[PACKETS] += g.packets
-                c[BYTES] += g.bytes
-                c[TRUNCATED] += g.truncated
-                c[MALFORMED] += g.malformed
-        if self.pcap is not None and block.slots:
+                counters.add(g.vni, g.source, g.packets, g.bytes, g.truncated, g.malformed)
+        pcap = self.pcap
+        if pcap is not None and block.slots:
+            stored = 0
             for slot in block.slots:
-                self.pcap.write(slot.vni, slot.data, slot.ends)
-            with self.counters.lock:
-                self.counters.pcap_records += sum(len(slot.ends) for slot in block.slots)
-                self.counters.pcap_files = len(self.pcap.files)
+                if pcap.write(slot.vni, slot.data, slot.ends):
+                    stored += len(slot.ends)
+                elif not self.warned_vnis:
+                    self.warned_vnis = True
+                    self.err.print(
+                        f"[yellow]--pcap: {pcap.max_vnis:,} VNIs have files; frames of "
+                        f"further VNIs (first: {slot.vni}) are counted, not stored[/]",
+                        soft_wrap=True,
+                    )
+            with counters.lock:
+                counters.pcap_records += stored
+                counters.pcap_files = pcap.files_created
+                counters.pcap_open_files = pcap.open_files
+                counters.pcap_files_closed = pcap.files_closed
+                counters.pcap_unstored = pcap.unstored
         if shown:
             self._show(shown)
         decap = self.decap

@@ -757,36 +757,61 @@ class Dataplane:
             )
 
     def _apply(self, plan: KernelPlan) -> None:
+        """All or nothing for the tunnel map and the nft table: whatever fails on the
+        way, the map gets its previous entries back and nft keeps its rules (one
+        transaction); a first apply that fails (nothing of vxtap's was here) removes
+        what it made."""
         if plan.is_empty:
             self.cleanup()
             self._applied = None
-        else:
-            links = self._ensure_devices()
-            map_fd = self._ensure_programs(links)
+            return
+        if len(plan.tunnels) > bpf.MAP_MAX_ENTRIES:
+            raise DataplaneError(
+                f"the plan has {len(plan.tunnels):,} (session, source) pairs; "
+                f"the tunnel map holds {bpf.MAP_MAX_ENTRIES:,}"
+            )
+        fresh = not self._links() and self._table_state() is None  # nothing of vxtap's yet
+        try:
+            self._apply_devices_map_rules(plan)
+        except BaseException:
+            if fresh:
+                with contextlib.suppress(Exception):  # the original error says more
+                    self.cleanup()
+            raise
+
+    def _apply_devices_map_rules(self, plan: KernelPlan) -> None:
+        links = self._ensure_devices()
+        map_fd = self._ensure_programs(links)
+        try:
+            expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
+            current = dict(bpf.map_items(map_fd))
+            written: list[int] = []
             try:
-                expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
-                current = dict(bpf.map_items(map_fd))
                 # New and changed entries before the rules that use them, stale ones after.
                 for key, value in expected.items():
                     if current.get(key) != value:
+                        written.append(key)
                         bpf.map_update(map_fd, key, value)
                 state = self._table_state()
                 if self._nft_problems(plan, state, links):
-                    try:
-                        self._replace_ruleset(plan, state, links)
-                    except DataplaneError:
-                        # nft kept the old rules: give them back their tunnels too.
-                        for key in expected:
-                            if key in current:
-                                bpf.map_update(map_fd, key, current[key])
-                            else:
-                                bpf.map_delete(map_fd, key)
-                        raise
-                self._applied = plan
-                for key in current.keys() - expected.keys():
-                    bpf.map_delete(map_fd, key)
-            finally:
-                os.close(map_fd)
+                    self._replace_ruleset(plan, state, links)
+            except BaseException as error:
+                # nft kept the old rules (or was not reached): give them their tunnels back.
+                for key in written:
+                    if key in current:
+                        bpf.map_update(map_fd, key, current[key])
+                    else:
+                        bpf.map_delete(map_fd, key)
+                if isinstance(error, bpf.BpfError):
+                    raise DataplaneError(
+                        f"writing the tunnel map failed ({error}); its previous entries are back"
+                    ) from None
+                raise
+            self._applied = plan
+            for key in current.keys() - expected.keys():
+                bpf.map_delete(map_fd, key)
+        finally:
+            os.close(map_fd)
 
     def drift(self, plan: KernelPlan) -> list[str]:
         """What in the kernel differs from `plan`; empty when it shows exactly the plan."""
