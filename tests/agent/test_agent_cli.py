@@ -17,6 +17,7 @@ from vxtap.cli import main
 def credentials(tmp_path: Path) -> Path:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p"}]))
+    path.chmod(0o600)
     return path
 
 

@@ -30,6 +30,8 @@ class Server:
         self.registered: list[list[Interface]] = []
         self.reports = 0
         self.asked_with: list[str | None] = []  # each poll's If-None-Match tag
+        # Each status report: (applied revision, apply error, drift repairs).
+        self.statuses: list[tuple[str | None, str | None, int]] = []
 
     @property
     def state(self) -> DesiredState:
@@ -61,6 +63,18 @@ class Server:
     ) -> None:
         self._check()
         self.reports += 1
+
+    def report_status(
+        self,
+        host: str,
+        *,
+        agent_version: str,
+        applied_revision: str | None,
+        apply_error: str | None,
+        drift_repairs: int,
+    ) -> None:
+        self._check()
+        self.statuses.append((applied_revision, apply_error, drift_repairs))
 
 
 class Kernel:

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "vxtap.cli.resources:port_group",
         "Ports: the interfaces sessions mirror from and to.",
     ),
+    "host": ("vxtap.cli.hosts:host_group", "Enrol, revoke and watch the agents' hosts."),
     "agent": ("vxtap.cli.agent:agent", "Run the host agent that programs the kernel."),
     "explain": ("vxtap.cli.explain:explain", "Explain which session mirrors a packet, and why."),
     "collect": ("vxtap.cli.collect:collect", "Receive, show, count and store mirrored traffic."),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import secrets
+import ssl
 import sys
 from pathlib import Path
 
 import click
 
+from vxtap import auth, enrolment
 from vxtap.store.db import default_db_url, default_state_dir
 
 
@@ -35,6 +38,37 @@ def _first_credentials(path: Path) -> None:
     click.echo(f"vxtap server: created credentials file {path} (ak {entry['ak']})", err=True)
 
 
+def is_loopback(host: str) -> bool:
+    """True when `host` (an address or a name) only listens where this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_files(cert: Path | None, key: Path | None) -> None:
+    """Check the certificate and key now, so a wrong file is one clear line at start."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return
+    try:
+        auth.check_private(key, "TLS key file")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise click.ClickException(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its key ({exc})"
+        ) from None
+
+
 @click.command()
 @click.option(
     "--listen",
@@ -54,8 +88,30 @@ def _first_credentials(path: Path) -> None:
     "credentials_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help='JSON list of {"ak", "sk", "project_id"} [default: credentials.json in the state '
-    "directory, created with one random key if missing].",
+    help='JSON list of {"ak", "sk", "project_id"} (administrators) and '
+    '{"ak", "sk", "project_id", "host"} (host agents), mode 0600 [default: credentials.json '
+    "in the state directory, created with one random key if missing].",
+)
+@click.option(
+    "--agent-key",
+    "agent_key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Key that enrolled hosts' secrets derive from; every server of one database needs "
+    f"the same [default: {enrolment.SIGNING_KEY_FILE} next to the credentials file, created "
+    "if missing].",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The certificate's PEM private key (mode 0600).",
 )
 @click.option(
     "--log-level",
@@ -63,30 +119,52 @@ def _first_credentials(path: Path) -> None:
     default="info",
     show_default=True,
 )
-def server(listen: str, db_url: str | None, credentials_path: Path | None, log_level: str) -> None:
+def server(
+    listen: str,
+    db_url: str | None,
+    credentials_path: Path | None,
+    agent_key_path: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    log_level: str,
+) -> None:
     """Run the traffic-mirroring API server (Huawei v3 API, v1 ports, internal agent API)."""
     import uvicorn
 
     from vxtap.api.app import create_app
-    from vxtap.auth import load_credentials
     from vxtap.store.db import Store
 
     host, port = _listen(listen)
+    _tls_files(tls_cert, tls_key)
     if credentials_path is None:
         credentials_path = default_state_dir() / "credentials.json"
         if not credentials_path.exists():
             _first_credentials(credentials_path)
     try:
-        credentials = load_credentials(credentials_path)
+        credentials = auth.load_credentials(credentials_path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    agent_key_path = agent_key_path or credentials_path.with_name(enrolment.SIGNING_KEY_FILE)
+    try:
+        agent_key, created = enrolment.load_signing_key(agent_key_path, create=True)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if created:
+        click.echo(f"vxtap server: created agent signing key {agent_key_path}", err=True)
     try:
         store = Store(db_url or default_db_url())
         store.upgrade()
     except Exception as exc:
         raise click.ClickException(f"cannot open database: {exc}") from None
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
-    app = create_app(store, credentials)
+    if tls_cert is None and not is_loopback(host):
+        logging.getLogger("vxtap.server").warning(
+            "serving plain HTTP on %s, which is not a loopback address: signatures can be "
+            "replayed and desired states read by anyone on the network; use --tls-cert and "
+            "--tls-key (docs/security.md)",
+            host,
+        )
+    app = create_app(store, credentials, agent_signing_key=agent_key)
     uvicorn.run(
         app,
         host=host,
@@ -94,4 +172,6 @@ def server(listen: str, db_url: str | None, credentials_path: Path | None, log_l
         log_level=log_level,
         access_log=log_level == "debug",
         server_header=False,
+        ssl_certfile=None if tls_cert is None else str(tls_cert),
+        ssl_keyfile=None if tls_key is None else str(tls_key),
     )
