@@ -143,7 +143,10 @@ class ControlPlane:
         ]
         proc = start(self.lab, self.record, "server", mgmt, argv, env={"PYTHONUNBUFFERED": "1"})
         log = self.record.processes[-1].log
-        self.say(f"[{mgmt.name}] vxtap server --listen {MGMT_SERVER_ADDRESS}:{API_PORT}")
+        self.say(
+            f"[{mgmt.name}] vxtap server --listen {MGMT_SERVER_ADDRESS}:{API_PORT} "
+            "--tls-cert tls/server.pem --tls-key tls/server.key"
+        )
 
         def listening() -> bool:
             probe = ["nc", "-z", "-w", "1", MGMT_SERVER_ADDRESS, str(API_PORT)]
@@ -168,7 +171,10 @@ class ControlPlane:
                 str(self.agent_state_dir(server.name)),
             ]
             start(self.lab, self.record, f"agent-{server.name}", ns, argv)
-            self.say(f"[{ns.name}] vxtap agent (host {server.name}, its own key)")
+            self.say(
+                f"[{ns.name}] vxtap agent --credentials agents/{server.name}.credentials.json "
+                "--cacert tls/ca.pem"
+            )
 
     def agent_state_dir(self, host: str) -> Path:
         return self.lab.path / "agents" / host
