@@ -15,7 +15,7 @@ import click
 
 from vxtap import auth
 from vxtap.cli._api import CliError, ca_bundle_option
-from vxtap.client import Counter, VxtapClient, VxtapClientError
+from vxtap.client import Counter, VxtapClient, VxtapClientError, tls_context
 
 DEFAULT_STATE_DIR = Path("/var/lib/vxtap")
 
@@ -117,6 +117,11 @@ def agent(
             f"({credential.host}): an agent key serves its own host only"
         )
     host_name = credential.host or host_name or socket.gethostname()
+    if server.startswith("https://"):
+        try:
+            tls_context(ca_bundle)  # a bad bundle is named before the kernel is touched
+        except VxtapClientError as error:
+            raise CliError(str(error)) from None
     listen = _listen_address(metrics_at) if metrics_at else None
     try:
         state_file.load()  # loaded again at start; checked here for a clear message
