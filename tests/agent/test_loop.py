@@ -273,3 +273,14 @@ def test_a_refused_credential_keeps_the_kernel_and_shows_in_metrics(
     server.revoked = False
     agent.step(2.5)
     assert refused._value.get() == 0 and kernel.applies == ["r1", "r2"]
+
+
+def test_a_status_report_waiting_for_the_server_does_not_spin_the_loop(parts: Parts) -> None:
+    server, _, _, _ = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    server.down = True
+    agent.step(0.3)  # unreachable now; a failed apply would make a status report due
+    agent.status_report.last = None
+    assert agent.idle_seconds(0.31) > 0.5  # the next poll (1 s back-off), not at once

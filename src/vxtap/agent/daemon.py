@@ -221,15 +221,7 @@ class Agent(Generic[PlanT]):
                 self.metrics.errors.labels("start").inc()
                 log.exception("could not pick up the saved state; following the server")
             while not stop.is_set():
-                now = time.monotonic()
-                timers = (
-                    self.poll,
-                    self.drift_check,
-                    self.counters,
-                    self.rediscover,
-                    self.status_report,
-                )
-                changes = self.events.wait(min(t.remaining(now) for t in timers))
+                changes = self.events.wait(self.idle_seconds(time.monotonic()))
                 try:
                     self.step(time.monotonic(), changes)
                 except Exception:  # a daemon outlives a transient failure; the kernel keeps going
@@ -238,6 +230,13 @@ class Agent(Generic[PlanT]):
         finally:
             self.events.close()
         log.info("stopped; kernel state left in place (use 'vxtap agent --cleanup' to remove it)")
+
+    def idle_seconds(self, now: float) -> float:
+        """How long the loop may wait for kernel notifications before something is due."""
+        timers = [self.poll, self.drift_check, self.counters, self.rediscover]
+        if self.server_reachable:  # a due status report waits for the server: no busy loop
+            timers.append(self.status_report)
+        return min(t.remaining(now) for t in timers)
 
     # --- I/O helpers ---
 
