@@ -176,7 +176,14 @@ def agent(
             state_file=state_file,
             metrics=metrics,
         )
-        logging.getLogger("vxtap.agent").info(
+        agent_log = logging.getLogger("vxtap.agent")
+        agent_log.info(
             "starting for host %s, server %s, state in %s", host_name, server, state_file.path
         )
+        if auth.is_administrator(credential):
+            agent_log.warning(
+                "running with an administrator's key, which can change the whole project; "
+                "give this host its own key with 'vxtap host add %s' (docs/security.md)",
+                host_name,
+            )
         daemon.run(stop)
