@@ -340,3 +340,20 @@ def test_a_revocation_holds_on_every_server_of_one_postgresql(
     finally:
         second.stop()
         first.stop()
+
+
+def test_an_unreadable_key_store_is_a_503_not_a_crash(api_server: ApiServer) -> None:
+    raw = Raw(api_server)
+    credential = enrol(raw, "web-1")
+    database = api_server.db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        connection.execute("ALTER TABLE agent_hosts RENAME TO agent_hosts_away")
+    path = f"/internal/v1/{api_server.project_id}/hosts/web-1/desired-state"
+    answer = as_agent(raw, credential)("GET", path)
+    assert answer.status_code == 503
+    assert answer.json()["error_code"] == "VPC.0503"
+    # Keys of the credentials file do not need the table: administrators keep working.
+    assert raw.internal("GET", "hosts/web-1/desired-state").status_code == 200
+    with sqlite3.connect(database) as connection:
+        connection.execute("ALTER TABLE agent_hosts_away RENAME TO agent_hosts")
+    assert as_agent(raw, credential)("GET", path).status_code == 200

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -161,7 +161,11 @@ class AuthMiddleware:
     async def _authenticate(
         self, scope: Scope, headers: Mapping[str, str], body: bytes
     ) -> JSONResponse | None:
-        claimed = await self._credential(headers)
+        try:
+            claimed = await self._credential(headers)
+        except SQLAlchemyError:  # e.g. the database is locked or away: retryable, not a crash
+            log.exception("looking up an access key failed")
+            return error_response(503, "the key store cannot be read right now; retry", "VPC.0503")
         try:
             credential = auth.verify(
                 scope["method"],
