@@ -130,6 +130,7 @@ def main() -> None:
         work.mkdir()
         creds = {"ak": secrets.token_hex(8), "sk": secrets.token_hex(16), "project_id": "bench"}
         (work / "credentials.json").write_text(json.dumps([creds]))
+        (work / "credentials.json").chmod(0o600)  # the server refuses a readable one
         in_mgmt = NamespaceThread(mgmt)
         processes: list[subprocess.Popen[bytes]] = []
         rows: dict[str, dict[str, Any]] = {}

@@ -300,6 +300,7 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="vxtap-bench-api-"))
     credentials = directory / "credentials.json"
     credentials.write_text(json.dumps([{"ak": AK, "sk": SK, "project_id": PROJECT}]))
+    credentials.chmod(0o600)  # the server refuses a readable one
     db_url = f"sqlite:///{directory / 'bench.db'}"
     session_id = seed(db_url, 2000)
     vx_port, ceiling_port = free_port(), free_port()

@@ -66,6 +66,7 @@ def _free_port() -> int:
 def running_server(workdir: Path) -> Iterator[Server]:
     credentials = workdir / "credentials.json"
     credentials.write_text(json.dumps([{"ak": AK, "sk": SK, "project_id": PROJECT}]))
+    credentials.chmod(0o600)  # the server refuses a readable one
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(

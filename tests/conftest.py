@@ -8,6 +8,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from vxtap.lab.certificates import TlsFiles, make_certificates
 from vxtap.netns import Namespace, leftover_namespaces, unique_name
 
 
@@ -99,12 +101,17 @@ def _free_port() -> int:
 
 
 def start_api_server(
-    directory: Path, db_url: str | None = None, credentials_path: Path | None = None
+    directory: Path,
+    db_url: str | None = None,
+    credentials_path: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> ApiServer:
     """Start `vxtap server` on a free loopback port and wait until it answers.
 
     Without `db_url`, a fresh SQLite file in `directory`; without `credentials_path`, a new
-    file with two random keys of two projects (several servers can share one file).
+    file with two random keys of two projects (several servers can share one file, and
+    the agent signing key next to it). With `tls`, it serves HTTPS with that certificate
+    (for `localhost` and 127.0.0.1); `.endpoint` is then an https:// URL.
     """
     directory.mkdir(parents=True, exist_ok=True)
     if credentials_path is None:
@@ -118,6 +125,7 @@ def start_api_server(
             for _ in range(2)
         ]
         credentials_path.write_text(json.dumps(keys))
+        credentials_path.chmod(0o600)
     keys = json.loads(credentials_path.read_text())
     db_url = db_url or f"sqlite:///{directory / 'vxtap.db'}"
     for _attempt in range(3):
@@ -138,12 +146,17 @@ def start_api_server(
                     str(credentials_path),
                     "--log-level",
                     "warning",
+                    *(
+                        ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+                        if tls is not None
+                        else []
+                    ),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         server = ApiServer(
-            endpoint=f"http://127.0.0.1:{port}",
+            endpoint=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
             ak=keys[0]["ak"],
             sk=keys[0]["sk"],
             project_id=keys[0]["project_id"],
@@ -158,7 +171,11 @@ def start_api_server(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if httpx.get(f"{server.endpoint}/healthz", timeout=1).status_code == 200:
+                verify: ssl.SSLContext | bool = (
+                    ssl.create_default_context(cafile=str(tls.ca)) if tls else True
+                )
+                answer = httpx.get(f"{server.endpoint}/healthz", timeout=1, verify=verify)
+                if answer.status_code == 200:
                     return server
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -172,6 +189,12 @@ def start_api_server(
 def api_server_factory() -> Callable[..., ApiServer]:
     """`start_api_server(directory, db_url=None, credentials_path=None)`; the caller stops it."""
     return start_api_server
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A throwaway CA and a certificate for localhost and 127.0.0.1 signed by it."""
+    return make_certificates(tmp_path / "tls", ["localhost"], ["127.0.0.1"])
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from vxtap.auth import (
     DATE_FORMAT,
     AuthError,
     Credential,
+    is_administrator,
     load_credentials,
     sign,
     verify,
@@ -180,16 +181,41 @@ def test_unsigned_payload_is_refused() -> None:
 
 def test_load_credentials(tmp_path: Path) -> None:
     good = tmp_path / "c.json"
-    good.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p"}]))
-    assert load_credentials(good) == {"a": Credential("a", "s", "p")}
+    good.write_text(
+        json.dumps(
+            [
+                {"ak": "a", "sk": "s", "project_id": "p"},
+                {"ak": "b", "sk": "t", "project_id": "p", "host": "web-1"},
+            ]
+        )
+    )
+    good.chmod(0o600)
+    loaded = load_credentials(good)
+    assert loaded == {"a": Credential("a", "s", "p"), "b": Credential("b", "t", "p", "web-1")}
+    assert is_administrator(loaded["a"])
+    assert not is_administrator(loaded["b"])
     for text, expected in [
         ("not json", "not valid JSON"),
         ("{}", "JSON list"),
         ('[{"ak": "a"}]', "entry 0"),
         ('[{"ak":"a","sk":"s","project_id":"p"},{"ak":"a","sk":"t","project_id":"q"}]', "twice"),
+        ('[{"ak":"a","sk":"s","project_id":"p","host":"a/b"}]', "host must be a host name"),
+        ('[{"ak":"a","sk":"s","project_id":"p","host":7}]', "host must be a host name"),
     ]:
         good.write_text(text)
         with pytest.raises(ValueError, match=expected):
             load_credentials(good)
     with pytest.raises(ValueError, match="cannot read"):
         load_credentials(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o620])
+def test_a_credentials_file_others_can_access_is_refused(tmp_path: Path, mode: int) -> None:
+    """As ssh refuses a private key others can read: the file holds secret keys."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p"}]))
+    path.chmod(mode)
+    with pytest.raises(ValueError, match=rf"accessible by others \(mode 0{mode:o}\).*chmod 600"):
+        load_credentials(path)
+    path.chmod(0o400)
+    assert set(load_credentials(path)) == {"a"}

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,13 +50,31 @@ _AUTHORIZATION = re.compile(
 )
 
 
+# A host name as agents register it (the same rule as the API's `host` fields).
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
 @dataclass(frozen=True)
 class Credential:
-    """One access key: the secret that signs with it and the only project it may touch."""
+    """One access key: the secret that signs with it and the only project it may touch.
+
+    `host` set: an agent's key, serving that one host of the project and nothing else
+    (see `vxtap.api.access`); `host` None: one of the project's administrators.
+    """
 
     ak: str
     sk: str
     project_id: str
+    host: str | None = None
+
+
+def is_administrator(credential: Credential) -> bool:
+    """True for a project administrator's key, False for a host agent's key.
+
+    Anything that is not the agent channel (the v3 API, enrolment, a console sign-in)
+    must ask this and refuse agent keys.
+    """
+    return credential.host is None
 
 
 class AuthError(Exception):
@@ -172,6 +191,12 @@ def sign(
     return added
 
 
+def access_key(headers: Mapping[str, str]) -> str | None:
+    """The access key a request claims to be signed with (not yet verified), or None."""
+    match = _AUTHORIZATION.match(headers.get("authorization", ""))
+    return None if match is None else match["ak"]
+
+
 def verify(
     method: str,
     path: str,
@@ -238,8 +263,25 @@ def verify(
     return credential
 
 
+def check_private(path: Path, what: str) -> None:
+    """Refuse a secret file that anyone but its owner may read or write (as ssh does for
+    private keys): the refusal names the mode and the fix. Raise ValueError."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise ValueError(
+            f"{what} {path} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
+            f"it holds secret keys: run 'chmod 600 {path}'"
+        )
+
+
 def load_credentials(path: Path) -> dict[str, Credential]:
-    """Read a JSON list of {"ak", "sk", "project_id"}; raise ValueError naming the problem."""
+    """Read a JSON list of {"ak", "sk", "project_id"} (administrators) and
+    {"ak", "sk", "project_id", "host"} (host agents); raise ValueError naming the problem,
+    also when the file is readable by anyone but its owner."""
+    check_private(path, "credentials file")
     try:
         entries = json.loads(path.read_text())
     except OSError as exc:
@@ -261,7 +303,13 @@ def load_credentials(path: Path) -> dict[str, Credential]:
             raise ValueError(
                 f"credentials file {path}, entry {index}: project_id is longer than 64 characters"
             )
+        host = entry.get("host")
+        if host is not None and not (isinstance(host, str) and HOST_NAME.fullmatch(host)):
+            raise ValueError(
+                f"credentials file {path}, entry {index}: host must be a host name "
+                "(letters, digits, '.', '-', '_')"
+            )
         if entry["ak"] in credentials:
             raise ValueError(f"credentials file {path}: access key {entry['ak']!r} appears twice")
-        credentials[entry["ak"]] = Credential(entry["ak"], entry["sk"], entry["project_id"])
+        credentials[entry["ak"]] = Credential(entry["ak"], entry["sk"], entry["project_id"], host)
     return credentials

@@ -15,8 +15,10 @@ because server and agent share those definitions.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast, overload
 from urllib.parse import quote
 
@@ -102,6 +104,31 @@ PortV1JSON = TypedDict(
     },
 )
 
+
+class HostJSON(TypedDict):
+    """One host of the fleet as `GET /internal/v1/{project}/hosts` answers it."""
+
+    host: str
+    enrolment: str | None  # "api", "credentials file", or None (reported, no key)
+    access_key: str | None
+    enrolled_at: str | None
+    agent_version: str | None
+    last_contact: str | None
+    desired_revision: str
+    applied_revision: str | None
+    sync: str  # "in sync", "behind", "failing", "no report"
+    apply_error: str | None
+    drift_repairs: int
+    held_request: bool | None  # None: not known
+
+
+class AgentCredentialJSON(TypedDict):
+    ak: str
+    sk: str
+    project_id: str
+    host: str
+
+
 ItemT = TypeVar("ItemT")
 
 
@@ -171,6 +198,45 @@ class ServerUnreachable(VxtapClientError):
         super().__init__(f"cannot reach vxtap server at {endpoint}: {reason}")
         self.endpoint = endpoint
         self.reason = reason
+
+
+class UntrustedServer(ServerUnreachable):
+    """The TLS handshake failed: the server's certificate is not signed by a trusted CA,
+    names another host, or the endpoint does not speak TLS."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(endpoint, reason)
+        self.args = (f"no trusted TLS connection to vxtap server at {endpoint}: {reason}",)
+
+
+def tls_context(ca_bundle: str | Path | None = None) -> ssl.SSLContext:
+    """Certificate checks against `ca_bundle` (PEM) when given, else the system's store.
+
+    A bundle replaces the system store rather than adding to it: an agent trusts its
+    deployment's CA only. Raise VxtapClientError when the bundle cannot be read.
+    """
+    try:
+        return ssl.create_default_context(cafile=None if ca_bundle is None else str(ca_bundle))
+    except FileNotFoundError:
+        raise VxtapClientError(f"CA bundle {ca_bundle} does not exist") from None
+    except (OSError, ssl.SSLError) as error:
+        raise VxtapClientError(
+            f"CA bundle {ca_bundle} is not a readable PEM file of certificates ({error})"
+        ) from None
+
+
+def _tls_failure(error: httpx.TransportError) -> str | None:
+    """A clear reason when a connection failed in the TLS handshake; None otherwise."""
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = text.rpartition("certificate verify failed:")[2].strip(" )") or text
+        return (
+            f"its certificate is not trusted ({detail}); pass the CA that signed it with "
+            "--cacert FILE or VXTAP_CA_BUNDLE"
+        )
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return "it does not speak TLS at this address (use http:// or start it with --tls-cert)"
+    return None
 
 
 # --- signing -------------------------------------------------------------------
@@ -260,7 +326,10 @@ class VxtapClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        ca_bundle: str | Path | None = None,
     ) -> None:
+        """`ca_bundle`: PEM file of the CAs an https:// endpoint's certificate may be
+        signed by; the system's trust store when None."""
         self.endpoint = endpoint.rstrip("/")
         self.project_id = project_id
         self._http = httpx.Client(
@@ -268,6 +337,7 @@ class VxtapClient:
             auth=SdkHmacAuth(ak, sk, project_id),
             timeout=timeout,
             transport=transport,
+            verify=tls_context(ca_bundle) if self.endpoint.startswith("https:") else True,
             headers={"Content-Type": "application/json;charset=UTF-8"},
         )
         self._v3 = f"/v3/{quote(project_id, safe='')}/vpc"
@@ -298,6 +368,9 @@ class VxtapClient:
         try:
             return self._http.request(method, path, content=content, params=params, headers=headers)
         except httpx.TransportError as error:
+            tls = _tls_failure(error)
+            if tls is not None:
+                raise UntrustedServer(self.endpoint, tls) from error
             raise ServerUnreachable(self.endpoint, str(error) or type(error).__name__) from error
 
     def _request(
@@ -681,6 +754,42 @@ class VxtapClient:
             "rules": {k: v.model_dump() for k, v in rules.items()},
         }
         self._request("PUT", f"{self._internal}/hosts/{quote(host, safe='')}/counters", body=body)
+
+    def report_status(
+        self,
+        host: str,
+        *,
+        agent_version: str,
+        applied_revision: str | None,
+        apply_error: str | None,
+        drift_repairs: int,
+    ) -> None:
+        """What the agent of `host` applied (its status in `vxtap host list`)."""
+        body = {
+            "agent_version": agent_version,
+            "applied_revision": applied_revision,
+            "apply_error": apply_error,
+            "drift_repairs": drift_repairs,
+        }
+        self._request("PUT", f"{self._internal}/hosts/{quote(host, safe='')}/status", body=body)
+
+    # --- the fleet (administrators) ---
+
+    def enrol_host(self, host: str) -> tuple[AgentCredentialJSON, HostJSON]:
+        """Issue `host`'s agent credential; the secret is in this answer only."""
+        answer = self._request("POST", f"{self._internal}/hosts", body={"host": host})
+        return cast(AgentCredentialJSON, answer["credential"]), cast(HostJSON, answer["host"])
+
+    def revoke_host(self, host: str) -> None:
+        self._request("DELETE", f"{self._internal}/hosts/{quote(host, safe='')}")
+
+    def list_hosts(self) -> list[HostJSON]:
+        answer = self._request("GET", f"{self._internal}/hosts")
+        return cast(list[HostJSON], answer["hosts"])
+
+    def show_host(self, host: str) -> HostJSON:
+        answer = self._request("GET", f"{self._internal}/hosts/{quote(host, safe='')}")
+        return cast(HostJSON, answer["host"])
 
     def session_stats(self) -> SessionStats:
         answer = self._request("GET", f"{self._internal}/session-stats")

@@ -17,6 +17,7 @@ from vxtap.cli import main
 def credentials(tmp_path: Path) -> Path:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p"}]))
+    path.chmod(0o600)
     return path
 
 
@@ -87,3 +88,24 @@ def test_the_agent_process_does_not_import_pyroute2() -> None:
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_agent_key_serves_its_own_host_name_only(tmp_path: Path) -> None:
+    path = tmp_path / "web-1.credentials.json"
+    path.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p", "host": "web-1"}]))
+    path.chmod(0o600)
+    code, output = run(
+        tmp_path, "--server", "http://h:1", "--credentials", str(path), "--host-name", "web-2"
+    )
+    assert code == 1
+    assert output.strip() == (
+        f"error: --host-name web-2 is not the host of the credential in {path} (web-1): "
+        "an agent key serves its own host only"
+    )
+    code, output = run(
+        tmp_path, "--server", "https://h:1", "--credentials", str(path), "--cacert", "/no/ca.pem"
+    )
+    assert (code, output) == (1, "error: CA bundle /no/ca.pem does not exist\n")
+    path.chmod(0o644)
+    code, output = run(tmp_path, "--server", "http://h:1", "--credentials", str(path))
+    assert code == 1 and "is accessible by others (mode 0644)" in output

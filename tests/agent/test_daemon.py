@@ -1,5 +1,8 @@
 """`vxtap agent` end to end in namespaces: a real server, the real CLI, real kernel state.
 
+The server serves HTTPS with a throwaway CA's certificate; the agent runs with its own
+host's credential (`vxtap host add`), trusting that CA only (`--cacert`).
+
     mgmt (vxtap server 10.200.0.1) ══ mg0  source-host (vxtap agent)  u0 ══ t0 target
                                           eth0 ══ p0 peer (sends UDP to 10.77.0.1:5000)
 
@@ -29,14 +32,16 @@ from typing import Any
 import httpx
 import pytest
 
+import vxtap
 from vxtap.client import VxtapClient
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
+from vxtap.lab.certificates import make_certificates
 from vxtap.netns import Namespace, NamespaceThread, temporary_namespaces, veth
 
 HOST = "src-host"
 SERVER_ADDRESS, AGENT_ADDRESS = "10.200.0.1", "10.200.0.2"
-ENDPOINT = f"http://{SERVER_ADDRESS}:9696"
+ENDPOINT = f"https://{SERVER_ADDRESS}:9696"
 METRICS = f"http://{AGENT_ADDRESS}:9697/metrics"
 VXTAP = str(Path(sys.executable).with_name("vxtap"))
 VNI = 4242
@@ -94,6 +99,10 @@ class Deployment:
         return self.directory / "credentials.json"
 
     @property
+    def agent_credentials(self) -> Path:
+        return self.directory / "src-host.credentials.json"
+
+    @property
     def state_dir(self) -> Path:
         return self.directory / "agent-state"
 
@@ -106,17 +115,33 @@ class Deployment:
         creds = json.loads(self.credentials.read_text())[0]
 
         def run() -> Any:
-            with VxtapClient(ENDPOINT, creds["ak"], creds["sk"], creds["project_id"]) as client:
+            with VxtapClient(
+                ENDPOINT, creds["ak"], creds["sk"], creds["project_id"], ca_bundle=self.ca
+            ) as client:
                 return call(client)
 
         return self.in_mgmt(run)
 
+    @property
+    def ca(self) -> Path:
+        return self.directory / "tls" / "ca.pem"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`vxtap ...` as the administrator, in the management namespace."""
+        return self.mgmt.run(
+            [VXTAP, *args, "--endpoint", ENDPOINT, "--credentials", str(self.credentials),
+             "--cacert", str(self.ca)],
+            check=False,
+        )  # fmt: skip
+
     def start_server(self) -> None:
         log = (self.directory / "server.log").open("ab")
+        tls = self.directory / "tls"
         self.server = self.mgmt.popen(
             [VXTAP, "server", "--listen", f"{SERVER_ADDRESS}:9696",
              "--db", f"sqlite:///{self.directory / 'vxtap.db'}",
-             "--credentials", str(self.credentials)],
+             "--credentials", str(self.credentials),
+             "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")],
             stdout=log, stderr=log,
         )  # fmt: skip
         wait_for(lambda: self._answers(), 30, "the server to answer")
@@ -131,8 +156,8 @@ class Deployment:
     def start_agent(self) -> None:
         log = self.agent_log.open("ab")
         self.agent = self.source.popen(
-            [VXTAP, "agent", "--server", ENDPOINT, "--credentials", str(self.credentials),
-             "--host-name", HOST, "--metrics", f"{AGENT_ADDRESS}:9697",
+            [VXTAP, "agent", "--server", ENDPOINT, "--credentials", str(self.agent_credentials),
+             "--cacert", str(self.ca), "--metrics", f"{AGENT_ADDRESS}:9697",
              "--state-dir", str(self.state_dir)],
             stdout=log, stderr=log,
         )  # fmt: skip
@@ -215,8 +240,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 [{"ak": secrets.token_hex(8), "sk": secrets.token_hex(16), "project_id": "p1"}]
             )
         )
+        deployment.credentials.chmod(0o600)
+        make_certificates(directory / "tls", [], [SERVER_ADDRESS])
         try:
             deployment.start_server()
+            enrolled = deployment.cli(
+                "host", "add", HOST, "--output", str(deployment.agent_credentials)
+            )
+            assert enrolled.returncode == 0, enrolled.stderr
             deployment.receiver = target.popen(
                 [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE
             )
@@ -425,6 +456,42 @@ def test_sources_and_enabled_follow_the_api(deployment: Deployment) -> None:
     assert d.collect(seqs) == {seq: [VNI] for seq in seqs}
     print("API call returned -> applied: " + ", ".join(f"{t * 1000:.0f} ms" for t in took))
     assert max(took) < 3.0
+
+
+def _listed(d: Deployment) -> dict[str, Any]:
+    result = d.cli("host", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    hosts: list[dict[str, Any]] = json.loads(result.stdout)
+    return next(h for h in hosts if h["host"] == HOST)
+
+
+def test_host_list_shows_the_agent_in_sync(deployment: Deployment) -> None:
+    d = deployment
+    wait_for(lambda: _listed(d)["sync"] == "in sync", 10, "the host to show in sync")
+    host = _listed(d)
+    assert host["applied_revision"] == d.api(lambda c: c.desired_state(HOST)).revision
+    assert host["enrolment"] == "api" and host["agent_version"] == vxtap.__version__
+    assert host["apply_error"] is None and host["last_contact"] is not None
+    assert host["drift_repairs"] >= 1  # the repairs of the drift test, by this agent process
+    table = d.cli("host", "list")
+    assert any(line.split()[:3] == [HOST, "in", "sync"] for line in table.stdout.splitlines())
+
+
+def test_a_removed_host_keeps_mirroring_and_shows_refused(deployment: Deployment) -> None:
+    d = deployment
+    assert _metric(d, "vxtap_agent_credential_refused") == 0
+    removed = d.cli("host", "remove", HOST)
+    assert removed.returncode == 0, removed.stderr
+    wait_for(
+        lambda: _metric(d, "vxtap_agent_credential_refused") == 1, 10, "the agent to be refused"
+    )
+    assert "the server refuses this host's credential" in d.log_text()
+    assert d.cli("host", "show", HOST).returncode == 1
+    # Its kernel keeps the last applied state: mirroring goes on.
+    seqs = d.send(100)
+    got = d.collect(seqs)
+    assert {seq: got.get(seq) for seq in seqs} == {seq: [VNI] for seq in seqs}
+    assert d.kernel_drift() == []
 
 
 def test_stop_keeps_mirroring_and_cleanup_leaves_nothing(deployment: Deployment) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from vxtap.agent.daemon import APPLY_RETRY_S, Agent
+from vxtap.agent.daemon import APPLY_RETRY_S, STATUS_INTERVAL_S, Agent
 from vxtap.agent.events import Changes
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
-from vxtap.client import Counter, Fetched, Interface, ServerUnreachable
+from vxtap.client import ApiError, Counter, Fetched, Interface, ServerUnreachable
 from vxtap.model import DesiredState, Port, Session
 
 
@@ -27,9 +27,12 @@ class Server:
         self.counter = 0
         self.state = DesiredState(host="h", revision="r1")
         self.down = False
+        self.revoked = False
         self.registered: list[list[Interface]] = []
         self.reports = 0
         self.asked_with: list[str | None] = []  # each poll's If-None-Match tag
+        # Each status report: (applied revision, apply error, drift repairs).
+        self.statuses: list[tuple[str | None, str | None, int]] = []
 
     @property
     def state(self) -> DesiredState:
@@ -42,6 +45,8 @@ class Server:
     def _check(self) -> None:
         if self.down:
             raise ServerUnreachable("http://server", "connection refused")
+        if self.revoked:
+            raise ApiError(401, "VPC.0008", "unknown access key 'AK'")
 
     def register_ports(self, host: str, interfaces: list[Interface]) -> list[Port]:
         self._check()
@@ -61,6 +66,18 @@ class Server:
     ) -> None:
         self._check()
         self.reports += 1
+
+    def report_status(
+        self,
+        host: str,
+        *,
+        agent_version: str,
+        applied_revision: str | None,
+        apply_error: str | None,
+        drift_repairs: int,
+    ) -> None:
+        self._check()
+        self.statuses.append((applied_revision, apply_error, drift_repairs))
 
 
 class Kernel:
@@ -280,3 +297,60 @@ def test_sessions_with_an_unsafe_target_are_left_out_and_logged_once(
     server.state = DesiredState(host="h", revision="r3", sessions=sessions[2:], targets=targets)
     agent.step(10.8)
     assert agent.metrics.refused_sessions._value.get() == 0
+
+
+def test_the_status_report_says_what_was_applied_failed_and_repaired(parts: Parts) -> None:
+    server, kernel, _, _ = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    assert server.statuses == [("r1", None, 0)]
+    agent.step(0.3)
+    assert len(server.statuses) == 1  # unchanged: not reported again before the minute
+    kernel.broken = True
+    server.state = DesiredState(host="h", revision="r2")
+    agent.step(0.6)
+    assert server.statuses[-1] == ("r1", "revision r2: nft: Could not process rule", 0)
+    kernel.broken = False
+    agent.step(0.6 + APPLY_RETRY_S)
+    assert server.statuses[-1] == ("r2", None, 0)
+    kernel.shows = None  # drift
+    agent.step(3.0, Changes(nftables=True))
+    assert server.statuses[-1] == ("r2", None, 1)
+    count = len(server.statuses)
+    agent.step(3.0 + STATUS_INTERVAL_S)
+    assert len(server.statuses) == count + 1  # the heartbeat
+
+
+def test_a_refused_credential_keeps_the_kernel_and_shows_in_metrics(
+    parts: Parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, kernel, _, _ = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    refused = agent.metrics.credential_refused
+    assert refused._value.get() == 0
+    server.revoked = True
+    server.state = DesiredState(host="h", revision="r2")
+    with caplog.at_level("ERROR", logger="vxtap.agent"):
+        agent.step(0.3)
+        agent.step(1.3)
+    assert refused._value.get() == 1
+    assert kernel.applies == ["r1"] and kernel.shows == "r1"  # the last state stays
+    lines = [r.getMessage() for r in caplog.records if "refuses" in r.getMessage()]
+    assert len(lines) == 1 and "the server refuses this host's credential" in lines[0]
+    server.revoked = False
+    agent.step(2.5)
+    assert refused._value.get() == 0 and kernel.applies == ["r1", "r2"]
+
+
+def test_a_status_report_waiting_for_the_server_does_not_spin_the_loop(parts: Parts) -> None:
+    server, _, _, _ = parts
+    agent = make_agent(parts)
+    agent.start()
+    agent.step(0.0)
+    server.down = True
+    agent.step(0.3)  # unreachable now; a failed apply would make a status report due
+    agent.status_report.last = None
+    assert agent.idle_seconds(0.31) > 0.5  # the next poll (1 s back-off), not at once

@@ -20,9 +20,14 @@ from vxtap.store.schema import Base
 ApiServer = Any
 
 
-def vpc_client(endpoint: str, ak: str, sk: str, project_id: str) -> Any:
+def vpc_client(
+    endpoint: str, ak: str, sk: str, project_id: str, ca_bundle: str | None = None
+) -> Any:
+    """The official SDK's client; `ca_bundle` is its documented CA option for HTTPS."""
     config = HttpConfig.get_default_config()
     config.retry_times = 0
+    if ca_bundle is not None:
+        config.ssl_ca_cert = ca_bundle
     return (
         VpcClient.new_builder()
         .with_http_config(config)

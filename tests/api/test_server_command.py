@@ -29,6 +29,7 @@ def vxtap(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 def test_start_up_errors_are_one_clear_line(tmp_path: Path) -> None:
     credentials = tmp_path / "c.json"
     credentials.write_text("[]")
+    credentials.chmod(0o600)
     for args, expected in [
         (["--listen", "nonsense"], "is not HOST:PORT"),
         (["--credentials", str(tmp_path / "missing.json")], "cannot read credentials file"),

@@ -137,3 +137,19 @@ def test_unknown_port_is_one_line(api_server: Any, seed: dict[str, str]) -> None
     )
     assert result.exit_code == 1
     assert result.output == "error: port 'ecs-source/eth9' is not a port of host 'ecs-source'\n"
+
+
+def test_explain_over_https_with_a_ca_bundle(
+    tmp_path: Any, tls_files: Any, api_server_factory: Any
+) -> None:
+    server = api_server_factory(tmp_path / "tls-server", tls=tls_files)
+    try:
+        args = ["--port", "h/eth0", "--direction", "egress", "--ethertype", "arp"]
+        trusted = _explain(server, "--cacert", str(tls_files.ca), *args)
+        # Reached and trusted: the server answers that h has no port eth0.
+        assert trusted.output == "error: port 'h/eth0' is not a port of host 'h'\n"
+        untrusted = _explain(server, *args)
+        assert untrusted.exit_code == 1
+        assert "its certificate is not trusted" in untrusted.output
+    finally:
+        server.stop()

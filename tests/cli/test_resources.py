@@ -320,6 +320,10 @@ def test_connection_and_credential_errors(cli: Cli, api_server: Any, tmp_path: P
     assert "cannot read credentials file" in line
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
+    assert "is accessible by others (mode 0644)" in cli.fails(
+        "filter", "list", "--credentials", str(broken), env=no_credentials
+    )
+    broken.chmod(0o600)
     assert "not valid JSON" in cli.fails(
         "filter", "list", "--credentials", str(broken), env=no_credentials
     )

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
+from vxtap import __version__
 from vxtap.agent import admit, decide
 from vxtap.agent.decide import Apply, Timer
 from vxtap.agent.events import Changes, KernelEvents
@@ -46,6 +47,11 @@ SETTLE_CHECK_S = 0.3
 NO_CHANGES = Changes()
 # After a failed apply, the same revision is retried this much later, not every poll.
 APPLY_RETRY_S = 2.0
+# The agent's status (what it applied) goes to the server when it changes, and this often
+# besides, so that `vxtap host list` shows when each host was last heard of.
+STATUS_INTERVAL_S = 60.0
+# HTTP statuses with which the server refuses this host's credential (revoked, wrong key).
+REFUSED = frozenset({401, 403})
 
 
 def release_memory() -> None:
@@ -80,6 +86,16 @@ class ControlPlane(Protocol):
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+    ) -> None: ...
+
+    def report_status(
+        self,
+        host: str,
+        *,
+        agent_version: str,
+        applied_revision: str | None,
+        apply_error: str | None,
+        drift_repairs: int,
     ) -> None: ...
 
 
@@ -139,6 +155,11 @@ class Agent(Generic[PlanT]):
         self.events: KernelEvents | None = None
         self.settle_check = False
         self.now = time.monotonic()  # the clock of the current step (tests pass their own)
+        # What the server is told about this agent (`_report_status`).
+        self.apply_error: str | None = None
+        self.drift_repairs = 0
+        self.status_report = Timer(STATUS_INTERVAL_S)
+        self.credential_refused = False
 
     # --- steps ---
 
@@ -191,6 +212,8 @@ class Agent(Generic[PlanT]):
         if self.counters.due(now):
             self.counters.fired(now)
             self._report_counters()
+        if self.status_report.due(now) and self.server_reachable:
+            self._report_status(now)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; kernel notifications wake the loop early."""
@@ -202,9 +225,7 @@ class Agent(Generic[PlanT]):
                 self.metrics.errors.labels("start").inc()
                 log.exception("could not pick up the saved state; following the server")
             while not stop.is_set():
-                now = time.monotonic()
-                timers = (self.poll, self.drift_check, self.counters, self.rediscover)
-                changes = self.events.wait(min(t.remaining(now) for t in timers))
+                changes = self.events.wait(self.idle_seconds(time.monotonic()))
                 try:
                     self.step(time.monotonic(), changes)
                 except Exception:  # a daemon outlives a transient failure; the kernel keeps going
@@ -214,14 +235,35 @@ class Agent(Generic[PlanT]):
             self.events.close()
         log.info("stopped; kernel state left in place (use 'vxtap agent --cleanup' to remove it)")
 
+    def idle_seconds(self, now: float) -> float:
+        """How long the loop may wait for kernel notifications before something is due."""
+        timers = [self.poll, self.drift_check, self.counters, self.rediscover]
+        if self.server_reachable:  # a due status report waits for the server: no busy loop
+            timers.append(self.status_report)
+        return min(t.remaining(now) for t in timers)
+
     # --- I/O helpers ---
 
     def _server_call_ok(self, ok: bool, detail: str | VxtapClientError = "") -> None:
+        refused = isinstance(detail, ApiError) and detail.status in REFUSED
+        if refused and not self.credential_refused:
+            log.error(
+                "the server refuses this host's credential (%s): revoked, or not this host's "
+                "key; keeping the last applied state in the kernel",
+                detail,
+            )
+        elif ok and self.credential_refused:
+            log.info("the server accepts this host's credential again")
+        if refused or ok:
+            self.credential_refused = refused
+            self.metrics.credential_refused.set(1 if refused else 0)
         if isinstance(detail, ApiError):
             detail = f"it refused the request ({detail})"
         news = decide.reachability_news(self.server_reachable, ok, str(detail))
         if news:
             (log.info if ok else log.warning)(news)
+        if ok and self.server_reachable is False:
+            self.status_report.last = None  # tell the server what happened meanwhile
         self.server_reachable = ok
         self.poll.interval = self.poll_interval if ok else UNREACHABLE_POLL_INTERVAL_S
         self.metrics.server_reachable.set(1 if ok else 0)
@@ -343,6 +385,8 @@ class Agent(Generic[PlanT]):
             log.error(
                 "applying revision %s failed (%s): %s", action.state.revision, action.reason, error
             )
+            self.apply_error = f"revision {action.state.revision}: {error}"
+            self.status_report.last = None
             return False
         elapsed = time.perf_counter() - started
         if self.events is not None:
@@ -351,6 +395,10 @@ class Agent(Generic[PlanT]):
         self.metrics.apply_seconds.observe(elapsed)
         self.metrics.applies.labels(reason).inc()
         self.failed = None
+        if reason == "drift":
+            self.drift_repairs += 1
+        self.apply_error = None
+        self.status_report.last = None
         self._mark_applied(action.state, plan)
         release_memory()
         try:
@@ -374,6 +422,20 @@ class Agent(Generic[PlanT]):
         self.metrics.sessions.set(len(state.sessions))
         self.metrics.applied.info({"revision": state.revision})
         self.metrics.kernel.state = state
+
+    def _report_status(self, now: float) -> None:
+        self.status_report.fired(now)
+        try:
+            self.server.report_status(
+                self.host,
+                agent_version=__version__,
+                applied_revision=None if self.applied is None else self.applied.revision,
+                apply_error=self.apply_error,
+                drift_repairs=self.drift_repairs,
+            )
+        except VxtapClientError as error:
+            self.metrics.errors.labels("status").inc()
+            self._server_call_ok(False, error)
 
     def _report_counters(self) -> None:
         if self.applied is None:

@@ -100,6 +100,11 @@ class AgentMetrics:
             "1 when the last request to the server succeeded",
             registry=r,
         )
+        self.credential_refused = Gauge(
+            "vxtap_agent_credential_refused",
+            "1 while the server refuses this host's credential (revoked, or another host's key)",
+            registry=r,
+        )
         self.applied = Info(
             "vxtap_agent_applied", "The desired-state revision the kernel shows", registry=r
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,15 +22,15 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vxtap import auth, model
-from vxtap.api import wire
-from vxtap.store import errors
+from vxtap import auth, enrolment, model
+from vxtap.api import access, wire
+from vxtap.store import errors, hosts
 from vxtap.store import repository as repo
 from vxtap.store.db import Store, violated_constraint
 from vxtap.store.schema import SessionRow
@@ -47,6 +47,7 @@ PROJECT_PREFIXES = (("v3",), ("v1",), ("internal", "v1"))
 
 T = TypeVar("T")
 D = TypeVar("D", Session, Connection)
+AgentLookup = Callable[[str], Awaitable[auth.Credential | None]]
 
 
 def error_body(message: str, code: str) -> dict[str, str]:
@@ -80,10 +81,12 @@ class AuthMiddleware:
         app: ASGIApp,
         credentials: Mapping[str, auth.Credential],
         clock: Callable[[], datetime] | None = None,
+        agent_lookup: AgentLookup | None = None,
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.clock = clock
+        self.agent_lookup = agent_lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,7 +109,7 @@ class AuthMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal, body = await self._read_body(headers, receive)
         if refusal is None:
-            refusal = self._authenticate(scope, headers, body)
+            refusal = await self._authenticate(scope, headers, body)
         if refusal is not None:
             await refusal(scope, receive, send_with_id)
             return
@@ -143,9 +146,26 @@ class AuthMiddleware:
                 break
         return None, b"".join(chunks)
 
-    def _authenticate(
+    async def _credential(self, headers: Mapping[str, str]) -> auth.Credential | None:
+        """The credential of the claimed access key: the credentials file's, else an
+        enrolled agent's, looked up in the database on every request (so a revocation
+        takes effect at once on every server process)."""
+        ak = auth.access_key(headers)
+        if ak is None:
+            return None
+        found = self.credentials.get(ak)
+        if found is None and self.agent_lookup is not None:
+            found = await self.agent_lookup(ak)
+        return found
+
+    async def _authenticate(
         self, scope: Scope, headers: Mapping[str, str], body: bytes
     ) -> JSONResponse | None:
+        try:
+            claimed = await self._credential(headers)
+        except SQLAlchemyError:  # e.g. the database is locked or away: retryable, not a crash
+            log.exception("looking up an access key failed")
+            return error_response(503, "the key store cannot be read right now; retry", "VPC.0503")
         try:
             credential = auth.verify(
                 scope["method"],
@@ -153,7 +173,7 @@ class AuthMiddleware:
                 scope["query_string"].decode("latin-1"),
                 headers,
                 body,
-                self.credentials.get,
+                lambda ak: claimed if claimed is not None and claimed.ak == ak else None,
                 now=self.clock() if self.clock else None,
             )
         except auth.AuthError as exc:
@@ -167,6 +187,10 @@ class AuthMiddleware:
                 f"not on {project}",
                 errors.Forbidden.code,
             )
+        refused = access.refusal(credential, scope["method"], scope["path"])
+        if refused is not None:
+            return error_response(403, refused, errors.Forbidden.code)
+        scope.setdefault("state", {})["credential"] = credential
         return None
 
 
@@ -436,16 +460,38 @@ def create_app(
     store: Store,
     credentials: Mapping[str, auth.Credential],
     *,
+    agent_signing_key: bytes,
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
+    """`credentials`: the credentials file's keys; `agent_signing_key`: what enrolled
+    agents' secrets derive from (`vxtap.enrolment`)."""
     app = FastAPI(
         title="vxtap",
         version="0.1.0",
         description="Self-hosted VPC traffic mirroring with Huawei Cloud's traffic-mirroring API.",
     )
-    app.add_middleware(AuthMiddleware, credentials=credentials, clock=clock)
+
+    def enrolled_agent(ak: str) -> auth.Credential | None:
+        with store.read_rows() as connection:
+            found = hosts.agent_by_access_key(connection, ak)
+        if found is None:
+            return None
+        project, host = found
+        return auth.Credential(
+            ak, enrolment.agent_secret(agent_signing_key, project, host, ak), project, host
+        )
+
+    async def agent_lookup(ak: str) -> auth.Credential | None:
+        if store.dialect == "sqlite":  # inline, as the routes' SQLite transactions
+            return enrolled_agent(ak)
+        return await run_in_threadpool(enrolled_agent, ak)
+
+    app.add_middleware(
+        AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
+    )
     _install_error_handlers(app)
     _install_routes(app, store)
+    _install_fleet_routes(app, store, credentials, agent_signing_key)
     _document_bodies(app)
     return app
 
@@ -974,6 +1020,134 @@ def _install_routes(app: FastAPI, store: Store) -> None:
     @app.get("/healthz", tags=["health"], summary="Liveness (unsigned)")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+
+def _install_fleet_routes(
+    app: FastAPI,
+    store: Store,
+    credentials: Mapping[str, auth.Credential],
+    agent_signing_key: bytes,
+) -> None:
+    """Enrolment (administrators) and the agents' status reports (each agent, its host)."""
+    internal = "/internal/v1/{project_id}"
+    responses_error: dict[int | str, dict[str, Any]] = {
+        code: {"model": wire.ErrorAnswer} for code in (400, 401, 403, 404, 409)
+    }
+
+    def static_hosts(project_id: str) -> dict[str, str]:
+        """Hosts whose agent key is in the credentials file: host -> access key."""
+        return {
+            c.host: c.ak
+            for c in credentials.values()
+            if c.host is not None and c.project_id == project_id
+        }
+
+    def held_requests(project_id: str) -> dict[str, bool]:
+        """Hosts with a held desired-state request open on this server process. The
+        seam for held requests (docs/security.md): none are held yet, so every host
+        shows `held_request: null`, not known."""
+        return {}
+
+    async def run(action: Callable[[Session], T], *, write: bool) -> T:
+        if store.dialect == "sqlite":
+            return in_transaction(store, action, write=write)
+        return await run_in_threadpool(lambda: in_transaction(store, action, write=write))
+
+    BODY_MODELS[f"POST {internal}/hosts"] = wire.EnrolHostRequest
+    BODY_MODELS[f"PUT {internal}/hosts/{{host}}/status"] = wire.HostStatusRequest
+
+    @app.post(
+        f"{internal}/hosts",
+        status_code=201,
+        tags=["fleet"],
+        summary="Enrol a host: issue its agent's credential (shown once)",
+        openapi_extra=json_body(wire.EnrolHostRequest),
+        responses=responses_error,
+    )
+    async def enrol_host(project_id: str, request: Request) -> JSONResponse:
+        host = (await read_body(request, wire.EnrolHostRequest)).host
+        if host in static_hosts(project_id):
+            raise errors.Conflict(
+                f"host {host} has an agent key in the server's credentials file", errors.EXISTS
+            )
+        ak = enrolment.new_access_key()
+
+        def action(db: Session) -> dict[str, Any]:
+            hosts.enrol_host(db, project_id, host, ak)
+            return hosts.host_status(db, project_id, host, static_hosts(project_id))
+
+        status = await run(action, write=True)
+        secret = enrolment.agent_secret(agent_signing_key, project_id, host, ak)
+        credential = {"ak": ak, "sk": secret, "project_id": project_id, "host": host}
+        log.info("enrolled host %s of project %s (access key %s)", host, project_id, ak)
+        return answer(201, host=status, credential=credential)
+
+    @app.get(
+        f"{internal}/hosts",
+        tags=["fleet"],
+        summary="Every host: enrolment, agent version, desired vs applied revision",
+        responses=responses_error,
+    )
+    async def list_hosts(project_id: str) -> JSONResponse:
+        statuses = await run(
+            lambda db: hosts.host_statuses(
+                db, project_id, static_hosts(project_id), held=held_requests(project_id)
+            ),
+            write=False,
+        )
+        return answer(200, hosts=statuses)
+
+    @app.get(
+        f"{internal}/hosts/{{host}}",
+        tags=["fleet"],
+        summary="One host's status",
+        responses=responses_error,
+    )
+    async def show_host(project_id: str, host: str) -> JSONResponse:
+        checked = _path_host(host)
+        found = await run(
+            lambda db: hosts.host_statuses(
+                db, project_id, static_hosts(project_id), only=checked,
+                held=held_requests(project_id),
+            ),
+            write=False,
+        )  # fmt: skip
+        if not found:
+            raise errors.NotFound(f"host {checked} is not enrolled and has never reported")
+        return answer(200, host=found[0])
+
+    @app.delete(
+        f"{internal}/hosts/{{host}}",
+        status_code=204,
+        tags=["fleet"],
+        summary="Revoke a host's agent key at once (its ports stay)",
+        responses=responses_error,
+    )
+    async def revoke_host(project_id: str, host: str) -> Response:
+        checked = _path_host(host)
+        if checked in static_hosts(project_id):
+            raise errors.Conflict(
+                f"host {checked}'s agent key is in the server's credentials file: remove it "
+                "there and restart the servers",
+                errors.IN_USE,
+            )
+        await run(lambda db: hosts.revoke_host(db, project_id, checked), write=True)
+        log.info("revoked host %s of project %s", checked, project_id)
+        return no_content()
+
+    @app.put(
+        f"{internal}/hosts/{{host}}/status",
+        status_code=204,
+        tags=["fleet"],
+        summary="An agent reports what it applied",
+        openapi_extra=json_body(wire.HostStatusRequest),
+        responses=responses_error,
+    )
+    async def put_status(project_id: str, host: str, request: Request) -> Response:
+        checked = _path_host(host)
+        fields = (await read_body(request, wire.HostStatusRequest)).model_dump()
+        await run(lambda db: hosts.put_status(db, project_id, checked, fields), write=True)
+        return no_content()
 
 
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:

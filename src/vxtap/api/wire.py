@@ -497,6 +497,27 @@ class CountersRequest(_Wire):
     rules: dict[CounterKey, Counter] = Field(default_factory=dict)
 
 
+# -- the fleet: enrolment and what agents report about themselves ----------------------
+
+
+class EnrolHostRequest(_Wire):
+    host: Host
+
+
+# Revisions are 16 hex digits today; the column holds 64 characters.
+Revision = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z._-]+$")]
+
+
+class HostStatusRequest(_Wire):
+    """What an agent applied: kept as its host's status (`vxtap host list`)."""
+
+    agent_version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
+    applied_revision: Revision | None = None
+    # The agent's last apply error, None once an apply succeeded; stored cut to 1,024.
+    apply_error: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00]*$")] | None = None
+    drift_repairs: CounterValue = 0
+
+
 # -- responses --------------------------------------------------------------------------
 
 

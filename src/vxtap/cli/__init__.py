@@ -17,7 +17,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic"),
     "collector": ("numba", "numpy"),
 }
-EXTRA_MODULES["all"] = EXTRA_MODULES["server"] + EXTRA_MODULES["collector"]
+EXTRA_MODULES["all"] = (*EXTRA_MODULES["server"], *EXTRA_MODULES["collector"], "cryptography")
 
 
 class Subcommand(NamedTuple):
@@ -38,6 +38,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "vxtap.cli.resources:port_group",
         "Ports: the interfaces sessions mirror from and to.",
     ),
+    "host": Subcommand("vxtap.cli.hosts:host_group", "Enrol, revoke and watch the agents' hosts."),
     "agent": Subcommand("vxtap.cli.agent:agent", "Run the host agent that programs the kernel."),
     "explain": Subcommand(
         "vxtap.cli.explain:explain", "Explain which session mirrors a packet, and why."

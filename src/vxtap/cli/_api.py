@@ -1,8 +1,8 @@
 """What every CLI command that talks to `vxtap server` shares.
 
-- `connection_options`: `--endpoint/--ak/--sk/--project-id/--credentials`
+- `connection_options`: `--endpoint/--ak/--sk/--project-id/--credentials/--cacert`
   (or `VXTAP_ENDPOINT`, `VXTAP_AK`, `VXTAP_SK`, `VXTAP_PROJECT_ID`,
-  `VXTAP_CREDENTIALS`), resolved into an open `VxtapClient` passed to the
+  `VXTAP_CREDENTIALS`, `VXTAP_CA_BUNDLE`), resolved into an open `VxtapClient` passed to the
   command as `client`; client errors become one `error: ...` line and exit 1.
 - `CliError`: raise it for a user error; click prints it as one line.
 - `OneLineErrorGroup`: a click group whose usage errors are one line too.
@@ -21,7 +21,13 @@ from typing import IO, Any, ParamSpec, TypeVar
 import click
 
 from vxtap import auth
-from vxtap.client import DEFAULT_ENDPOINT, ApiError, ServerUnreachable, VxtapClient
+from vxtap.client import (
+    DEFAULT_ENDPOINT,
+    ApiError,
+    ServerUnreachable,
+    VxtapClient,
+    VxtapClientError,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,6 +96,16 @@ def resolve_credentials(
     return auth.Credential(ak, sk, project_id)
 
 
+ca_bundle_option = click.option(
+    "--cacert",
+    "ca_bundle",
+    envvar="VXTAP_CA_BUNDLE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM file of the CA(s) that signed an https:// server's certificate "
+    "[env VXTAP_CA_BUNDLE; default: the system's trust store].",
+)
+
+
 def connection_options(command: Callable[..., R]) -> Callable[..., R]:
     """Add the server/credential options; the command receives `client: VxtapClient`."""
 
@@ -111,6 +127,7 @@ def connection_options(command: Callable[..., R]) -> Callable[..., R]:
         help="JSON list of {ak, sk, project_id} as the server reads it; "
         "the first entry (or the one for --ak/--project-id) is used [env VXTAP_CREDENTIALS].",
     )
+    @ca_bundle_option
     @functools.wraps(command)
     def wrapper(
         *args: Any,
@@ -119,6 +136,7 @@ def connection_options(command: Callable[..., R]) -> Callable[..., R]:
         sk: str | None,
         project_id: str | None,
         credentials_file: Path | None,
+        ca_bundle: Path | None,
         **kwargs: Any,
     ) -> R:
         credential = resolve_credentials(ak, sk, project_id, credentials_file)
@@ -126,12 +144,12 @@ def connection_options(command: Callable[..., R]) -> Callable[..., R]:
             raise CliError(f"endpoint {endpoint!r} is not an http:// or https:// URL")
         try:
             with VxtapClient(
-                endpoint, credential.ak, credential.sk, credential.project_id
+                endpoint, credential.ak, credential.sk, credential.project_id, ca_bundle=ca_bundle
             ) as client:
                 return command(*args, client=client, **kwargs)
         except ApiError as error:
             raise CliError(describe_api_error(error)) from None
-        except ServerUnreachable as error:
+        except (ServerUnreachable, VxtapClientError) as error:
             raise CliError(str(error)) from None
 
     return wrapper

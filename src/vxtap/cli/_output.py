@@ -274,5 +274,15 @@ def list_ports(ports: Sequence[PortV1JSON]) -> None:
     emit(table)
 
 
+def show_fields(rows: Sequence[tuple[str, str]]) -> None:
+    """`name  value` lines, for one object in detail."""
+    emit(_fields(rows))
+
+
+def columns(*names: str) -> Table:
+    """An empty table with these column headers, styled as every list of the CLI."""
+    return _table(*names)
+
+
 def done(message: str) -> None:
     click.echo(message)

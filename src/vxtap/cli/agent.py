@@ -13,9 +13,9 @@ from types import FrameType
 import click
 
 from vxtap import auth
-from vxtap.cli._api import CliError
+from vxtap.cli._api import CliError, ca_bundle_option
 from vxtap.cli._config import config_option
-from vxtap.client import Counter, VxtapClient
+from vxtap.client import Counter, VxtapClient, VxtapClientError, tls_context
 from vxtap.logs import LogFormat, log_options, setup_logging
 
 DEFAULT_STATE_DIR = Path("/var/lib/vxtap")
@@ -42,13 +42,15 @@ def _listen_address(text: str) -> tuple[str, int]:
     "credentials_file",
     envvar="VXTAP_CREDENTIALS",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON list of {ak, sk, project_id} as the server reads it; the first entry is used.",
+    help="JSON list of {ak, sk, project_id, host} as 'vxtap host add' writes it (mode 0600); "
+    "the first entry is used.",
 )
+@ca_bundle_option
 @click.option(
     "--host-name",
-    default=socket.gethostname,
-    show_default="this machine's host name",
-    help="Host name the ports are registered under.",
+    default=None,
+    help="Host name the ports are registered under [default: the credential's host, else "
+    "this machine's host name].",
 )
 @click.option("--metrics", "metrics_at", help="Serve Prometheus /metrics at ADDRESS:PORT.")
 @click.option(
@@ -63,7 +65,8 @@ def _listen_address(text: str) -> tuple[str, int]:
 def agent(
     server: str | None,
     credentials_file: Path | None,
-    host_name: str,
+    ca_bundle: Path | None,
+    host_name: str | None,
     metrics_at: str | None,
     state_dir: Path | None,
     cleanup: bool,
@@ -106,6 +109,17 @@ def agent(
         raise CliError(str(error)) from None
     if credential is None:
         raise CliError(f"credentials file {credentials_file} is empty")
+    if credential.host is not None and host_name not in (None, credential.host):
+        raise CliError(
+            f"--host-name {host_name} is not the host of the credential in {credentials_file} "
+            f"({credential.host}): an agent key serves its own host only"
+        )
+    host_name = credential.host or host_name or socket.gethostname()
+    if server.startswith("https://"):
+        try:
+            tls_context(ca_bundle)  # a bad bundle is named before the kernel is touched
+        except VxtapClientError as error:
+            raise CliError(str(error)) from None
     listen = _listen_address(metrics_at) if metrics_at else None
     try:
         state_file.load()  # loaded again at start; checked here for a clear message
@@ -138,9 +152,18 @@ def agent(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # Short timeout: a hung server must not hold up drift repair for long.
-    with VxtapClient(
-        server, credential.ak, credential.sk, credential.project_id, timeout=1.0
-    ) as client:
+    try:
+        client = VxtapClient(
+            server,
+            credential.ak,
+            credential.sk,
+            credential.project_id,
+            timeout=1.0,
+            ca_bundle=ca_bundle,
+        )
+    except VxtapClientError as error:
+        raise CliError(str(error)) from None
+    with client:
         daemon = Agent(
             host=host_name,
             server=client,
@@ -152,7 +175,14 @@ def agent(
             metrics=metrics,
             local_broadcasts=local_broadcasts,
         )
-        logging.getLogger("vxtap.agent").info(
+        agent_log = logging.getLogger("vxtap.agent")
+        agent_log.info(
             "starting for host %s, server %s, state in %s", host_name, server, state_file.path
         )
+        if auth.is_administrator(credential):
+            agent_log.warning(
+                "running with an administrator's key, which can change the whole project; "
+                "give this host its own key with 'vxtap host add %s' (docs/security.md)",
+                host_name,
+            )
         daemon.run(stop)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import secrets
+import ssl
 from pathlib import Path
 
 import click
 
+from vxtap import auth, enrolment
 from vxtap.cli._config import config_option
 from vxtap.logs import LogFormat, log_options, setup_logging
 from vxtap.store.db import Store, code_schema_revision, default_db_url, default_state_dir
@@ -79,6 +82,37 @@ def prepare_schema(store: Store, *, migrate: bool) -> None:
         )
 
 
+def is_loopback(host: str) -> bool:
+    """True when `host` (an address or a name) only listens where this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_files(cert: Path | None, key: Path | None) -> None:
+    """Check the certificate and key now, so a wrong file is one clear line at start."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return
+    try:
+        auth.check_private(key, "TLS key file")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise click.ClickException(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its key ({exc})"
+        ) from None
+
+
 @click.command()
 @config_option("server")
 @click.option(
@@ -99,8 +133,30 @@ def prepare_schema(store: Store, *, migrate: bool) -> None:
     "credentials_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help='JSON list of {"ak", "sk", "project_id"} [default: credentials.json in the state '
-    "directory, created with one random key if missing].",
+    help='JSON list of {"ak", "sk", "project_id"} (administrators) and '
+    '{"ak", "sk", "project_id", "host"} (host agents), mode 0600 [default: credentials.json '
+    "in the state directory, created with one random key if missing].",
+)
+@click.option(
+    "--agent-key",
+    "agent_key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Key that enrolled hosts' secrets derive from; every server of one database needs "
+    f"the same [default: {enrolment.SIGNING_KEY_FILE} next to the credentials file, created "
+    "if missing].",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The certificate's PEM private key (mode 0600).",
 )
 @click.option(
     "--migrate",
@@ -115,6 +171,9 @@ def server(
     db_url: str | None,
     credentials_path: Path | None,
     migrate: bool,
+    agent_key_path: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
     log_format: LogFormat,
 ) -> None:
@@ -122,21 +181,35 @@ def server(
     import uvicorn
 
     from vxtap.api.app import create_app
-    from vxtap.auth import load_credentials
 
     setup_logging("vxtap-server", log_level, log_format)
     host, port = _listen(listen)
+    _tls_files(tls_cert, tls_key)
     if credentials_path is None:
         credentials_path = default_state_dir() / "credentials.json"
         if not credentials_path.exists():
             _first_credentials(credentials_path)
     try:
-        credentials = load_credentials(credentials_path)
+        credentials = auth.load_credentials(credentials_path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    agent_key_path = agent_key_path or credentials_path.with_name(enrolment.SIGNING_KEY_FILE)
+    try:
+        agent_key, created = enrolment.load_signing_key(agent_key_path, create=True)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if created:
+        click.echo(f"vxtap server: created agent signing key {agent_key_path}", err=True)
     store = open_store(db_url or default_db_url())
     prepare_schema(store, migrate=migrate)
-    app = create_app(store, credentials)
+    if tls_cert is None and not is_loopback(host):
+        log.warning(
+            "serving plain HTTP on %s, which is not a loopback address: signatures can be "
+            "replayed and desired states read by anyone on the network; use --tls-cert and "
+            "--tls-key (docs/security.md)",
+            host,
+        )
+    app = create_app(store, credentials, agent_signing_key=agent_key)
     uvicorn.run(
         app,
         host=host,
@@ -145,4 +218,6 @@ def server(
         log_config=None,  # vxtap.logs' handlers: one line per event, text or JSON
         access_log=log_level == "debug",
         server_header=False,
+        ssl_certfile=None if tls_cert is None else str(tls_cert),
+        ssl_keyfile=None if tls_key is None else str(tls_key),
     )

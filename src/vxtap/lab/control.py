@@ -9,6 +9,7 @@ and `vxtap collect` on the targets during `verify`.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vxtap.lab.certificates import TlsFiles, make_certificates
 from vxtap.lab.runtime import LabDir, LabError, LabRecord, start
 from vxtap.lab.scenario import Scenario
 from vxtap.lab.topology import API_PORT, MGMT_SERVER_ADDRESS, Topology
@@ -35,18 +37,41 @@ def log_tail(path: Path | str, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def write_credentials(lab: LabDir) -> Path:
-    """A fresh key pair for this lab, in the server's credentials format."""
+def _write_private(path: Path, entries: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(entries, handle, indent=2)
+
+
+def agent_credentials(lab: LabDir, host: str) -> Path:
+    return lab.path / "agents" / f"{host}.credentials.json"
+
+
+def write_credentials(lab: LabDir, hosts: Sequence[str]) -> Path:
+    """Fresh keys for this lab in the server's credentials format: the administrator's,
+    and one agent key per host (each also in that host's own file, which its agent reads)."""
     path = lab.path / "credentials.json"
-    lab.path.mkdir(parents=True, exist_ok=True)
-    entry = {
+    admin = {
         "ak": "LAB" + secrets.token_hex(8).upper(),
         "sk": secrets.token_urlsafe(30),
         "project_id": secrets.token_hex(16),
     }
-    path.write_text(json.dumps([entry], indent=2))
-    path.chmod(0o600)
+    agents = [
+        {**admin, "ak": "LABH" + secrets.token_hex(8).upper(), "sk": secrets.token_urlsafe(30),
+         "host": host}
+        for host in hosts
+    ]  # fmt: skip
+    _write_private(path, [admin, *agents])
+    for agent in agents:
+        _write_private(agent_credentials(lab, agent["host"]), [agent])
     return path
+
+
+def write_certificates(lab: LabDir) -> TlsFiles:
+    """The lab's throwaway CA and the server's certificate for its management address."""
+    return make_certificates(lab.path / "tls", [], [MGMT_SERVER_ADDRESS])
 
 
 def wait_for(
@@ -75,16 +100,24 @@ def exited(proc: subprocess.Popen[bytes], log: str) -> Callable[[], str | None]:
 
 class ControlPlane:
     def __init__(
-        self, lab: LabDir, record: LabRecord, topology: Topology, say: Say, credentials: Path
+        self,
+        lab: LabDir,
+        record: LabRecord,
+        topology: Topology,
+        say: Say,
+        credentials: Path,
+        tls: TlsFiles,
     ) -> None:
         self.lab, self.record, self.topology, self.say = lab, record, topology, say
         self.credentials = credentials
+        self.tls = tls
 
     @property
     def env(self) -> dict[str, str]:
         return {
             "VXTAP_ENDPOINT": self.topology.endpoint,
             "VXTAP_CREDENTIALS": str(self.credentials),
+            "VXTAP_CA_BUNDLE": str(self.tls.ca),
         }
 
     # --- processes ------------------------------------------------------------------
@@ -103,10 +136,17 @@ class ControlPlane:
             f"sqlite:///{self.lab.path / 'server.db'}",
             "--credentials",
             str(self.credentials),
+            "--tls-cert",
+            str(self.tls.cert),
+            "--tls-key",
+            str(self.tls.key),
         ]
         proc = start(self.lab, self.record, "server", mgmt, argv, env={"PYTHONUNBUFFERED": "1"})
         log = self.record.processes[-1].log
-        self.say(f"[{mgmt.name}] vxtap server --listen {MGMT_SERVER_ADDRESS}:{API_PORT}")
+        self.say(
+            f"[{mgmt.name}] vxtap server --listen {MGMT_SERVER_ADDRESS}:{API_PORT} "
+            "--tls-cert tls/server.pem --tls-key tls/server.key"
+        )
 
         def listening() -> bool:
             probe = ["nc", "-z", "-w", "1", MGMT_SERVER_ADDRESS, str(API_PORT)]
@@ -124,14 +164,17 @@ class ControlPlane:
                 "--server",
                 self.topology.endpoint,
                 "--credentials",
-                str(self.credentials),
-                "--host-name",
-                server.name,
+                str(agent_credentials(self.lab, server.name)),
+                "--cacert",
+                str(self.tls.ca),
                 "--state-dir",
                 str(self.agent_state_dir(server.name)),
             ]
             start(self.lab, self.record, f"agent-{server.name}", ns, argv)
-            self.say(f"[{ns.name}] vxtap agent --host-name {server.name}")
+            self.say(
+                f"[{ns.name}] vxtap agent --credentials agents/{server.name}.credentials.json "
+                "--cacert tls/ca.pem"
+            )
 
     def agent_state_dir(self, host: str) -> Path:
         return self.lab.path / "agents" / host

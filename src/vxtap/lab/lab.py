@@ -18,6 +18,7 @@ from vxtap.lab.control import (
     ControlPlane,
     exited,
     wait_for,
+    write_certificates,
     write_credentials,
 )
 from vxtap.lab.runtime import (
@@ -113,7 +114,10 @@ class Lab:
         )
         for server in scenario.servers:
             self.say(f"  {secgroups.summary(scenario, server)}")
-        control = ControlPlane(self.dir, record, t, self.say, write_credentials(self.dir))
+        credentials = write_credentials(self.dir, [s.name for s in scenario.servers])
+        control = ControlPlane(
+            self.dir, record, t, self.say, credentials, write_certificates(self.dir)
+        )
         control.start_server(then=control.start_agents)
         control.wait_for_ports()
         self.say(f"[{t.mgmt.name}] the mirror configuration, with the CLI:")

@@ -30,9 +30,9 @@ class LabError(RuntimeError):
     """A step of the lab failed; the message says which and why."""
 
 
-OWN_FILES = {"lab.json", "lab.tmp", "credentials.json"}
+OWN_FILES = {"lab.json", "lab.tmp", "credentials.json", "agent-signing.key"}
 OWN_FILE_PREFIXES = ("server.db",)  # with SQLite's -wal and -shm
-OWN_DIRS = {"logs", "agents"}
+OWN_DIRS = {"logs", "agents", "tls"}
 
 
 @dataclass

@@ -52,7 +52,7 @@ class Topology:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{MGMT_SERVER_ADDRESS}:{API_PORT}"
+        return f"https://{MGMT_SERVER_ADDRESS}:{API_PORT}"
 
     def mgmt_address(self, server: Server) -> str:
         index = self.scenario.servers.index(server)

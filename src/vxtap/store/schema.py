@@ -251,3 +251,35 @@ class CounterRow(Base):
     object_id: Mapped[str] = mapped_column(ID, primary_key=True)
     packets: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class AgentHostRow(Base):
+    """A host enrolled at run time (`vxtap host add`): its agent's access key.
+
+    No secret is stored: the agent's secret key is derived from the access key and the
+    server's agent signing key, a file outside the database (`vxtap.enrolment`), so a
+    copy of the database hands out no working credential. Deleting the row revokes the
+    key on every server process at once (each agent request looks it up).
+    """
+
+    __tablename__ = "agent_hosts"
+    __table_args__ = (UniqueConstraint("ak", name="uq_agent_hosts_ak"),)
+
+    project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ak: Mapped[str] = mapped_column(String(64))
+    enrolled_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class HostStatusRow(Base):
+    """What a host's agent last said it applied (`PUT .../hosts/{host}/status`)."""
+
+    __tablename__ = "host_status"
+
+    project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    agent_version: Mapped[str] = mapped_column(String(64))
+    applied_revision: Mapped[str | None] = mapped_column(String(64))
+    apply_error: Mapped[str | None] = mapped_column(String(1024))
+    drift_repairs: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime] = mapped_column(DateTime)

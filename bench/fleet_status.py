@@ -1,0 +1,81 @@
+"""What the fleet view (`vxtap host list`) costs: `host_statuses` over N hosts.
+
+    .venv/bin/python bench/fleet_status.py [--hosts N] [--rounds R]
+
+Fills a temporary SQLite database through the store functions (N hosts, each with
+one registered port, one session mirroring it to a shared target, an enrolment and
+a status report), then times `vxtap.store.hosts.host_statuses` of every host, R
+times, in one read transaction each. Prints each round, the median and the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from vxtap.store import hosts
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
+
+PROJECT = "bench"
+
+
+def fill(store: Store, count: int) -> None:
+    with store.write() as db:
+        target = repo.create_port(
+            db, PROJECT, {"host": "target", "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
+        )
+        flt = repo.create_filter(db, PROJECT, {"name": "f", "description": ""})
+        for i in range(count):
+            host = f"h{i}"
+            address = f"10.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
+            [port] = repo.register_host_ports(
+                db, PROJECT, host, [{"device": "eth0", "ipv4": [address], "ipv6": []}]
+            )
+            repo.create_session(
+                db,
+                PROJECT,
+                {
+                    "name": f"s{i}", "description": "", "traffic_mirror_filter_id": flt.id,
+                    "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
+                    "traffic_mirror_target_type": "eni", "virtual_network_id": 1,
+                    "packet_length": 96, "priority": 1, "enabled": True, "type": "eni",
+                },
+            )  # fmt: skip
+            hosts.enrol_host(db, PROJECT, host, f"AK{i}")
+            hosts.put_status(
+                db,
+                PROJECT,
+                host,
+                {"agent_version": "0.1.0", "applied_revision": "x", "drift_repairs": 0},
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store(f"sqlite:///{Path(directory) / 'fleet.db'}")
+        store.upgrade()
+        fill(store, args.hosts)
+        took = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            with store.read() as db:
+                listed = hosts.host_statuses(db, PROJECT, {})
+            took.append(time.perf_counter() - started)
+            assert len(listed) == args.hosts
+            print(f"{args.hosts} hosts: {took[-1] * 1000:.0f} ms")
+        store.dispose()
+    print(f"median {statistics.median(took) * 1000:.0f} ms; load {os.getloadavg()[0]:.1f}")
+    print(f"command: .venv/bin/python bench/fleet_status.py --hosts {args.hosts}")
+
+
+if __name__ == "__main__":
+    main()
