@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from vxtap.logs import setup_logging
-from vxtap.store.db import Store
+from vxtap.store.db import Store, code_schema_revision
 
 
 @pytest.fixture
@@ -79,6 +79,7 @@ def test_the_server_logs_json_lines_from_start_to_stop(tmp_path: Path) -> None:
     store.dispose()
     credentials = tmp_path / "credentials.json"
     credentials.write_text('[{"ak": "AK1", "sk": "SK1", "project_id": "p1"}]')
+    credentials.chmod(0o600)  # the server refuses a credentials file others can read
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,6 +102,6 @@ def test_the_server_logs_json_lines_from_start_to_stop(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=15)
     events = [json.loads(line) for line in stderr.splitlines()]
     messages = [event["message"] for event in events]
-    assert "upgraded the database schema from 0001 to 0002" in messages
+    assert f"upgraded the database schema from 0001 to {code_schema_revision()}" in messages
     assert any(m.startswith("Uvicorn running on") for m in messages)
     assert {event["program"] for event in events} == {"vxtap-server"}

@@ -65,6 +65,7 @@ def stop(process: subprocess.Popen[str]) -> str:
 def credentials(tmp_path: Path) -> Path:
     path = tmp_path / "credentials.json"
     path.write_text('[{"ak": "AK1", "sk": "SK1", "project_id": "p1"}]')
+    path.chmod(0o600)  # the server refuses a credentials file others can read
     return path
 
 

@@ -83,7 +83,10 @@ def test_an_own_variable_keeps_its_name(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("lisen = 1\n", "unknown setting 'lisen' (the settings are: credentials, db, listen,"),
+        (
+            "lisen = 1\n",
+            "unknown setting 'lisen' (the settings are: agent-key, credentials, db, listen,",
+        ),
         ("listen = \n", "is not TOML: "),
     ],
 )

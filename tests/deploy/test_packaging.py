@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from deploy_support import REPO, run
 
+from vxtap.store.db import code_schema_revision
+
 UNITS = ("vxtap-server.service", "vxtap-agent.service", "vxtap-collect.service")
 TEMPLATE_INSTANCE = "vxtap-collect@eth1.service"
 
@@ -50,7 +52,17 @@ def test_the_sdist_has_what_builds_and_tests_it(dist: Path) -> None:
 
 
 # What only the server or only the collector needs; the agent must not load any of it.
-HEAVY = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "numba", "numpy", "llvmlite")
+HEAVY = (
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "numba",
+    "numpy",
+    "llvmlite",
+    "cryptography",
+)
 AGENT_IMPORTS = """
 import sys
 import vxtap, vxtap.cli, vxtap.cli.agent, vxtap.agent.daemon, vxtap.agent.interfaces
@@ -76,7 +88,7 @@ def test_the_base_install_is_the_agents_and_names_missing_extras(
         ("server", "server", "fastapi, uvicorn, sqlalchemy, alembic"),
         ("db", "server", "fastapi, uvicorn, sqlalchemy, alembic"),
         ("collect", "collector", "numba, numpy"),
-        ("lab", "all", "fastapi, uvicorn, sqlalchemy, alembic, numba, numpy"),
+        ("lab", "all", "fastapi, uvicorn, sqlalchemy, alembic, numba, numpy, cryptography"),
     ]:
         refused = run([str(bin_dir / "vxtap"), command, "--help"])
         assert (refused.returncode, refused.stdout, refused.stderr) == (
@@ -95,9 +107,10 @@ def test_migrations_run_from_the_installed_server_extra(
     url = f"sqlite:///{tmp_path / 'vxtap.db'}"
     upgraded = run([str(bin_dir / "vxtap"), "db", "upgrade", "--db", url])
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout == "schema upgraded from empty to 0002\n"
+    head = code_schema_revision()
+    assert upgraded.stdout == f"schema upgraded from empty to {head}\n"
     status = run([str(bin_dir / "vxtap"), "db", "status", "--db", url])
-    assert status.stdout == "current 0002 (this vxtap: 0002)\n"
+    assert status.stdout == f"current {head} (this vxtap: {head})\n"
     collect = run([str(bin_dir / "vxtap"), "collect"])
     assert "needs the collector extra" in collect.stderr
 

@@ -193,15 +193,15 @@ def server(
         credentials = auth.load_credentials(credentials_path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    store = open_store(db_url or default_db_url())
+    prepare_schema(store, migrate=migrate)
     agent_key_path = agent_key_path or credentials_path.with_name(enrolment.SIGNING_KEY_FILE)
     try:
         agent_key, created = enrolment.load_signing_key(agent_key_path, create=True)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if created:
-        click.echo(f"vxtap server: created agent signing key {agent_key_path}", err=True)
-    store = open_store(db_url or default_db_url())
-    prepare_schema(store, migrate=migrate)
+        log.info("created agent signing key %s", agent_key_path)
     if tls_cert is None and not is_loopback(host):
         log.warning(
             "serving plain HTTP on %s, which is not a loopback address: signatures can be "
