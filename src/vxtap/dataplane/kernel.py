@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ from vxtap.dataplane.plan import (
     KernelPlan,
     counter_comment,
     parse_counter_comment,
+    snap_length,
 )
 from vxtap.model import VXLAN_PORT
 from vxtap.setns import enter_namespace
@@ -129,6 +131,9 @@ class Counters:
     sessions: dict[str, PacketsBytes] = field(default_factory=dict)
     rules: dict[str, PacketsBytes] = field(default_factory=dict)
     unmirrorable: dict[str, PacketsBytes] = field(default_factory=dict)
+    # Per session, copies the mirror program dropped because it could not cut them to
+    # the snap length (below 14 bytes, or marked encapsulated): never sent longer.
+    uncut: dict[str, PacketsBytes] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, dict[str, dict[str, int]]]:
         def dump(d: dict[str, PacketsBytes]) -> dict[str, dict[str, int]]:
@@ -171,7 +176,8 @@ class Dataplane:
         # of the chains it rewrote, the tunnel map) and takes the rest from the reads the
         # apply made moments before (unchanged since, as far as this process goes).
         self._seen: dict[_Key, object] | None = None
-        self._expected: tuple[KernelPlan, int, dict[int, bytes]] | None = None
+        self._expected: tuple[KernelPlan, int, dict[str, int], dict[int, bytes]] | None = None
+        self._device_mtus: dict[str, int] = {}  # every device's MTU, from the last link dump
 
     # --- plumbing ---
 
@@ -288,19 +294,22 @@ class Dataplane:
             )
         try:
             map_fd = bpf.create_tunnel_map()
+            scratch_fd = bpf.create_scratch_map()
         except OSError as error:
             missing.append(f"eBPF maps (bpf(2) BPF_MAP_CREATE: {error.strerror})")
         else:
             try:
                 for kind in bpf.ProgramKind:
-                    os.close(bpf.load_program(bpf.program(kind, map_fd), "vxtap_probe"))
+                    code = bpf.program(kind, map_fd, scratch_fd)
+                    os.close(bpf.load_program(code, "vxtap_probe"))
             except OSError as error:
                 missing.append(
-                    "eBPF tc programs with skb_change_tail/skb_set_tunnel_key "
-                    f"(CONFIG_NET_CLS_BPF, CONFIG_BPF_SYSCALL): {error.strerror}"
+                    "eBPF tc programs with skb_change_tail/skb_adjust_room/skb_set_tunnel_key "
+                    f"(CONFIG_NET_CLS_BPF, CONFIG_BPF_SYSCALL, Linux >= 5.12): {error.strerror}"
                 )
             finally:
                 os.close(map_fd)
+                os.close(scratch_fd)
         return missing
 
     # --- devices ---
@@ -315,8 +324,11 @@ class Dataplane:
         if out.returncode != 0:
             raise DataplaneError(f"ip link show: {out.stderr.strip()}")
         links: dict[str, _Link] = {}
+        mtus: dict[str, int] = {}
         for item in json.loads(out.stdout):
             name = item.get("ifname", "")
+            if isinstance(item.get("mtu"), int):
+                mtus[name] = item["mtu"]
             if name not in _ALL_DEVICES:
                 continue
             info = item.get("linkinfo") or {}
@@ -329,6 +341,7 @@ class Dataplane:
                 external=bool(data.get("external")),
                 port=data.get("port"),
             )
+        self._device_mtus = mtus
         return links
 
     @staticmethod
@@ -501,6 +514,9 @@ class Dataplane:
     def _ensure_programs(self, links: dict[str, _Link]) -> int:
         """Attach each program where it belongs; returns the tunnel map's fd."""
         map_fd = self._current_map_fd(links)
+        if map_fd is not None and bpf.map_value_size(map_fd) != bpf.VALUE_SIZE:
+            os.close(map_fd)  # an older agent's map: its programs are replaced below
+            map_fd = None
         if map_fd is None:
             map_fd = bpf.create_tunnel_map()
         for device, hook, kind in PROGRAMS:
@@ -514,7 +530,12 @@ class Dataplane:
             self._run(["tc", "qdisc", "add", "dev", device, "clsact"])  # fails when present
             if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
                 self._tc(["filter", "del", "dev", device, hook])
-            prog_fd = bpf.load_program(bpf.program(kind, map_fd), f"vxtap_{kind.value}")
+            scratch_fd = bpf.create_scratch_map()  # the program holds it; no one else needs it
+            try:
+                code = bpf.program(kind, map_fd, scratch_fd)
+                prog_fd = bpf.load_program(code, f"vxtap_{kind.value}")
+            finally:
+                os.close(scratch_fd)
             try:
                 # Replaced in place (same preference and handle): an upgraded program
                 # takes over without a moment with no program.
@@ -550,19 +571,53 @@ class Dataplane:
 
     def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
         """The tunnel map's entries for `plan` (kept for the plan last asked about: an
-        apply and its check, and every drift check of the applied plan, need the same)."""
+        apply and its check, and every drift check of the applied plan, need the same).
+
+        Each snap length is clamped to what fits the MTU of the route to its target now
+        (docs/dataplane.md, "Truncation"): a changed MTU shows as drift and is applied."""
+        mtus = self._path_mtus(sorted({t.remote for t in plan.tunnels}))
         if self._expected is not None:
-            last_plan, last_index, entries = self._expected
-            if last_plan is plan and last_index == vxlan_index:
+            last_plan, last_index, last_mtus, entries = self._expected
+            if last_plan is plan and last_index == vxlan_index and last_mtus == mtus:
                 return entries
         entries = {
             t.key: bpf.tunnel_value(
-                vni=t.vni, remote=t.remote, local=t.local, snaplen=t.snaplen, ifindex=vxlan_index
+                vni=t.vni,
+                remote=t.remote,
+                local=t.local,
+                snaplen=snap_length(t.snaplen, t.remote, mtus.get(t.remote)),
+                ifindex=vxlan_index,
             )
             for t in plan.tunnels
         }
-        self._expected = (plan, vxlan_index, entries)
+        self._expected = (plan, vxlan_index, mtus, entries)
         return entries
+
+    def _path_mtus(self, remotes: Sequence[str]) -> dict[str, int]:
+        """The IP MTU towards each address: the route's own `mtu`, else its device's.
+        Addresses without a route are left out (nothing can be sent to them now)."""
+        return self._remember(("routes", " ".join(remotes)), lambda: self._read_mtus(remotes))
+
+    def _read_mtus(self, remotes: Sequence[str]) -> dict[str, int]:
+        if not remotes:
+            return {}
+        self._links()  # the device MTUs, from a dump this apply or drift makes anyway
+        script = "".join(f"route get {address}\n" for address in remotes)
+        out = self._run(["ip", "-force", "-j", "-batch", "-"], script)
+        mtus: dict[str, int] = {}
+        for line in out.stdout.splitlines():
+            for route in json.loads(line) if line.strip() else ():
+                mtu = self._device_mtus.get(route.get("dev", ""))
+                for metric in route.get("metrics") or ():
+                    value = metric.get("mtu") if isinstance(metric, dict) else None
+                    if isinstance(value, list):  # "mtu lock 1400": ["lock", 1400]
+                        value = value[-1]
+                    if isinstance(value, int):
+                        mtu = value
+                if mtu is not None and "dst" in route:
+                    mtus[str(ipaddress.ip_address(route["dst"]))] = mtu
+        found = ((a, mtus.get(str(ipaddress.ip_address(a)))) for a in remotes)
+        return {address: mtu for address, mtu in found if mtu is not None}
 
     # --- nft ---
 
@@ -765,7 +820,7 @@ class Dataplane:
                 current = dict(bpf.map_items(map_fd))
                 # New and changed entries before the rules that use them, stale ones after.
                 for key, value in expected.items():
-                    if current.get(key) != value:
+                    if _settings(current.get(key)) != _settings(value):
                         bpf.map_update(map_fd, key, value)
                 state = self._table_state()
                 if self._nft_problems(plan, state, links):
@@ -805,7 +860,7 @@ class Dataplane:
             finally:
                 os.close(map_fd)
             expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
-            missing = [k for k, v in expected.items() if current.get(k) != v]
+            missing = [k for k, v in expected.items() if _settings(current.get(k)) != _settings(v)]
             extra = current.keys() - expected.keys()
             if missing:
                 problems.append(f"{len(missing)} tunnel map entries are missing or differ")
@@ -819,6 +874,7 @@ class Dataplane:
         """Packets and bytes per session and per rule, as the kernel counted them."""
         items = self._nft_list("counters", "table", FAMILY, TABLE) or []
         result = Counters()
+        session_of_key: dict[int, str] = {}
         for item in items:
             counter = item.get("counter")
             if counter is None:
@@ -831,9 +887,24 @@ class Dataplane:
                 bucket, key = result.rules, ref.rule_id
             elif ref.kind == "mirrored":
                 bucket, key = result.sessions, ref.session_id
+                session_of_key[int(ref.name[1:], 16)] = ref.session_id  # m<key in hex>
             else:
                 bucket, key = result.unmirrorable, ref.session_id
             bucket[key] = bucket.get(key, PacketsBytes()) + value
+        if session_of_key:
+            map_fd = self._current_map_fd(self._links())
+            if map_fd is not None:
+                try:
+                    for tunnel_key, entry in bpf.map_items(map_fd):
+                        session = session_of_key.get(tunnel_key)
+                        if session is None or len(entry) < bpf.VALUE_SIZE:
+                            continue
+                        packets, octets = struct.unpack_from("<QQ", entry, bpf.VALUE_UNCUT_PACKETS)
+                        if packets:
+                            total = result.uncut.get(session, PacketsBytes())
+                            result.uncut[session] = total + PacketsBytes(packets, octets)
+                finally:
+                    os.close(map_fd)
         return result
 
     def leftovers(self) -> list[str]:
@@ -854,6 +925,11 @@ class Dataplane:
             out = self._run(["ip", "link", "del", "dev", name])
             if out.returncode != 0 and "Cannot find device" not in out.stderr:
                 raise DataplaneError(f"ip link del dev {name}: {out.stderr.strip()}")
+
+
+def _settings(value: bytes | None) -> bytes | None:
+    """A tunnel map value without the counters the program keeps in it."""
+    return None if value is None else value[: bpf.VALUE_SETTINGS_SIZE]
 
 
 _PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)
