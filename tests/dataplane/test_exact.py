@@ -1,0 +1,249 @@
+"""What reaches the target, byte for byte: the MTU cap, fragments, port 0, exact cuts,
+and the outer source port of both directions of a flow (docs/dataplane.md)."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pytest
+from dataplane_lan import (
+    SOURCE_IP,
+    SOURCE_IP6,
+    TARGET6_PORT,
+    TARGET_IP,
+    TARGET_IP6,
+    TEST_IP,
+    TEST_IP6,
+    Lan,
+    Mirror,
+    rule,
+    session,
+    state,
+)
+
+from vxtap.dataplane.plan import compile_plan
+from vxtap.evaluate import Packet, explain
+from vxtap.model import Action, Direction, EtherType, Filter, Protocol
+from vxtap.netns import Namespace
+
+pytestmark = pytest.mark.netns
+
+UDP, TCP = Protocol.UDP, Protocol.TCP
+V6 = EtherType.IPV6
+
+# Writes each line's hex frames to the named device (AF_PACKET: exactly these bytes).
+_RAW_SENDER = """
+import socket, sys
+for line in sys.stdin:
+    device, *frames = line.split()
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((device, 0))
+    for frame in frames:
+        s.send(bytes.fromhex(frame))
+    s.close()
+"""
+
+
+def send_frames(ns: Namespace, device: str, frames: Sequence[bytes]) -> None:
+    text = f"{device} {' '.join(f.hex() for f in frames)}\n"
+    ns.run([sys.executable, "-c", _RAW_SENDER], input=text)
+
+
+def _checksum(data: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tagged_mac(tag: int) -> bytes:
+    """A locally administered source MAC carrying a tag (it survives any cut >= 12)."""
+    return b"\x02\xaa" + tag.to_bytes(4, "big")
+
+
+NOBODY = bytes.fromhex("02ffffffff01")
+
+
+def ipv4(tag: int, protocol: int, body: bytes, *, frag: int = 0, src: str = TEST_IP) -> bytes:
+    """An Ethernet + IPv4 frame; `frag` is the flags/offset field (0x2000 = MF)."""
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), tag & 0xFFFF, frag, 64, protocol, 0,
+        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(SOURCE_IP).packed,
+    )  # fmt: skip
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return NOBODY + tagged_mac(tag) + b"\x08\x00" + header + body
+
+
+def ipv6(tag: int, next_header: int, body: bytes, *, src: str = TEST_IP6) -> bytes:
+    header = struct.pack(
+        "!IHBB16s16s", 0x6 << 28, len(body), next_header, 64,
+        ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(SOURCE_IP6).packed,
+    )  # fmt: skip
+    return NOBODY + tagged_mac(tag) + b"\x86\xdd" + header + body
+
+
+def udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def fragment6(next_header: int, offset: int, more: bool) -> bytes:
+    """An IPv6 fragment header (offset in 8-byte units)."""
+    return struct.pack("!BBHI", next_header, 0, offset << 3 | more, 0x1234)
+
+
+def by_tag(mirrors: Sequence[Mirror]) -> dict[int, list[Mirror]]:
+    found: dict[int, list[Mirror]] = defaultdict(list)
+    for m in mirrors:
+        if len(m.inner) >= 12 and m.inner[6:8] == b"\x02\xaa":
+            found[int.from_bytes(m.inner[8:12], "big")].append(m)
+    return found
+
+
+# --- 1. the cap is exactly what fits the underlay MTU -------------------------------------
+
+
+@pytest.mark.parametrize("mtu", [1500, 1400])
+def test_the_cap_is_exactly_what_fits_the_underlay_mtu(lan: Lan, mtu: int) -> None:
+    """Inner frame <= MTU - 36 over an IPv4 underlay, MTU - 56 over IPv6, with the MTU
+    of the route to the target (here set on the route: the device stays at 1500)."""
+    for family, target in (("-4", f"{TARGET_IP}/32"), ("-6", f"{TARGET_IP6}/128")):
+        route = ["ip", family, "route", "replace", target, "dev", "eth0", "mtu", str(mtu)]
+        lan.source.run(route)
+    filters = [
+        Filter(
+            id="f4",
+            name="f4",
+            rules=(rule("r4", 1, protocol=UDP, dports="9004-9004", filter_id="f4"),),
+        ),
+        Filter(
+            id="f6",
+            name="f6",
+            rules=(rule("r6", 1, protocol=UDP, dports="9006-9006", filter_id="f6"),),
+        ),
+    ]
+    sessions = [
+        session("s4", "f4", 1, vni=4, packet_length=1460),
+        session("s6", "f6", 2, vni=6, packet_length=1460, target=TARGET6_PORT),
+    ]
+    lan.dataplane.apply(compile_plan(state(filters, sessions)))
+    caps = {4: mtu - 36, 6: mtu - 56}
+    sizes = {f: sorted({cap - 1, cap, cap + 1, 1463, 1464, 1465, 1514}) for f, cap in caps.items()}
+    frames: list[bytes] = []
+    expected: dict[int, int] = {}
+    for family, dport in ((4, 9004), (6, 9006)):
+        for size in sizes[family]:
+            tag = family * 10_000 + size
+            frames.append(ipv4(tag, 17, udp(5000, dport, bytes(size - 42))))
+            expected[tag] = min(size, 1460, caps[family])
+    with lan.capture() as mirrors:
+        send_frames(lan.test, "eth0", frames)
+    got = {
+        tag: [(m.inner_length, m.outer_fragment) for m in ms] for tag, ms in by_tag(mirrors).items()
+    }
+    assert got == {tag: [(length, False)] for tag, length in expected.items()}
+    # Each copy carries the frame's own first bytes.
+    sent = {int.from_bytes(f[8:12], "big"): f for f in frames}
+    for tag, ms in by_tag(mirrors).items():
+        assert ms[0].inner == sent[tag][: expected[tag]]
+
+
+# --- 2./3. fragments and port 0 --------------------------------------------------------
+
+
+def test_non_first_fragments_and_port_0_never_match_port_ranges(lan: Lan) -> None:
+    """First fragments carry ports and match as usual; later fragments match only rules
+    without ports, whatever their data looks like; port 0 is outside 1-65535. The kernel
+    and `vxtap explain`'s evaluator agree on every frame."""
+    ported = Filter(
+        id="fp",
+        name="fp",
+        rules=(
+            rule("v4-d80", 1, protocol=UDP, dports="80-80", filter_id="fp"),
+            rule("v6-s1", 2, ethertype=V6, protocol=UDP, sports="1-30000", filter_id="fp"),
+            rule("v6-d80", 3, ethertype=V6, protocol=UDP, dports="80-80", filter_id="fp"),
+            rule("v4-any", 4, protocol=UDP, dports="1-65535", filter_id="fp"),
+        ),
+    )
+    portless = Filter(
+        id="fa",
+        name="fa",
+        rules=(
+            rule("all4", 1, protocol=UDP, filter_id="fa"),
+            rule("all6", 2, ethertype=V6, protocol=UDP, filter_id="fa"),
+        ),
+    )
+    # A reject rule with 1-65535 must not catch port 0 either.
+    rejecting = Filter(
+        id="fr",
+        name="fr",
+        rules=(
+            rule("rej", 1, protocol=TCP, dports="1-65535", action=Action.REJECT, filter_id="fr"),
+            rule("tcp", 2, protocol=TCP, filter_id="fr"),
+        ),
+    )
+    st = state(
+        [ported, portless, rejecting],
+        [
+            session("ports", "fp", 1, vni=10, packet_length=1460),
+            session("noports", "fa", 2, vni=20, packet_length=1460),
+            session("reject", "fr", 3, vni=30, packet_length=1460),
+        ],
+    )
+    lan.dataplane.apply(compile_plan(st))
+    looks_like = {80: udp(1, 80, bytes(16)), 81: udp(1, 81, bytes(16))}
+    cases: list[tuple[bytes, Packet]] = []
+
+    def v4_packet(sport: int | None, dport: int | None, later: bool, protocol: int = 17) -> Packet:
+        return Packet.ip(protocol, TEST_IP, SOURCE_IP, sport, dport, non_first_fragment=later)
+
+    tag = 1
+    for port, data in looks_like.items():
+        # IPv4: unfragmented, first fragment (MF, offset 0), middle and last fragments.
+        cases.append((ipv4(tag, 17, data), v4_packet(1, port, False)))
+        cases.append((ipv4(tag + 1, 17, data, frag=0x2000), v4_packet(1, port, False)))
+        cases.append((ipv4(tag + 2, 17, data, frag=0x2000 | 3), v4_packet(None, None, True)))
+        cases.append((ipv4(tag + 3, 17, data, frag=3), v4_packet(None, None, True)))
+        # IPv6: first fragment, later fragments (offset 3), and no fragment header.
+        for offset, more in ((0, True), (3, True), (3, False)):
+            frame = ipv6(tag + 4 + offset + more, 44, fragment6(17, offset, more) + data)
+            packet = Packet.ip(
+                17, TEST_IP6, SOURCE_IP6,
+                *((1, port) if offset == 0 else (None, None)),
+                non_first_fragment=offset != 0,
+            )  # fmt: skip
+            cases.append((frame, packet))
+        cases.append((ipv6(tag + 9, 17, data), Packet.ip(17, TEST_IP6, SOURCE_IP6, 1, port)))
+        tag += 10
+    # Port 0: outside 1-65535 (UDP source and destination, TCP destination).
+    cases.append((ipv4(100, 17, udp(0, 0, bytes(8))), v4_packet(0, 0, False)))
+    cases.append((ipv6(101, 17, udp(0, 80, bytes(8))), Packet.ip(17, TEST_IP6, SOURCE_IP6, 0, 80)))
+    tcp0 = struct.pack("!HHIIBBHHH", 1234, 0, 0, 0, 0x50, 0x02, 512, 0, 0)
+    cases.append((ipv4(102, 6, tcp0), v4_packet(1234, 0, False, protocol=6)))
+    tcp1 = struct.pack("!HHIIBBHHH", 1234, 1, 0, 0, 0x50, 0x02, 512, 0, 0)
+    cases.append((ipv4(103, 6, tcp1), v4_packet(1234, 1, False, protocol=6)))
+    with lan.capture() as mirrors:
+        send_frames(lan.test, "eth0", [frame for frame, _ in cases])
+    seen = by_tag(mirrors)
+    vni_of = {"ports": 10, "noports": 20, "reject": 30}
+    problems = []
+    for frame, packet in cases:
+        tag = int.from_bytes(frame[8:12], "big")
+        verdict = explain(st, "port-source", Direction.INGRESS, packet)
+        want = [] if verdict.session_id is None else [vni_of[verdict.session_id]]
+        got = [m.vni for m in seen.get(tag, [])]
+        if got != want:
+            problems.append(
+                f"tag {tag} {packet}: kernel {got}, evaluator {want} ({verdict.reason})"
+            )
+    assert not problems, "\n".join(problems)
+    # What the evaluator says, spelled out: later fragments never match a rule with ports.
+    later = v4_packet(None, None, True)
+    assert explain(st, "port-source", Direction.INGRESS, later).session_id == "noports"
+    zero = v4_packet(1, 0, False)
+    assert explain(st, "port-source", Direction.INGRESS, zero).session_id == "noports"
+    syn0 = v4_packet(1234, 0, False, protocol=6)
+    assert explain(st, "port-source", Direction.INGRESS, syn0).session_id == "reject"
