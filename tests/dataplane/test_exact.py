@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -68,20 +70,24 @@ def tagged_mac(tag: int) -> bytes:
 NOBODY = bytes.fromhex("02ffffffff01")
 
 
-def ipv4(tag: int, protocol: int, body: bytes, *, frag: int = 0, src: str = TEST_IP) -> bytes:
+def ipv4(
+    tag: int, protocol: int, body: bytes, *, frag: int = 0, src: str = TEST_IP, dst: str = SOURCE_IP
+) -> bytes:
     """An Ethernet + IPv4 frame; `frag` is the flags/offset field (0x2000 = MF)."""
     header = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), tag & 0xFFFF, frag, 64, protocol, 0,
-        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(SOURCE_IP).packed,
+        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
     )  # fmt: skip
     header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     return NOBODY + tagged_mac(tag) + b"\x08\x00" + header + body
 
 
-def ipv6(tag: int, next_header: int, body: bytes, *, src: str = TEST_IP6) -> bytes:
+def ipv6(
+    tag: int, next_header: int, body: bytes, *, src: str = TEST_IP6, dst: str = SOURCE_IP6
+) -> bytes:
     header = struct.pack(
         "!IHBB16s16s", 0x6 << 28, len(body), next_header, 64,
-        ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(SOURCE_IP6).packed,
+        ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed,
     )  # fmt: skip
     return NOBODY + tagged_mac(tag) + b"\x86\xdd" + header + body
 
@@ -247,3 +253,110 @@ def test_non_first_fragments_and_port_0_never_match_port_ranges(lan: Lan) -> Non
     assert explain(st, "port-source", Direction.INGRESS, zero).session_id == "noports"
     syn0 = v4_packet(1234, 0, False, protocol=6)
     assert explain(st, "port-source", Direction.INGRESS, syn0).session_id == "reject"
+
+
+# --- 4. never longer than packet_length, and cut exactly ----------------------------------
+
+
+def tcp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x18, 512, 0, 0) + payload
+
+
+def extension(next_header: int) -> bytes:
+    """An 8-byte IPv6 options header (hop-by-hop or destination options): PadN."""
+    return struct.pack("!BB", next_header, 0) + b"\x01\x04" + bytes(4)
+
+
+def cut_frames(tag: int) -> tuple[list[bytes], list[bytes]]:
+    """(ingress frames, egress frames) whose headers reach far: GRE carrying Ethernet (a
+    packet socket's frame gets its transport header from the flow dissector, inside the
+    GRE payload), IPv6 behind extension headers, and plain TCP, UDP and ICMP."""
+    inner = NOBODY + tagged_mac(0) + b"\x08\x00"
+    inner_ip = ipv4(0, 6, tcp(1000, 2000, bytes(40)), src="10.9.0.1", dst="10.9.0.2")[14:]
+    gre_teb = struct.pack("!HH", 0, 0x6558) + inner + inner_ip
+    gre_ip = struct.pack("!HH", 0, 0x0800) + inner_ip
+    ext = extension(60) + extension(6)  # hop-by-hop, destination options, then TCP
+    ingress = [
+        ipv6(tag, 0, ext + tcp(1000, 2000, bytes(30))),
+        ipv6(tag + 1, 0, extension(17) + udp(1000, 2000, bytes(30))),
+        ipv4(tag + 2, 6, tcp(1000, 2000, bytes(30))),
+        ipv4(tag + 3, 17, udp(1000, 2000, bytes(30))),
+        ipv4(tag + 4, 1, struct.pack("!BBHHH", 8, 0, 0, 1, 1) + bytes(40)),
+        ipv4(tag + 5, 47, gre_teb),
+    ]
+    egress = [
+        ipv4(tag + 6, 47, gre_teb, src=SOURCE_IP, dst=TEST_IP),
+        ipv4(tag + 7, 47, gre_ip, src=SOURCE_IP, dst=TEST_IP),
+        ipv6(tag + 8, 0, ext + tcp(1000, 2000, bytes(30)), src=SOURCE_IP6, dst=TEST_IP6),
+        ipv4(tag + 9, 6, tcp(1000, 2000, bytes(60)), src=SOURCE_IP, dst=TEST_IP),
+    ]
+    return ingress, egress
+
+
+CUT_LENGTHS = (1, 13, 14, 20, 33, 34, 35, 41, 53, 54, 55, 60, 63, 66, 70, 75, 89, 96, 130)
+# TCP from a socket is CHECKSUM_PARTIAL: the kernel alone cuts it no shorter than 52.
+SOCKET_LENGTHS = (34, 41, 60)
+
+
+def shortest_sent(frame: bytes) -> int:
+    """The VXLAN device (Linux 6.10+) drops an inner frame without its whole base IP
+    header: Ethernet + 20 (IPv4) or + 40 (IPv6) is the shortest copy that can leave."""
+    return 14 + (40 if frame[12:14] == b"\x86\xdd" else 20)
+
+
+def test_copies_are_cut_exactly_to_packet_length_or_counted(lan: Lan) -> None:
+    """Every copy is exactly min(frame, packet_length) long and carries the frame's first
+    bytes, also where the kernel alone refuses to cut (inside headers, GRE from a packet
+    socket, IPv6 extension headers, TCP with a checksum left to offload). Shorter than
+    Ethernet + IP header nothing is sent: the session's `uncut` counter counts it."""
+    everything = Filter(
+        id="f",
+        name="f",
+        rules=(
+            # Only the test's addresses: the hosts' own IPv6 neighbour discovery stays out.
+            rule("in4", 1, dst=f"{SOURCE_IP}/32"),
+            rule("in6", 2, ethertype=V6, dst=f"{SOURCE_IP6}/128"),
+            rule("out4", 1, direction=Direction.EGRESS, dst=f"{TEST_IP}/32"),
+            rule("out6", 2, direction=Direction.EGRESS, ethertype=V6, dst=f"{TEST_IP6}/128"),
+        ),
+    )
+    sent: dict[int, tuple[int, bytes]] = {}  # tag: (packet_length, frame)
+    with lan.capture() as mirrors:
+        for length in CUT_LENGTHS:
+            st = state(
+                [everything], [session(f"s{length}", "f", 1, vni=length, packet_length=length)]
+            )
+            lan.dataplane.apply(compile_plan(st))
+            ingress, egress = cut_frames(length * 100)
+            send_frames(lan.test, "eth0", ingress)
+            send_frames(lan.source, "eth0", egress)
+            frames = ingress + egress
+            sent.update({int.from_bytes(f[8:12], "big"): (length, f) for f in frames})
+            if length in SOCKET_LENGTHS:  # a real connection: the kernel's own TCP segments
+                server = lan.source.popen(["nc", "-l", "5001"], stdout=subprocess.DEVNULL)
+                time.sleep(0.2)
+                lan.test.run(["bash", "-c", f"echo hello | nc -N {SOURCE_IP} 5001"])
+                server.wait(timeout=10)
+            time.sleep(0.1)
+            uncut = lan.dataplane.counters().uncut.get(f"s{length}")
+            too_short = [f for f in frames if length < shortest_sent(f)]
+            assert (uncut.packets if uncut else 0) == len(too_short), (length, uncut)
+            if too_short:
+                assert uncut is not None and uncut.bytes == sum(len(f) for f in too_short)
+    assert lan.target_vxlan_count() == len(mirrors)
+    tagged = by_tag(mirrors)
+    problems = []
+    for tag, (length, frame) in sent.items():
+        got = [m.inner for m in tagged.get(tag, [])]
+        want = [] if length < shortest_sent(frame) else [frame[:length]]
+        if got != want:
+            problems.append(
+                f"tag {tag} ({len(frame)} bytes, packet_length {length}): "
+                f"got {[len(g) for g in got]} bytes {[g.hex() for g in got]}"
+            )
+    assert not problems, "\n".join(problems)
+    assert all(m.vni >= 34 for m in mirrors)
+    for length in SOCKET_LENGTHS:
+        segments = [m for m in mirrors if m.vni == length and m.protocol == 6]
+        assert len(segments) >= 6  # handshake, data, teardown: both directions
+        assert {m.inner_length for m in segments} == {length}

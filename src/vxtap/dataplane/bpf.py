@@ -18,9 +18,9 @@ What the program does, at tc ingress of a copy device's peer (direct action):
   cut to t.snaplen; if the kernel refuses (the cut would end inside what it takes
   for headers), rewrite the copy so that it can: save its first snaplen bytes,
   shrink it behind the Ethernet header until no header offset is left inside it,
-  set the length, write the saved bytes back. What even that cannot cut (below 14
-  bytes, or a copy the kernel marks encapsulated) is counted in the entry and
-  dropped: a copy is never longer than asked.
+  set the length, write the saved bytes back. What cannot be cut (shorter than
+  Ethernet + IP header, which the VXLAN device drops, or a copy the kernel marks
+  encapsulated) is counted in the entry and dropped: never longer than asked.
   bpf_skb_set_tunnel_key(t.key: VNI, remote, local, ttl)
   redirect to the VXLAN device (t.ifindex)
 """
@@ -125,6 +125,7 @@ class Op(IntEnum):
     JLT_K = 0xA5
     JLE_K = 0xB5
     JLE_X = 0xBD
+    JGT_X = 0x2D
     JSET_K = 0x45
     CALL = 0x85
     EXIT = 0x95
@@ -462,13 +463,25 @@ def _cut(a: Assembler, scratch_fd: int) -> None:
     a.load32(r8, r7, VALUE_SNAPLEN)
     a.load32(r2, r6, SkbField.LEN)
     a.emit(Op.JLE_X, r2, r8, to="encapsulate")  # short enough already
+    # The IP header's base length: the VXLAN device drops an inner frame that does not
+    # hold Ethernet + this much (skb_vlan_inet_prepare, Linux 6.10+), and
+    # bpf_skb_adjust_room keeps it behind the Ethernet header.
+    a.load32(r2, r6, SkbField.PROTOCOL)
+    a.mov(r3, 20)
+    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV4_LE, "cut_base")
+    a.mov(r3, 40)
+    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV6_LE, "cut_base")
+    a.emit(Op.JA, to="uncut")
+    a.label("cut_base")
+    a.store32(fp, _STACK_OFFSET, r3)
+    a.emit(Op.ADD_K, r3, imm=ETHERNET_HEADER)
+    a.emit(Op.JGT_X, r3, r8, to="uncut")  # shorter than Ethernet + IP: cannot be sent
     a.movx(r1, r6)
     a.movx(r2, r8)
     a.mov(r3, 0)
     a.call(Helper.SKB_CHANGE_TAIL)
     a.jump(Op.JEQ_K, r0, 0, "encapsulate")
     # The kernel refused: the cut ends inside its headers. Rewrite the copy instead.
-    a.jump(Op.JLT_K, r8, ETHERNET_HEADER, "uncut")  # the network header is at 14, always
     a.jump(Op.JGT_K, r8, SCRATCH_SIZE, "uncut")
     a.mov(r2, 0)
     a.store32(fp, _STACK_ZERO, r2)
@@ -485,15 +498,7 @@ def _cut(a: Assembler, scratch_fd: int) -> None:
     a.movx(r4, r8)
     a.call(Helper.SKB_LOAD_BYTES)
     a.jump(Op.JNE_K, r0, 0, "uncut")
-    # The IP header's base length, which bpf_skb_adjust_room keeps behind Ethernet.
-    a.load32(r2, r6, SkbField.PROTOCOL)
-    a.mov(r3, 20)
-    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV4_LE, "cut_base")
-    a.mov(r3, 40)
-    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV6_LE, "cut_base")
-    a.emit(Op.JA, to="uncut")
-    a.label("cut_base")
-    a.store32(fp, _STACK_OFFSET, r3)
+    a.load32(r3, fp, _STACK_OFFSET)
     # 2. Remove bytes behind the Ethernet header down to 14 + base: the kernel keeps the
     # transport header and checksum start where they were in memory, so their offsets
     # shrink by as much (they end up at or before 14 + base).
