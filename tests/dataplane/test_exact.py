@@ -360,3 +360,100 @@ def test_copies_are_cut_exactly_to_packet_length_or_counted(lan: Lan) -> None:
         segments = [m for m in mirrors if m.vni == length and m.protocol == 6]
         assert len(segments) >= 6  # handshake, data, teardown: both directions
         assert {m.inner_length for m in segments} == {length}
+
+
+# --- 5. one outer source port for both directions of a flow -------------------------------
+
+_ECHO_SERVER = """
+import socket, sys, threading
+def serve(family, address):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, 7000))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        c.sendall(c.recv(100))
+        c.close()
+for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    threading.Thread(target=serve, args=(family, address), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+_ECHO_CLIENT = """
+import socket, sys
+for address in sys.argv[1:]:
+    for _ in range(12):
+        c = socket.create_connection((address, 7000))
+        c.sendall(b"hello")
+        assert c.recv(100) == b"hello"
+        c.close()
+"""
+
+
+def flow_label(m: Mirror) -> int | None:
+    if m.inner[12:14] != b"\x86\xdd":
+        return None
+    return int.from_bytes(m.inner[14:18], "big") & 0xFFFFF
+
+
+def test_both_directions_of_a_flow_leave_with_one_outer_source_port(lan: Lan) -> None:
+    """TCP over IPv4 and IPv6 (Linux gives each direction of an IPv6 flow its own flow
+    label) and ICMP echo: every mirror of one flow has the same outer UDP source port,
+    whichever way it went; different flows spread over different ports."""
+    for ns in (lan.test, lan.source):
+        ns.run(["sysctl", "-qw", "net.ipv6.auto_flowlabels=1"])
+    rules = []
+    for family, icmp, here, there in (
+        (EtherType.IPV4, Protocol.ICMP, f"{SOURCE_IP}/32", f"{TEST_IP}/32"),
+        (V6, Protocol.ICMPV6, f"{SOURCE_IP6}/128", f"{TEST_IP6}/128"),
+    ):
+        base = 1 if family is EtherType.IPV4 else 3
+        for protocol, priority in ((TCP, base), (icmp, base + 1)):
+            # Only the test's flows (the hosts' own neighbour discovery stays out).
+            rules.append(
+                rule(f"in{priority}", priority, ethertype=family, protocol=protocol, dst=here)
+            )
+            rules.append(
+                rule(
+                    f"out{priority}",
+                    priority,
+                    direction=Direction.EGRESS,
+                    ethertype=family,
+                    protocol=protocol,
+                    dst=there,
+                )
+            )
+    both = Filter(id="f", name="f", rules=tuple(rules))
+    lan.dataplane.apply(compile_plan(state([both], [session("s", "f", 1, vni=7)])))
+    server = lan.source.popen(
+        [sys.executable, "-c", _ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        with lan.capture() as mirrors:
+            lan.test.run([sys.executable, "-c", _ECHO_CLIENT, SOURCE_IP, SOURCE_IP6])
+            lan.test.run(["ping", "-c", "3", "-i", "0.05", SOURCE_IP])
+            lan.test.run(["ping", "-6", "-c", "3", "-i", "0.05", SOURCE_IP6])
+    finally:
+        server.kill()
+        server.wait()
+    flows: dict[tuple[object, ...], list[Mirror]] = defaultdict(list)
+    for m in mirrors:
+        ends = sorted([(m.src, m.sport), (m.dst, m.dport)], key=str)
+        flows[(m.protocol, *ends)].append(m)
+    tcp_flows = {k: v for k, v in flows.items() if k[0] == 6}
+    assert len(tcp_flows) == 24
+    assert {k[0] for k in flows} == {6, 1, 58}
+    labels_differ = 0
+    for key, ms in flows.items():
+        directions = {(m.src, m.sport) for m in ms}
+        assert len(directions) == 2, key  # both ways mirrored
+        assert len({m.outer_sport for m in ms}) == 1, (key, sorted({m.outer_sport for m in ms}))
+        by_direction = {(m.src, m.sport): flow_label(m) for m in ms}
+        labels_differ += len(set(by_direction.values())) == 2 and None not in by_direction.values()
+    assert labels_differ >= 10  # the IPv6 flows really did carry a label per direction
+    assert len({ms[0].outer_sport for ms in flows.values()}) >= 10  # flows spread
