@@ -134,6 +134,10 @@ class Interface(_Wire):
 class Counter(_Wire):
     packets: int
     bytes: int
+    # Sessions only: copies not sent because they could not be cut to packet_length
+    # (docs/dataplane.md, "Truncation: exact, always").
+    uncut_packets: int = 0
+    uncut_bytes: int = 0
 
 
 class SessionStats(_Wire):
@@ -678,7 +682,7 @@ class VxtapClient:
         """Totals since the agent's kernel state was created (the server keeps the latest)."""
         body = {
             "sessions": {k: v.model_dump() for k, v in sessions.items()},
-            "rules": {k: v.model_dump() for k, v in rules.items()},
+            "rules": {k: v.model_dump(include={"packets", "bytes"}) for k, v in rules.items()},
         }
         self._request("PUT", f"{self._internal}/hosts/{quote(host, safe='')}/counters", body=body)
 
