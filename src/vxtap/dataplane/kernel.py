@@ -292,24 +292,24 @@ class Dataplane:
                 "nftables netdev egress hooks with dup (CONFIG_NETFILTER_EGRESS, "
                 f"CONFIG_NFT_DUP_NETDEV, nftables >= 1.0.1): {out.stderr.strip()[:300]}"
             )
+        fds: list[int] = []
         try:
-            map_fd = bpf.create_tunnel_map()
-            scratch_fd = bpf.create_scratch_map()
+            fds += [bpf.create_tunnel_map()]
+            fds += [bpf.create_scratch_map()]
         except OSError as error:
             missing.append(f"eBPF maps (bpf(2) BPF_MAP_CREATE: {error.strerror})")
         else:
             try:
                 for kind in bpf.ProgramKind:
-                    code = bpf.program(kind, map_fd, scratch_fd)
-                    os.close(bpf.load_program(code, "vxtap_probe"))
+                    os.close(bpf.load_program(bpf.program(kind, *fds), "vxtap_probe"))
             except OSError as error:
                 missing.append(
                     "eBPF tc programs with skb_change_tail/skb_adjust_room/skb_set_tunnel_key "
-                    f"(CONFIG_NET_CLS_BPF, CONFIG_BPF_SYSCALL, Linux >= 5.12): {error.strerror}"
+                    f"(CONFIG_NET_CLS_BPF, CONFIG_BPF_SYSCALL): {error.strerror}"
                 )
-            finally:
-                os.close(map_fd)
-                os.close(scratch_fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
         return missing
 
     # --- devices ---
