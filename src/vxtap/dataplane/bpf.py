@@ -357,9 +357,10 @@ def _flow_hash(a: Assembler) -> None:
     """skb->hash := a symmetric hash of the inner flow (r9 accumulates it).
 
     Addresses and ports are each put in order first, so both directions hash the same;
-    IPv6 addresses are hashed to one word each and those ordered. Fragments (IPv4 MF or
-    offset, an IPv6 fragment header) hash by addresses and protocol only, so that every
-    fragment of a datagram goes the same way; other protocols by addresses and protocol.
+    IPv6 addresses are hashed to one word each and those ordered. Fragments hash without
+    ports (IPv4 MF or offset: addresses and protocol; an IPv6 fragment header: addresses),
+    so that every fragment of a datagram goes the same way; other protocols by addresses
+    and protocol.
     The IPv6 flow label is left out: each direction of a flow has its own."""
     r0, r1, r2, r3, r8, r9, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R8, Reg.R9, Reg.FP
     buf = _STACK_BUFFER
