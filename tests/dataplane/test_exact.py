@@ -155,6 +155,16 @@ def test_the_cap_is_exactly_what_fits_the_underlay_mtu(lan: Lan, mtu: int) -> No
     sent = {int.from_bytes(f[8:12], "big"): f for f in frames}
     for tag, ms in by_tag(mirrors).items():
         assert ms[0].inner == sent[tag][: expected[tag]]
+    # A changed MTU is drift: the next apply clamps to it.
+    plan = compile_plan(state(filters, sessions))
+    assert lan.dataplane.drift(plan) == []
+    lan.source.run(["ip", "route", "change", f"{TARGET_IP}/32", "dev", "eth0", "mtu", "1300"])
+    assert lan.dataplane.drift(plan) == ["1 tunnel map entries are missing or differ"]
+    lan.dataplane.apply(plan)
+    assert lan.dataplane.drift(plan) == []
+    with lan.capture() as mirrors:
+        send_frames(lan.test, "eth0", frames[:1])
+    assert [m.inner_length for m in mirrors] == [min(len(frames[0]), 1300 - 36)]
 
 
 # --- 2./3. fragments and port 0 --------------------------------------------------------
