@@ -138,6 +138,7 @@ class Helper(IntEnum):
     REDIRECT = 23
     SKB_LOAD_BYTES = 26
     SKB_CHANGE_TAIL = 38
+    SET_HASH_INVALID = 41  # bench/dataplane.py's hand-written pipeline
     SET_HASH = 48
     SKB_ADJUST_ROOM = 50
 
