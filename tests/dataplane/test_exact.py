@@ -467,3 +467,46 @@ def test_both_directions_of_a_flow_leave_with_one_outer_source_port(lan: Lan) ->
         labels_differ += len(set(by_direction.values())) == 2 and None not in by_direction.values()
     assert labels_differ >= 10  # the IPv6 flows really did carry a label per direction
     assert len({ms[0].outer_sport for ms in flows.values()}) >= 10  # flows spread
+
+
+def test_jumbo_frames_are_mirrored_and_cut_exactly(lan: Lan) -> None:
+    """A 9000-byte MTU on the source's link: each copy crosses vxtap's copy devices whole
+    (a veth drops what exceeds its MTU) and is cut to packet_length, also on the path
+    that rewrites the copy (IPv6 behind extension headers, cut inside them)."""
+    for ns, device in ((lan.switch, "p-test"), (lan.switch, "p-src"), (lan.test, "eth0")):
+        ns.run(["ip", "link", "set", device, "mtu", "9000"])
+    lan.source.run(["ip", "link", "set", "eth0", "mtu", "9000"])
+    everything = Filter(
+        id="f",
+        name="f",
+        rules=(
+            rule("in4", 1, dst=f"{SOURCE_IP}/32"),
+            rule("in6", 2, ethertype=V6, dst=f"{SOURCE_IP6}/128"),
+            rule("out6", 1, direction=Direction.EGRESS, ethertype=V6, dst=f"{TEST_IP6}/128"),
+        ),
+    )
+    sent: dict[int, tuple[int, bytes]] = {}
+    with lan.capture() as mirrors:
+        for length in (63, 96, 1460):
+            st = state([everything], [session(f"s{length}", "f", 1, packet_length=length)])
+            lan.dataplane.apply(compile_plan(st))
+            frames = [
+                ipv4(length * 10, 17, udp(1, 2, bytes(8958))),  # a 9000-byte IP packet
+                ipv6(length * 10 + 1, 0, extension(60) + extension(6) + tcp(1, 2, bytes(8900))),
+            ]
+            send_frames(lan.test, "eth0", frames)
+            # From a packet socket: its transport header is set behind the extension
+            # headers, so the kernel alone cannot cut at 63.
+            body = extension(60) + extension(6) + tcp(1, 2, bytes(8900))
+            egress = [ipv6(length * 10 + 2, 0, body, src=SOURCE_IP6, dst=TEST_IP6)]
+            send_frames(lan.source, "eth0", egress)
+            sent.update({int.from_bytes(f[8:12], "big"): (length, f) for f in frames + egress})
+            time.sleep(0.1)
+    got = {tag: [m.inner for m in ms] for tag, ms in by_tag(mirrors).items()}
+    assert got == {tag: [frame[:length]] for tag, (length, frame) in sent.items()}
+    # A copy device's MTU set back is drift, and apply restores it.
+    plan = compile_plan(st)
+    lan.source.run(["ip", "link", "set", "vxtap-mk0", "mtu", "1500"])
+    assert lan.dataplane.drift(plan) == ["device vxtap-mk0 has MTU 1500, not 65535"]
+    lan.dataplane.apply(plan)
+    assert lan.dataplane.drift(plan) == []

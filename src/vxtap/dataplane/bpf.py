@@ -238,6 +238,8 @@ VALUE_SIZE: Final = 72
 MAP_MAX_ENTRIES: Final = 65536
 # The per-CPU buffer that holds a copy's first snaplen bytes while it is rewritten.
 SCRATCH_SIZE: Final = 1536
+# A longer copy is first cut to this before it is rewritten (headers end well before).
+PRECUT_LENGTH: Final = 1024
 # bpf_skb_change_tail refuses to end a packet before its network header (at 14 here),
 # its transport header, or (CHECKSUM_PARTIAL) its L4 checksum field.
 ETHERNET_HEADER: Final = 14
@@ -500,6 +502,16 @@ def _cut(a: Assembler, scratch_fd: int) -> None:
     a.movx(r4, r8)
     a.call(Helper.SKB_LOAD_BYTES)
     a.jump(Op.JNE_K, r0, 0, "uncut")
+    # bpf_skb_adjust_room moves at most 4095 bytes: a jumbo frame is first cut to a
+    # length that still holds its headers.
+    a.load32(r2, r6, SkbField.LEN)
+    a.jump(Op.JLE_K, r2, PRECUT_LENGTH, "cut_pop")
+    a.movx(r1, r6)
+    a.mov(r2, PRECUT_LENGTH)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_TAIL)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.label("cut_pop")
     a.load32(r3, fp, _STACK_OFFSET)
     # 2. Remove bytes behind the Ethernet header down to 14 + base: the kernel keeps the
     # transport header and checksum start where they were in memory, so their offsets

@@ -89,6 +89,9 @@ SEGMENTATION_OFFLOADS = (
     "tx-gso-list",
 )
 COPY_PAIRS = ((MARK_COPY_DEVICE, MARK_COPY_PEER), (PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER))
+# A veth drops what is longer than its MTU (is_skb_forwardable): the copies of a jumbo
+# frame must cross whole (they are cut after), so the copy pairs take the largest MTU.
+COPY_DEVICE_MTU = 65535
 # Where each program runs. A veth zeroes skb->priority on the way (____dev_forward_skb),
 # so on the priority path the key moves into the copy's mark before it crosses.
 PROGRAMS = (
@@ -150,6 +153,7 @@ class _Link:
     peer: str | None  # a veth's peer, by name
     external: bool  # VXLAN collect_md
     port: int | None  # VXLAN destination port
+    mtu: int = 0
 
 
 @dataclass
@@ -340,6 +344,7 @@ class Dataplane:
                 peer=item.get("link"),
                 external=bool(data.get("external")),
                 port=data.get("port"),
+                mtu=int(item.get("mtu", 0)),
             )
         self._device_mtus = mtus
         return links
@@ -364,6 +369,10 @@ class Dataplane:
                     problems.append(f"device {name} is not a veth")
             if device in links and peer in links and links[device].peer != peer:
                 problems.append(f"devices {device} and {peer} are not a pair")
+            for name in (device, peer):
+                link = links.get(name)
+                if link is not None and link.kind == "veth" and link.mtu != COPY_DEVICE_MTU:
+                    problems.append(f"device {name} has MTU {link.mtu}, not {COPY_DEVICE_MTU}")
         for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
             link = links.get(name)
             if link is not None and not link.up:
@@ -396,13 +405,20 @@ class Dataplane:
                 for name in (device, peer):
                     if name in links:  # gone already when it was the other's peer
                         self._run(["ip", "link", "del", "dev", name])
-                self._ip(["link", "add", device, "type", "veth", "peer", "name", peer])
+                mtu = str(COPY_DEVICE_MTU)
+                self._ip(["link", "add", device, "mtu", mtu, "type", "veth", "peer", "name", peer])
+                self._ip(["link", "set", "dev", peer, "mtu", mtu])
                 created.extend((device, peer))
         for name in created:
             # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
             # the mirror stream (seen in captures before this).
             self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
             self._forget("links")
+        for name in (d for pair in COPY_PAIRS for d in pair):
+            link = links.get(name)
+            if name not in created and link is not None and link.mtu != COPY_DEVICE_MTU:
+                self._forget("links")
+                self._ip(["link", "set", "dev", name, "mtu", str(COPY_DEVICE_MTU)])
         for device, peer in COPY_PAIRS:
             # Set on creation, and again if someone turned them back on (copies would then
             # cross whole, as one mirror per 64 KB super-packet).
