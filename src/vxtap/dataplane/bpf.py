@@ -284,8 +284,8 @@ def priority_to_mark_program() -> bytes:
 def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     """The session key is in skb->mark (see module docstring)."""
     a = Assembler()
-    r0, r1, r2, r3, r4, r5 = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4, Reg.R5
-    r6, r7, r8, r9, fp = Reg.R6, Reg.R7, Reg.R8, Reg.R9, Reg.FP
+    r0, r1, r2, r3, r4 = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4
+    r6, r7, fp = Reg.R6, Reg.R7, Reg.FP
     a.movx(r6, r1)  # r6 = skb
     a.load32(r2, r6, SkbField.MARK)
     a.store32(fp, _STACK_KEY, r2)
@@ -321,7 +321,6 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.label("drop")
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
-    del r4, r5, r8, r9
     return a.assemble()
 
 
