@@ -34,6 +34,22 @@ def test_uncut_copies_are_summed_over_hosts_and_shown(api_server: Any) -> None:
                 host, {session["id"]: totals}, {rule["id"]: Counter(packets=10, bytes=1000)}
             )
         stats = client.session_stats()
+        # Sessions with nothing uncut answer as before: packets and bytes only.
+        other = client.create_session(
+            "other", filter_id=flt["id"], sources=[sources[0].id], target_id=target.id,
+            priority=2,
+        )  # fmt: skip
+        client.report_counters(
+            "host-a",
+            {
+                session["id"]: Counter(packets=10, bytes=1000, uncut_packets=3, uncut_bytes=180),
+                other["id"]: Counter(packets=1, bytes=100),
+            },
+            {},
+        )
+        raw = client.session_stats().model_dump(mode="json")["sessions"]
+    assert raw[other["id"]] == {"packets": 1, "bytes": 100}
+    assert raw[session["id"]]["uncut_packets"] == 7
     assert stats.sessions[session["id"]] == Counter(
         packets=20, bytes=2000, uncut_packets=7, uncut_bytes=420
     )

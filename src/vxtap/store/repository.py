@@ -974,7 +974,7 @@ def session_stats(db: Session, project: str) -> dict[str, Any]:
         .order_by(CounterRow.kind, CounterRow.object_id)
     ):
         totals = {"packets": int(packets), "bytes": int(octets)}
-        if kind == "session":
+        if kind == "session" and (uncut_packets or uncut_octets):  # only when there are any
             totals.update(uncut_packets=int(uncut_packets), uncut_bytes=int(uncut_octets))
         stats["sessions" if kind == "session" else "rules"][object_id] = totals
     for host, reported_at in db.execute(
