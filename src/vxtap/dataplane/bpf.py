@@ -19,7 +19,7 @@ What the program does, at tc ingress of a copy device's peer (direct action):
   for headers), rewrite the copy so that it can: save its first snaplen bytes,
   shrink it behind the Ethernet header until no header offset is left inside it,
   set the length, write the saved bytes back. What cannot be cut (shorter than
-  Ethernet + IP header, which the VXLAN device drops, or a copy the kernel marks
+  Ethernet + IPv4 header, which the VXLAN device drops, or a copy the kernel marks
   encapsulated) is counted in the entry and dropped: never longer than asked.
   bpf_skb_set_tunnel_key(t.key: VNI, remote, local, ttl)
   redirect to the VXLAN device (t.ifindex)
@@ -137,6 +137,7 @@ class Helper(IntEnum):
     SKB_SET_TUNNEL_KEY = 21
     REDIRECT = 23
     SKB_LOAD_BYTES = 26
+    SKB_CHANGE_PROTO = 31
     SKB_CHANGE_TAIL = 38
     SET_HASH_INVALID = 41  # bench/dataplane.py's hand-written pipeline
     SET_HASH = 48
@@ -248,6 +249,8 @@ _STACK_KEY = -4
 _STACK_ZERO = -8
 _STACK_OFFSET = -12  # the L4 header offset while parsing; the IP base length when cutting
 _STACK_LENGTH = -16  # the copy's length as it arrived
+_STACK_HASH = -20  # the flow hash, set again when the copy's protocol is switched
+_STACK_AS_IPV4 = -24  # 1: an IPv6 copy shorter than 54 bytes (see _cut)
 _STACK_BUFFER = -64  # 48 bytes for headers read while hashing
 # Multipliers of the flow hash (golden ratio; murmur3's finaliser).
 _HASH_STEP = 0x9E3779B1
@@ -454,6 +457,7 @@ def _flow_hash(a: Assembler) -> None:
         if multiplier is not None:
             a.alu(Op.MUL32_K, r9, multiplier)
     a.alu(Op.OR32_K, r9, 1)
+    a.store32(fp, _STACK_HASH, r9)
     a.movx(r1, Reg.R6)
     a.movx(r2, r9)
     a.call(Helper.SET_HASH)
@@ -477,14 +481,26 @@ def _cut(a: Assembler, scratch_fd: int) -> None:
     a.emit(Op.JA, to="uncut")
     a.label("cut_base")
     a.store32(fp, _STACK_OFFSET, r3)
+    a.mov(r2, 0)
+    a.store32(fp, _STACK_AS_IPV4, r2)
     a.emit(Op.ADD_K, r3, imm=ETHERNET_HEADER)
-    a.emit(Op.JGT_X, r3, r8, to="uncut")  # shorter than Ethernet + IP: cannot be sent
+    a.emit(Op.JLE_X, r3, r8, to="cut_plain")
+    # Shorter than Ethernet + IP header: the VXLAN device would drop it. An IPv6 copy of
+    # 34-53 bytes leaves as what the kernel takes for IPv4 (its metadata only: the bytes
+    # stay the frame's own), which needs Ethernet + 20; anything shorter cannot be sent.
+    a.jump(Op.JLT_K, r8, ETHERNET_HEADER + 20, "uncut")
+    a.jump(Op.JNE_K, r3, ETHERNET_HEADER + 40, "uncut")
+    a.mov(r2, 1)
+    a.store32(fp, _STACK_AS_IPV4, r2)
+    a.emit(Op.JA, to="cut_rewrite")
+    a.label("cut_plain")
     a.movx(r1, r6)
     a.movx(r2, r8)
     a.mov(r3, 0)
     a.call(Helper.SKB_CHANGE_TAIL)
     a.jump(Op.JEQ_K, r0, 0, "encapsulate")
     # The kernel refused: the cut ends inside its headers. Rewrite the copy instead.
+    a.label("cut_rewrite")
     a.jump(Op.JGT_K, r8, SCRATCH_SIZE, "uncut")
     a.mov(r2, 0)
     a.store32(fp, _STACK_ZERO, r2)
@@ -536,6 +552,19 @@ def _cut(a: Assembler, scratch_fd: int) -> None:
     a.emit(Op.ADD_K, r2, imm=ETHERNET_HEADER + 2)
     a.emit(Op.NEG, r2)
     _adjust_room(a)
+    # (IPv6 copies of 34-53 bytes: skb->protocol := IPv4, which removes 20 more bytes
+    # behind Ethernet and clears the hash, so the hash is set again.)
+    a.load32(r2, fp, _STACK_AS_IPV4)
+    a.jump(Op.JEQ_K, r2, 0, "cut_length")
+    a.movx(r1, r6)
+    a.mov(r2, PROTOCOL_IPV4_LE)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_PROTO)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.movx(r1, r6)
+    a.load32(r2, fp, _STACK_HASH)
+    a.call(Helper.SET_HASH)
+    a.label("cut_length")
     # 4. Now only the network header (at 14) bounds the length: set it, put the bytes back.
     a.movx(r1, r6)
     a.movx(r2, r8)

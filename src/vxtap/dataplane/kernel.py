@@ -135,7 +135,7 @@ class Counters:
     rules: dict[str, PacketsBytes] = field(default_factory=dict)
     unmirrorable: dict[str, PacketsBytes] = field(default_factory=dict)
     # Per session, copies the mirror program dropped because it could not cut them to
-    # the snap length (shorter than Ethernet + IP header, or marked encapsulated by the
+    # the snap length (shorter than Ethernet + IPv4 header, or marked encapsulated by the
     # kernel): a copy is never sent longer than asked. From the tunnel map entries.
     uncut: dict[str, PacketsBytes] = field(default_factory=dict)
 
