@@ -319,7 +319,8 @@ def test_copies_are_cut_exactly_to_packet_length_or_counted(lan: Lan) -> None:
     """Every copy is exactly min(frame, packet_length) long and carries the frame's first
     bytes, also where the kernel alone refuses to cut (inside headers, GRE from a packet
     socket, IPv6 extension headers, TCP with a checksum left to offload). Shorter than
-    Ethernet + IP header nothing is sent: the session's `uncut` counter counts it."""
+    34 bytes (Ethernet + IPv4 header) nothing is sent: the session's `uncut` counter
+    counts it."""
     everything = Filter(
         id="f",
         name="f",
