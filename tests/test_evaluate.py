@@ -414,3 +414,41 @@ def test_non_ip_frames_never_match_even_an_all_rule() -> None:
         verdict: Verdict = explain(state, "p-src", direction, Packet.non_ip(0x0806))
         assert not verdict.mirrored
         assert verdict.trials[0].outcome is Outcome.NO_MATCH
+
+
+def test_non_first_fragments_carry_no_ports_and_port_0_is_outside_every_range() -> None:
+    """docs/dataplane.md: a non-first fragment never matches a rule with a port range
+    (it can match rules without ports); a range is exactly that range."""
+
+    def rule(id: str, priority: int, **fields: object) -> Rule:
+        return Rule.model_validate(
+            {
+                "id": id,
+                "filter_id": "f1",
+                "direction": Direction.INGRESS,
+                "priority": priority,
+                "action": Action.ACCEPT,
+                "ethertype": EtherType.IPV4,
+                "protocol": Protocol.UDP,
+                **fields,
+            }
+        )
+
+    any_port = rule("any-port", 1, destination_ports=PortRange(start=1, end=65535))
+    no_ports = rule("no-ports", 2)
+    state = seed_state().model_copy(
+        update={"filters": (Filter(id="f1", name="f", rules=(any_port, no_ports)),)}
+    )
+    later = Packet.ip(17, "10.0.0.1", "10.0.0.2", non_first_fragment=True)
+    assert str(later) == "UDP 10.0.0.1 > 10.0.0.2 (non-first fragment)"
+    assert rule_mismatch(any_port, later) == "a non-first fragment carries no ports"
+    assert explain(state, "p-src", Direction.INGRESS, later).rule_id == "no-ports"
+    first = Packet.ip(17, "10.0.0.1", "10.0.0.2", 5, 80)  # a first fragment: ports as usual
+    assert explain(state, "p-src", Direction.INGRESS, first).rule_id == "any-port"
+    zero = Packet.ip(17, "10.0.0.1", "10.0.0.2", 5, 0)
+    assert rule_mismatch(any_port, zero) == "destination port 0 is not in 1-65535"
+    assert explain(state, "p-src", Direction.INGRESS, zero).rule_id == "no-ports"
+    with pytest.raises(ValueError, match="a non-first fragment carries no ports"):
+        Packet.ip(6, "10.0.0.1", "10.0.0.2", 1, 2, non_first_fragment=True)
+    with pytest.raises(ValueError, match="has no fragment offset"):
+        Packet(ethertype=0x0806, non_first_fragment=True)

@@ -23,7 +23,7 @@ from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast, overload
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from vxtap import auth
 from vxtap.model import DesiredState, Port
@@ -161,6 +161,19 @@ class Interface(_Wire):
 class Counter(_Wire):
     packets: int
     bytes: int
+    # Sessions only: copies not sent because they could not be cut to packet_length
+    # (docs/dataplane.md, "Truncation: exact, always"). Written only when not 0, as the
+    # server answers them.
+    uncut_packets: int = 0
+    uncut_bytes: int = 0
+
+    @model_serializer(mode="wrap")
+    def _without_zero_uncut(self, handler: SerializerFunctionWrapHandler) -> dict[str, int]:
+        data: dict[str, int] = handler(self)
+        if not (self.uncut_packets or self.uncut_bytes):
+            data.pop("uncut_packets", None)
+            data.pop("uncut_bytes", None)
+        return data
 
 
 class SessionStats(_Wire):

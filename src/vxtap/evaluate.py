@@ -49,7 +49,9 @@ class Packet(BaseModel):
     `ethertype` is the Ethernet type number; only 0x0800 (IPv4) and 0x86DD
     (IPv6) frames carry the other fields. `protocol` is the IP protocol number
     of the transport header (for IPv6 after any extension headers), and the
-    ports are present exactly when it is TCP (6) or UDP (17).
+    ports are present exactly when it is TCP (6) or UDP (17) and not a non-first
+    fragment (IPv4 offset > 0, or an IPv6 fragment header with offset > 0): such a
+    fragment carries no transport header, so it never matches a rule with ports.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,6 +62,7 @@ class Packet(BaseModel):
     dst: IPAddress | None = None
     sport: Annotated[int, Field(ge=0, le=65535)] | None = None
     dport: Annotated[int, Field(ge=0, le=65535)] | None = None
+    non_first_fragment: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -69,7 +72,7 @@ class Packet(BaseModel):
                 name
                 for name in ("protocol", "src", "dst", "sport", "dport")
                 if getattr(self, name) is not None
-            ]
+            ] + (["fragment offset"] if self.non_first_fragment else [])
             if extra:
                 raise ValueError(
                     f"a non-IP frame (ethertype 0x{self.ethertype:04x}) has no {', '.join(extra)}"
@@ -83,7 +86,9 @@ class Packet(BaseModel):
                     f"{name} {address} is not an IPv{version} address "
                     f"(ethertype 0x{self.ethertype:04x})"
                 )
-        has_ports = self.protocol in (TCP, UDP)
+        has_ports = self.protocol in (TCP, UDP) and not self.non_first_fragment
+        if self.non_first_fragment and (self.sport is not None or self.dport is not None):
+            raise ValueError("a non-first fragment carries no ports")
         if has_ports and (self.sport is None or self.dport is None):
             raise ValueError(f"a {PROTOCOL_NAME[self.protocol]} packet needs sport and dport")
         if not has_ports and (self.sport is not None or self.dport is not None):
@@ -98,6 +103,8 @@ class Packet(BaseModel):
         dst: str | IPAddress,
         sport: int | None = None,
         dport: int | None = None,
+        *,
+        non_first_fragment: bool = False,
     ) -> Packet:
         """An IPv4 or IPv6 packet; the version follows from the addresses."""
         source = ipaddress.ip_address(src)
@@ -110,6 +117,7 @@ class Packet(BaseModel):
             dst=ipaddress.ip_address(dst),
             sport=sport,
             dport=dport,
+            non_first_fragment=non_first_fragment,
         )
 
     @classmethod
@@ -126,7 +134,8 @@ class Packet(BaseModel):
         name = PROTOCOL_NAME.get(self.protocol or 0, f"protocol {self.protocol}")
         if self.sport is not None:
             return f"{name} {_with_port(self.src, self.sport)} > {_with_port(self.dst, self.dport)}"
-        return f"{name} {self.src} > {self.dst}"
+        fragment = " (non-first fragment)" if self.non_first_fragment else ""
+        return f"{name} {self.src} > {self.dst}{fragment}"
 
 
 def _with_port(address: IPAddress | None, port: int | None) -> str:
@@ -143,6 +152,9 @@ def rule_mismatch(rule: Rule, packet: Packet) -> str | None:
         return f"source {packet.src} is not in {rule.source_cidr}"
     if rule.destination_cidr is not None and packet.dst not in rule.destination_cidr:
         return f"destination {packet.dst} is not in {rule.destination_cidr}"
+    has_ranges = rule.source_ports is not None or rule.destination_ports is not None
+    if has_ranges and packet.non_first_fragment:
+        return "a non-first fragment carries no ports"
     if rule.source_ports is not None and packet.sport not in rule.source_ports:
         return f"source port {packet.sport} is not in {rule.source_ports}"
     if rule.destination_ports is not None and packet.dport not in rule.destination_ports:

@@ -131,6 +131,24 @@ def test_why_not_is_explained(api_server: Any, seed: dict[str, str]) -> None:
     assert "no-rules: filter has no egress rules" in egress.output
 
 
+def test_a_non_first_fragment_is_explained(api_server: Any, seed: dict[str, str]) -> None:
+    fragment = ["--protocol", "tcp", "--src", "192.168.0.161", "--dst", "192.168.0.230"]
+    result = _explain(
+        api_server, "--port", "ecs-source/eth0", "--direction", "ingress", *fragment, "--fragment"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(
+        "TCP 192.168.0.161 > 192.168.0.230 (non-first fragment), ingress"
+    )
+    assert "NOT MIRRORED" in result.output
+    with_ports = _explain(
+        api_server, "--port", "ecs-source/eth0", "--direction", "ingress", *SEED_PACKET,
+        "--fragment",
+    )  # fmt: skip
+    assert with_ports.exit_code == 1
+    assert with_ports.output == "error: a non-first fragment carries no ports\n"
+
+
 def test_unknown_port_is_one_line(api_server: Any, seed: dict[str, str]) -> None:
     result = _explain(
         api_server, "--port", "ecs-source/eth9", "--direction", "ingress", *SEED_PACKET

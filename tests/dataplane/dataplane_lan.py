@@ -65,6 +65,8 @@ class Mirror:
     dport: int | None = None
     ip_length: int | None = None  # from the inner IP header: the original packet's size
     tcp_payload: int | None = None  # original TCP payload length, from the headers
+    inner: bytes = b""  # the inner frame as carried
+    outer_fragment: bool = False  # the outer packet is an IP fragment
 
 
 def _decode_inner(frame: bytes) -> dict[str, object]:
@@ -110,9 +112,13 @@ def decode_pcap(data: bytes) -> list[Mirror]:
             ihl = (ip[0] & 0xF) * 4
             src, dst = ipaddress.IPv4Address(ip[12:16]), ipaddress.IPv4Address(ip[16:20])
             udp, version = ip[ihl:], 4
+            fragment = bool(struct.unpack_from("!H", ip, 6)[0] & 0x3FFF)
         elif ethertype == 0x86DD:
             src, dst = ipaddress.IPv6Address(ip[8:24]), ipaddress.IPv6Address(ip[24:40])
             udp, version = ip[40:], 6
+            fragment = ip[6] == 44
+            if fragment:
+                udp = udp[8:]
         else:
             continue
         sport, dport = struct.unpack_from("!HH", udp, 0)
@@ -129,6 +135,8 @@ def decode_pcap(data: bytes) -> list[Mirror]:
                 vxlan_flags=vxlan[0],
                 vni=int.from_bytes(vxlan[4:7], "big"),
                 inner_length=len(inner),
+                inner=inner,
+                outer_fragment=fragment,
                 **_decode_inner(inner),  # type: ignore[arg-type]
             )
         )

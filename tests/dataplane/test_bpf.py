@@ -37,7 +37,7 @@ def test_map_value_layout_is_struct_bpf_tunnel_key() -> None:
 def test_program_versions_identify_the_code() -> None:
     versions = {bpf.program_version(kind) for kind in bpf.ProgramKind}
     assert len(versions) == 2
-    assert bpf.mirror_program(3) != bpf.mirror_program(4)  # the map fd is in the code
+    assert bpf.mirror_program(3, 5) != bpf.mirror_program(4, 5)  # the map fds are in the code
     assert bpf.program_version(bpf.ProgramKind.MIRROR) == bpf.program_version(
         bpf.ProgramKind.MIRROR
     )
@@ -45,10 +45,11 @@ def test_program_versions_identify_the_code() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="loading eBPF needs root")
 def test_the_verifier_accepts_both_programs_and_the_map_round_trips() -> None:
-    map_fd = bpf.create_tunnel_map()
+    map_fd, scratch_fd = bpf.create_tunnel_map(), bpf.create_scratch_map()
     try:
+        assert bpf.map_value_size(map_fd) == bpf.VALUE_SIZE
         for kind in bpf.ProgramKind:
-            os.close(bpf.load_program(bpf.program(kind, map_fd), "vxtap_test"))
+            os.close(bpf.load_program(bpf.program(kind, map_fd, scratch_fd), "vxtap_test"))
         value = bpf.tunnel_value(vni=9, remote="10.0.0.2", local=None, snaplen=96, ifindex=1)
         bpf.map_update(map_fd, 5, value)
         bpf.map_update(map_fd, 6, value)
@@ -58,5 +59,6 @@ def test_the_verifier_accepts_both_programs_and_the_map_round_trips() -> None:
         assert dict(bpf.map_items(map_fd)) == {6: value}
     finally:
         os.close(map_fd)
+        os.close(scratch_fd)
     with pytest.raises(bpf.BpfError, match="verifier"):
         bpf.load_program(bytes(8), "vxtap_bad")  # r0 = ? ; no exit

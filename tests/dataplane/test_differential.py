@@ -88,31 +88,49 @@ def seq_mac(seq: int) -> bytes:
     return b"\x02\xaa" + seq.to_bytes(4, "big")
 
 
-def build_frame(seq: int, packet: Packet, payload_length: int) -> bytes:
-    """The Ethernet frame for `packet`, tagged with `seq` (checksums are not checked here)."""
+def build_frame(
+    seq: int,
+    packet: Packet,
+    payload_length: int,
+    fragment: str = "none",
+    decoy: tuple[int, int] = (80, 80),
+) -> bytes:
+    """The Ethernet frame for `packet`, tagged with `seq` (checksums are not checked here).
+
+    `fragment`: "none", "first" (more fragments follow, offset 0: ports as usual) or
+    "later" (offset 24: a non-first fragment, whose data starts with bytes that read as
+    the ports `decoy`, the way a careless parser would read them)."""
     ethernet = NOBODY_MAC + seq_mac(seq) + struct.pack("!H", packet.ethertype)
     payload = bytes((seq + i) & 0xFF for i in range(payload_length))
     if not packet.is_ip:
         return ethernet + payload
     assert packet.protocol is not None and packet.src is not None and packet.dst is not None
+    sport, dport = (packet.sport, packet.dport) if fragment != "later" else decoy
     if packet.protocol == 6:  # TCP: data offset 5, PSH+ACK
-        l4 = struct.pack("!HHIIBBHHH", packet.sport, packet.dport, seq, 0, 0x50, 0x18, 512, 0, 0)
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 0x50, 0x18, 512, 0, 0)
     elif packet.protocol == 17:
-        l4 = struct.pack("!HHHH", packet.sport, packet.dport, 8 + payload_length, 0)
+        l4 = struct.pack("!HHHH", sport, dport, 8 + payload_length, 0)
     elif packet.protocol in (1, 58):  # echo request
         l4 = struct.pack("!BBHHH", 8 if packet.protocol == 1 else 128, 0, 0, 1, seq & 0xFFFF)
     else:
         l4 = b"\0" * 4
     body = l4 + payload
+    offset = 3 if fragment == "later" else 0  # in 8-byte units
+    more = fragment == "first" or seq % 2 == 1  # later fragments: middle or last ones
     if packet.ethertype == ETHERTYPE_IPV4:
+        flags = 0x4000 if fragment == "none" else (0x2000 if more else 0) | offset
         header = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), seq & 0xFFFF, 0x4000, 64,
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), seq & 0xFFFF, flags, 64,
             packet.protocol, 0, packet.src.packed, packet.dst.packed,
         )  # fmt: skip
         header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     else:
+        next_header = packet.protocol
+        if fragment != "none":
+            body = struct.pack("!BBHI", packet.protocol, 0, offset << 3 | more, seq) + body
+            next_header = 44
         header = struct.pack(
-            "!IHBB16s16s", 0x6 << 28 | (seq & 0xFFFFF), len(body), packet.protocol, 64,
+            "!IHBB16s16s", 0x6 << 28 | (seq & 0xFFFFF), len(body), next_header, 64,
             packet.src.packed, packet.dst.packed,
         )  # fmt: skip
     return ethernet + header + body
@@ -244,7 +262,7 @@ V4 = [ipaddress.ip_address(f"10.1.0.{i}") for i in range(6)] + [
 V6 = [ipaddress.ip_address(f"fd01::{i}") for i in range(6)] + [
     ipaddress.ip_address(UNDERLAY_TARGET6)
 ]
-L4_PORTS = [*range(1, 7), 4789]
+L4_PORTS = [0, *range(1, 7), 4789]  # 0: outside every range, 1-65535 included
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -258,7 +276,7 @@ def cidrs(draw: st.DrawFn, ethertype: EtherType) -> ipaddress.IPv4Network | ipad
 
 
 port_ranges = st.one_of(
-    st.sampled_from(L4_PORTS).map(lambda p: PortRange(start=p, end=p)),
+    st.sampled_from(L4_PORTS[1:]).map(lambda p: PortRange(start=p, end=p)),
     st.tuples(st.integers(1, 6), st.integers(1, 4)).map(
         lambda t: PortRange(start=t[0], end=t[0] + t[1])
     ),
@@ -320,7 +338,7 @@ def states(draw: st.DrawFn) -> DesiredState:
                 sources=tuple(PORT_IDS[d] for d in sources),
                 target_id=draw(st.sampled_from([TARGET.id, TARGET6.id])),
                 vni=1000 + i,  # distinct VNIs tell the sessions apart at the target
-                packet_length=draw(st.sampled_from([96, 150, 1460])),
+                packet_length=draw(st.sampled_from([60, 96, 150, 1460])),
                 priority=priority,
                 enabled=draw(st.sampled_from([True, True, True, False])),
             )
@@ -350,6 +368,8 @@ class Case:
     direction: Direction
     packet: Packet
     payload_length: int
+    fragment: str = "none"  # "first", "later": see build_frame
+    decoy: tuple[int, int] = (80, 80)
 
 
 def _address_in(draw: st.DrawFn, network: IPNet | None, pool: list[IPAddr]) -> IPAddr:
@@ -359,6 +379,10 @@ def _address_in(draw: st.DrawFn, network: IPNet | None, pool: list[IPAddr]) -> I
             return draw(st.sampled_from(list(network)))
         return draw(st.sampled_from(pool))
     return draw(st.sampled_from(inside))
+
+
+# Mostly whole packets; sometimes a first fragment (ports as usual) or a later one (none).
+FRAGMENTS = st.sampled_from(["none"] * 6 + ["first", "later", "later"])
 
 
 @st.composite
@@ -387,18 +411,25 @@ def cases(draw: st.DrawFn, state: DesiredState) -> Case:
                 return draw(st.sampled_from(L4_PORTS))
             return draw(st.sampled_from([r.start, r.end, (r.start + r.end) // 2]))
 
+        fragment = draw(FRAGMENTS)
+        later = fragment == "later"
         packet = Packet.ip(
             protocol,
             _address_in(draw, rule.source_cidr, pool),
             _address_in(draw, rule.destination_cidr, pool),
-            port_in(rule.source_ports) if ports else None,
-            port_in(rule.destination_ports) if ports else None,
+            port_in(rule.source_ports) if ports and not later else None,
+            port_in(rule.destination_ports) if ports and not later else None,
+            non_first_fragment=later,
         )
+        # A later fragment's data reads as ports the rule accepts, or not.
+        decoy = (port_in(rule.source_ports), port_in(rule.destination_ports))
         return Case(
             device=draw(st.sampled_from(devices)),
             direction=rule.direction,
             packet=packet,
             payload_length=draw(st.integers(0, 200)),
+            fragment=fragment,
+            decoy=decoy,
         )
     kind = draw(st.sampled_from(["v4", "v4", "v6", "v6", "non-ip"]))
     if kind == "non-ip":
@@ -407,13 +438,23 @@ def cases(draw: st.DrawFn, state: DesiredState) -> Case:
         pool = V4 if kind == "v4" else V6
         icmp = 1 if kind == "v4" else 58
         protocol = draw(st.sampled_from([6, 6, 17, 17, icmp, 47]))
-        ports = protocol in (6, 17)
+        fragment = draw(FRAGMENTS)
+        ports = protocol in (6, 17) and fragment != "later"
         packet = Packet.ip(
             protocol,
             draw(st.sampled_from(pool)),
             draw(st.sampled_from(pool)),
             draw(st.sampled_from(L4_PORTS)) if ports else None,
             draw(st.sampled_from(L4_PORTS)) if ports else None,
+            non_first_fragment=fragment == "later",
+        )
+        return Case(
+            device=draw(st.sampled_from(SOURCE_DEVICES)),
+            direction=draw(st.sampled_from(Direction)),
+            packet=packet,
+            payload_length=draw(st.integers(0, 200)),
+            fragment=fragment,
+            decoy=(draw(st.sampled_from(L4_PORTS)), draw(st.sampled_from(L4_PORTS))),
         )
     return Case(
         device=draw(st.sampled_from(SOURCE_DEVICES)),
@@ -495,7 +536,7 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
     snap_of = {s.id: s.packet_length for s in state.sessions}
     for case in batch:
         lab.seq += 1
-        frame = build_frame(lab.seq, case.packet, case.payload_length)
+        frame = build_frame(lab.seq, case.packet, case.payload_length, case.fragment, case.decoy)
         verdict = explain(state, PORT_IDS[case.device], case.direction, case.packet)
         if verdict.session_id is None:
             expected[lab.seq] = (None, 0, "", case, verdict.reason)
@@ -540,7 +581,8 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
         if got != want:
             problems.append(
                 f"seq {seq}: {case.packet} {case.direction} on {case.device} "
-                f"(payload {case.payload_length}): expected {want} ({reason}), got {got}"
+                f"(payload {case.payload_length}, fragment {case.fragment} {case.decoy}): "
+                f"expected {want} ({reason}), got {got}"
             )
     for seq, mirrors in seen.items():
         problems.append(f"seq {seq}: mirrored {mirrors} but not part of this batch")

@@ -285,8 +285,8 @@ def test_truncation_lengths_and_one_mirror_per_wire_packet(lan: Lan) -> None:
         only("f96", rule("tcp-5201", 1, protocol=tcp, dports="5201-5201", filter_id="f96")),
     ]
     sessions = [
-        session("s40", "f40", 1, vni=40, packet_length=40),  # below the headers: raised
-        session("s1460", "f1460", 2, vni=1460, packet_length=1460),  # clamped to MTU - 50
+        session("s40", "f40", 1, vni=40, packet_length=40),  # inside the UDP header
+        session("s1460", "f1460", 2, vni=1460, packet_length=1460),  # fits: MTU - 36 = 1464
         session("s96", "f96", 3, vni=96),
     ]
     lan.dataplane.apply(compile_plan(state(filters, sessions)))
@@ -314,11 +314,11 @@ def test_truncation_lengths_and_one_mirror_per_wire_packet(lan: Lan) -> None:
         lengths.setdefault((m.vni, m.sport if m.protocol == 17 else m.protocol), set()).add(
             m.inner_length
         )
-    # Cut to what the kernel accepts just above 40 (UDP from a veth: 42), never longer.
-    assert len(lengths[(40, 6001)]) == 1 and 40 < min(lengths[(40, 6001)]) <= 64
-    assert lengths[(40, 6002)] == lengths[(40, 6001)]
-    assert lengths[(40, 1)] == {40}  # ICMP can be cut to exactly 40
-    assert lengths[(1460, 6003)] == {1450}  # 1500 - 50: the outer packet fits the MTU
+    # Cut to exactly 40, also inside the UDP header (the kernel alone refuses below 42).
+    assert lengths[(40, 6001)] == {40}
+    assert lengths[(40, 6002)] == {40}
+    assert lengths[(40, 1)] == {40}
+    assert lengths[(1460, 6003)] == {1460}  # as asked: 20 + 8 + 8 + 1460 fits 1500
     assert lengths[(1460, 6004)] == {142}  # shorter than asked: whole
     data = [m for m in mirrors if m.vni == 96 and m.src == TEST_IP]
     assert all(m.inner_length <= 96 for m in data)

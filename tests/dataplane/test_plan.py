@@ -23,7 +23,7 @@ from vxtap.dataplane.plan import (
     counter_comment,
     parse_counter_comment,
     render_command,
-    rule_match,
+    rule_matches,
     session_key,
     snap_length,
 )
@@ -127,7 +127,7 @@ def test_rule_match_expressions() -> None:
         sports="1-65535",
         dports="53-53",
     )
-    assert rule_match(r) == [
+    common = [
         {"match": {"op": "==", "left": {"meta": {"key": "protocol"}}, "right": "ip6"}},
         {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}},
         {
@@ -144,6 +144,16 @@ def test_rule_match_expressions() -> None:
                 "right": "fd00::1",
             }
         },
+    ]
+    ports = [
+        # 1-65535 is a condition too: port 0 is outside it.
+        {
+            "match": {
+                "op": "==",
+                "left": {"payload": {"protocol": "udp", "field": "sport"}},
+                "right": {"range": [1, 65535]},
+            }
+        },
         {
             "match": {
                 "op": "==",
@@ -152,15 +162,25 @@ def test_rule_match_expressions() -> None:
             }
         },
     ]
+    # Ports only in packets that are not non-first fragments: no fragment header, or
+    # one with offset 0 (two nft rules; at most one matches a packet).
+    no_fragment = {"match": {"op": "==", "left": {"exthdr": {"name": "frag"}}, "right": False}}
+    first = {
+        "match": {"op": "==", "left": {"exthdr": {"name": "frag", "field": "frag-off"}}, "right": 0}
+    }
+    assert rule_matches(r) == [[*common, no_fragment, *ports], [*common, first, *ports]]
     # ALL: the ethertype only (non-IP never matches); /0 is no condition.
     everything = rule("all", 1, src="0.0.0.0/0")
-    assert rule_match(everything) == [
-        {"match": {"op": "==", "left": {"meta": {"key": "protocol"}}, "right": "ip"}}
+    assert rule_matches(everything) == [
+        [{"match": {"op": "==", "left": {"meta": {"key": "protocol"}}, "right": "ip"}}]
     ]
     icmp6 = rule("i", 1, ethertype=EtherType.IPV6, protocol=Protocol.ICMPV6)
-    assert rule_match(icmp6)[1]["match"]["right"] == "ipv6-icmp"
+    assert rule_matches(icmp6)[0][1]["match"]["right"] == "ipv6-icmp"
     ranged = rule("p", 1, protocol=Protocol.TCP, sports="80-200")
-    assert rule_match(ranged)[-1]["match"]["right"] == {"range": [80, 200]}
+    (ipv4,) = rule_matches(ranged)
+    assert ipv4[-1]["match"]["right"] == {"range": [80, 200]}
+    offset = {"&": [{"payload": {"protocol": "ip", "field": "frag-off"}}, 0x1FFF]}
+    assert ipv4[-2] == {"match": {"op": "==", "left": offset, "right": 0}}
 
 
 def test_disabled_empty_foreign_and_unknown_compile_to_nothing() -> None:
@@ -196,7 +216,12 @@ def test_tunnels_snap_lengths_and_addresses() -> None:
         )
     )
     by_session = {t.session_id: t for t in plan.tunnels}
-    assert by_session["v4"].snaplen == 1450 and by_session["v6"].snaplen == 1430
+    # No MTU given: the kernel adapter clamps by the route's MTU when it applies.
+    assert by_session["v4"].snaplen == 1460 and by_session["v6"].snaplen == 1460
+    clamped = compile_plan(plan.source, underlay_mtu=1500)  # type: ignore[arg-type]
+    lengths = {t.session_id: t.snaplen for t in clamped.tunnels}
+    assert lengths == {"v4": 1460, "v6": 1444}  # 1500 - 56 over IPv6
+    assert snap_length(1460, "10.0.0.1", 1400) == 1364  # 1400 - 36 over IPv4
     assert (by_session["v4"].remote, by_session["v4"].local) == (
         TARGET_PORT.ipv4[0],
         SOURCE_PORT.ipv4[0],

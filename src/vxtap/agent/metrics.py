@@ -43,6 +43,16 @@ class _KernelCounterCollector(Collector):
             "Bytes of mirrored packets (before truncation) per session",
             labels=session_labels,
         )
+        uncut_packets = CounterMetricFamily(
+            "vxtap_session_uncut_packets",
+            "Copies not sent because they could not be cut to packet_length, per session",
+            labels=session_labels,
+        )
+        uncut_octets = CounterMetricFamily(
+            "vxtap_session_uncut_bytes",
+            "Bytes of the copies not sent because they could not be cut, per session",
+            labels=session_labels,
+        )
         for session_id, totals in sorted(latest.sessions.items()):
             session = names.get(session_id)
             labels = [
@@ -52,6 +62,8 @@ class _KernelCounterCollector(Collector):
             ]
             packets.add_metric(labels, totals.packets)
             octets.add_metric(labels, totals.bytes)
+            uncut_packets.add_metric(labels, totals.uncut_packets)
+            uncut_octets.add_metric(labels, totals.uncut_bytes)
         rule_packets = CounterMetricFamily(
             "vxtap_rule_packets",
             "Packets matched by each filter rule",
@@ -66,7 +78,7 @@ class _KernelCounterCollector(Collector):
             labels = [rule_id, rule_filter.get(rule_id, "")]
             rule_packets.add_metric(labels, totals.packets)
             rule_octets.add_metric(labels, totals.bytes)
-        yield from (packets, octets, rule_packets, rule_octets)
+        yield from (packets, octets, uncut_packets, uncut_octets, rule_packets, rule_octets)
 
 
 class AgentMetrics:

@@ -490,6 +490,9 @@ CounterKey = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[^\x00
 class Counter(_Wire):
     packets: CounterValue
     bytes: CounterValue
+    # Sessions only: copies not sent because they could not be cut to packet_length.
+    uncut_packets: CounterValue = 0
+    uncut_bytes: CounterValue = 0
 
 
 class CountersRequest(_Wire):

@@ -223,7 +223,8 @@ def list_sessions(
 
 
 def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
-    table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES")
+    # UNCUT: copies not sent because they could not be cut to packet_length.
+    table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES", "UNCUT")
     for session in sessions:
         counter = stats.sessions.get(session["id"])
         table.add_row(
@@ -232,6 +233,7 @@ def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
             "yes" if session["enabled"] else "no",
             str(counter.packets if counter else 0),
             str(counter.bytes if counter else 0),
+            str(counter.uncut_packets if counter else 0),
         )
     parts: list[RenderableType] = [table]
     if stats.rules:

@@ -86,7 +86,7 @@ def agent(
     from vxtap.agent.interfaces import discover, local_broadcasts
     from vxtap.agent.metrics import AgentMetrics
     from vxtap.agent.statefile import StateFile
-    from vxtap.dataplane.kernel import Dataplane, is_own_device
+    from vxtap.dataplane.kernel import Dataplane, PacketsBytes, is_own_device
     from vxtap.dataplane.plan import compile_plan
 
     state_file = StateFile(_state_dir(state_dir))
@@ -139,10 +139,18 @@ def agent(
 
     def read_counters() -> tuple[dict[str, Counter], dict[str, Counter]]:
         totals = dataplane.counters()
-        return (
-            {k: Counter(packets=v.packets, bytes=v.bytes) for k, v in totals.sessions.items()},
-            {k: Counter(packets=v.packets, bytes=v.bytes) for k, v in totals.rules.items()},
-        )
+        none = PacketsBytes()
+        sessions = {
+            k: Counter(
+                packets=totals.sessions.get(k, none).packets,
+                bytes=totals.sessions.get(k, none).bytes,
+                uncut_packets=totals.uncut.get(k, none).packets,
+                uncut_bytes=totals.uncut.get(k, none).bytes,
+            )
+            for k in totals.sessions.keys() | totals.uncut.keys()
+        }
+        rules = {k: Counter(packets=v.packets, bytes=v.bytes) for k, v in totals.rules.items()}
+        return sessions, rules
 
     stop = threading.Event()
 

@@ -49,11 +49,14 @@ def build_packet(
     dst: str | None,
     sport: int | None,
     dport: int | None,
+    non_first_fragment: bool = False,
 ) -> Packet:
     number = parse_ethertype(ethertype) if ethertype is not None else None
     if number is not None and number not in (0x0800, 0x86DD):
-        if any(v is not None for v in (protocol, src, dst, sport, dport)):
-            raise CliError("a non-IP --ethertype takes no --protocol, --src, --dst or ports")
+        if any(v is not None for v in (protocol, src, dst, sport, dport)) or non_first_fragment:
+            raise CliError(
+                "a non-IP --ethertype takes no --protocol, --src, --dst, ports or --fragment"
+            )
         return Packet.non_ip(number)
     if protocol is None or src is None or dst is None:
         raise CliError("an IP packet needs --protocol, --src and --dst (or a non-IP --ethertype)")
@@ -64,7 +67,14 @@ def build_packet(
     if number is not None and {0x0800: 4, 0x86DD: 6}[number] != source.version:
         raise CliError(f"--src {src} does not fit --ethertype {ethertype}")
     try:
-        return Packet.ip(parse_protocol(protocol), source, destination, sport, dport)
+        return Packet.ip(
+            parse_protocol(protocol),
+            source,
+            destination,
+            sport,
+            dport,
+            non_first_fragment=non_first_fragment,
+        )
     except ValidationError as error:
         messages = (str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
         raise CliError("; ".join(messages)) from None
@@ -109,6 +119,12 @@ def render(verdict: Verdict, port: Port) -> str:
 @click.option("--sport", type=click.IntRange(0, 65535), help="Source port (TCP/UDP).")
 @click.option("--dport", type=click.IntRange(0, 65535), help="Destination port (TCP/UDP).")
 @click.option("--ethertype", help="arp, lldp, ipv4, ipv6 or a number (non-IP frames: arp...).")
+@click.option(
+    "--fragment",
+    "non_first_fragment",
+    is_flag=True,
+    help="A non-first IP fragment (offset > 0): it carries no ports, so give none.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @connection_options
 def explain(
@@ -121,6 +137,7 @@ def explain(
     sport: int | None,
     dport: int | None,
     ethertype: str | None,
+    non_first_fragment: bool,
     as_json: bool,
 ) -> None:
     """Explain which session mirrors a packet seen on a port, and why.
@@ -128,7 +145,7 @@ def explain(
     Evaluates SPEC section 2 against the port's host's desired state, fetched
     from the server: sessions by priority, rules by priority, first match decides.
     """
-    packet = build_packet(ethertype, protocol, src, dst, sport, dport)
+    packet = build_packet(ethertype, protocol, src, dst, sport, dport, non_first_fragment)
     host, port, state = find_port(client, port_name)
     if port is None:
         raise CliError(f"port {port_name!r} is not a port of host {host!r}")

@@ -12,10 +12,15 @@ What the program does, at tc ingress of a copy device's peer (direct action):
                                                          second tiny program at tc egress)
   t = tunnels[key]            or drop                 -- one entry per (session, source)
   skb->mark = skb->priority = 0                       -- the copy must not steer routing
-  cut to t.snaplen; if the kernel refuses (shorter than the headers), try the
-  next length of a ladder; never send an uncut packet longer than asked
-  invalidate skb->hash                                -- VXLAN's source port then comes
-                                                         from the symmetric flow hash
+  skb->hash = a symmetric hash of the inner flow      -- VXLAN's outer source port comes
+                                                         from it: the same both ways, and
+                                                         never from the IPv6 flow label
+  cut to t.snaplen; if the kernel refuses (the cut would end inside what it takes
+  for headers), rewrite the copy so that it can: save its first snaplen bytes,
+  shrink it behind the Ethernet header until no header offset is left inside it,
+  set the length, write the saved bytes back. What cannot be cut (shorter than
+  Ethernet + IPv4 header, which the VXLAN device drops, or a copy the kernel marks
+  encapsulated) is counted in the entry and dropped: never longer than asked.
   bpf_skb_set_tunnel_key(t.key: VNI, remote, local, ttl)
   redirect to the VXLAN device (t.ifindex)
 """
@@ -109,27 +114,51 @@ class Op(IntEnum):
     """Opcodes used here (class | size/source | operation, from linux/bpf_common.h)."""
 
     LD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW
+    LDX_B = 0x71  # BPF_LDX | BPF_MEM | BPF_B
+    LDX_H = 0x69  # BPF_LDX | BPF_MEM | BPF_H
     LDX_W = 0x61  # BPF_LDX | BPF_MEM | BPF_W
     STX_W = 0x63  # BPF_STX | BPF_MEM | BPF_W
+    ATOMIC_DW = 0xDB  # BPF_STX | BPF_ATOMIC | BPF_DW (imm BPF_ADD: lock-free add)
     MOV_K = 0xB7  # BPF_ALU64 | BPF_MOV | BPF_K
     MOV_X = 0xBF  # BPF_ALU64 | BPF_MOV | BPF_X
     ADD_K = 0x07  # BPF_ALU64 | BPF_ADD | BPF_K
+    ADD_X = 0x0F  # BPF_ALU64 | BPF_ADD | BPF_X
+    SUB_X = 0x1F  # BPF_ALU64 | BPF_SUB | BPF_X
+    AND_K = 0x57  # BPF_ALU64 | BPF_AND | BPF_K
+    OR_X = 0x4F  # BPF_ALU64 | BPF_OR | BPF_X
+    LSH_K = 0x67  # BPF_ALU64 | BPF_LSH | BPF_K
+    NEG = 0x87  # BPF_ALU64 | BPF_NEG
+    # 32-bit ALU (the upper half is zeroed): the flow hash works on 32-bit words.
+    XOR32_X = 0xAC  # BPF_ALU | BPF_XOR | BPF_X
+    MUL32_K = 0x24  # BPF_ALU | BPF_MUL | BPF_K
+    RSH32_K = 0x74  # BPF_ALU | BPF_RSH | BPF_K
+    OR32_K = 0x44  # BPF_ALU | BPF_OR | BPF_K
+    MOV32_X = 0xBC  # BPF_ALU | BPF_MOV | BPF_X
     JA = 0x05
     JEQ_K = 0x15
     JNE_K = 0x55
     JGE_K = 0x35
+    JGT_K = 0x25
+    JLT_K = 0xA5
     JLE_K = 0xB5
     JLE_X = 0xBD
+    JGT_X = 0x2D
+    JSET_K = 0x45
     CALL = 0x85
     EXIT = 0x95
 
 
 class Helper(IntEnum):
     MAP_LOOKUP_ELEM = 1
+    SKB_STORE_BYTES = 9
     SKB_SET_TUNNEL_KEY = 21
     REDIRECT = 23
+    SKB_LOAD_BYTES = 26
+    SKB_CHANGE_PROTO = 31
     SKB_CHANGE_TAIL = 38
-    SET_HASH_INVALID = 41
+    SET_HASH_INVALID = 41  # bench/dataplane.py's hand-written pipeline
+    SET_HASH = 48
+    SKB_ADJUST_ROOM = 50
 
 
 class SkbField(IntEnum):
@@ -137,6 +166,7 @@ class SkbField(IntEnum):
 
     LEN = 0
     MARK = 8
+    PROTOCOL = 16  # skb->protocol, network byte order
     PRIORITY = 32
 
 
@@ -145,8 +175,13 @@ TC_ACT_OK: Final = 0
 TC_ACT_SHOT: Final = 2
 BPF_PROG_TYPE_SCHED_CLS: Final = 3
 BPF_MAP_TYPE_HASH: Final = 1
+BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
 BPF_F_NO_PREALLOC: Final = 1
 BPF_F_TUNINFO_IPV6: Final = 1
+BPF_ADJ_ROOM_MAC: Final = 1
+# skb->protocol as a little-endian load of its network-order bytes.
+PROTOCOL_IPV4_LE: Final = 0x0008
+PROTOCOL_IPV6_LE: Final = 0xDD86
 
 
 @dataclass
@@ -175,6 +210,12 @@ class Assembler:
     def load32(self, dst: Reg, base: Reg, off: int) -> None:
         self.emit(Op.LDX_W, dst, base, off)
 
+    def load16(self, dst: Reg, base: Reg, off: int) -> None:
+        self.emit(Op.LDX_H, dst, base, off)
+
+    def load8(self, dst: Reg, base: Reg, off: int) -> None:
+        self.emit(Op.LDX_B, dst, base, off)
+
     def store32(self, base: Reg, off: int, src: Reg) -> None:
         self.emit(Op.STX_W, base, src, off)
 
@@ -183,6 +224,10 @@ class Assembler:
 
     def jump(self, op: Op, dst: Reg, imm: int, to: str, src: Reg = Reg.R0) -> None:
         self.emit(op, dst, src, imm=imm, to=to)
+
+    def alu(self, op: Op, dst: Reg, imm: int = 0, src: Reg = Reg.R0) -> None:
+        # imm is signed in the encoding; 32-bit constants above 2^31 wrap to the same bits.
+        self.emit(op, dst, src, imm=imm - (1 << 32) if imm >= 1 << 31 else imm)
 
     def load_map_fd(self, dst: Reg, fd: int) -> None:
         # A 16-byte instruction: the second half carries the upper 32 bits (0).
@@ -198,18 +243,39 @@ class Assembler:
         return bytes(out)
 
 
-# Tunnel map value: struct bpf_tunnel_key (44 bytes, what the helper takes) then ours.
+# Tunnel map value: struct bpf_tunnel_key (44 bytes, what the helper takes) then ours:
+# the settings the agent writes, then counters only the program writes.
 TUNNEL_KEY_SIZE: Final = 44
 VALUE_SNAPLEN: Final = 44
 VALUE_FLAGS: Final = 48
 VALUE_IFINDEX: Final = 52
-VALUE_SIZE: Final = 56
+VALUE_SETTINGS_SIZE: Final = 56  # what the agent writes and compares
+VALUE_UNCUT_PACKETS: Final = 56  # u64: copies dropped because they could not be cut
+VALUE_UNCUT_BYTES: Final = 64  # u64: their lengths
+VALUE_SIZE: Final = 72
 MAP_MAX_ENTRIES: Final = 65536
-# When the kernel refuses to cut below the headers (bpf_skb_change_tail's minimum is
-# the transport header, or the end of the L4 checksum for CHECKSUM_PARTIAL), the copy
-# is cut to the first of these that it accepts: headers stay whole, as with tcpdump -s.
-# Past the ladder the copy is dropped, never sent uncut.
-TRUNCATION_LADDER: Final = (*range(34, 130, 2), 160, 192, 256)
+# The per-CPU buffer that holds a copy's first snaplen bytes while it is rewritten.
+SCRATCH_SIZE: Final = 1536
+# A longer copy is first cut to this before it is rewritten (headers end well before).
+PRECUT_LENGTH: Final = 1024
+# bpf_skb_change_tail refuses to end a packet before its network header (at 14 here),
+# its transport header, or (CHECKSUM_PARTIAL) its L4 checksum field.
+ETHERNET_HEADER: Final = 14
+# Stack slots of the mirror program (offsets from the frame pointer).
+_STACK_KEY = -4
+_STACK_ZERO = -8
+_STACK_OFFSET = -12  # the L4 header offset while parsing; the IP base length when cutting
+_STACK_LENGTH = -16  # the copy's length as it arrived
+_STACK_HASH = -20  # the flow hash, set again when the copy's protocol is switched
+_STACK_AS_IPV4 = -24  # 1: an IPv6 copy shorter than 54 bytes (see _cut)
+_STACK_BUFFER = -64  # 48 bytes for headers read while hashing
+# Multipliers of the flow hash (golden ratio; murmur3's finaliser).
+_HASH_STEP = 0x9E3779B1
+_FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35
+# IPv6 extension headers walked to find the transport header, at most this many.
+IPV6_EXTENSION_HEADERS_WALKED: Final = 6
+# IP protocols whose first 4 transport bytes are the source and destination port.
+PORT_PROTOCOLS: Final = (6, 17, 33, 132, 136)  # TCP, UDP, DCCP, SCTP, UDP-Lite
 
 
 class ProgramKind(StrEnum):
@@ -217,9 +283,9 @@ class ProgramKind(StrEnum):
     PRIORITY_TO_MARK = "prio2mark"  # at vxtap-pr0's tc egress: key from priority to mark
 
 
-def program(kind: ProgramKind, map_fd: int) -> bytes:
+def program(kind: ProgramKind, map_fd: int, scratch_fd: int = 0) -> bytes:
     if kind is ProgramKind.MIRROR:
-        return mirror_program(map_fd)
+        return mirror_program(map_fd, scratch_fd)
     return priority_to_mark_program()
 
 
@@ -235,54 +301,28 @@ def priority_to_mark_program() -> bytes:
     return a.assemble()
 
 
-def mirror_program(map_fd: int) -> bytes:
+def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     """The session key is in skb->mark (see module docstring)."""
     a = Assembler()
-    r0, r1, r2, r3, r4, r6, r7, r8 = (
-        Reg.R0,
-        Reg.R1,
-        Reg.R2,
-        Reg.R3,
-        Reg.R4,
-        Reg.R6,
-        Reg.R7,
-        Reg.R8,
-    )
+    r0, r1, r2, r3, r4 = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4
+    r6, r7, fp = Reg.R6, Reg.R7, Reg.FP
     a.movx(r6, r1)  # r6 = skb
     a.load32(r2, r6, SkbField.MARK)
-    a.store32(Reg.FP, -4, r2)  # key on the stack
-    a.load_map_fd(r1, map_fd)
-    a.movx(r2, Reg.FP)
-    a.emit(Op.ADD_K, r2, imm=-4)
+    a.store32(fp, _STACK_KEY, r2)
+    a.load_map_fd(r1, map_fd)  # first: the tunnel map is the program's map 0
+    a.movx(r2, fp)
+    a.emit(Op.ADD_K, r2, imm=_STACK_KEY)
     a.call(Helper.MAP_LOOKUP_ELEM)
     a.jump(Op.JEQ_K, r0, 0, "drop")
     a.movx(r7, r0)  # r7 = tunnel entry
     a.mov(r2, 0)
     a.store32(r6, SkbField.MARK, r2)
     a.store32(r6, SkbField.PRIORITY, r2)
-    a.load32(r8, r7, VALUE_SNAPLEN)
     a.load32(r2, r6, SkbField.LEN)
-    a.emit(Op.JLE_X, r2, r8, to="encapsulate")  # short enough already
-    a.movx(r1, r6)
-    a.movx(r2, r8)
-    a.mov(r3, 0)
-    a.call(Helper.SKB_CHANGE_TAIL)
-    a.jump(Op.JEQ_K, r0, 0, "encapsulate")
-    for length in TRUNCATION_LADDER:
-        skip = f"not_{length}"
-        a.jump(Op.JGE_K, r8, length, skip)  # only lengths above the asked one
-        a.load32(r2, r6, SkbField.LEN)
-        a.jump(Op.JLE_K, r2, length, "encapsulate")  # not longer than this: leave as is
-        a.movx(r1, r6)
-        a.mov(r2, length)
-        a.mov(r3, 0)
-        a.call(Helper.SKB_CHANGE_TAIL)
-        a.jump(Op.JEQ_K, r0, 0, "encapsulate")
-        a.label(skip)
-    a.emit(Op.JA, to="drop")
+    a.store32(fp, _STACK_LENGTH, r2)
+    _flow_hash(a)  # skb->hash: before the cut, which may remove the ports
+    _cut(a, scratch_fd)
     a.label("encapsulate")
-    a.movx(r1, r6)
-    a.call(Helper.SET_HASH_INVALID)
     a.movx(r1, r6)
     a.movx(r2, r7)
     a.mov(r3, TUNNEL_KEY_SIZE)
@@ -293,15 +333,283 @@ def mirror_program(map_fd: int) -> bytes:
     a.mov(r2, 0)
     a.call(Helper.REDIRECT)
     a.emit(Op.EXIT)
+    a.label("uncut")  # counted in the entry, then dropped: never longer than asked
+    a.mov(r1, 1)
+    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_UNCUT_PACKETS)
+    a.load32(r1, fp, _STACK_LENGTH)
+    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_UNCUT_BYTES)
     a.label("drop")
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
     return a.assemble()
 
 
+def _load_bytes(a: Assembler, offset: int | None, length: int, to: int = _STACK_BUFFER) -> None:
+    """bpf_skb_load_bytes(skb, offset (None: r2 as set), fp + to, length); on failure
+    (a shorter packet) the hash keeps what it has so far."""
+    if offset is not None:
+        a.mov(Reg.R2, offset)
+    a.movx(Reg.R1, Reg.R6)
+    a.movx(Reg.R3, Reg.FP)
+    a.emit(Op.ADD_K, Reg.R3, imm=to)
+    a.mov(Reg.R4, length)
+    a.call(Helper.SKB_LOAD_BYTES)
+    a.jump(Op.JNE_K, Reg.R0, 0, "hash_done")
+
+
+def _mix(a: Assembler, acc: Reg, word: Reg, tmp: Reg) -> None:
+    """acc = (acc ^ word) * K; acc ^= acc >> 16 (32-bit)."""
+    a.alu(Op.XOR32_X, acc, src=word)
+    a.alu(Op.MUL32_K, acc, _HASH_STEP)
+    a.alu(Op.MOV32_X, tmp, src=acc)
+    a.alu(Op.RSH32_K, tmp, 16)
+    a.alu(Op.XOR32_X, acc, src=tmp)
+
+
+def _ordered(a: Assembler, low: Reg, high: Reg, tmp: Reg, name: str) -> None:
+    """Swap so that low <= high: the same pair both ways of a flow."""
+    a.emit(Op.JLE_X, low, high, to=name)
+    a.movx(tmp, low)
+    a.movx(low, high)
+    a.movx(high, tmp)
+    a.label(name)
+
+
+def _flow_hash(a: Assembler) -> None:
+    """skb->hash := a symmetric hash of the inner flow (r9 accumulates it).
+
+    Addresses and ports are each put in order first, so both directions hash the same;
+    IPv6 addresses are hashed to one word each and those ordered. Fragments hash without
+    ports (IPv4 MF or offset: addresses and protocol; an IPv6 fragment header: addresses),
+    so that every fragment of a datagram goes the same way; other protocols by addresses
+    and protocol.
+    The IPv6 flow label is left out: each direction of a flow has its own."""
+    r0, r1, r2, r3, r8, r9, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R8, Reg.R9, Reg.FP
+    buf = _STACK_BUFFER
+    a.mov(r9, 0)
+    _load_bytes(a, 12, 2)
+    a.load16(r2, fp, buf)
+    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV4_LE, "hash_ipv4")
+    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV6_LE, "hash_ipv6")
+    a.emit(Op.JA, to="hash_done")
+
+    a.label("hash_ipv4")
+    _load_bytes(a, ETHERNET_HEADER, 20)
+    a.load32(r1, fp, buf + 12)
+    a.load32(r2, fp, buf + 16)
+    _ordered(a, r1, r2, r3, "ipv4_ordered")
+    _mix(a, r9, r1, r0)
+    _mix(a, r9, r2, r0)
+    a.load8(r8, fp, buf + 9)  # protocol
+    _mix(a, r9, r8, r0)
+    a.load16(r2, fp, buf + 6)  # flags and offset, as a little-endian load
+    a.jump(Op.JSET_K, r2, 0xFF3F, "hash_done")  # MF or an offset: a fragment
+    a.load8(r2, fp, buf)
+    a.emit(Op.AND_K, r2, imm=0x0F)
+    a.emit(Op.LSH_K, r2, imm=2)
+    a.emit(Op.ADD_K, r2, imm=ETHERNET_HEADER)  # r2 = transport header offset
+    a.emit(Op.JA, to="hash_ports")
+
+    a.label("hash_ipv6")
+    _load_bytes(a, ETHERNET_HEADER, 40)
+    for acc, first in ((r1, 8), (r2, 24)):  # source, destination: one word each
+        a.mov(acc, 0)
+        for word in range(4):
+            a.load32(r3, fp, buf + first + 4 * word)
+            _mix(a, acc, r3, r0)
+    _ordered(a, r1, r2, r3, "ipv6_ordered")
+    _mix(a, r9, r1, r0)
+    _mix(a, r9, r2, r0)
+    a.load8(r8, fp, buf + 6)  # next header
+    a.mov(r2, ETHERNET_HEADER + 40)
+    a.store32(fp, _STACK_OFFSET, r2)
+    for walked in range(IPV6_EXTENSION_HEADERS_WALKED):
+        step = f"ext{walked}"
+        a.jump(Op.JEQ_K, r8, 44, "hash_done")  # fragment header: addresses only
+        for options in (0, 43, 60):  # hop-by-hop, routing, destination options
+            a.jump(Op.JEQ_K, r8, options, f"{step}_8")
+        a.jump(Op.JEQ_K, r8, 51, f"{step}_4")  # authentication header: 4-byte units
+        a.emit(Op.JA, to="ipv6_transport")
+        for unit, extra, shift in ((8, 1, 3), (4, 2, 2)):
+            a.label(f"{step}_{unit}")
+            a.load32(r2, fp, _STACK_OFFSET)
+            _load_bytes(a, None, 2)
+            a.load8(r8, fp, buf)  # its next header
+            a.load8(r3, fp, buf + 1)  # its length
+            a.emit(Op.ADD_K, r3, imm=extra)
+            a.emit(Op.LSH_K, r3, imm=shift)
+            a.load32(r2, fp, _STACK_OFFSET)
+            a.emit(Op.ADD_X, r2, r3)
+            a.store32(fp, _STACK_OFFSET, r2)
+            a.emit(
+                Op.JA,
+                to=f"ext{walked + 1}"
+                if walked + 1 < IPV6_EXTENSION_HEADERS_WALKED
+                else "hash_done",
+            )
+        if walked + 1 < IPV6_EXTENSION_HEADERS_WALKED:
+            a.label(f"ext{walked + 1}")
+    a.label("ipv6_transport")
+    _mix(a, r9, r8, r0)
+    a.load32(r2, fp, _STACK_OFFSET)
+
+    a.label("hash_ports")  # r8 = protocol, r2 = transport header offset
+    for protocol in PORT_PROTOCOLS:
+        a.jump(Op.JEQ_K, r8, protocol, "load_ports")
+    a.emit(Op.JA, to="hash_done")
+    a.label("load_ports")
+    _load_bytes(a, None, 4)
+    a.load16(r1, fp, buf)
+    a.load16(r2, fp, buf + 2)
+    _ordered(a, r1, r2, r3, "ports_ordered")
+    a.emit(Op.LSH_K, r1, imm=16)
+    a.emit(Op.OR_X, r1, r2)
+    _mix(a, r9, r1, r0)
+
+    a.label("hash_done")  # murmur3's finaliser, then never 0 (VXLAN would hash the MACs)
+    for multiplier in (_FMIX1, _FMIX2, None):
+        a.alu(Op.MOV32_X, r0, src=r9)
+        a.alu(Op.RSH32_K, r0, 16 if multiplier != _FMIX2 else 13)
+        a.alu(Op.XOR32_X, r9, src=r0)
+        if multiplier is not None:
+            a.alu(Op.MUL32_K, r9, multiplier)
+    a.alu(Op.OR32_K, r9, 1)
+    a.store32(fp, _STACK_HASH, r9)
+    a.movx(r1, Reg.R6)
+    a.movx(r2, r9)
+    a.call(Helper.SET_HASH)
+
+
+def _cut(a: Assembler, scratch_fd: int) -> None:
+    """Cut the copy to the entry's snaplen exactly; jumps to "encapsulate" or "uncut"."""
+    r0, r1, r2, r3, r4, r5 = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4, Reg.R5
+    r6, r7, r8, r9, fp = Reg.R6, Reg.R7, Reg.R8, Reg.R9, Reg.FP
+    a.load32(r8, r7, VALUE_SNAPLEN)
+    a.load32(r2, r6, SkbField.LEN)
+    a.emit(Op.JLE_X, r2, r8, to="encapsulate")  # short enough already
+    # The IP header's base length: the VXLAN device drops an inner frame that does not
+    # hold Ethernet + this much (skb_vlan_inet_prepare, Linux 6.10+), and
+    # bpf_skb_adjust_room keeps it behind the Ethernet header.
+    a.load32(r2, r6, SkbField.PROTOCOL)
+    a.mov(r3, 20)
+    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV4_LE, "cut_base")
+    a.mov(r3, 40)
+    a.jump(Op.JEQ_K, r2, PROTOCOL_IPV6_LE, "cut_base")
+    a.emit(Op.JA, to="uncut")
+    a.label("cut_base")
+    a.store32(fp, _STACK_OFFSET, r3)
+    a.mov(r2, 0)
+    a.store32(fp, _STACK_AS_IPV4, r2)
+    a.emit(Op.ADD_K, r3, imm=ETHERNET_HEADER)
+    a.emit(Op.JLE_X, r3, r8, to="cut_plain")
+    # Shorter than Ethernet + IP header: the VXLAN device would drop it. An IPv6 copy of
+    # 34-53 bytes leaves as what the kernel takes for IPv4 (its metadata only: the bytes
+    # stay the frame's own), which needs Ethernet + 20; anything shorter cannot be sent.
+    a.jump(Op.JLT_K, r8, ETHERNET_HEADER + 20, "uncut")
+    a.jump(Op.JNE_K, r3, ETHERNET_HEADER + 40, "uncut")
+    a.mov(r2, 1)
+    a.store32(fp, _STACK_AS_IPV4, r2)
+    a.emit(Op.JA, to="cut_rewrite")
+    a.label("cut_plain")
+    a.movx(r1, r6)
+    a.movx(r2, r8)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_TAIL)
+    a.jump(Op.JEQ_K, r0, 0, "encapsulate")
+    # The kernel refused: the cut ends inside its headers. Rewrite the copy instead.
+    a.label("cut_rewrite")
+    a.jump(Op.JGT_K, r8, SCRATCH_SIZE, "uncut")
+    a.mov(r2, 0)
+    a.store32(fp, _STACK_ZERO, r2)
+    a.load_map_fd(r1, scratch_fd)
+    a.movx(r2, fp)
+    a.emit(Op.ADD_K, r2, imm=_STACK_ZERO)
+    a.call(Helper.MAP_LOOKUP_ELEM)
+    a.jump(Op.JEQ_K, r0, 0, "uncut")
+    a.movx(r9, r0)  # r9 = this CPU's buffer
+    # 1. Save the first snaplen bytes: what the copy will carry.
+    a.movx(r1, r6)
+    a.mov(r2, 0)
+    a.movx(r3, r9)
+    a.movx(r4, r8)
+    a.call(Helper.SKB_LOAD_BYTES)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    # bpf_skb_adjust_room moves at most 4095 bytes: a jumbo frame is first cut to a
+    # length that still holds its headers.
+    a.load32(r2, r6, SkbField.LEN)
+    a.jump(Op.JLE_K, r2, PRECUT_LENGTH, "cut_pop")
+    a.movx(r1, r6)
+    a.mov(r2, PRECUT_LENGTH)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_TAIL)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.label("cut_pop")
+    a.load32(r3, fp, _STACK_OFFSET)
+    # 2. Remove bytes behind the Ethernet header down to 14 + base: the kernel keeps the
+    # transport header and checksum start where they were in memory, so their offsets
+    # shrink by as much (they end up at or before 14 + base).
+    a.load32(r2, r6, SkbField.LEN)
+    a.emit(Op.ADD_K, r3, imm=ETHERNET_HEADER)
+    a.emit(Op.JLE_X, r2, r3, to="cut_grow")
+    a.emit(Op.SUB_X, r2, r3)
+    a.emit(Op.NEG, r2)
+    _adjust_room(a)
+    # 3. Make it 2 x (14 + base) + 2 long (zeros), then remove base + 16 bytes the same
+    # way: every header offset is now before the data (ignored), CHECKSUM_PARTIAL gone
+    # (the kernel drops it when the checksum start leaves the data).
+    a.label("cut_grow")
+    a.load32(r2, fp, _STACK_OFFSET)
+    a.emit(Op.LSH_K, r2, imm=1)
+    a.emit(Op.ADD_K, r2, imm=2 * ETHERNET_HEADER + 2)
+    a.movx(r1, r6)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_TAIL)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.load32(r2, fp, _STACK_OFFSET)
+    a.emit(Op.ADD_K, r2, imm=ETHERNET_HEADER + 2)
+    a.emit(Op.NEG, r2)
+    _adjust_room(a)
+    # (IPv6 copies of 34-53 bytes: skb->protocol := IPv4, which removes 20 more bytes
+    # behind Ethernet and clears the hash, so the hash is set again.)
+    a.load32(r2, fp, _STACK_AS_IPV4)
+    a.jump(Op.JEQ_K, r2, 0, "cut_length")
+    a.movx(r1, r6)
+    a.mov(r2, PROTOCOL_IPV4_LE)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_PROTO)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.movx(r1, r6)
+    a.load32(r2, fp, _STACK_HASH)
+    a.call(Helper.SET_HASH)
+    a.label("cut_length")
+    # 4. Now only the network header (at 14) bounds the length: set it, put the bytes back.
+    a.movx(r1, r6)
+    a.movx(r2, r8)
+    a.mov(r3, 0)
+    a.call(Helper.SKB_CHANGE_TAIL)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.movx(r1, r6)
+    a.mov(r2, 0)
+    a.movx(r3, r9)
+    a.movx(r4, r8)
+    a.mov(r5, 0)
+    a.call(Helper.SKB_STORE_BYTES)
+    a.jump(Op.JNE_K, r0, 0, "uncut")
+    a.emit(Op.JA, to="encapsulate")
+
+
+def _adjust_room(a: Assembler) -> None:
+    """bpf_skb_adjust_room(skb, r2, BPF_ADJ_ROOM_MAC, 0); "uncut" on failure."""
+    a.movx(Reg.R1, Reg.R6)
+    a.mov(Reg.R3, BPF_ADJ_ROOM_MAC)
+    a.mov(Reg.R4, 0)
+    a.call(Helper.SKB_ADJUST_ROOM)
+    a.jump(Op.JNE_K, Reg.R0, 0, "uncut")
+
+
 def program_version(kind: ProgramKind) -> str:
-    """Identifies a program's code (map fd excluded)."""
-    return hashlib.sha256(program(kind, 0)).hexdigest()[:8]
+    """Identifies a program's code (map fds excluded)."""
+    return hashlib.sha256(program(kind, 0, 0)).hexdigest()[:8]
 
 
 def load_program(insns: bytes, name: str) -> int:
@@ -349,6 +657,23 @@ def create_tunnel_map() -> int:
     )
     attr[28 : 28 + 16] = b"vxtap_tunnels".ljust(16, b"\0")
     return bpf(Cmd.MAP_CREATE, attr)
+
+
+def create_scratch_map() -> int:
+    """The mirror program's per-CPU buffer (one entry of SCRATCH_SIZE bytes)."""
+    attr = bytearray(64)
+    struct.pack_into("<IIIII", attr, 0, BPF_MAP_TYPE_PERCPU_ARRAY, 4, SCRATCH_SIZE, 1, 0)
+    attr[28 : 28 + 16] = b"vxtap_scratch".ljust(16, b"\0")
+    return bpf(Cmd.MAP_CREATE, attr)
+
+
+def map_value_size(map_fd: int) -> int:
+    """struct bpf_map_info's value_size (a map made by an older agent may differ)."""
+    info = ctypes.create_string_buffer(80)
+    attr = bytearray(16)
+    struct.pack_into("<IIQ", attr, 0, map_fd, len(info), _addr(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr)
+    return int(struct.unpack_from("<I", info, 12)[0])
 
 
 def _elem_attr(fd: int, key: ctypes.Array[ctypes.c_char], value: int, flags: int = 0) -> bytearray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -48,6 +49,7 @@ from vxtap.dataplane.plan import (
     KernelPlan,
     counter_comment,
     parse_counter_comment,
+    snap_length,
 )
 from vxtap.model import VXLAN_PORT
 from vxtap.setns import enter_namespace
@@ -88,6 +90,9 @@ SEGMENTATION_OFFLOADS = (
     "tx-gso-list",
 )
 COPY_PAIRS = ((MARK_COPY_DEVICE, MARK_COPY_PEER), (PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER))
+# A veth drops what is longer than its MTU (is_skb_forwardable): the copies of a jumbo
+# frame must cross whole (they are cut after), so the copy pairs take the largest MTU.
+COPY_DEVICE_MTU = 65535
 # Where each program runs. A veth zeroes skb->priority on the way (____dev_forward_skb),
 # so on the priority path the key moves into the copy's mark before it crosses.
 PROGRAMS = (
@@ -130,6 +135,10 @@ class Counters:
     sessions: dict[str, PacketsBytes] = field(default_factory=dict)
     rules: dict[str, PacketsBytes] = field(default_factory=dict)
     unmirrorable: dict[str, PacketsBytes] = field(default_factory=dict)
+    # Per session, copies the mirror program dropped because it could not cut them to
+    # the snap length (shorter than Ethernet + IPv4 header, or marked encapsulated by the
+    # kernel): a copy is never sent longer than asked. From the tunnel map entries.
+    uncut: dict[str, PacketsBytes] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, dict[str, dict[str, int]]]:
         def dump(d: dict[str, PacketsBytes]) -> dict[str, dict[str, int]]:
@@ -146,6 +155,7 @@ class _Link:
     peer: str | None  # a veth's peer, by name
     external: bool  # VXLAN collect_md
     port: int | None  # VXLAN destination port
+    mtu: int = 0
 
 
 @dataclass
@@ -172,7 +182,8 @@ class Dataplane:
         # of the chains it rewrote, the tunnel map) and takes the rest from the reads the
         # apply made moments before (unchanged since, as far as this process goes).
         self._seen: dict[_Key, object] | None = None
-        self._expected: tuple[KernelPlan, int, dict[int, bytes]] | None = None
+        self._expected: tuple[KernelPlan, int, dict[str, int], dict[int, bytes]] | None = None
+        self._device_mtus: dict[str, int] = {}  # every device's MTU, from the last link dump
 
     # --- plumbing ---
 
@@ -289,21 +300,24 @@ class Dataplane:
                 "nftables netdev egress hooks with dup (CONFIG_NETFILTER_EGRESS, "
                 f"CONFIG_NFT_DUP_NETDEV, nftables >= 1.0.1): {out.stderr.strip()[:300]}"
             )
+        fds: list[int] = []
         try:
-            map_fd = bpf.create_tunnel_map()
+            fds += [bpf.create_tunnel_map()]
+            fds += [bpf.create_scratch_map()]
         except OSError as error:
             missing.append(f"eBPF maps (bpf(2) BPF_MAP_CREATE: {error.strerror})")
         else:
             try:
                 for kind in bpf.ProgramKind:
-                    os.close(bpf.load_program(bpf.program(kind, map_fd), "vxtap_probe"))
+                    os.close(bpf.load_program(bpf.program(kind, *fds), "vxtap_probe"))
             except OSError as error:
                 missing.append(
-                    "eBPF tc programs with skb_change_tail/skb_set_tunnel_key "
+                    "eBPF tc programs with skb_change_tail/skb_adjust_room/skb_set_tunnel_key "
                     f"(CONFIG_NET_CLS_BPF, CONFIG_BPF_SYSCALL): {error.strerror}"
                 )
-            finally:
-                os.close(map_fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
         return missing
 
     # --- devices ---
@@ -318,8 +332,11 @@ class Dataplane:
         if out.returncode != 0:
             raise DataplaneError(f"ip link show: {out.stderr.strip()}")
         links: dict[str, _Link] = {}
+        mtus: dict[str, int] = {}
         for item in json.loads(out.stdout):
             name = item.get("ifname", "")
+            if isinstance(item.get("mtu"), int):
+                mtus[name] = item["mtu"]
             if name not in _ALL_DEVICES:
                 continue
             info = item.get("linkinfo") or {}
@@ -331,7 +348,9 @@ class Dataplane:
                 peer=item.get("link"),
                 external=bool(data.get("external")),
                 port=data.get("port"),
+                mtu=int(item.get("mtu", 0)),
             )
+        self._device_mtus = mtus
         return links
 
     @staticmethod
@@ -354,6 +373,10 @@ class Dataplane:
                     problems.append(f"device {name} is not a veth")
             if device in links and peer in links and links[device].peer != peer:
                 problems.append(f"devices {device} and {peer} are not a pair")
+            for name in (device, peer):
+                link = links.get(name)
+                if link is not None and link.kind == "veth" and link.mtu != COPY_DEVICE_MTU:
+                    problems.append(f"device {name} has MTU {link.mtu}, not {COPY_DEVICE_MTU}")
         for name in (VXLAN_DEVICE, *(d for pair in COPY_PAIRS for d in pair[:2])):
             link = links.get(name)
             if link is not None and not link.up:
@@ -386,13 +409,20 @@ class Dataplane:
                 for name in (device, peer):
                     if name in links:  # gone already when it was the other's peer
                         self._run(["ip", "link", "del", "dev", name])
-                self._ip(["link", "add", device, "type", "veth", "peer", "name", peer])
+                mtu = str(COPY_DEVICE_MTU)
+                self._ip(["link", "add", device, "mtu", mtu, "type", "veth", "peer", "name", peer])
+                self._ip(["link", "set", "dev", peer, "mtu", mtu])
                 created.extend((device, peer))
         for name in created:
             # No IPv6 link-local address: no router solicitations, DAD or MLD leak into
             # the mirror stream (seen in captures before this).
             self._ip(["link", "set", "dev", name, "addrgenmode", "none"])
             self._forget("links")
+        for name in (d for pair in COPY_PAIRS for d in pair):
+            link = links.get(name)
+            if name not in created and link is not None and link.mtu != COPY_DEVICE_MTU:
+                self._forget("links")
+                self._ip(["link", "set", "dev", name, "mtu", str(COPY_DEVICE_MTU)])
         for device, peer in COPY_PAIRS:
             # Set on creation, and again if someone turned them back on (copies would then
             # cross whole, as one mirror per 64 KB super-packet).
@@ -504,6 +534,9 @@ class Dataplane:
     def _ensure_programs(self, links: dict[str, _Link]) -> int:
         """Attach each program where it belongs; returns the tunnel map's fd."""
         map_fd = self._current_map_fd(links)
+        if map_fd is not None and bpf.map_value_size(map_fd) != bpf.VALUE_SIZE:
+            os.close(map_fd)  # an older agent's map: its programs are replaced below
+            map_fd = None
         if map_fd is None:
             map_fd = bpf.create_tunnel_map()
         for device, hook, kind in PROGRAMS:
@@ -517,7 +550,12 @@ class Dataplane:
             self._run(["tc", "qdisc", "add", "dev", device, "clsact"])  # fails when present
             if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
                 self._tc(["filter", "del", "dev", device, hook])
-            prog_fd = bpf.load_program(bpf.program(kind, map_fd), f"vxtap_{kind.value}")
+            scratch_fd = bpf.create_scratch_map()  # the program holds it; no one else needs it
+            try:
+                code = bpf.program(kind, map_fd, scratch_fd)
+                prog_fd = bpf.load_program(code, f"vxtap_{kind.value}")
+            finally:
+                os.close(scratch_fd)
             try:
                 # Replaced in place (same preference and handle): an upgraded program
                 # takes over without a moment with no program.
@@ -553,19 +591,53 @@ class Dataplane:
 
     def _expected_map(self, plan: KernelPlan, vxlan_index: int) -> dict[int, bytes]:
         """The tunnel map's entries for `plan` (kept for the plan last asked about: an
-        apply and its check, and every drift check of the applied plan, need the same)."""
+        apply and its check, and every drift check of the applied plan, need the same).
+
+        Each snap length is clamped to what fits the MTU of the route to its target now
+        (docs/dataplane.md, "Truncation"): a changed MTU shows as drift and is applied."""
+        mtus = self._path_mtus(sorted({t.remote for t in plan.tunnels}))
         if self._expected is not None:
-            last_plan, last_index, entries = self._expected
-            if last_plan is plan and last_index == vxlan_index:
+            last_plan, last_index, last_mtus, entries = self._expected
+            if last_plan is plan and last_index == vxlan_index and last_mtus == mtus:
                 return entries
         entries = {
             t.key: bpf.tunnel_value(
-                vni=t.vni, remote=t.remote, local=t.local, snaplen=t.snaplen, ifindex=vxlan_index
+                vni=t.vni,
+                remote=t.remote,
+                local=t.local,
+                snaplen=snap_length(t.snaplen, t.remote, mtus.get(t.remote)),
+                ifindex=vxlan_index,
             )
             for t in plan.tunnels
         }
-        self._expected = (plan, vxlan_index, entries)
+        self._expected = (plan, vxlan_index, mtus, entries)
         return entries
+
+    def _path_mtus(self, remotes: Sequence[str]) -> dict[str, int]:
+        """The IP MTU towards each address: the route's own `mtu`, else its device's.
+        Addresses without a route are left out (nothing can be sent to them now)."""
+        return self._remember(("routes", " ".join(remotes)), lambda: self._read_mtus(remotes))
+
+    def _read_mtus(self, remotes: Sequence[str]) -> dict[str, int]:
+        if not remotes:
+            return {}
+        self._links()  # the device MTUs, from a dump this apply or drift makes anyway
+        script = "".join(f"route get {address}\n" for address in remotes)
+        out = self._run(["ip", "-force", "-j", "-batch", "-"], script)
+        mtus: dict[str, int] = {}
+        for line in out.stdout.splitlines():
+            for route in json.loads(line) if line.strip() else ():
+                mtu = self._device_mtus.get(route.get("dev", ""))
+                for metric in route.get("metrics") or ():
+                    value = metric.get("mtu") if isinstance(metric, dict) else None
+                    if isinstance(value, list):  # "mtu lock 1400": ["lock", 1400]
+                        value = value[-1]
+                    if isinstance(value, int):
+                        mtu = value
+                if mtu is not None and "dst" in route:
+                    mtus[str(ipaddress.ip_address(route["dst"]))] = mtu
+        found = ((a, mtus.get(str(ipaddress.ip_address(a)))) for a in remotes)
+        return {address: mtu for address, mtu in found if mtu is not None}
 
     # --- nft ---
 
@@ -789,7 +861,7 @@ class Dataplane:
             try:
                 # New and changed entries before the rules that use them, stale ones after.
                 for key, value in expected.items():
-                    if current.get(key) != value:
+                    if _settings(current.get(key)) != _settings(value):
                         written.append(key)
                         bpf.map_update(map_fd, key, value)
                 state = self._table_state()
@@ -833,7 +905,7 @@ class Dataplane:
             finally:
                 os.close(map_fd)
             expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
-            missing = [k for k, v in expected.items() if current.get(k) != v]
+            missing = [k for k, v in expected.items() if _settings(current.get(k)) != _settings(v)]
             extra = current.keys() - expected.keys()
             if missing:
                 problems.append(f"{len(missing)} tunnel map entries are missing or differ")
@@ -847,6 +919,7 @@ class Dataplane:
         """Packets and bytes per session and per rule, as the kernel counted them."""
         items = self._nft_list("counters", "table", FAMILY, TABLE) or []
         result = Counters()
+        session_of_key: dict[int, str] = {}
         for item in items:
             counter = item.get("counter")
             if counter is None:
@@ -859,9 +932,24 @@ class Dataplane:
                 bucket, key = result.rules, ref.rule_id
             elif ref.kind == "mirrored":
                 bucket, key = result.sessions, ref.session_id
+                session_of_key[int(ref.name[1:], 16)] = ref.session_id  # m<key in hex>
             else:
                 bucket, key = result.unmirrorable, ref.session_id
             bucket[key] = bucket.get(key, PacketsBytes()) + value
+        if session_of_key:
+            map_fd = self._current_map_fd(self._links())
+            if map_fd is not None:
+                try:
+                    for tunnel_key, entry in bpf.map_items(map_fd):
+                        session = session_of_key.get(tunnel_key)
+                        if session is None or len(entry) < bpf.VALUE_SIZE:
+                            continue
+                        packets, octets = struct.unpack_from("<QQ", entry, bpf.VALUE_UNCUT_PACKETS)
+                        if packets:
+                            total = result.uncut.get(session, PacketsBytes())
+                            result.uncut[session] = total + PacketsBytes(packets, octets)
+                finally:
+                    os.close(map_fd)
         return result
 
     def leftovers(self) -> list[str]:
@@ -882,6 +970,11 @@ class Dataplane:
             out = self._run(["ip", "link", "del", "dev", name])
             if out.returncode != 0 and "Cannot find device" not in out.stderr:
                 raise DataplaneError(f"ip link del dev {name}: {out.stderr.strip()}")
+
+
+def _settings(value: bytes | None) -> bytes | None:
+    """A tunnel map value without the counters the program keeps in it."""
+    return None if value is None else value[: bpf.VALUE_SETTINGS_SIZE]
 
 
 _PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)

@@ -60,10 +60,13 @@ MARKER_PREFIX = "plan_"
 # Ingress: see the packet first, as it arrived. Egress: last, as it leaves.
 INGRESS_HOOK_PRIORITY = -500
 EGRESS_HOOK_PRIORITY = 500
-# Outer headers added around the inner frame: Ethernet is not counted by the MTU,
-# the outer IP + UDP + VXLAN are, and so is the inner Ethernet header.
-VXLAN_OVERHEAD_IPV4 = 20 + 8 + 8 + 14
-VXLAN_OVERHEAD_IPV6 = 40 + 8 + 8 + 14
+# What VXLAN adds inside the underlay's IP MTU: outer IP + UDP + VXLAN (the outer
+# Ethernet header is not counted by the MTU). The inner frame, its Ethernet header
+# included, is the outer UDP payload: it fits when it is at most MTU - overhead.
+VXLAN_OVERHEAD_IPV4 = 20 + 8 + 8
+VXLAN_OVERHEAD_IPV6 = 40 + 8 + 8
+# IPv4 fragment offset bits: a packet with a non-zero offset is a non-first fragment.
+IPV4_FRAGMENT_OFFSET_MASK = 0x1FFF
 MAX_KEY = 0x7FFF_FFFF
 
 _L4PROTO_NAME = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.ICMP: "icmp"}
@@ -136,7 +139,7 @@ class KernelPlan:
     devices: tuple[str, ...] = DEVICES
     # What the plan was compiled from, for `nft_json` (the agent keeps the state anyway).
     source: DesiredState | None = dataclasses.field(default=None, compare=False, repr=False)
-    underlay_mtu: int = dataclasses.field(default=1500, compare=False, repr=False)
+    underlay_mtu: int | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def nft_json(self) -> str:
@@ -184,9 +187,12 @@ def session_key(session_id: str, port_id: str) -> int:
     return int.from_bytes(digest, "little") & MAX_KEY or 1
 
 
-def snap_length(packet_length: int, target_address: str, underlay_mtu: int) -> int:
+def snap_length(packet_length: int, target_address: str, underlay_mtu: int | None) -> int:
     """The inner frame length to cut to: the session's packet_length, clamped so
-    that the encapsulated packet fits the underlay MTU."""
+    that the encapsulated packet fits the underlay MTU (None: not known here; the
+    kernel adapter clamps by the MTU of the route to the target)."""
+    if underlay_mtu is None:
+        return packet_length
     overhead = VXLAN_OVERHEAD_IPV6 if ":" in target_address else VXLAN_OVERHEAD_IPV4
     return max(1, min(packet_length, underlay_mtu - overhead))
 
@@ -216,9 +222,10 @@ def _ports(start: int, end: int) -> Any:
     return start if start == end else {"range": [start, end]}
 
 
-def rule_match(rule: Rule) -> list[dict[str, Any]]:
-    """The nft expressions that match exactly the packets SPEC section 2.3 says `rule` matches."""
-    return _rule_match(_match_key(rule))
+def rule_matches(rule: Rule) -> list[list[dict[str, Any]]]:
+    """nft rules (each a list of expressions) of which one or none matches each packet,
+    together matching exactly the packets docs/dataplane.md says `rule` matches."""
+    return _rule_matches(_match_key(rule))
 
 
 # What a rule's match depends on (not its id, priority or action).
@@ -244,7 +251,7 @@ def _match_key(rule: Rule) -> MatchKey:
     )
 
 
-def _rule_match(key: MatchKey) -> list[dict[str, Any]]:
+def _rule_matches(key: MatchKey) -> list[list[dict[str, Any]]]:
     ethertype, protocol, source_cidr, destination_cidr, source_ports, destination_ports = key
     ip = "ip" if ethertype is EtherType.IPV4 else "ip6"
     # Explicit ethertype first: non-IP frames (ARP, LLDP) never match any rule.
@@ -255,12 +262,32 @@ def _rule_match(key: MatchKey) -> list[dict[str, Any]]:
         exprs.append(_match(_payload(ip, "saddr"), _prefix(source_cidr)))
     if destination_cidr is not None and destination_cidr.prefixlen:
         exprs.append(_match(_payload(ip, "daddr"), _prefix(destination_cidr)))
-    if protocol.has_ports:
-        l4 = _L4PROTO_NAME[protocol]
-        for name, ports in (("sport", source_ports), ("dport", destination_ports)):
-            if ports is not None and ports != (1, 65535):
-                exprs.append(_match(_payload(l4, name), _ports(*ports)))
-    return exprs
+    ports = [
+        (name, r)
+        for name, r in (("sport", source_ports), ("dport", destination_ports))
+        if protocol.has_ports and r is not None
+    ]
+    if not ports:
+        return [exprs]
+    # A range is exactly that range (port 0 is outside 1-65535), and only a first
+    # fragment or an unfragmented packet carries ports: nft's transport header reads
+    # do not skip non-first fragments in the netdev family (measured on 6.18: IPv4
+    # reads the fragment's data, IPv6 the IPv6 header), so they are excluded first.
+    l4 = _L4PROTO_NAME[protocol]
+    port_exprs = [_match(_payload(l4, name), _ports(*r)) for name, r in ports]
+    return [[*exprs, *fragment, *port_exprs] for fragment in _first_fragment(ip)]
+
+
+def _first_fragment(ip: str) -> list[list[dict[str, Any]]]:
+    """Alternatives that together match every packet that is not a non-first fragment.
+    IPv6 needs two rules: no fragment header, or one with offset 0."""
+    if ip == "ip":
+        offset = {"&": [_payload("ip", "frag-off"), IPV4_FRAGMENT_OFFSET_MASK]}
+        return [[_match(offset, 0)]]
+    return [
+        [_match({"exthdr": {"name": "frag"}}, False)],
+        [_match({"exthdr": {"name": "frag", "field": "frag-off"}}, 0)],
+    ]
 
 
 # An nft expression in both forms: (JSON, text). Large plans have ~100,000 of them, so
@@ -280,12 +307,14 @@ MATCH_CACHE_SIZE = 32_768
 
 
 @functools.lru_cache(maxsize=MATCH_CACHE_SIZE)
-def _match_forms(key: MatchKey, with_json: bool) -> tuple[Expr, ...]:
-    return tuple(expr_forms(e, with_json) for e in _rule_match(key))
+def _match_forms(key: MatchKey, with_json: bool) -> tuple[tuple[Expr, ...], ...]:
+    return tuple(
+        tuple(expr_forms(e, with_json) for e in alternative) for alternative in _rule_matches(key)
+    )
 
 
-def match_forms(rule: Rule, with_json: bool = True) -> tuple[Expr, ...]:
-    """`rule_match(rule)` in both forms (JSON "" unless `with_json`), memoised."""
+def match_forms(rule: Rule, with_json: bool = True) -> tuple[tuple[Expr, ...], ...]:
+    """`rule_matches(rule)` in both forms (JSON "" unless `with_json`), memoised."""
     return _match_forms(_match_key(rule), with_json)
 
 
@@ -427,13 +456,16 @@ def _piece(
         if not rules:
             continue
         session_chain = f"s{key:08x}{_direction_tag(direction)}"
-        chains.append(Chain(session_chain, len(rules)))
+        rule_count = 0
         for rule in rules:
             counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
             counters.append(CounterRef(counter, "rule", session_id, rule.id))
-            match = match_forms(rule, with_json)
             verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
-            rules_out.append((session_chain, [*match, _counter(counter), verdict]))
+            # At most one alternative matches a packet: the counter counts it once.
+            for match in match_forms(rule, with_json):
+                rules_out.append((session_chain, [*match, _counter(counter), verdict]))
+                rule_count += 1
+        chains.append(Chain(session_chain, rule_count))
         session_chains.append((direction, session_chain))
     out = _Emitter(with_json=with_json)
     out.take_json()  # the table: added once, by the plan
@@ -489,7 +521,7 @@ def _target_address(target: Port | None) -> str | None:
     return target.address if target is not None else None
 
 
-def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan:
+def compile_plan(state: DesiredState, *, underlay_mtu: int | None = None) -> KernelPlan:
     """The kernel plan for `state`: same state, same plan (byte for byte)."""
     # Building ~100,000 small dicts for a large state triggers the cyclic GC over and
     # over (it doubled the compile time); nothing here makes cycles, so pause it.
@@ -502,7 +534,9 @@ def compile_plan(state: DesiredState, *, underlay_mtu: int = 1500) -> KernelPlan
             gc.enable()
 
 
-def _compile(state: DesiredState, underlay_mtu: int, *, with_json: bool) -> tuple[KernelPlan, str]:
+def _compile(
+    state: DesiredState, underlay_mtu: int | None, *, with_json: bool
+) -> tuple[KernelPlan, str]:
     """The plan, and its nft JSON document when `with_json` (else "")."""
     global _pieces
     ports = {p.id: p for p in state.ports}
@@ -657,6 +691,11 @@ def _value_text(value: Any) -> str:
 def _left_text(left: dict[str, Any]) -> str:
     if "meta" in left:
         return f"meta {left['meta']['key']}"
+    if "&" in left:
+        value, mask = left["&"]
+        return f"{_left_text(value)} & 0x{mask:x}"
+    if "exthdr" in left:
+        return f"{left['exthdr']['name']} {left['exthdr']['field']}"
     payload = left["payload"]
     return f"{payload['protocol']} {payload['field']}"
 
@@ -665,7 +704,13 @@ def _expr_text(expr: dict[str, Any]) -> str:
     (kind, body), *_ = expr.items()
     if kind == "match":
         assert body["op"] == "=="
-        return f"{_left_text(body['left'])} {_value_text(body['right'])}"
+        left, right = body["left"], body["right"]
+        if isinstance(right, bool):  # presence of an extension header
+            assert "exthdr" in left and "field" not in left
+            return f"exthdr {left['exthdr']['name']} {'exists' if right else 'missing'}"
+        if "&" in left:  # nft's text needs the operator after a binary expression
+            return f"{_left_text(left)} == {_value_text(right)}"
+        return f"{_left_text(left)} {_value_text(right)}"
     if kind == "counter":
         return "counter" if body is None else f"counter name {_quote(body)}"
     if kind == "mangle":
@@ -733,13 +778,15 @@ def _own_output_exclusion(remotes: Iterable[str]) -> list[list[dict[str, Any]]]:
         if not family:
             continue
         daddr: Any = family[0] if len(family) == 1 else {"set": family}
-        rules.append(
-            [
-                _match(_meta("protocol"), ip),
-                _match(_meta("l4proto"), "udp"),
-                _match(_payload("udp", "dport"), VXLAN_PORT),
-                _match(_payload(ip, "daddr"), daddr),
-                {"return": None},
-            ]
-        )
+        for fragment in _first_fragment(ip):  # a non-first fragment has no UDP port
+            rules.append(
+                [
+                    _match(_meta("protocol"), ip),
+                    _match(_meta("l4proto"), "udp"),
+                    *fragment,
+                    _match(_payload("udp", "dport"), VXLAN_PORT),
+                    _match(_payload(ip, "daddr"), daddr),
+                    {"return": None},
+                ]
+            )
     return rules

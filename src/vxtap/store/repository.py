@@ -949,6 +949,8 @@ def put_counters(
             object_id=object_id,
             packets=value["packets"],
             bytes=value["bytes"],
+            uncut_packets=value.get("uncut_packets", 0),
+            uncut_bytes=value.get("uncut_bytes", 0),
         )
         for kind, values in (("session", sessions), ("rule", rules))
         for object_id, value in values.items()
@@ -958,21 +960,23 @@ def put_counters(
 
 def session_stats(db: Session, project: str) -> dict[str, Any]:
     stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}}
-    for kind, object_id, packets, octets in db.execute(
+    for kind, object_id, packets, octets, uncut_packets, uncut_octets in db.execute(
         select(
             CounterRow.kind,
             CounterRow.object_id,
             func.sum(CounterRow.packets),
             func.sum(CounterRow.bytes),
+            func.sum(CounterRow.uncut_packets),
+            func.sum(CounterRow.uncut_bytes),
         )
         .where(CounterRow.project_id == project)
         .group_by(CounterRow.kind, CounterRow.object_id)
         .order_by(CounterRow.kind, CounterRow.object_id)
     ):
-        stats["sessions" if kind == "session" else "rules"][object_id] = {
-            "packets": int(packets),
-            "bytes": int(octets),
-        }
+        totals = {"packets": int(packets), "bytes": int(octets)}
+        if kind == "session" and (uncut_packets or uncut_octets):  # only when there are any
+            totals.update(uncut_packets=int(uncut_packets), uncut_bytes=int(uncut_octets))
+        stats["sessions" if kind == "session" else "rules"][object_id] = totals
     for host, reported_at in db.execute(
         select(HostReportRow.host, HostReportRow.reported_at)
         .where(HostReportRow.project_id == project)

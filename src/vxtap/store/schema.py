@@ -251,6 +251,9 @@ class CounterRow(Base):
     object_id: Mapped[str] = mapped_column(ID, primary_key=True)
     packets: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
+    # Sessions: copies not sent because they could not be cut (rules: 0).
+    uncut_packets: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    uncut_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class AgentHostRow(Base):

@@ -1,6 +1,6 @@
 """enrolled agent hosts and their reported status
 
-Revision ID: 0003_agent_hosts
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-04
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_agent_hosts"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
