@@ -99,6 +99,17 @@ class Server:
     ) -> None:
         pass
 
+    def report_status(
+        self,
+        host: str,
+        *,
+        agent_version: str,
+        applied_revision: str | None,
+        apply_error: str | None,
+        drift_repairs: int,
+    ) -> None:
+        pass
+
 
 @dataclass
 class Segment:

@@ -113,7 +113,9 @@ def test_without_one_capability_the_check_names_it(host: Namespace, dropped: str
 FIND_MAP_BY_ID = """
 from vxtap.dataplane import bpf
 map_fd = bpf.create_tunnel_map()
-program = bpf.load_program(bpf.program(bpf.ProgramKind.MIRROR, map_fd), "vxtap_caps")
+scratch_fd = bpf.create_scratch_map()
+code = bpf.program(bpf.ProgramKind.MIRROR, map_fd, scratch_fd)
+program = bpf.load_program(code, "vxtap_caps")
 try:
     bpf.map_fd_by_id(bpf.prog_map_ids(program)[0])
 except OSError as error:
