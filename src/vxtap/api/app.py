@@ -103,6 +103,13 @@ class AuthMiddleware:
         if scope["path"] in UNSIGNED_PATHS and scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send_with_id)
             return
+        repeated = auth.repeated_header(k.decode("latin-1") for k, _ in scope["headers"])
+        if repeated is not None:
+            message = f"the {repeated} header appears more than once: send it once"
+            await error_response(401, message, errors.Unauthorized.code)(
+                scope, receive, send_with_id
+            )
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal, body = await self._read_body(headers, receive)
         if refusal is None:
