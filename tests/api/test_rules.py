@@ -14,6 +14,7 @@ from huaweicloudsdkvpc.v3 import (
     CreateTrafficMirrorFilterRuleOption,
     CreateTrafficMirrorFilterRuleRequest,
     CreateTrafficMirrorFilterRuleRequestBody,
+    DeleteTrafficMirrorFilterRequest,
     DeleteTrafficMirrorFilterRuleRequest,
     ListTrafficMirrorFilterRulesRequest,
     ShowTrafficMirrorFilterRequest,
@@ -35,6 +36,33 @@ def create_rule(vpc: Any, **fields: Any) -> Any:
     option = CreateTrafficMirrorFilterRuleOption(**fields)
     request = CreateTrafficMirrorFilterRuleRequest(CreateTrafficMirrorFilterRuleRequestBody(option))
     return vpc.create_traffic_mirror_filter_rule(request).traffic_mirror_filter_rule
+
+
+def test_deleting_a_filter_deletes_its_rules(vpc: Any) -> None:
+    """No session uses it: 204, and its rules are gone with it (issue 9, item 7)."""
+    filter_id = new_filter(vpc)
+    rules = [
+        create_rule(
+            vpc,
+            traffic_mirror_filter_id=filter_id,
+            direction=direction,
+            protocol="ALL",
+            ethertype="IPv4",
+            action="accept",
+            priority=priority,
+        )
+        for direction in ("ingress", "egress")
+        for priority in (1, 2)
+    ]
+    vpc.delete_traffic_mirror_filter(DeleteTrafficMirrorFilterRequest(filter_id))
+    for rule in rules:
+        with pytest.raises(ClientRequestException) as info:
+            vpc.show_traffic_mirror_filter_rule(ShowTrafficMirrorFilterRuleRequest(rule.id))
+        assert info.value.status_code == 404
+    listed = vpc.list_traffic_mirror_filter_rules(
+        ListTrafficMirrorFilterRulesRequest(traffic_mirror_filter_id=filter_id)
+    )
+    assert listed.traffic_mirror_filter_rules == []
 
 
 def test_rule_lifecycle_with_canonical_case_and_trimmed_cidr(vpc: Any) -> None:

@@ -210,8 +210,9 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def conflict_for(name: str | None) -> errors.ApiError:
-    """The refusal for a constraint the database enforced (a check raced a concurrent write)."""
+def conflict_for(name: str | None) -> errors.ApiError | None:
+    """The refusal for a constraint the database enforced (a check raced a concurrent
+    write), or None for a constraint no refusal words."""
     known: dict[str, errors.ApiError] = {
         "uq_rules_priority": errors.Conflict(
             "priority is already used by another rule of this filter and direction",
@@ -242,13 +243,22 @@ def conflict_for(name: str | None) -> errors.ApiError:
             "a port with this host and device exists", errors.EXISTS
         ),
     }
-    if name in known:
-        return known[name]
+    return known.get(name or "")
+
+
+def concurrent_change() -> errors.Conflict:
     return errors.Conflict(
-        "the request conflicts with a concurrent change (a resource it names was changed or "
-        "deleted meanwhile, or is still in use); retry",
+        "the request kept conflicting with concurrent changes (another request took the "
+        "same slot or key each time); retry",
         errors.CONCURRENT,
     )
+
+
+def is_foreign_key(name: str | None) -> bool:
+    """A reference that was there when checked and gone at the write (or the reverse, for
+    a delete): a retry runs the repository's checks again, which then word the refusal
+    (404 for a missing reference, 409 in use)."""
+    return name is not None and (name == "foreign_key" or name.startswith("fk_"))
 
 
 # Deadlock / serialization failure (PostgreSQL SQLSTATE): the transaction can simply be retried.
@@ -271,7 +281,11 @@ def in_transaction(
     write: bool = True,
     retry_constraints: frozenset[str] = RETRYABLE_CONSTRAINTS,
 ) -> T:
-    """Run `action` in one transaction; map constraint violations to Huawei refusals."""
+    """Run `action` in one transaction; map constraint violations to Huawei refusals.
+
+    A violation no refusal words and no retry can cure is a check the repository lacks:
+    it is re-raised (500, logged), never passed off as a concurrent change.
+    """
     attempts = 5
     for attempt in range(attempts):
         try:
@@ -279,9 +293,15 @@ def in_transaction(
                 return action(db)
         except IntegrityError as exc:
             name = violated_constraint(exc)
-            if name in retry_constraints and attempt < attempts - 1:
+            retryable = name in retry_constraints or is_foreign_key(name)
+            if retryable and attempt < attempts - 1:
                 continue
-            raise conflict_for(name) from exc
+            refusal = conflict_for(name)
+            if refusal is not None:
+                raise refusal from exc
+            if name in retry_constraints:
+                raise concurrent_change() from exc
+            raise
         except DataError as exc:
             raise unstorable(exc) from exc
         except DBAPIError as exc:

@@ -1,0 +1,126 @@
+"""The repository's rules on both databases: deleting filters with their rules, how
+integrity errors are answered, counter reports and their sums, the rules quota."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vxtap.api.app import in_transaction
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
+from vxtap.store.errors import IN_USE, Conflict, NotFound
+from vxtap.store.schema import RuleRow
+
+RULE = {"action": "accept", "ethertype": "IPv4", "protocol": "TCP"}
+
+
+def rule_fields(filter_id: str, direction: str, priority: int) -> dict[str, Any]:
+    return {
+        **RULE,
+        "traffic_mirror_filter_id": filter_id,
+        "direction": direction,
+        "priority": priority,
+    }
+
+
+def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, str]:
+    """A filter with a rule per direction, a session from a port on `host` to a target."""
+    with store.write() as db:
+        port = {"host": host, "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
+        source = repo.create_port(db, project, port).id
+        target = repo.create_port(db, project, {**port, "host": f"{host}-t"}).id
+        filter_id = repo.create_filter(db, project, {"name": "f"}).id
+        ingress = repo.create_rule(db, project, rule_fields(filter_id, "ingress", 1)).id
+        egress = repo.create_rule(db, project, rule_fields(filter_id, "egress", 1)).id
+        session = repo.create_session(
+            db,
+            project,
+            {
+                "name": "s",
+                "traffic_mirror_filter_id": filter_id,
+                "traffic_mirror_sources": [source],
+                "traffic_mirror_target_id": target,
+                "traffic_mirror_target_type": "eni",
+                "virtual_network_id": 1,
+                "packet_length": 96,
+                "priority": 1,
+                "enabled": True,
+                "type": "eni",
+            },
+        ).id
+    return {
+        "source": source,
+        "target": target,
+        "filter": filter_id,
+        "ingress": ingress,
+        "egress": egress,
+        "session": session,
+    }
+
+
+def rule_count(store: Store, filter_id: str) -> int:
+    with store.read() as db:
+        return int(
+            db.scalar(select(func.count()).select_from(RuleRow).where(RuleRow.filter_id == filter_id))
+            or 0
+        )
+
+
+# -- deleting a filter ------------------------------------------------------------------
+
+
+def test_a_filter_no_session_uses_is_deleted_with_its_rules(store: Store) -> None:
+    world = make_world(store)
+    # While a session uses it: 409 in use, nothing deleted.
+    with pytest.raises(Conflict) as info:
+        in_transaction(store, lambda db: repo.delete_filter(db, "p", world["filter"]))
+    assert info.value.code == IN_USE and world["session"] in info.value.message
+    assert rule_count(store, world["filter"]) == 2
+    in_transaction(store, lambda db: repo.delete_session(db, "p", world["session"]))
+    in_transaction(store, lambda db: repo.delete_filter(db, "p", world["filter"]))
+    assert rule_count(store, world["filter"]) == 0
+    with pytest.raises(NotFound), store.read() as db:
+        repo.get_rule(db, "p", world["ingress"])
+
+
+def test_an_integrity_error_is_never_answered_as_a_concurrent_change(store: Store) -> None:
+    """A violation no check words is a bug in the checks: raised (500, logged), not a 409
+    asking the client to retry what can never succeed."""
+    world = make_world(store)
+    attempts: list[int] = []
+
+    def insert_rule(db: Session, filter_id: str | None) -> None:
+        attempts.append(1)
+        db.execute(
+            insert(RuleRow),
+            {
+                "id": repo.new_id(),
+                "project_id": "p",
+                "filter_id": filter_id,
+                "direction": "ingress",
+                "priority": 7,
+                "action": "accept",
+                "ethertype": "IPv4",
+                "protocol": "ALL",
+                "description": "",
+                "created_at": repo.utc_now(),
+                "updated_at": repo.utc_now(),
+            },
+        )
+
+    # NOT NULL: no retry can cure it.
+    with pytest.raises(IntegrityError):
+        in_transaction(store, lambda db: insert_rule(db, None))
+    assert len(attempts) == 1
+    # A reference missing at the write: retried (the checks then word it), and if the
+    # write itself is wrong, raised after the retries.
+    attempts.clear()
+    with pytest.raises(IntegrityError):
+        in_transaction(store, lambda db: insert_rule(db, "no-such-filter"))
+    assert len(attempts) == 5
+    assert rule_count(store, world["filter"]) == 2
