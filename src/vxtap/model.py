@@ -16,6 +16,8 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 VXLAN_PORT = 4789
 MAX_SOURCES_PER_SESSION = 10
@@ -137,6 +139,62 @@ class Filter(_Value):
         return tuple(
             sorted((r for r in self.rules if r.direction is direction), key=lambda r: r.priority)
         )
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # RFC 1122: a source, never a destination
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def address_refusal(address: str | IPAddress) -> str | None:
+    """Why `address` cannot be a port's address, or None when it can.
+
+    A port's address is where a target's copies are sent and the outer source of a
+    source's, so it must name one host: the limited broadcast (255.255.255.255),
+    multicast, unspecified (0.0.0.0/8, ::), loopback and link-local addresses are
+    refused. An IPv4-mapped IPv6 address is judged by the IPv4 address it carries.
+    """
+    if isinstance(address, str):
+        try:
+            address = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return f"{address!r} is not an IP address"
+    judged: IPAddress = address
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        judged = address.ipv4_mapped
+    if judged == _LIMITED_BROADCAST:
+        kind = "the limited broadcast address"
+    elif judged.is_multicast:
+        kind = "a multicast address"
+    elif judged.is_unspecified or (
+        isinstance(judged, ipaddress.IPv4Address) and judged in _THIS_NETWORK
+    ):
+        kind = "an unspecified address"
+    elif judged.is_loopback:
+        kind = "a loopback address"
+    elif judged.is_link_local:
+        kind = "a link-local address"
+    else:
+        return None
+    return f"{str(address)!r} is {kind}: a port needs a unicast address of one host"
+
+
+def interface_refusal(interface: IPInterface) -> str | None:
+    """`address_refusal` for an address given with its prefix ("10.0.0.255/24"), which
+    also shows the subnet's own broadcast address (IPv4 prefixes shorter than /31)."""
+    refusal = address_refusal(interface.ip)
+    if refusal is not None:
+        return refusal
+    network = interface.network
+    if (
+        isinstance(network, ipaddress.IPv4Network)
+        and network.prefixlen < 31
+        and interface.ip == network.broadcast_address
+    ):
+        return (
+            f"{str(interface.ip)!r} is the broadcast address of {network}: "
+            "a port needs a unicast address of one host"
+        )
+    return None
 
 
 class Port(_Value):

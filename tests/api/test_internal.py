@@ -64,6 +64,49 @@ def test_bad_registration(raw: Raw, server: Any, port: dict[str, Any], named: st
     assert response.status_code == 400
 
 
+REFUSED_ADDRESSES = [
+    ("ipv4", "255.255.255.255", "limited broadcast"),
+    ("ipv4", "10.0.0.255/24", "broadcast address of 10.0.0.0/24"),
+    ("ipv4", "224.0.0.5", "multicast"),
+    ("ipv4", "0.0.0.0", "unspecified"),
+    ("ipv4", "127.0.0.1", "loopback"),
+    ("ipv4", "169.254.169.254", "link-local"),
+    ("ipv6", "ff02::1", "multicast"),
+    ("ipv6", "::", "unspecified"),
+    ("ipv6", "::1", "loopback"),
+    ("ipv6", "fe80::1", "link-local"),
+    ("ipv6", "::ffff:255.255.255.255", "limited broadcast"),
+]
+
+
+@pytest.mark.parametrize(("family", "address", "kind"), REFUSED_ADDRESSES)
+def test_ports_need_unicast_addresses(
+    raw: Raw, server: Any, family: str, address: str, kind: str
+) -> None:
+    """A target address that is not one host's would flood or loop the mirror (issue 9,
+    item 6): refused when created by hand and when registered, naming the field."""
+    host = unique("flood")
+    register(raw, host, [{"device": "eth0", "ipv4": ["10.0.0.5"], "ipv6": []}])
+    good = {"ipv4": ["10.0.0.6"], "ipv6": ["2001:db8::6"]}
+    port = {"device": "eth1", **good, family: [good[family][0], address]}
+    before = snapshot(server.db_url)
+    created = raw.internal("POST", "ports", {"port": {"host": host, **port}})
+    registered = raw.internal("PUT", f"hosts/{host}/ports", {"ports": [port]})
+    refreshed = raw.internal(
+        "PUT", f"hosts/{host}/ports", {"ports": [{"device": "eth0", family: [address]}]}
+    )
+    for response, field in (
+        (created, f"port.{family}"),
+        (registered, f"ports.0.{family}"),
+        (refreshed, f"ports.0.{family}"),
+    ):
+        assert response.status_code == 400, response.text
+        message = response.json()["error_msg"]
+        assert message.startswith(f"{field}: ") and kind in message, message
+        assert response.json()["error_code"] == "VPC.0002"
+    assert snapshot(server.db_url) == before
+
+
 def test_manual_port_and_v1_shape(raw: Raw, server: Any) -> None:
     host = unique("ids")
     port = make_port(raw, host, "192.0.2.7")
