@@ -249,7 +249,15 @@ def test_desired_state_and_counters(raw: Raw) -> None:
         "rules": {rule["id"]: {"packets": 10, "bytes": 960}},
     }
     assert raw.internal("PUT", f"hosts/{source_host}/counters", counters).status_code == 204
+    # A second host serving the session (a source port there).
     other_host = unique("src2")
+    other_port = register(raw, other_host, [{"device": "eth0", "ipv4": ["10.1.0.2"]}])[0]
+    added = raw.v3(
+        "PUT",
+        f"traffic-mirror-sessions/{session['id']}/add-sources",
+        {"traffic_mirror_session": {"traffic_mirror_sources": [other_port["id"]]}},
+    )
+    assert added.status_code == 200, added.text
     counters2 = {"sessions": {session["id"]: {"packets": 5, "bytes": 100}}}
     assert raw.internal("PUT", f"hosts/{other_host}/counters", counters2).status_code == 204
     # A newer report replaces the host's previous one.
@@ -272,3 +280,56 @@ def test_desired_state_and_counters(raw: Raw) -> None:
     ):
         bad = raw.internal("PUT", f"hosts/{source_host}/counters", body)
         assert bad.status_code == 400, bad.text
+
+
+def test_session_stats_of_huge_counters_and_made_up_reports(raw: Raw) -> None:
+    """Two hosts near the top of 64-bit counters sum exactly (SQLite answered 500), and
+    reports for ids or hosts that serve nothing are not stored (issue 9, items 8-9)."""
+    hosts = [unique("big"), unique("big")]
+    sources = [
+        register(raw, host, [{"device": "eth0", "ipv4": [f"10.2.0.{i + 1}"]}])[0]
+        for i, host in enumerate(hosts)
+    ]
+    target = make_port(raw, unique("dst"), "10.2.0.9")
+    filter_id = raw.v3(
+        "POST", "traffic-mirror-filters", {"traffic_mirror_filter": {"name": "big"}}
+    ).json()["traffic_mirror_filter"]["id"]
+    session = raw.v3(
+        "POST",
+        "traffic-mirror-sessions",
+        {
+            "traffic_mirror_session": {
+                "name": "big",
+                "traffic_mirror_filter_id": filter_id,
+                "traffic_mirror_sources": [p["id"] for p in sources],
+                "traffic_mirror_target_id": target["id"],
+                "traffic_mirror_target_type": "eni",
+                "priority": 1,
+            }
+        },
+    ).json()["traffic_mirror_session"]
+    top = 2**63 - 1
+    for host in hosts:
+        body = {"sessions": {session["id"]: {"packets": top, "bytes": top}}}
+        assert raw.internal("PUT", f"hosts/{host}/counters", body).status_code == 204
+    made_up = {"sessions": {unique("no-such-session"): {"packets": 1, "bytes": 1}}}
+    ghosts = [unique("ghost") for _ in range(20)]
+    for host in [*hosts[:1], *ghosts]:
+        both = {"sessions": {**made_up["sessions"], session["id"]: {"packets": 1, "bytes": 1}}}
+        assert raw.internal("PUT", f"hosts/{host}/counters", both).status_code == 204
+    assert raw.internal("PUT", f"hosts/{hosts[0]}/counters", {"sessions": {
+        session["id"]: {"packets": top, "bytes": top}, **made_up["sessions"]
+    }}).status_code == 204  # fmt: skip
+    answer = raw.internal("GET", "session-stats")
+    assert answer.status_code == 200, answer.text
+    stats = answer.json()
+    assert stats["sessions"][session["id"]] == {"packets": 2 * top, "bytes": 2 * top}
+    assert not set(made_up["sessions"]) & set(stats["sessions"])
+    assert not set(ghosts) & set(stats["hosts"])
+    # Beyond a 64-bit signed counter a report is refused, naming the field.
+    bad = raw.internal(
+        "PUT",
+        f"hosts/{hosts[0]}/counters",
+        {"sessions": {session["id"]: {"packets": top + 1, "bytes": 0}}},
+    )
+    assert bad.status_code == 400 and "packets" in bad.json()["error_msg"]

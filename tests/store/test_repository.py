@@ -66,7 +66,9 @@ def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, s
 def rule_count(store: Store, filter_id: str) -> int:
     with store.read() as db:
         return int(
-            db.scalar(select(func.count()).select_from(RuleRow).where(RuleRow.filter_id == filter_id))
+            db.scalar(
+                select(func.count()).select_from(RuleRow).where(RuleRow.filter_id == filter_id)
+            )
             or 0
         )
 
@@ -124,3 +126,63 @@ def test_an_integrity_error_is_never_answered_as_a_concurrent_change(store: Stor
         in_transaction(store, lambda db: insert_rule(db, "no-such-filter"))
     assert len(attempts) == 5
     assert rule_count(store, world["filter"]) == 2
+
+
+# -- counter reports ----------------------------------------------------------------------
+
+COUNTER_MAX = 2**63 - 1
+
+
+def report(store: Store, host: str, sessions: dict[str, int], rules: dict[str, int]) -> None:
+    def counters(values: dict[str, int]) -> dict[str, dict[str, int]]:
+        return {k: {"packets": v, "bytes": v} for k, v in values.items()}
+
+    in_transaction(
+        store,
+        lambda db: repo.put_counters(db, "p", host, counters(sessions), counters(rules)),
+    )
+
+
+def stats(store: Store) -> dict[str, Any]:
+    with store.read() as db:
+        return repo.session_stats(db, "p")
+
+
+def test_counters_keep_only_what_the_hosts_desired_state_holds(store: Store) -> None:
+    world = make_world(store)
+    with store.write() as db:  # a filter and rule no session of host h uses
+        idle = repo.create_filter(db, "p", {"name": "idle"}).id
+        idle_rule = repo.create_rule(db, "p", rule_fields(idle, "ingress", 1)).id
+    made_up = "01a24000-0000-7000-8000-000000000000"
+    everything = {world["session"]: 5, made_up: 6}
+    rules = {world["ingress"]: 7, world["egress"]: 8, idle_rule: 9, made_up: 10}
+    report(store, "h", everything, rules)
+    report(store, "h-t", everything, rules)  # the target's host serves no session
+    for ghost in range(30):  # hosts with no port at all
+        report(store, f"ghost{ghost}", everything, rules)
+    answer = stats(store)
+    assert answer["sessions"] == {world["session"]: {"packets": 5, "bytes": 5}}
+    assert answer["rules"] == {
+        world["ingress"]: {"packets": 7, "bytes": 7},
+        world["egress"]: {"packets": 8, "bytes": 8},
+    }
+    assert set(answer["hosts"]) == {"h", "h-t"}
+
+
+def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
+    """Two hosts serving one session, each near the top of a 64-bit signed counter: the
+    sum is exact (SQLite's sum() failed with "integer overflow", a 500)."""
+    world = make_world(store)
+    with store.write() as db:
+        port = {"host": "h2", "device": "eth0", "ipv4": ["10.0.0.2"], "ipv6": []}
+        second = repo.create_port(db, "p", port).id
+        repo.add_sources(db, "p", world["session"], [second])
+    report(store, "h", {world["session"]: COUNTER_MAX}, {world["ingress"]: COUNTER_MAX})
+    report(store, "h2", {world["session"]: COUNTER_MAX}, {world["ingress"]: 2**32 + 1})
+    answer = stats(store)
+    total = {"packets": 2 * COUNTER_MAX, "bytes": 2 * COUNTER_MAX}
+    assert answer["sessions"][world["session"]] == total
+    assert answer["rules"][world["ingress"]] == {
+        "packets": COUNTER_MAX + 2**32 + 1,
+        "bytes": COUNTER_MAX + 2**32 + 1,
+    }

@@ -22,7 +22,17 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, Select, Table, bindparam, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -800,6 +810,7 @@ _STATE_SOURCES = (
     .order_by(SOURCES.session_id, SOURCES.position)
 )
 _STATE_FILTER_IDS = select(SESSIONS.filter_id).where(SESSIONS.id.in_(_HOST_SESSIONS))
+_HOST_RULES = select(RULES.id).where(RULES.filter_id.in_(_STATE_FILTER_IDS))
 _STATE_FILTERS = (
     select(FILTERS.id, FILTERS.name).where(FILTERS.id.in_(_STATE_FILTER_IDS)).order_by(FILTERS.id)
 )
@@ -933,7 +944,23 @@ def put_counters(
     sessions: Mapping[str, Mapping[str, int]],
     rules: Mapping[str, Mapping[str, int]],
 ) -> None:
-    """Replace the host's latest report (totals since its kernel state was created)."""
+    """Replace the host's latest report (totals since its kernel state was created).
+
+    Only what the host's desired state holds is kept: its sessions (a source port on
+    the host) and their filters' rules. Anything else (an id that does not exist, was
+    deleted meanwhile, or belongs to another host's sessions) is dropped, and a host
+    without ports stores nothing, not even its report time: made-up hosts and ids
+    cannot fill the table or show up in `session_stats`.
+    """
+    where = {"project": project, "host": host}
+    if db.execute(_HOST_PORTS.limit(1), where).first() is None:
+        return
+    if sessions:
+        served = set(db.scalars(_HOST_SESSIONS, where))
+        sessions = {k: v for k, v in sessions.items() if k in served}
+    if rules:
+        served = set(db.scalars(_HOST_RULES, where))
+        rules = {k: v for k, v in rules.items() if k in served}
     report = db.get(HostReportRow, (project, host))
     if report is None:
         db.add(HostReportRow(project_id=project, host=host, reported_at=utc_now()))
@@ -956,22 +983,32 @@ def put_counters(
     db.flush()
 
 
+def _split_sum(column: Any) -> tuple[Any, Any]:
+    """Sums of a 64-bit column's high and low 32 bits: SQLite's sum() fails with "integer
+    overflow" past 2^63-1 (two hosts' counters can get there), while these two cannot
+    before 2^31 rows. `(high << 32) + low` is the exact sum, as a Python int."""
+    # Literals, not bind parameters: PostgreSQL has `bigint >> integer`, no `bigint >> bigint`.
+    high = column.op(">>")(literal_column("32"))
+    low = column.op("&")(literal_column(str(0xFFFFFFFF)))
+    return func.sum(high), func.sum(low)
+
+
 def session_stats(db: Session, project: str) -> dict[str, Any]:
     stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}}
-    for kind, object_id, packets, octets in db.execute(
+    for kind, object_id, packets_high, packets_low, bytes_high, bytes_low in db.execute(
         select(
             CounterRow.kind,
             CounterRow.object_id,
-            func.sum(CounterRow.packets),
-            func.sum(CounterRow.bytes),
+            *_split_sum(CounterRow.packets),
+            *_split_sum(CounterRow.bytes),
         )
         .where(CounterRow.project_id == project)
         .group_by(CounterRow.kind, CounterRow.object_id)
         .order_by(CounterRow.kind, CounterRow.object_id)
     ):
         stats["sessions" if kind == "session" else "rules"][object_id] = {
-            "packets": int(packets),
-            "bytes": int(octets),
+            "packets": (int(packets_high) << 32) + int(packets_low),
+            "bytes": (int(bytes_high) << 32) + int(bytes_low),
         }
     for host, reported_at in db.execute(
         select(HostReportRow.host, HostReportRow.reported_at)
