@@ -23,6 +23,11 @@ VXLAN_PORT = 4789
 MAX_SOURCES_PER_SESSION = 10
 MAX_SESSIONS_PER_SOURCE = 3
 DEFAULT_VNI = 1
+# The server's default quota of rules per filter and direction (`vxtap server
+# --max-rules-per-direction`): every packet of a source is compared with the rules ahead
+# of the one that decides, so this bounds what a filter costs production traffic
+# (docs/control-plane.md, docs/benchmarks.md).
+DEFAULT_MAX_RULES_PER_DIRECTION = 50
 DEFAULT_PACKET_LENGTH = 96
 
 

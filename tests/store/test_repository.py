@@ -10,10 +10,11 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vxtap import model
 from vxtap.api.app import in_transaction
 from vxtap.store import repository as repo
 from vxtap.store.db import Store
-from vxtap.store.errors import IN_USE, Conflict, NotFound
+from vxtap.store.errors import IN_USE, QUOTA, Conflict, NotFound
 from vxtap.store.schema import RuleRow
 
 RULE = {"action": "accept", "ethertype": "IPv4", "protocol": "TCP"}
@@ -186,3 +187,28 @@ def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
         "packets": COUNTER_MAX + 2**32 + 1,
         "bytes": COUNTER_MAX + 2**32 + 1,
     }
+
+
+# -- the rules quota --------------------------------------------------------------------
+
+
+def test_rules_per_filter_and_direction_stop_at_the_quota(store: Store) -> None:
+    quota = model.DEFAULT_MAX_RULES_PER_DIRECTION
+    with store.write() as db:
+        filter_id = repo.create_filter(db, "p", {"name": "full"}).id
+        for priority in range(1, quota + 1):
+            repo.create_rule(db, "p", rule_fields(filter_id, "ingress", priority))
+    with pytest.raises(Conflict) as info:
+        in_transaction(
+            store, lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "ingress", 9999))
+        )
+    assert info.value.code == QUOTA
+    assert f"has {quota} ingress rules" in info.value.message
+    assert rule_count(store, filter_id) == quota
+    # The other direction has its own quota; a smaller quota counts the same rows.
+    in_transaction(store, lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 1)))
+    with pytest.raises(Conflict):
+        in_transaction(
+            store,
+            lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 2), quota=1),
+        )

@@ -464,6 +464,7 @@ def create_app(
     credentials: Mapping[str, auth.Credential],
     *,
     clock: Callable[[], datetime] | None = None,
+    max_rules_per_direction: int = model.DEFAULT_MAX_RULES_PER_DIRECTION,
 ) -> FastAPI:
     app = FastAPI(
         title="vxtap",
@@ -472,7 +473,7 @@ def create_app(
     )
     app.add_middleware(AuthMiddleware, credentials=credentials, clock=clock)
     _install_error_handlers(app)
-    _install_routes(app, store)
+    _install_routes(app, store, max_rules_per_direction)
     _document_bodies(app)
     return app
 
@@ -505,7 +506,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
-def _install_routes(app: FastAPI, store: Store) -> None:
+def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) -> None:
     v3 = "/v3/{project_id}/vpc"
 
     def write(action: Callable[[Session], T]) -> T:
@@ -645,7 +646,10 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         option = (await read_body(request, wire.CreateRuleRequest)).traffic_mirror_filter_rule
         fields = option.model_dump()
         result = await _run(
-            write, lambda db: wire.rule_json(repo.create_rule(db, project_id, fields))
+            write,
+            lambda db: wire.rule_json(
+                repo.create_rule(db, project_id, fields, quota=max_rules_per_direction)
+            ),
         )
         return answer(201, traffic_mirror_filter_rule=result)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from vxtap import model
 from vxtap.store.db import default_db_url, default_state_dir
 
 
@@ -58,12 +59,28 @@ def _first_credentials(path: Path) -> None:
     "directory, created with one random key if missing].",
 )
 @click.option(
+    "--max-rules-per-direction",
+    type=click.IntRange(1, 65535),
+    default=model.DEFAULT_MAX_RULES_PER_DIRECTION,
+    show_default=True,
+    envvar="VXTAP_MAX_RULES_PER_DIRECTION",
+    help="Quota of rules per filter and direction (409 VPC.2903 beyond it); every packet is "
+    "compared with the rules ahead of the one that decides. Also from "
+    "$VXTAP_MAX_RULES_PER_DIRECTION.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
-def server(listen: str, db_url: str | None, credentials_path: Path | None, log_level: str) -> None:
+def server(
+    listen: str,
+    db_url: str | None,
+    credentials_path: Path | None,
+    max_rules_per_direction: int,
+    log_level: str,
+) -> None:
     """Run the traffic-mirroring API server (Huawei v3 API, v1 ports, internal agent API)."""
     import uvicorn
 
@@ -86,7 +103,7 @@ def server(listen: str, db_url: str | None, credentials_path: Path | None, log_l
     except Exception as exc:
         raise click.ClickException(f"cannot open database: {exc}") from None
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
-    app = create_app(store, credentials)
+    app = create_app(store, credentials, max_rules_per_direction=max_rules_per_direction)
     uvicorn.run(
         app,
         host=host,

@@ -315,7 +315,31 @@ RULE_FIELDS = (
 )
 
 
-def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow:
+def _check_rule_quota(db: Session, row: RuleRow, quota: int) -> None:
+    """Safe under concurrency without a constraint: every rule write of a project bumps
+    its change counter first, and that serializes them (`bump_change`)."""
+    count = db.scalar(
+        select(func.count())
+        .select_from(RuleRow)
+        .where(RuleRow.filter_id == row.filter_id, RuleRow.direction == row.direction)
+    )
+    if count is not None and count >= quota:
+        raise Conflict(
+            f"filter {row.filter_id} has {count} {row.direction} rules, the most a filter "
+            f"may have per direction (quota {quota}: every packet is compared with the "
+            "rules ahead of the one that decides)",
+            QUOTA,
+        )
+
+
+def create_rule(
+    db: Session,
+    project: str,
+    fields: Mapping[str, Any],
+    *,
+    quota: int = model.DEFAULT_MAX_RULES_PER_DIRECTION,
+) -> RuleRow:
+    """`quota`: the most rules a filter may have in one direction."""
     bump_change(db, project)
     parent = get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
     now = utc_now()
@@ -336,6 +360,7 @@ def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow
         if fields.get(key) is not None:
             setattr(row, key, fields[key])
     domain_rule(row)
+    _check_rule_quota(db, row, quota)
     _check_rule_priority_free(db, row)
     parent.updated_at = now
     return _insert(db, row)
