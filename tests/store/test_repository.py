@@ -3,6 +3,7 @@ integrity errors are answered, counter reports and their sums, the rules quota."
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -212,3 +213,31 @@ def test_rules_per_filter_and_direction_stop_at_the_quota(store: Store) -> None:
             store,
             lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 2), quota=1),
         )
+
+
+def test_the_rules_quota_holds_under_concurrent_creates(store: Store) -> None:
+    """No constraint holds the quota: the project's change counter, which every rule
+    write takes first, serializes the count and the insert."""
+    with store.write() as db:
+        filter_id = repo.create_filter(db, "p", {"name": "raced"}).id
+    outcomes: list[str] = []
+
+    def create(priority: int) -> None:
+        try:
+            in_transaction(
+                store,
+                lambda db: repo.create_rule(
+                    db, "p", rule_fields(filter_id, "ingress", priority), quota=5
+                ),
+            )
+            outcomes.append("created")
+        except Conflict as refusal:
+            outcomes.append(refusal.code)
+
+    threads = [threading.Thread(target=create, args=(p,)) for p in range(1, 17)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["VPC.2903"] * 11 + ["created"] * 5
+    assert rule_count(store, filter_id) == 5
