@@ -15,7 +15,16 @@ Modes, interleaved in every round:
   vxtap1k   the same session as the last of 3 on that device (two sessions of 10
             non-matching rules first), plus 997 sessions of 10 rules on other devices
 
+With --rules-ahead N[,N...] instead (the rules-per-filter quota, docs/control-plane.md):
+  rules1    one session whose filter's first rule accepts TCP (then one for UDP)
+  rulesN    the same session with N rules ahead of the accepting one, each failing only
+            at its last test (TCP, both CIDRs matching, source ports matching, destination
+            port not), so every TCP packet is compared with all of them
+Production TCP (and the 64-byte UDP rate, which passes the TCP rules at their protocol
+test) side by side, interleaved in every round.
+
 Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3]
+              .venv/bin/python bench/dataplane.py --rules-ahead 100,1000 [--rounds 5]
 """
 
 from __future__ import annotations
@@ -75,6 +84,36 @@ def one_session() -> DesiredState:
     )
     return DesiredState(
         host="source", revision="1", ports=(SOURCE,), sessions=(s,), filters=(f,), targets=(TARGET,)
+    )
+
+
+def rules_ahead(count: int) -> DesiredState:
+    """One session on the source; `count` TCP rules that fail only at the destination
+    port come before the accepting ones (the iperf3 server listens on 5201)."""
+    filler = tuple(
+        _rule(
+            "f",
+            i + 1,
+            Protocol.TCP,
+            source_cidr=ipaddress.ip_network("10.10.0.0/24"),
+            destination_cidr=ipaddress.ip_network("10.10.0.2/32"),
+            source_ports=PortRange(start=1024, end=65535),
+            destination_ports=PortRange(start=1 + i % 5000, end=1 + i % 5000),
+        )
+        for i in range(count)
+    )
+    accepting = (_rule("f", count + 1, Protocol.TCP), _rule("f", count + 2, Protocol.UDP))
+    f = Filter(id="f", name="f", rules=filler + accepting)
+    s = Session(
+        id="s", name="s", filter_id="f", sources=(SOURCE.id,), target_id=TARGET.id, priority=3
+    )
+    return DesiredState(
+        host="source",
+        revision=f"r{count}",
+        ports=(SOURCE,),
+        sessions=(s,),
+        filters=(f,),
+        targets=(TARGET,),
     )
 
 
@@ -282,7 +321,7 @@ def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
 def matched_counter(lab: Lab, mode: str) -> Callable[[], int]:
     if mode == "hand":
         return lambda: lab.counter(lab.source, "hand", "matched")
-    if mode.startswith("vxtap"):
+    if mode.startswith(("vxtap", "rules")):
         return lambda: lab.dataplane.counters().sessions.get("s", PacketsBytes()).packets
     return lambda: 0
 
@@ -322,6 +361,33 @@ def apply_times(rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def print_rules_ahead(
+    modes: list[str],
+    results: dict[tuple[str, bool], list[dict[str, float]]],
+    med: Callable[[list[float]], float],
+) -> None:
+    print(
+        "| rules ahead of the accepting one | TCP Gbit/s (runs) | vs 1 rule "
+        "| UDP 64 B kpps (runs) | vs 1 rule | TCP mirrors per wire segment |"
+    )
+    print("|---|---|---|---|---|---|")
+    tcp = {m: med([x["gbps"] for x in results[(m, False)]]) for m in modes}
+    udp = {m: med([x["pps"] for x in results[(m, True)]]) / 1e3 for m in modes}
+    for m in modes:
+        tcp_runs = ", ".join(f"{x['gbps']:.2f}" for x in results[(m, False)])
+        udp_runs = ", ".join(f"{x['pps'] / 1e3:.0f}" for x in results[(m, True)])
+        complete = med([x["complete"] for x in results[(m, False)]])
+        cells = [
+            "0 (one rule)" if m == "rules1" else m.removeprefix("rules"),
+            f"{tcp[m]:.2f} ({tcp_runs})",
+            f"{tcp[m] / tcp['rules1']:.2f}",
+            f"{udp[m]:.0f} ({udp_runs})",
+            f"{udp[m] / udp['rules1']:.2f}",
+            f"{complete:.3f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -331,11 +397,26 @@ def main() -> None:
         action="store_true",
         help="only the UDP packet rate of none/hand/vxtap (the noisiest figure), more rounds",
     )
+    parser.add_argument(
+        "--rules-ahead",
+        default="",
+        help="comma-separated rule counts: production with that many non-matching rules "
+        "ahead of the accepting one, against one rule (and nothing else)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
-    plans = {"vxtap": compile_plan(one_session()), "vxtap1k": compile_plan(thousand_sessions())}
-    modes = ["none", "hand", "vxtap"] if args.udp_only else ["none", "hand", "vxtap", "vxtap1k"]
+    if args.rules_ahead:
+        counts = [int(n) for n in args.rules_ahead.split(",")]
+        plans = {"rules1": compile_plan(rules_ahead(0))}
+        plans.update({f"rules{n}": compile_plan(rules_ahead(n)) for n in counts})
+        modes = list(plans)
+    else:
+        plans = {
+            "vxtap": compile_plan(one_session()),
+            "vxtap1k": compile_plan(thousand_sessions()),
+        }
+        modes = ["none", "hand", "vxtap"] if args.udp_only else ["none", "hand", "vxtap", "vxtap1k"]
     results: dict[tuple[str, bool], list[dict[str, float]]] = {}
     with temporary_namespaces("dp-bench-c", "dp-bench-s", "dp-bench-t") as (c, s, t):
         veth(c, "eth0", s, "eth0")
@@ -367,6 +448,9 @@ def main() -> None:
             remove_hand(lab)
             lab.dataplane.cleanup()
     med = statistics.median
+    if args.rules_ahead:
+        print_rules_ahead(modes, results, med)
+        return
     if args.udp_only:
         udp_rates = {m: med(x["pps"] for x in results[(m, True)]) / 1e3 for m in modes}
         for m in modes:

@@ -17,6 +17,7 @@ from vxtap.auth import (
     Credential,
     is_administrator,
     load_credentials,
+    repeated_header,
     sign,
     verify,
 )
@@ -147,6 +148,14 @@ def test_refusals_name_the_problem() -> None:
     # Within the window both ways is fine.
     verify(method, path, "", headers, body, CREDENTIALS.get, now=NOW + timedelta(minutes=14))
     verify(method, path, "", headers, body, CREDENTIALS.get, now=NOW - timedelta(minutes=14))
+
+
+def test_repeated_single_headers_are_found_in_any_case() -> None:
+    assert repeated_header(["Authorization", "x-sdk-date", "X-Project-Id", "host"]) is None
+    assert repeated_header(["accept", "accept", "content-type"]) is None
+    assert repeated_header(["Authorization", "authorization"]) == "authorization"
+    assert repeated_header(["x-sdk-date", "host", "X-SDK-DATE"]) == "x-sdk-date"
+    assert repeated_header(["X-Project-Id", "x-project-id"]) == "x-project-id"
 
 
 def test_wrong_secret_and_unknown_key() -> None:

@@ -15,6 +15,8 @@ from vxtap.model import (
     Protocol,
     Rule,
     Session,
+    address_refusal,
+    interface_refusal,
 )
 
 
@@ -101,3 +103,49 @@ def test_desired_state_round_trips_through_json() -> None:
         ),
     )
     assert DesiredState.model_validate_json(state.model_dump_json()) == state
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("255.255.255.255", "the limited broadcast address"),
+        ("::ffff:255.255.255.255", "the limited broadcast address"),
+        ("224.0.0.5", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("ff02::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("0.1.2.3", "unspecified"),
+        ("::", "unspecified"),
+        ("127.0.0.1", "loopback"),
+        ("127.8.9.10", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("not an address", "not an IP address"),
+    ],
+)
+def test_address_refusal_names_what_cannot_be_a_port_address(address: str, kind: str) -> None:
+    refusal = address_refusal(address)
+    assert refusal is not None and kind in refusal
+    if kind != "not an IP address":
+        assert address_refusal(ipaddress.ip_address(address)) == refusal
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.1", "192.168.0.255", "100.64.0.1", "2001:db8::1", "fd00::1", "1.1.1.1"]
+)
+def test_unicast_addresses_are_port_addresses(address: str) -> None:
+    assert address_refusal(address) is None
+
+
+def test_an_address_with_its_prefix_shows_its_subnet_broadcast() -> None:
+    assert "broadcast address of 10.0.0.0/24" in str(
+        interface_refusal(ipaddress.ip_interface("10.0.0.255/24"))
+    )
+    assert "broadcast address of 10.0.0.0/23" in str(
+        interface_refusal(ipaddress.ip_interface("10.0.1.255/23"))
+    )
+    for usable in ("10.0.0.255/23", "10.0.0.1/31", "10.0.0.255/32", "2001:db8::ffff/112"):
+        assert interface_refusal(ipaddress.ip_interface(usable)) is None
+    assert "loopback" in str(interface_refusal(ipaddress.ip_interface("127.0.0.1/8")))

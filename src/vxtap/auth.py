@@ -44,6 +44,10 @@ EMPTY_BODY_HASH = hashlib.sha256(b"").hexdigest()
 # SPEC section 1: a signature dated more than 15 minutes from the server's clock is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 
+# Headers a request may carry once: with two, the signature would be checked on one
+# (the last, as headers are mapped by name) while a proxy or a log may use the other.
+SINGLE_HEADERS = ("authorization", DATE_HEADER.lower(), PROJECT_HEADER.lower())
+
 _AUTHORIZATION = re.compile(
     r"^\s*" + re.escape(ALGORITHM) + r"\s+Access=(?P<ak>[^,\s]+)\s*,\s*"
     r"SignedHeaders=(?P<headers>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-fA-F]+)\s*$"
@@ -195,6 +199,18 @@ def access_key(headers: Mapping[str, str]) -> str | None:
     """The access key a request claims to be signed with (not yet verified), or None."""
     match = _AUTHORIZATION.match(headers.get("authorization", ""))
     return None if match is None else match["ak"]
+
+
+def repeated_header(names: Iterable[str]) -> str | None:
+    """The first of `SINGLE_HEADERS` that occurs more than once among `names` (any case)."""
+    seen: set[str] = set()
+    for name in names:
+        lowered = name.lower()
+        if lowered in SINGLE_HEADERS:
+            if lowered in seen:
+                return lowered
+            seen.add(lowered)
+    return None
 
 
 def verify(

@@ -16,11 +16,18 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 VXLAN_PORT = 4789
 MAX_SOURCES_PER_SESSION = 10
 MAX_SESSIONS_PER_SOURCE = 3
 DEFAULT_VNI = 1
+# The server's default quota of rules per filter and direction (`vxtap server
+# --max-rules-per-direction`): every packet of a source is compared with the rules ahead
+# of the one that decides, so this bounds what a filter costs production traffic
+# (docs/control-plane.md, docs/benchmarks.md).
+DEFAULT_MAX_RULES_PER_DIRECTION = 50
 DEFAULT_PACKET_LENGTH = 96
 
 
@@ -137,6 +144,78 @@ class Filter(_Value):
         return tuple(
             sorted((r for r in self.rules if r.direction is direction), key=lambda r: r.priority)
         )
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # RFC 1122: a source, never a destination
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def non_unicast_kind(address: IPAddress) -> str | None:
+    """What kind of address `address` is when it does not name one host ("broadcast",
+    "multicast", "unspecified", "loopback", "link-local"), else None. An IPv4-mapped IPv6
+    address is judged by the IPv4 address it carries (the kernel sends it as IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address == _LIMITED_BROADCAST:
+        return "broadcast"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified or (
+        isinstance(address, ipaddress.IPv4Address) and address in _THIS_NETWORK
+    ):
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    return None
+
+
+_KIND_PHRASES = {
+    "broadcast": "the limited broadcast address",
+    "multicast": "a multicast address",
+    "unspecified": "an unspecified address",
+    "loopback": "a loopback address",
+    "link-local": "a link-local address",
+}
+
+
+def address_refusal(address: str | IPAddress) -> str | None:
+    """Why `address` cannot be a port's address, or None when it can.
+
+    A port's address is where a target's copies are sent and the outer source of a
+    source's, so it must name one host: the limited broadcast (255.255.255.255),
+    multicast, unspecified (0.0.0.0/8, ::), loopback and link-local addresses are
+    refused (`non_unicast_kind`).
+    """
+    if isinstance(address, str):
+        try:
+            address = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return f"{address!r} is not an IP address"
+    kind = non_unicast_kind(address)
+    if kind is None:
+        return None
+    return f"{str(address)!r} is {_KIND_PHRASES[kind]}: a port needs a unicast address of one host"
+
+
+def interface_refusal(interface: IPInterface) -> str | None:
+    """`address_refusal` for an address given with its prefix ("10.0.0.255/24"), which
+    also shows the subnet's own broadcast address (IPv4 prefixes shorter than /31)."""
+    refusal = address_refusal(interface.ip)
+    if refusal is not None:
+        return refusal
+    network = interface.network
+    if (
+        isinstance(network, ipaddress.IPv4Network)
+        and network.prefixlen < 31
+        and interface.ip == network.broadcast_address
+    ):
+        return (
+            f"{str(interface.ip)!r} is the broadcast address of {network}: "
+            "a port needs a unicast address of one host"
+        )
+    return None
 
 
 class Port(_Value):

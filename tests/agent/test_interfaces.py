@@ -9,7 +9,7 @@ from vxtap.client import Interface
 from vxtap.netns import Namespace, veth
 
 
-def test_selection_skips_loopback_own_devices_and_link_local() -> None:
+def test_selection_skips_loopback_own_devices_and_refused_addresses() -> None:
     links = [
         {"index": 1, "ifname": "lo", "address": "00:00:00:00:00:00", "kind": None},
         {"index": 2, "ifname": "eth1", "address": "02:00:00:00:00:02", "kind": "veth"},
@@ -22,6 +22,9 @@ def test_selection_skips_loopback_own_devices_and_link_local() -> None:
         {"index": 3, "family": 2, "address": "10.0.0.10"},
         {"index": 3, "family": 10, "address": "fe80::1"},
         {"index": 3, "family": 10, "address": "fd00::1"},
+        {"index": 3, "family": 2, "address": "169.254.169.254"},
+        {"index": 2, "family": 2, "address": "127.0.0.2"},
+        {"index": 2, "family": 10, "address": "ff02::1"},
         {"index": 4, "family": 2, "address": "10.9.9.9"},
     ]
     assert select_interfaces(links, addresses, lambda n: n.startswith("vxtap")) == (

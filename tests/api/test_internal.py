@@ -64,6 +64,49 @@ def test_bad_registration(raw: Raw, server: Any, port: dict[str, Any], named: st
     assert response.status_code == 400
 
 
+REFUSED_ADDRESSES = [
+    ("ipv4", "255.255.255.255", "limited broadcast"),
+    ("ipv4", "10.0.0.255/24", "broadcast address of 10.0.0.0/24"),
+    ("ipv4", "224.0.0.5", "multicast"),
+    ("ipv4", "0.0.0.0", "unspecified"),
+    ("ipv4", "127.0.0.1", "loopback"),
+    ("ipv4", "169.254.169.254", "link-local"),
+    ("ipv6", "ff02::1", "multicast"),
+    ("ipv6", "::", "unspecified"),
+    ("ipv6", "::1", "loopback"),
+    ("ipv6", "fe80::1", "link-local"),
+    ("ipv6", "::ffff:255.255.255.255", "limited broadcast"),
+]
+
+
+@pytest.mark.parametrize(("family", "address", "kind"), REFUSED_ADDRESSES)
+def test_ports_need_unicast_addresses(
+    raw: Raw, server: Any, family: str, address: str, kind: str
+) -> None:
+    """A target address that is not one host's would flood or loop the mirror (issue 9,
+    item 6): refused when created by hand and when registered, naming the field."""
+    host = unique("flood")
+    register(raw, host, [{"device": "eth0", "ipv4": ["10.0.0.5"], "ipv6": []}])
+    good = {"ipv4": ["10.0.0.6"], "ipv6": ["2001:db8::6"]}
+    port = {"device": "eth1", **good, family: [good[family][0], address]}
+    before = snapshot(server.db_url)
+    created = raw.internal("POST", "ports", {"port": {"host": host, **port}})
+    registered = raw.internal("PUT", f"hosts/{host}/ports", {"ports": [port]})
+    refreshed = raw.internal(
+        "PUT", f"hosts/{host}/ports", {"ports": [{"device": "eth0", family: [address]}]}
+    )
+    for response, field in (
+        (created, f"port.{family}"),
+        (registered, f"ports.0.{family}"),
+        (refreshed, f"ports.0.{family}"),
+    ):
+        assert response.status_code == 400, response.text
+        message = response.json()["error_msg"]
+        assert message.startswith(f"{field}: ") and kind in message, message
+        assert response.json()["error_code"] == "VPC.0002"
+    assert snapshot(server.db_url) == before
+
+
 def test_manual_port_and_v1_shape(raw: Raw, server: Any) -> None:
     host = unique("ids")
     port = make_port(raw, host, "192.0.2.7")
@@ -206,7 +249,15 @@ def test_desired_state_and_counters(raw: Raw) -> None:
         "rules": {rule["id"]: {"packets": 10, "bytes": 960}},
     }
     assert raw.internal("PUT", f"hosts/{source_host}/counters", counters).status_code == 204
+    # A second host serving the session (a source port there).
     other_host = unique("src2")
+    other_port = register(raw, other_host, [{"device": "eth0", "ipv4": ["10.1.0.2"]}])[0]
+    added = raw.v3(
+        "PUT",
+        f"traffic-mirror-sessions/{session['id']}/add-sources",
+        {"traffic_mirror_session": {"traffic_mirror_sources": [other_port["id"]]}},
+    )
+    assert added.status_code == 200, added.text
     counters2 = {"sessions": {session["id"]: {"packets": 5, "bytes": 100}}}
     assert raw.internal("PUT", f"hosts/{other_host}/counters", counters2).status_code == 204
     # A newer report replaces the host's previous one.
@@ -229,3 +280,56 @@ def test_desired_state_and_counters(raw: Raw) -> None:
     ):
         bad = raw.internal("PUT", f"hosts/{source_host}/counters", body)
         assert bad.status_code == 400, bad.text
+
+
+def test_session_stats_of_huge_counters_and_made_up_reports(raw: Raw) -> None:
+    """Two hosts near the top of 64-bit counters sum exactly (SQLite answered 500), and
+    reports for ids or hosts that serve nothing are not stored (issue 9, items 8-9)."""
+    hosts = [unique("big"), unique("big")]
+    sources = [
+        register(raw, host, [{"device": "eth0", "ipv4": [f"10.2.0.{i + 1}"]}])[0]
+        for i, host in enumerate(hosts)
+    ]
+    target = make_port(raw, unique("dst"), "10.2.0.9")
+    filter_id = raw.v3(
+        "POST", "traffic-mirror-filters", {"traffic_mirror_filter": {"name": "big"}}
+    ).json()["traffic_mirror_filter"]["id"]
+    session = raw.v3(
+        "POST",
+        "traffic-mirror-sessions",
+        {
+            "traffic_mirror_session": {
+                "name": "big",
+                "traffic_mirror_filter_id": filter_id,
+                "traffic_mirror_sources": [p["id"] for p in sources],
+                "traffic_mirror_target_id": target["id"],
+                "traffic_mirror_target_type": "eni",
+                "priority": 1,
+            }
+        },
+    ).json()["traffic_mirror_session"]
+    top = 2**63 - 1
+    for host in hosts:
+        body = {"sessions": {session["id"]: {"packets": top, "bytes": top}}}
+        assert raw.internal("PUT", f"hosts/{host}/counters", body).status_code == 204
+    made_up = {"sessions": {unique("no-such-session"): {"packets": 1, "bytes": 1}}}
+    ghosts = [unique("ghost") for _ in range(20)]
+    for host in [*hosts[:1], *ghosts]:
+        both = {"sessions": {**made_up["sessions"], session["id"]: {"packets": 1, "bytes": 1}}}
+        assert raw.internal("PUT", f"hosts/{host}/counters", both).status_code == 204
+    assert raw.internal("PUT", f"hosts/{hosts[0]}/counters", {"sessions": {
+        session["id"]: {"packets": top, "bytes": top}, **made_up["sessions"]
+    }}).status_code == 204  # fmt: skip
+    answer = raw.internal("GET", "session-stats")
+    assert answer.status_code == 200, answer.text
+    stats = answer.json()
+    assert stats["sessions"][session["id"]] == {"packets": 2 * top, "bytes": 2 * top}
+    assert not set(made_up["sessions"]) & set(stats["sessions"])
+    assert not set(ghosts) & set(stats["hosts"])
+    # Beyond a 64-bit signed counter a report is refused, naming the field.
+    bad = raw.internal(
+        "PUT",
+        f"hosts/{hosts[0]}/counters",
+        {"sessions": {session["id"]: {"packets": top + 1, "bytes": 0}}},
+    )
+    assert bad.status_code == 400 and "packets" in bad.json()["error_msg"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_support import Raw, snapshot, unique
+from api_support import Raw, snapshot, unique, vpc_client
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkvpc.v3 import (
     CreateTrafficMirrorFilterOption,
@@ -14,6 +14,7 @@ from huaweicloudsdkvpc.v3 import (
     CreateTrafficMirrorFilterRuleOption,
     CreateTrafficMirrorFilterRuleRequest,
     CreateTrafficMirrorFilterRuleRequestBody,
+    DeleteTrafficMirrorFilterRequest,
     DeleteTrafficMirrorFilterRuleRequest,
     ListTrafficMirrorFilterRulesRequest,
     ShowTrafficMirrorFilterRequest,
@@ -35,6 +36,63 @@ def create_rule(vpc: Any, **fields: Any) -> Any:
     option = CreateTrafficMirrorFilterRuleOption(**fields)
     request = CreateTrafficMirrorFilterRuleRequest(CreateTrafficMirrorFilterRuleRequestBody(option))
     return vpc.create_traffic_mirror_filter_rule(request).traffic_mirror_filter_rule
+
+
+def test_deleting_a_filter_deletes_its_rules(vpc: Any) -> None:
+    """No session uses it: 204, and its rules are gone with it (issue 9, item 7)."""
+    filter_id = new_filter(vpc)
+    rules = [
+        create_rule(
+            vpc,
+            traffic_mirror_filter_id=filter_id,
+            direction=direction,
+            protocol="ALL",
+            ethertype="IPv4",
+            action="accept",
+            priority=priority,
+        )
+        for direction in ("ingress", "egress")
+        for priority in (1, 2)
+    ]
+    vpc.delete_traffic_mirror_filter(DeleteTrafficMirrorFilterRequest(filter_id))
+    for rule in rules:
+        with pytest.raises(ClientRequestException) as info:
+            vpc.show_traffic_mirror_filter_rule(ShowTrafficMirrorFilterRuleRequest(rule.id))
+        assert info.value.status_code == 404
+    listed = vpc.list_traffic_mirror_filter_rules(
+        ListTrafficMirrorFilterRulesRequest(traffic_mirror_filter_id=filter_id)
+    )
+    assert listed.traffic_mirror_filter_rules == []
+
+
+def test_rules_quota_is_configurable_and_answered_like_the_other_quotas(
+    api_server_factory: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VXTAP_SERVER_MAX_RULES_PER_DIRECTION", "3")  # deploy.md#configuration
+    server = api_server_factory(tmp_path)
+    try:
+        vpc = vpc_client(server.endpoint, server.ak, server.sk, server.project_id)
+        filter_id = new_filter(vpc)
+        fields = {
+            "traffic_mirror_filter_id": filter_id,
+            "protocol": "ALL",
+            "ethertype": "IPv4",
+            "action": "accept",
+        }
+        ingress = [create_rule(vpc, direction="ingress", priority=p, **fields) for p in (1, 2, 3)]
+        before = snapshot(server.db_url)
+        with pytest.raises(ClientRequestException) as info:
+            create_rule(vpc, direction="ingress", priority=4, **fields)
+        assert info.value.status_code == 409
+        assert info.value.error_code == "VPC.2903"
+        assert "has 3 ingress rules" in info.value.error_msg
+        assert snapshot(server.db_url) == before
+        for priority in (1, 2, 3):  # each direction has its own quota
+            create_rule(vpc, direction="egress", priority=priority, **fields)
+        vpc.delete_traffic_mirror_filter_rule(DeleteTrafficMirrorFilterRuleRequest(ingress[0].id))
+        create_rule(vpc, direction="ingress", priority=4, **fields)
+    finally:
+        server.stop()
 
 
 def test_rule_lifecycle_with_canonical_case_and_trimmed_cidr(vpc: Any) -> None:

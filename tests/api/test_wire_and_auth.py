@@ -121,6 +121,30 @@ def test_tampered_body_is_401_and_changes_nothing(server: Any) -> None:
     assert httpx.post(url, content=body, headers=headers).status_code == 201
 
 
+@pytest.mark.parametrize("name", ["Authorization", "X-Sdk-Date", "X-Project-Id"])
+@pytest.mark.parametrize("same_value", [True, False])
+def test_repeated_signature_headers_are_401(server: Any, name: str, same_value: bool) -> None:
+    """With two, the signature would be checked on one while a proxy may act on the other."""
+    body = json.dumps({"traffic_mirror_filter": {"name": "twice"}}).encode()
+    url, headers = signed_create(server, body)
+    _, other = signed_create(server, body, datetime.now(UTC) - timedelta(minutes=1))
+    duplicate = headers[name] if same_value else other[name]
+    if name == "X-Project-Id" and not same_value:
+        duplicate = server.other_project_id
+    before = snapshot(server.db_url)
+    for pairs in (
+        [*headers.items(), (name, duplicate)],
+        [(name, duplicate), *headers.items()],
+        [*headers.items(), (name.lower(), duplicate)],
+    ):
+        response = httpx.post(url, content=body, headers=pairs)
+        assert response.status_code == 401, response.text
+        assert response.json()["error_code"] == "VPC.0008"
+        assert f"the {name.lower()} header appears more than once" in response.json()["error_msg"]
+    assert snapshot(server.db_url) == before
+    assert httpx.post(url, content=body, headers=headers).status_code == 201
+
+
 def test_stale_date_is_401(server: Any) -> None:
     body = json.dumps({"traffic_mirror_filter": {"name": "late"}}).encode()
     for skew in (timedelta(minutes=-16), timedelta(minutes=16)):

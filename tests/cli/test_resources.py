@@ -255,6 +255,15 @@ def test_api_errors_are_one_line_and_change_nothing(cli: Cli) -> None:
     assert cli.json("filter", "show", mirror_filter["id"])["ingress_rules"] == []
 
 
+def test_port_create_refuses_an_address_that_is_not_one_hosts(cli: Cli) -> None:
+    host = _host("flood")
+    for address, kind in (("255.255.255.255", "limited broadcast"), ("ff02::1", "multicast")):
+        line = cli.fails("port", "create", "--host", host, "--device", "eth0", "--ip", address)
+        assert line.startswith("error: VPC.0002") and kind in line, line
+        assert "port.ipv" in line
+    assert cli.json("port", "list", "--host", host) == []
+
+
 def test_in_use_and_unknown_port_names(cli: Cli) -> None:
     host = _host("inuse")
     source = cli.json("port", "create", "--host", host, "--device", "eth0", "--ip", "10.1.0.1")

@@ -103,6 +103,7 @@ def test_concurrent_writes_count_each_once_without_deadlock(store: Store) -> Non
                             "priority": worker * 100 + i + 1,
                             "traffic_mirror_filter_id": filter_id,
                         },
+                        quota=6 * 10,  # all 60 in one filter and direction
                     )
                 with store.write() as db:
                     repo.update_filter(db, "p", filter_id, {"description": f"w{worker} {i}"})

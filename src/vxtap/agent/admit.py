@@ -18,11 +18,15 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from typing import TypeVar
 
-from vxtap.model import MAX_SESSIONS_PER_SOURCE, MAX_SOURCES_PER_SESSION, DesiredState
+from vxtap.model import (
+    MAX_SESSIONS_PER_SOURCE,
+    MAX_SOURCES_PER_SESSION,
+    DesiredState,
+    non_unicast_kind,
+)
 
 # Problems named in the one log line (a state can have 100,000 of the same kind).
 SHOWN_PROBLEMS = 5
-LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 T = TypeVar("T")
 
 
@@ -87,22 +91,14 @@ def unsafe_address(address: str, local_broadcasts: Collection[str] = ()) -> str 
     kernel's local routing table knows them); other subnets' broadcast addresses
     cannot be told from a unicast address here."""
     try:
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return "not an IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # sent as IPv4 by the kernel: judged as IPv4
-    if ip == LIMITED_BROADCAST or str(ip) in local_broadcasts:
+    if str(ip) in local_broadcasts:
         return "broadcast"
-    for kind, test in (
-        ("multicast", ip.is_multicast),
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-    ):
-        if test:
-            return kind
-    return None
+    return non_unicast_kind(ip)
 
 
 def unsafe_targets(state: DesiredState, local_broadcasts: Iterable[str] = ()) -> dict[str, str]:

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from vxtap import model
 from vxtap.client import Interface
 
 
@@ -24,18 +25,18 @@ def select_interfaces(
 
     `links` are {"index", "ifname", "address", "kind"} and `addresses` are
     {"index", "address"}. Loopback and vxtap's own devices (the
-    mirror's VXLAN and veth) are skipped: no session can mirror them. IPv6
-    link-local addresses are left out because a target is reached through a
-    routable address, and they change whenever a device is re-created.
+    mirror's VXLAN and veth) are skipped: no session can mirror them. Addresses
+    the server refuses for a port (`model.address_refusal`: link-local, loopback,
+    multicast, ...) are left out, so one such address (IPv6 link-local on every
+    device, 169.254/16 on some cloud hosts) does not get the whole registration
+    refused; a target is reached through a routable address anyway.
     """
     by_index: dict[int, tuple[list[str], list[str]]] = {}
     for addr in addresses:
         v4, v6 = by_index.setdefault(int(addr["index"]), ([], []))
         ip = ipaddress.ip_address(str(addr["address"]))
-        if ip.version == 4:
-            v4.append(str(ip))
-        elif not ip.is_link_local:
-            v6.append(str(ip))
+        if model.address_refusal(ip) is None:
+            (v4 if ip.version == 4 else v6).append(str(ip))
     selected = []
     for link in links:
         name = str(link["ifname"])

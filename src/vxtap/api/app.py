@@ -106,6 +106,13 @@ class AuthMiddleware:
         if scope["path"] in UNSIGNED_PATHS and scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send_with_id)
             return
+        repeated = auth.repeated_header(k.decode("latin-1") for k, _ in scope["headers"])
+        if repeated is not None:
+            message = f"the {repeated} header appears more than once: send it once"
+            await error_response(401, message, errors.Unauthorized.code)(
+                scope, receive, send_with_id
+            )
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal, body = await self._read_body(headers, receive)
         if refusal is None:
@@ -227,8 +234,9 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def conflict_for(name: str | None) -> errors.ApiError:
-    """The refusal for a constraint the database enforced (a check raced a concurrent write)."""
+def conflict_for(name: str | None) -> errors.ApiError | None:
+    """The refusal for a constraint the database enforced (a check raced a concurrent
+    write), or None for a constraint no refusal words."""
     known: dict[str, errors.ApiError] = {
         "uq_rules_priority": errors.Conflict(
             "priority is already used by another rule of this filter and direction",
@@ -259,13 +267,22 @@ def conflict_for(name: str | None) -> errors.ApiError:
             "a port with this host and device exists", errors.EXISTS
         ),
     }
-    if name in known:
-        return known[name]
+    return known.get(name or "")
+
+
+def concurrent_change() -> errors.Conflict:
     return errors.Conflict(
-        "the request conflicts with a concurrent change (a resource it names was changed or "
-        "deleted meanwhile, or is still in use); retry",
+        "the request kept conflicting with concurrent changes (another request took the "
+        "same slot or key each time); retry",
         errors.CONCURRENT,
     )
+
+
+def is_foreign_key(name: str | None) -> bool:
+    """A reference that was there when checked and gone at the write (or the reverse, for
+    a delete): a retry runs the repository's checks again, which then word the refusal
+    (404 for a missing reference, 409 in use)."""
+    return name is not None and (name == "foreign_key" or name.startswith("fk_"))
 
 
 # Deadlock / serialization failure (PostgreSQL SQLSTATE): the transaction can simply be retried.
@@ -288,7 +305,11 @@ def in_transaction(
     write: bool = True,
     retry_constraints: frozenset[str] = RETRYABLE_CONSTRAINTS,
 ) -> T:
-    """Run `action` in one transaction; map constraint violations to Huawei refusals."""
+    """Run `action` in one transaction; map constraint violations to Huawei refusals.
+
+    A violation no refusal words and no retry can cure is a check the repository lacks:
+    it is re-raised (500, logged), never passed off as a concurrent change.
+    """
     attempts = 5
     for attempt in range(attempts):
         try:
@@ -296,9 +317,15 @@ def in_transaction(
                 return action(db)
         except IntegrityError as exc:
             name = violated_constraint(exc)
-            if name in retry_constraints and attempt < attempts - 1:
+            retryable = name in retry_constraints or is_foreign_key(name)
+            if retryable and attempt < attempts - 1:
                 continue
-            raise conflict_for(name) from exc
+            refusal = conflict_for(name)
+            if refusal is not None:
+                raise refusal from exc
+            if name in retry_constraints:
+                raise concurrent_change() from exc
+            raise
         except DataError as exc:
             raise unstorable(exc) from exc
         except DBAPIError as exc:
@@ -462,6 +489,7 @@ def create_app(
     *,
     agent_signing_key: bytes,
     clock: Callable[[], datetime] | None = None,
+    max_rules_per_direction: int = model.DEFAULT_MAX_RULES_PER_DIRECTION,
 ) -> FastAPI:
     """`credentials`: the credentials file's keys; `agent_signing_key`: what enrolled
     agents' secrets derive from (`vxtap.enrolment`)."""
@@ -490,7 +518,7 @@ def create_app(
         AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
     )
     _install_error_handlers(app)
-    _install_routes(app, store)
+    _install_routes(app, store, max_rules_per_direction)
     _install_fleet_routes(app, store, credentials, agent_signing_key)
     _document_bodies(app)
     return app
@@ -524,7 +552,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
-def _install_routes(app: FastAPI, store: Store) -> None:
+def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) -> None:
     v3 = "/v3/{project_id}/vpc"
 
     def write(action: Callable[[Session], T]) -> T:
@@ -664,7 +692,10 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         option = (await read_body(request, wire.CreateRuleRequest)).traffic_mirror_filter_rule
         fields = option.model_dump()
         result = await _run(
-            write, lambda db: wire.rule_json(repo.create_rule(db, project_id, fields))
+            write,
+            lambda db: wire.rule_json(
+                repo.create_rule(db, project_id, fields, quota=max_rules_per_direction)
+            ),
         )
         return answer(201, traffic_mirror_filter_rule=result)
 

@@ -430,13 +430,16 @@ def _addresses(version: int) -> Callable[[Any], list[str]]:
         for item in value:
             try:
                 # An address with its prefix ("10.0.0.1/24") is accepted; the address is kept.
-                address = ipaddress.ip_interface(item.strip()).ip if isinstance(item, str) else None
+                interface = ipaddress.ip_interface(item.strip()) if isinstance(item, str) else None
             except ValueError:
-                address = None
-            if address is None or address.version != version:
+                interface = None
+            if interface is None or interface.version != version:
                 raise ValueError(f"{shown(item)} is not an IPv{version} address")
-            if str(address) not in found:
-                found.append(str(address))
+            refusal = model.interface_refusal(interface)
+            if refusal is not None:
+                raise ValueError(refusal)
+            if str(interface.ip) not in found:
+                found.append(str(interface.ip))
         return found
 
     return parse

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from vxtap import auth, enrolment
+from vxtap import auth, enrolment, model
 from vxtap.cli._config import config_option
 from vxtap.logs import LogFormat, log_options, setup_logging
 from vxtap.store.db import Store, code_schema_revision, default_db_url, default_state_dir
@@ -165,6 +165,14 @@ def _tls_files(cert: Path | None, key: Path | None) -> None:
     "(without it the server refuses to start on one; a new, empty database is always "
     "initialised).",
 )
+@click.option(
+    "--max-rules-per-direction",
+    type=click.IntRange(1, 65535),
+    default=model.DEFAULT_MAX_RULES_PER_DIRECTION,
+    show_default=True,
+    help="Quota of rules per filter and direction (409 VPC.2903 beyond it); every packet is "
+    "compared with the rules ahead of the one that decides.",
+)
 @log_options
 def server(
     listen: str,
@@ -174,6 +182,7 @@ def server(
     agent_key_path: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    max_rules_per_direction: int,
     log_level: str,
     log_format: LogFormat,
 ) -> None:
@@ -209,7 +218,12 @@ def server(
             "--tls-key (docs/security.md)",
             host,
         )
-    app = create_app(store, credentials, agent_signing_key=agent_key)
+    app = create_app(
+        store,
+        credentials,
+        agent_signing_key=agent_key,
+        max_rules_per_direction=max_rules_per_direction,
+    )
     uvicorn.run(
         app,
         host=host,

@@ -22,7 +22,17 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, Select, Table, bindparam, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -305,7 +315,31 @@ RULE_FIELDS = (
 )
 
 
-def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow:
+def _check_rule_quota(db: Session, row: RuleRow, quota: int) -> None:
+    """Safe under concurrency without a constraint: every rule write of a project bumps
+    its change counter first, and that serializes them (`bump_change`)."""
+    count = db.scalar(
+        select(func.count())
+        .select_from(RuleRow)
+        .where(RuleRow.filter_id == row.filter_id, RuleRow.direction == row.direction)
+    )
+    if count is not None and count >= quota:
+        raise Conflict(
+            f"filter {row.filter_id} has {count} {row.direction} rules, the most a filter "
+            f"may have per direction (quota {quota}: every packet is compared with the "
+            "rules ahead of the one that decides)",
+            QUOTA,
+        )
+
+
+def create_rule(
+    db: Session,
+    project: str,
+    fields: Mapping[str, Any],
+    *,
+    quota: int = model.DEFAULT_MAX_RULES_PER_DIRECTION,
+) -> RuleRow:
+    """`quota`: the most rules a filter may have in one direction."""
     bump_change(db, project)
     parent = get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
     now = utc_now()
@@ -326,6 +360,7 @@ def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow
         if fields.get(key) is not None:
             setattr(row, key, fields[key])
     domain_rule(row)
+    _check_rule_quota(db, row, quota)
     _check_rule_priority_free(db, row)
     parent.updated_at = now
     return _insert(db, row)
@@ -800,6 +835,7 @@ _STATE_SOURCES = (
     .order_by(SOURCES.session_id, SOURCES.position)
 )
 _STATE_FILTER_IDS = select(SESSIONS.filter_id).where(SESSIONS.id.in_(_HOST_SESSIONS))
+_HOST_RULES = select(RULES.id).where(RULES.filter_id.in_(_STATE_FILTER_IDS))
 _STATE_FILTERS = (
     select(FILTERS.id, FILTERS.name).where(FILTERS.id.in_(_STATE_FILTER_IDS)).order_by(FILTERS.id)
 )
@@ -933,7 +969,23 @@ def put_counters(
     sessions: Mapping[str, Mapping[str, int]],
     rules: Mapping[str, Mapping[str, int]],
 ) -> None:
-    """Replace the host's latest report (totals since its kernel state was created)."""
+    """Replace the host's latest report (totals since its kernel state was created).
+
+    Only what the host's desired state holds is kept: its sessions (a source port on
+    the host) and their filters' rules. Anything else (an id that does not exist, was
+    deleted meanwhile, or belongs to another host's sessions) is dropped, and a host
+    without ports stores nothing, not even its report time: made-up hosts and ids
+    cannot fill the table or show up in `session_stats`.
+    """
+    where = {"project": project, "host": host}
+    if db.execute(_HOST_PORTS.limit(1), where).first() is None:
+        return
+    if sessions:
+        served = set(db.scalars(_HOST_SESSIONS, where))
+        sessions = {k: v for k, v in sessions.items() if k in served}
+    if rules:
+        served = set(db.scalars(_HOST_RULES, where))
+        rules = {k: v for k, v in rules.items() if k in served}
     report = db.get(HostReportRow, (project, host))
     if report is None:
         db.add(HostReportRow(project_id=project, host=host, reported_at=utc_now()))
@@ -958,24 +1010,50 @@ def put_counters(
     db.flush()
 
 
+def _split_sum(column: Any) -> tuple[Any, Any]:
+    """Sums of a 64-bit column's high and low 32 bits: SQLite's sum() fails with "integer
+    overflow" past 2^63-1 (two hosts' counters can get there), while these two cannot
+    before 2^31 rows. `(high << 32) + low` is the exact sum, as a Python int."""
+    # Literals, not bind parameters: PostgreSQL has `bigint >> integer`, no `bigint >> bigint`.
+    high = column.op(">>")(literal_column("32"))
+    low = column.op("&")(literal_column(str(0xFFFFFFFF)))
+    return func.sum(high), func.sum(low)
+
+
 def session_stats(db: Session, project: str) -> dict[str, Any]:
     stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}}
-    for kind, object_id, packets, octets, uncut_packets, uncut_octets in db.execute(
+    for (
+        kind,
+        object_id,
+        packets_high,
+        packets_low,
+        bytes_high,
+        bytes_low,
+        uncut_packets_high,
+        uncut_packets_low,
+        uncut_bytes_high,
+        uncut_bytes_low,
+    ) in db.execute(
         select(
             CounterRow.kind,
             CounterRow.object_id,
-            func.sum(CounterRow.packets),
-            func.sum(CounterRow.bytes),
-            func.sum(CounterRow.uncut_packets),
-            func.sum(CounterRow.uncut_bytes),
+            *_split_sum(CounterRow.packets),
+            *_split_sum(CounterRow.bytes),
+            *_split_sum(CounterRow.uncut_packets),
+            *_split_sum(CounterRow.uncut_bytes),
         )
         .where(CounterRow.project_id == project)
         .group_by(CounterRow.kind, CounterRow.object_id)
         .order_by(CounterRow.kind, CounterRow.object_id)
     ):
-        totals = {"packets": int(packets), "bytes": int(octets)}
-        if kind == "session" and (uncut_packets or uncut_octets):  # only when there are any
-            totals.update(uncut_packets=int(uncut_packets), uncut_bytes=int(uncut_octets))
+        totals = {
+            "packets": (int(packets_high) << 32) + int(packets_low),
+            "bytes": (int(bytes_high) << 32) + int(bytes_low),
+        }
+        uncut_packets = (int(uncut_packets_high) << 32) + int(uncut_packets_low)
+        uncut_bytes = (int(uncut_bytes_high) << 32) + int(uncut_bytes_low)
+        if kind == "session" and (uncut_packets or uncut_bytes):  # only when there are any
+            totals.update(uncut_packets=uncut_packets, uncut_bytes=uncut_bytes)
         stats["sessions" if kind == "session" else "rules"][object_id] = totals
     for host, reported_at in db.execute(
         select(HostReportRow.host, HostReportRow.reported_at)

@@ -63,10 +63,15 @@ class FilterRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
+    # A filter's rules go with it (docs/control-plane.md). Without the delete cascade the
+    # ORM would detach the loaded rules by setting their filter to NULL, which the
+    # NOT NULL columns refuse; the database's ON DELETE CASCADE does the same for rows
+    # not loaded.
     rules: Mapped[list[RuleRow]] = relationship(
         back_populates="filter",
         order_by="(RuleRow.direction, RuleRow.priority)",
         lazy="selectin",
+        cascade="all, delete-orphan",
         passive_deletes=True,
     )
 
