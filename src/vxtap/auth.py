@@ -56,6 +56,7 @@ class Credential:
     ak: str
     sk: str
     project_id: str
+    host: str | None = None  # an agent's key names its host; an administrator's does not
 
 
 class AuthError(Exception):
@@ -263,5 +264,10 @@ def load_credentials(path: Path) -> dict[str, Credential]:
             )
         if entry["ak"] in credentials:
             raise ValueError(f"credentials file {path}: access key {entry['ak']!r} appears twice")
-        credentials[entry["ak"]] = Credential(entry["ak"], entry["sk"], entry["project_id"])
+        host = entry.get("host")
+        if host is not None and (not isinstance(host, str) or not host):
+            raise ValueError(
+                f"credentials file {path}, entry {index}: host must be a non-empty string"
+            )
+        credentials[entry["ak"]] = Credential(entry["ak"], entry["sk"], entry["project_id"], host)
     return credentials
