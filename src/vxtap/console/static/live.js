@@ -37,10 +37,12 @@
     const width = svg.viewBox.baseVal.width, height = svg.viewBox.baseVal.height;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     if (series.length < 2) return;
-    const t0 = series[series.length - 1][0] - HISTORY_S;
+    // The x axis spans what the page has seen, up to HISTORY_S.
+    const last = series[series.length - 1][0];
+    const span = Math.max(1, Math.min(HISTORY_S, last - series[0][0]));
     const top = Math.max(1, ...series.map((p) => p[1]));
     const points = series.map((p) => {
-      const x = ((p[0] - t0) / HISTORY_S) * (width - 2) + 1;
+      const x = (1 - (last - p[0]) / span) * (width - 2) + 1;
       const y = height - 2 - (p[1] / top) * (height - 12);
       return x.toFixed(1) + "," + y.toFixed(1);
     });
@@ -50,7 +52,7 @@
     const label = document.createElementNS("http://www.w3.org/2000/svg", "text");
     label.setAttribute("x", "3");
     label.setAttribute("y", "9");
-    label.textContent = "max " + human(top) + "/s";
+    label.textContent = "max " + human(top) + "/s over " + Math.round(span) + " s";
     svg.appendChild(label);
   }
 
@@ -83,6 +85,9 @@
       e.textContent = series.length ? human(series[series.length - 1][1], e.dataset.unit) + (e.dataset.unit === "bytes" ? "/s" : "") : "–";
     }
     for (const e of document.querySelectorAll("svg[data-spark]")) spark(e, rates(e.dataset.spark));
+    for (const e of document.querySelectorAll("[data-host-report]")) {
+      e.textContent = (data.hosts || {})[e.dataset.hostReport] || "never";
+    }
   }
 
   poll();
