@@ -193,7 +193,9 @@ def sdk_walk_of_the_seed(server: ApiServer) -> dict[str, Any]:
     vpc = vpc_client(server, 1)
     flt = vpc.create_traffic_mirror_filter(
         CreateTrafficMirrorFilterRequest(
-            CreateTrafficMirrorFilterRequestBody(CreateTrafficMirrorFilterOption(name="seed-filter"))
+            CreateTrafficMirrorFilterRequestBody(
+                CreateTrafficMirrorFilterOption(name="seed-filter")
+            )
         )
     ).traffic_mirror_filter
     rule_fields: dict[str, Any] = {**SEED_RULE, "priority": 1}
@@ -341,6 +343,7 @@ def test_the_seed_through_the_console(
         assert number(packets.inner_text()) > first
         expect(page.locator("#session-pps")).not_to_have_text(re.compile(r"^(–|0)$"))
         expect(page.locator("svg.wide polyline")).to_have_count(1, timeout=15_000)
+        expect(page.locator("[data-host-report='ECS-source']")).not_to_have_text("never")
         page.wait_for_timeout(5_000)  # a few more points on the graph
         shots(page, "session")
         page.click("text=Mirror sessions")
@@ -362,10 +365,10 @@ def test_the_seed_through_the_console(
     page.fill("#explain-dport", "1234")
     page.click("#explain button")
     expect(page.locator("#verdict")).to_have_text("Mirrored")
+    explain = ["--port", "ECS-source/eth0", "--direction", "ingress", "--protocol", "tcp"]
+    explain += ["--src", "192.168.0.161", "--sport", "40000", "--dst", "192.168.0.230"]
     cli = subprocess.run(
-        [sys.executable, "-m", "vxtap", "explain", "--port", "ECS-source/eth0"]
-        + ["--direction", "ingress", "--protocol", "tcp", "--src", "192.168.0.161"]
-        + ["--sport", "40000", "--dst", "192.168.0.230", "--dport", "1234"],
+        [sys.executable, "-m", "vxtap", "explain", *explain, "--dport", "1234"],
         env={**os.environ, **cli_env(server)},
         capture_output=True,
         text=True,
@@ -440,9 +443,7 @@ def test_an_agent_key_cannot_sign_in(server: ApiServer, page: Page) -> None:
     expect(page.locator("#signin-error")).to_have_text("wrong access key or secret key")
 
 
-def test_a_write_without_the_anti_forgery_token_is_refused(
-    server: ApiServer, page: Page
-) -> None:
+def test_a_write_without_the_anti_forgery_token_is_refused(server: ApiServer, page: Page) -> None:
     sign_in(page, server)
     expect(page).to_have_url(re.compile(r"/console/sessions$"))
     token = page.input_value("#session-create input[name=csrf_token]")

@@ -10,7 +10,6 @@ refresher (static/live.js). Sign-in, cookie and anti-forgery rules: docs/console
 dependency annotations at definition time, and they are local to `create_console`.)
 """
 
-
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -84,7 +84,9 @@ def create_console(
     """The console application; `api` is the application it sends every request to."""
     now = clock or (lambda: datetime.now(UTC))
     sessions = signin.ConsoleSessions(now)
-    templates = Jinja2Templates(directory=HERE / "templates", autoescape=True)
+    templates = Jinja2Templates(
+        env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    )
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

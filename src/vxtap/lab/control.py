@@ -49,6 +49,19 @@ def write_credentials(lab: LabDir) -> Path:
     return path
 
 
+def console_banner(endpoint: str, namespace: str, credentials: Path) -> list[str]:
+    """How to open the web console of a running lab: its URL (reachable from the
+    management namespace only) and the lab's own throwaway administrator key."""
+    key = json.loads(credentials.read_text())[0]
+    url = f"{endpoint}/console"
+    return [
+        f"web console: {url}  (access key {key['ak']}, secret key {key['sk']};",
+        f"  this lab's own key, made anew by every 'lab up' and kept in {credentials})",
+        f"  it listens in namespace {namespace}: open it there, e.g.",
+        f"  sudo ip netns exec {namespace} chromium --no-sandbox {url}",
+    ]
+
+
 def wait_for(
     what: str, ready: Callable[[], bool], timeout: float, *, failed: Callable[[], str | None]
 ) -> None:

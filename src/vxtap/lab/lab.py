@@ -16,6 +16,7 @@ from vxtap.lab import topology as topo
 from vxtap.lab.control import (
     VXTAP,
     ControlPlane,
+    console_banner,
     exited,
     wait_for,
     write_credentials,
@@ -113,7 +114,8 @@ class Lab:
         )
         for server in scenario.servers:
             self.say(f"  {secgroups.summary(scenario, server)}")
-        control = ControlPlane(self.dir, record, t, self.say, write_credentials(self.dir))
+        credentials = write_credentials(self.dir)
+        control = ControlPlane(self.dir, record, t, self.say, credentials)
         control.start_server(then=control.start_agents)
         control.wait_for_ports()
         self.say(f"[{t.mgmt.name}] the mirror configuration, with the CLI:")
@@ -123,6 +125,8 @@ class Lab:
         record.ready = True
         self.dir.save(record)
         self.say("the agents applied every session")
+        for line in console_banner(t.endpoint, t.mgmt.name, credentials):
+            self.say(line)
 
     # --- verify ---------------------------------------------------------------------
 
