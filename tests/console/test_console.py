@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,8 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import console_support
 import httpx
 import pytest
+from console_support import SEED_RULE, chromium, create_seed_session, fill_form, number
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkvpc.v3 import (
@@ -37,29 +38,18 @@ from huaweicloudsdkvpc.v3 import (
     ListTrafficMirrorSessionsRequest,
     VpcClient,
 )
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import create_engine, select
 
 from vxtap.client import ApiError, Counter, Interface, VxtapClient
 from vxtap.store.schema import Base
 
 ApiServer = Any
-CHROMIUM = shutil.which("chromium")
 # The seed's servers (the user's document, /work/shared/seed and `vxtap lab show seed`).
 SEED_PORTS = {
     "ECS-test": ("fa:16:3e:7e:d6:77", "192.168.0.161"),
     "ECS-source": ("fa:16:3e:7e:d6:bc", "192.168.0.230"),
     "ECS-target": ("fa:16:3e:7e:d6:7a", "192.168.0.164"),
-}
-SEED_RULE = {
-    "direction": "ingress",
-    "priority": "1",
-    "protocol": "TCP",
-    "action": "accept",
-    "ethertype": "IPv4",
-    "source_cidr_block": "192.168.0.161/32",
-    "destination_cidr_block": "192.168.0.230/32",
-    "destination_port_range": "1234-1234",
 }
 # What differs between two walks by design: ids, owners, times.
 VOLATILE = {"id", "project_id", "created_at", "updated_at", "traffic_mirror_filter_id"}
@@ -135,16 +125,8 @@ def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM, "Debian's chromium package is missing (scripts/setup.sh installs it)"
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start.
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -173,19 +155,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Page, str], Non
 
 
 def sign_in(page: Page, server: ApiServer, ak: str | None = None, sk: str | None = None) -> None:
-    page.goto(f"{server.endpoint}/console/signin")
-    page.fill("#ak", ak or server.ak)
-    page.fill("#sk", sk or server.sk)
-    page.click("#signin")
-
-
-def fill_rule(page: Page, form: str, fields: dict[str, str]) -> None:
-    for name, value in fields.items():
-        selector = f"#{form}-{name}"
-        if page.eval_on_selector(selector, "e => e.tagName") == "SELECT":
-            page.select_option(selector, value)
-        else:
-            page.fill(selector, value)
+    console_support.sign_in(page, server.endpoint, ak or server.ak, sk or server.sk)
 
 
 def sdk_walk_of_the_seed(server: ApiServer) -> dict[str, Any]:
@@ -274,7 +244,7 @@ def test_the_seed_through_the_console(
 
     # A malformed CIDR: the API's own message next to the field, nothing stored.
     before = snapshot(server.db_url)
-    fill_rule(page, "rule", {**SEED_RULE, "source_cidr_block": "192.168.0.161/33"})
+    fill_form(page, "rule", {**SEED_RULE, "source_cidr_block": "192.168.0.161/33"})
     page.click("#rule-create button")
     with admin_client(server) as client:
         expected = api_refusal(
@@ -291,14 +261,14 @@ def test_the_seed_through_the_console(
     assert snapshot(server.db_url) == before
 
     # The seed's inbound TCP rule.
-    fill_rule(page, "rule", SEED_RULE)
+    fill_form(page, "rule", SEED_RULE)
     page.click("#rule-create button")
     expect(page.locator("#inbound-rules tbody tr")).to_have_count(1)
     expect(page.locator("#inbound-rules tbody tr td").nth(6)).to_have_text("192.168.0.230/32")
 
     # A duplicate priority: the API's message at the priority field, nothing stored.
     before = snapshot(server.db_url)
-    fill_rule(page, "rule", {**SEED_RULE, "protocol": "UDP", "destination_port_range": ""})
+    fill_form(page, "rule", {**SEED_RULE, "protocol": "UDP", "destination_port_range": ""})
     page.click("#rule-create button")
     with admin_client(server) as client:
         expected = api_refusal(
@@ -311,17 +281,7 @@ def test_the_seed_through_the_console(
     shots(page, "filter")
 
     # The session, with the pickers.
-    page.click("text=Mirror sessions")
-    page.fill("#create-name", "seed-session")
-    page.fill("#create-priority", "1")
-    page.fill("#create-virtual_network_id", "1")
-    page.fill("#create-packet_length", "96")
-    page.select_option("#create-traffic_mirror_filter_id", label="seed-filter")
-    page.select_option("#create-traffic_mirror_sources", label="ECS-source/eth0")
-    page.select_option("#create-traffic_mirror_target_id", label="ECS-target/eth0")
-    page.click("#session-create button")
-    expect(page.locator("#session-name")).to_contain_text("seed-session")
-    session_id = page.url.rsplit("/", 1)[1]
+    session_id = create_seed_session(page)
 
     # Read back through the official SDK: exactly what the SDK-driven walk creates.
     made_by_console = read_back(server, 0)
@@ -413,10 +373,6 @@ def cli_env(server: ApiServer) -> dict[str, str]:
         "VXTAP_SK": server.sk,
         "VXTAP_PROJECT_ID": server.project_id,
     }
-
-
-def number(text: str) -> int:
-    return int(text.replace(",", ""))
 
 
 def report_rising_counters(

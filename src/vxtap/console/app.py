@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -36,6 +37,7 @@ PREFIX = "/console"
 SESSION_COOKIE = "vxtap_console"
 SIGNIN_COOKIE = "vxtap_console_signin"  # the sign-in form's own anti-forgery token
 CSRF_FIELD = "csrf_token"
+MAX_PAGES_AT_ONCE = 8
 MULTI_FIELDS = frozenset({"traffic_mirror_sources"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -90,9 +92,14 @@ def create_console(
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
+    # A console page holds a worker thread while its API calls run; on PostgreSQL those
+    # need worker threads too, so console pages may hold only a few of the pool's 40.
+    pages_at_once = anyio.Semaphore(MAX_PAGES_AT_ONCE)
+
     @console.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+        async with pages_at_once:
+            response: Response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response

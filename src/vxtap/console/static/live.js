@@ -5,6 +5,9 @@
 (function () {
   const INTERVAL_MS = 2000;
   const HISTORY_S = 300;
+  // Agents report every 3 s and the page polls every 2 s: a rate over one poll would
+  // jump between 0 and twice the truth, so each rate spans the last RATE_WINDOW_S.
+  const RATE_WINDOW_S = 6;
   const history = new Map(); // key -> [[seconds, value], ...]
 
   function value(data, key) {
@@ -24,9 +27,11 @@
   function rates(key) {
     const points = history.get(key) || [];
     const out = [];
+    let j = 0;
     for (let i = 1; i < points.length; i += 1) {
-      const dt = points[i][0] - points[i - 1][0];
-      const dv = points[i][1] - points[i - 1][1];
+      while (j < i - 1 && points[i][0] - points[j][0] > RATE_WINDOW_S) j += 1;
+      const dt = points[i][0] - points[j][0];
+      const dv = points[i][1] - points[j][1];
       // A counter that went down (an agent's kernel state was rebuilt) is a restart, not a rate.
       out.push([points[i][0], dt > 0 && dv >= 0 ? dv / dt : 0]);
     }
@@ -49,6 +54,7 @@
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
     line.setAttribute("points", points.join(" "));
     svg.appendChild(line);
+    if (width < 200) return; // a table's small graph has no room for a label
     const label = document.createElementNS("http://www.w3.org/2000/svg", "text");
     label.setAttribute("x", "3");
     label.setAttribute("y", "9");
