@@ -5,6 +5,7 @@ refusal placement."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -136,3 +137,32 @@ def test_the_api_stays_signed_only(console_over_tls: tuple[TestClient, list[date
     client, _ = console_over_tls
     assert client.get("/consolex").status_code == 401
     assert client.get("/v3/p1/vpc/traffic-mirror-filters").status_code == 401
+
+
+def test_a_huge_form_is_refused_before_it_is_read(
+    console_over_tls: tuple[TestClient, list[datetime]],
+) -> None:
+    client, _ = console_over_tls
+    declared = client.post("/console/signin", content=b"a=" + b"x" * 200_000)
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    streamed = client.post(
+        "/console/signin",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert streamed.status_code == 413
+    assert client.get("/console/signin").status_code == 200
+
+
+def test_the_console_root_leads_to_sign_in(
+    console_over_tls: tuple[TestClient, list[datetime]],
+) -> None:
+    client, _ = console_over_tls
+    for path in ("/console", "/console/"):
+        answer = client.get(path)
+        assert answer.status_code == 200 and 'id="signin"' in answer.text, path

@@ -24,7 +24,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.types import ASGIApp
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth
 from vxtap.client import ApiError, PortV1JSON, SessionJSON, VxtapClient
@@ -38,6 +39,7 @@ SESSION_COOKIE = "vxtap_console"
 SIGNIN_COOKIE = "vxtap_console_signin"  # the sign-in form's own anti-forgery token
 CSRF_FIELD = "csrf_token"
 MAX_PAGES_AT_ONCE = 8
+MAX_FORM_BYTES = 64 * 1024
 MULTI_FIELDS = frozenset({"traffic_mirror_sources"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -66,6 +68,11 @@ class NotSignedIn(Exception):
     pass
 
 
+class TooLarge(Exception):
+    """A form larger than any of the console's forms can be (the API's own body limit
+    applies only behind the API's middleware, which the console's pages do not pass)."""
+
+
 class Forged(Exception):
     """A write without this session's anti-forgery token."""
 
@@ -92,17 +99,7 @@ def create_console(
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    # A console page holds a worker thread while its API calls run; on PostgreSQL those
-    # need worker threads too, so console pages may hold only a few of the pool's 40.
-    pages_at_once = anyio.Semaphore(MAX_PAGES_AT_ONCE)
-
-    @console.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        async with pages_at_once:
-            response: Response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    console.add_middleware(ConsoleGuard)
 
     @console.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, _exc: NotSignedIn) -> Response:
@@ -613,6 +610,58 @@ def _port_uses(ports: list[PortV1JSON], items: list[SessionJSON]) -> dict[str, l
             uses.setdefault(source, []).append(f"source of {s['name']}")
         uses.setdefault(s["traffic_mirror_target_id"], []).append(f"target of {s['name']}")
     return uses
+
+
+def too_large_answer() -> HTMLResponse:
+    return HTMLResponse(f"the form is larger than {MAX_FORM_BYTES} bytes: nothing was changed", 413)
+
+
+class ConsoleGuard:
+    """In front of every console request: the security headers, a bound on pages served
+    at once, and a bound on the body, declared or streamed, before it is buffered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # A console page holds a worker thread while its API calls run; on PostgreSQL
+        # those need worker threads too, so console pages may hold only a few of the 40.
+        self.pages_at_once = anyio.Semaphore(MAX_PAGES_AT_ONCE)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_guarded(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+            await too_large_answer()(scope, receive, send_guarded)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_FORM_BYTES:
+                raise TooLarge()
+            return message
+
+        async with self.pages_at_once:
+            try:
+                await self.app(scope, counted, send_guarded)
+            except TooLarge:
+                if started:
+                    raise
+                await too_large_answer()(scope, receive, send_guarded)
 
 
 def mount_console(
