@@ -30,18 +30,20 @@ HERE_SRC = Path(__file__).resolve().parents[1] / "src"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-src", type=Path, required=True)
+    parser.add_argument("--current-src", type=Path, default=HERE_SRC, help="(an A/A check)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--only", help="run only the scenarios whose name contains this")
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="vxtap-bench-compare-"))
     credentials = directory / "credentials.json"
     credentials.write_text(json.dumps([{"ak": AK, "sk": SK, "project_id": PROJECT}]))
     session_id = seed(f"sqlite:///{directory / 'seeded.db'}", 2000)
-    versions = {"baseline": args.baseline_src.resolve(), "current": HERE_SRC}
+    versions = {"baseline": args.baseline_src.resolve(), "current": args.current_src.resolve()}
     servers = {}
     for name in versions:
         shutil.copy(directory / "seeded.db", directory / f"{name}.db")
@@ -77,6 +79,8 @@ def main() -> None:
         for number in range(args.rounds):
             order = list(versions) if number % 2 == 0 else list(reversed(versions))
             for index in range(3):
+                if args.only and args.only not in scenarios(0)[index].name:
+                    continue
                 for name in order:
                     scenario = scenarios(servers[name])[index]
                     key = (scenario.name, name)
@@ -91,11 +95,13 @@ def main() -> None:
     print(
         f"command: .venv/bin/python bench/api_compare.py --baseline-src {args.baseline_src} "
         f"--seconds {args.seconds} --clients {args.clients} --concurrency {args.concurrency} "
-        f"--rounds {args.rounds}"
+        f"--rounds {args.rounds}" + (f" --only {args.only!r}" if args.only else "")
     )
     print(f"{'scenario':24} {'base req/s':>10} {'cur req/s':>10} {'ratio':>6} "
           f"{'base p50':>9} {'cur p50':>9} {'ratio':>6}")  # fmt: skip
     for scenario in scenarios(0):
+        if (scenario.name, "baseline") not in rates:
+            continue
         base_rate = statistics.median(rates[(scenario.name, "baseline")])
         cur_rate = statistics.median(rates[(scenario.name, "current")])
         base_p50 = statistics.median(p50s[(scenario.name, "baseline")])

@@ -29,12 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth
 from vxtap.client import ApiError, PortV1JSON, SessionJSON, VxtapClient
-from vxtap.console import signin
+from vxtap.console import PREFIX, signin
 from vxtap.console.forms import FormState, optional, port_label, refused
 from vxtap.console.loopback import api_client
 
 HERE = Path(__file__).parent
-PREFIX = "/console"
 SESSION_COOKIE = "vxtap_console"
 SIGNIN_COOKIE = "vxtap_console_signin"  # the sign-in form's own anti-forgery token
 CSRF_FIELD = "csrf_token"
@@ -662,13 +661,3 @@ class ConsoleGuard:
                 if started:
                     raise
                 await too_large_answer()(scope, receive, send_guarded)
-
-
-def mount_console(
-    app: FastAPI,
-    credentials: Mapping[str, auth.Credential],
-    *,
-    clock: Callable[[], datetime] | None = None,
-) -> None:
-    """Serve the console at /console of `app`, sending its requests to `app` itself."""
-    app.mount(PREFIX, create_console(app, credentials, clock=clock), name="console")
