@@ -432,3 +432,74 @@ def test_a_write_without_the_anti_forgery_token_is_refused(server: ApiServer, pa
         assert [f["name"] for f in client.iter_filters(where={"name": "with-token"})] == [
             "with-token"
         ]
+
+
+def test_edit_forms_change_what_they_say(server: ApiServer, page: Page) -> None:
+    """Rule edit (an emptied field becomes "any") and delete, filter delete, session
+    edit, sources added and removed, disable and enable, session delete."""
+    sign_in(page, server)
+    page.click("text=Mirror filters")
+    page.fill("#create-name", "edit-filter")
+    page.click("#filter-create button")
+    filter_id = page.url.rsplit("/", 1)[1]
+    fill_form(page, "rule", {**SEED_RULE, "priority": "7", "description": "first"})
+    page.click("#rule-create button")
+    page.click("#inbound-rules >> text=Edit")
+    page.fill("#edit-priority", "x7")
+    page.click("#rule-edit button")
+    with admin_client(server) as client:
+        rule_id = client.show_filter(filter_id)["ingress_rules"][0]["id"]
+        expected = api_refusal(lambda: client.update_rule(rule_id, priority="x7"))  # type: ignore[arg-type]
+    expect(page.locator("#edit-priority-error")).to_contain_text(expected)
+    page.fill("#edit-priority", "8")
+    page.fill("#edit-destination_port_range", "")
+    page.fill("#edit-description", "edited")
+    page.click("#rule-edit button")
+    expect(page.locator("#inbound-rules tbody tr td").nth(0)).to_have_text("8")
+    with admin_client(server) as client:
+        rule = client.show_rule(rule_id)
+    assert (rule["priority"], rule["description"]) == (8, "edited")
+    assert "destination_port_range" not in rule or rule["destination_port_range"] is None
+
+    page.click("text=Mirror sessions")
+    page.fill("#create-name", "edit-session")
+    page.fill("#create-priority", "5")
+    page.select_option("#create-traffic_mirror_filter_id", label="edit-filter")
+    page.select_option("#create-traffic_mirror_sources", label="ECS-test/eth0")
+    page.select_option("#create-traffic_mirror_target_id", label="ECS-target/eth0")
+    page.click("#session-create button")
+    session_id = page.url.rsplit("/", 1)[1]
+    page.fill("#edit-packet_length", "128")
+    page.click("#session-edit button")
+    expect(page.locator("main")).to_contain_text("packet length 128")
+    page.select_option("#add-sources", label="ECS-source/eth0")
+    page.click("#sources-add button")
+    page.check("#sources-remove input[type=checkbox] >> nth=0")
+    page.click("#sources-remove button")
+    page.click("#toggle-enabled")
+    expect(page.locator("#session-name .status")).to_have_text("Disabled")
+    with admin_client(server) as client:
+        shown = client.show_session(session_id)
+        ports = {p["id"]: p["binding:host_id"] for p in client.iter_ports()}
+    assert [ports[p] for p in shown["traffic_mirror_sources"]] == ["ECS-source"]
+    assert (shown["packet_length"], shown["enabled"]) == (128, False)
+    page.click("#toggle-enabled")
+    expect(page.locator("#session-name .status")).to_have_text("Enabled")
+
+    # A filter in use cannot be deleted: the API says so, on the filter's page.
+    page.goto(f"{server.endpoint}/console/filters/{filter_id}")
+    page.fill("#delete-confirm", "delete")
+    page.click("#filter-delete button")
+    expect(page.locator("#delete-error")).to_be_visible()
+    page.goto(f"{server.endpoint}/console/sessions/{session_id}")
+    page.fill("#delete-confirm", "delete")
+    page.click("#session-delete button")
+    expect(page).to_have_url(re.compile(r"/console/sessions$"))
+    page.goto(f"{server.endpoint}/console/rules/{rule_id}")
+    page.click("#rule-delete button")
+    expect(page.locator("#inbound-rules")).to_contain_text("No inbound rules.")
+    page.fill("#delete-confirm", "delete")
+    page.click("#filter-delete button")
+    expect(page).to_have_url(re.compile(r"/console/filters$"))
+    with admin_client(server) as client:
+        assert [f for f in client.iter_filters() if f["id"] == filter_id] == []
