@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth, enrolment, model
 from vxtap.api import access, wire
+from vxtap.console import mount_console
 from vxtap.store import errors, hosts
 from vxtap.store import repository as repo
 from vxtap.store.db import Store, violated_constraint
@@ -42,6 +43,9 @@ REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 UNSIGNED_PATHS = frozenset(
     {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+# The web console signs its visitors in itself (cookie sessions) and reaches the API
+# through this middleware like any client: see vxtap.console.
+CONSOLE_PREFIX = "/console"
 # Path prefixes whose next segment is the project id the request acts on.
 PROJECT_PREFIXES = (("v3",), ("v1",), ("internal", "v1"))
 
@@ -103,7 +107,11 @@ class AuthMiddleware:
                 ]
             await send(message)
 
-        if scope["path"] in UNSIGNED_PATHS and scope["method"] in ("GET", "HEAD"):
+        path = scope["path"]
+        if (path in UNSIGNED_PATHS and scope["method"] in ("GET", "HEAD")) or (
+            path.startswith(CONSOLE_PREFIX)
+            and (len(path) == len(CONSOLE_PREFIX) or path[len(CONSOLE_PREFIX)] == "/")
+        ):
             await self.app(scope, receive, send_with_id)
             return
         repeated = auth.repeated_header(k.decode("latin-1") for k, _ in scope["headers"])
@@ -521,6 +529,7 @@ def create_app(
     _install_routes(app, store, max_rules_per_direction)
     _install_fleet_routes(app, store, credentials, agent_signing_key)
     _document_bodies(app)
+    mount_console(app, credentials, clock=clock)
     return app
 
 

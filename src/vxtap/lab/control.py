@@ -74,6 +74,20 @@ def write_certificates(lab: LabDir) -> TlsFiles:
     return make_certificates(lab.path / "tls", [], [MGMT_SERVER_ADDRESS])
 
 
+def console_banner(endpoint: str, namespace: str, credentials: Path, ca: Path) -> list[str]:
+    """How to open the web console of a running lab: its URL (reachable from the
+    management namespace only), the lab's own throwaway administrator key, and its CA."""
+    key = json.loads(credentials.read_text())[0]
+    url = f"{endpoint}/console"
+    return [
+        f"web console: {url}  (access key {key['ak']}, secret key {key['sk']};",
+        f"  this lab's own key, made anew by every 'lab up' and kept in {credentials})",
+        f"  the server's certificate is signed by this lab's throwaway CA {ca};",
+        f"  it listens in namespace {namespace}: open it there, e.g.",
+        f"  sudo ip netns exec {namespace} chromium --no-sandbox --ignore-certificate-errors {url}",
+    ]
+
+
 def wait_for(
     what: str, ready: Callable[[], bool], timeout: float, *, failed: Callable[[], str | None]
 ) -> None:

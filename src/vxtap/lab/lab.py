@@ -16,6 +16,7 @@ from vxtap.lab import topology as topo
 from vxtap.lab.control import (
     VXTAP,
     ControlPlane,
+    console_banner,
     exited,
     wait_for,
     write_certificates,
@@ -115,9 +116,8 @@ class Lab:
         for server in scenario.servers:
             self.say(f"  {secgroups.summary(scenario, server)}")
         credentials = write_credentials(self.dir, [s.name for s in scenario.servers])
-        control = ControlPlane(
-            self.dir, record, t, self.say, credentials, write_certificates(self.dir)
-        )
+        tls = write_certificates(self.dir)
+        control = ControlPlane(self.dir, record, t, self.say, credentials, tls)
         control.start_server(then=control.start_agents)
         control.wait_for_ports()
         self.say(f"[{t.mgmt.name}] the mirror configuration, with the CLI:")
@@ -127,6 +127,8 @@ class Lab:
         record.ready = True
         self.dir.save(record)
         self.say("the agents applied every session")
+        for line in console_banner(t.endpoint, t.mgmt.name, credentials, tls.ca):
+            self.say(line)
 
     # --- verify ---------------------------------------------------------------------
 
