@@ -154,7 +154,7 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
     # every host, the key stays on the control plane, root's, mode 0600.
     tls = make_certificates(etc("ctl") / "tls", names=["control.example"], addresses=[CONTROL])
     assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600
-    for host in ("ctl", *SOURCES):
+    for host in SOURCES:
         shutil.copy(tls.ca, etc(host) / "ca.pem")
 
     # The control plane, configured as the guide does: server.toml names the certificate
@@ -186,7 +186,7 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
     # The administrator, on the control plane as root, with the base install's CLI.
     admin_env = {
         "VXTAP_ENDPOINT": ENDPOINT,
-        "VXTAP_CA_BUNDLE": str(etc("ctl") / "ca.pem"),
+        "VXTAP_CA_BUNDLE": str(tls.ca),  # /etc/vxtap/tls/ca.pem
         "VXTAP_CREDENTIALS": str(state / "credentials.json"),
     }
 
