@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from deploy_support import guide_block
 
 from vxtap.client import ApiError, VxtapClient
@@ -46,6 +48,10 @@ def test_the_guides_openssl_commands_make_a_certificate_the_clients_trust(
         env = {"VXTAP_ENDPOINT": server.endpoint, "VXTAP_CREDENTIALS": str(server.credentials_path)}
         listed = vxtap("filter", "list", "--json", env={**env, "VXTAP_CA_BUNDLE": str(tls.ca)})
         assert (listed.returncode, listed.stderr) == (0, ""), listed.stderr
+        # Python 3.13 verifies strictly by default (RFC 5280's rules): accepted too.
+        strict = ssl.create_default_context(cafile=str(tls.ca))
+        strict.verify_flags |= ssl.VERIFY_X509_STRICT
+        assert httpx.get(f"{server.endpoint}/healthz", verify=strict).status_code == 200
         # Without the deployment's CA, the system's trust store does not vouch for it.
         untrusted = vxtap("filter", "list", env=env)
         assert untrusted.returncode == 1 and "certificate is not trusted" in untrusted.stderr
