@@ -23,11 +23,13 @@ import stat
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy_support import guide_block
 
 from vxtap.lab.certificates import make_certificates
 from vxtap.netns import Namespace, veth
@@ -121,6 +123,16 @@ def wait_for(what: str, check: Callable[[], bool], seconds: float, logs: Sequenc
     raise AssertionError(f"{what} within {seconds} s\n{tails}")
 
 
+def guide_config(heading: str, first_line: str, replacements: dict[str, str]) -> str:
+    """A config file of docs/deploy.md as written there, with the test's addresses and
+    directories in place of the example's."""
+    text = guide_block(heading, first_line)
+    for example, here in replacements.items():
+        assert example in text, f"docs/deploy.md's {first_line} no longer says {example!r}"
+        text = text.replace(example, here)
+    return text
+
+
 def load_credential(directory: Path, name: str, source: Path) -> Path:
     """What systemd's LoadCredential=NAME:SOURCE gives a service of user nobody: a copy
     in the unit's credentials directory (root's, 0500), root's, mode 0400, readable by
@@ -157,14 +169,24 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
     for host in SOURCES:
         shutil.copy(tls.ca, etc(host) / "ca.pem")
 
-    # The control plane, configured as the guide does: server.toml names the certificate
+    # The control plane, configured with the guide's server.toml: it names the certificate
     # and the key as LoadCredential= hands it over (the drop-in of docs/deploy.md).
     server_credentials = hosts.home / "credentials-vxtap-server"
     key = load_credential(server_credentials, "server.key", tls.key)
     state = hosts.own_dir("server")  # StateDirectory=vxtap-server: the database, the keys
-    (etc("ctl") / "server.toml").write_text(
-        f'listen = "{CONTROL}:9696"\ntls-cert = "{tls.cert}"\ntls-key = "{key}"\n'
+    server_toml = guide_config(
+        "The control plane",
+        "# /etc/vxtap/server.toml",
+        {
+            "0.0.0.0:9696": f"{CONTROL}:9696",
+            "/etc/vxtap/tls/": f"{tls.cert.parent}/",
+            "/run/credentials/vxtap-server.service/": f"{server_credentials}/",
+        },
     )
+    assert tomllib.loads(server_toml) == {
+        "listen": f"{CONTROL}:9696", "tls-cert": str(tls.cert), "tls-key": str(key)
+    }  # fmt: skip
+    (etc("ctl") / "server.toml").write_text(server_toml)
     hosts.start(
         "ctl",
         [*as_nobody([]), str(server_bin / "vxtap"), "server"],
@@ -210,9 +232,15 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
         agent_credentials[ns_name] = load_credential(
             hosts.home / f"credentials-vxtap-agent-{ns_name}", "agent-credentials.json", installed
         )
-        (etc(ns_name) / "agent.toml").write_text(
-            f'server = "{ENDPOINT}"\ncacert = "{etc(ns_name) / "ca.pem"}"\n'
+        agent_toml = guide_config(
+            "The hosts with sources (agents)",
+            "# /etc/vxtap/agent.toml",
+            {"control.example": CONTROL, "/etc/vxtap/": f"{etc(ns_name)}/"},
         )
+        assert tomllib.loads(agent_toml) == {
+            "server": ENDPOINT, "cacert": str(etc(ns_name) / "ca.pem")
+        }  # fmt: skip
+        (etc(ns_name) / "agent.toml").write_text(agent_toml)
 
     def agent_argv(ns_name: str, capabilities: Sequence[str], state_dir: Path) -> list[str]:
         """The agent unit's ExecStart=, as user nobody with `capabilities` ambient."""
