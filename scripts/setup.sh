@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(nftables iproute2 iputils-ping jq tcpdump tshark netcat-openbsd iperf3 postgresql ethtool procps systemd util-linux chromium)
 missing=()
+APT_PACKAGES+=(acl)  # setfacl: tests make secret files as systemd's LoadCredential= does
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -27,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import stat
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -279,16 +281,70 @@ def verify(
     return credential
 
 
+# A POSIX access ACL as Linux stores it (linux/posix_acl_xattr.h): a little-endian u32
+# version 2, then entries of (tag u16, permissions u16, id u32).
+ACL_XATTR = "system.posix_acl_access"
+_ACL_HEADER, _ACL_ENTRY = struct.Struct("<I"), struct.Struct("<HHI")
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 0x02, 0x04, 0x08, 0x10, 0x20
+
+
+def acl_others(acl: bytes, reader: int) -> str | None:
+    """Who besides the owner and `reader` (a user id) may access a file with access ACL
+    `acl`, described for a message, or None when nobody may.
+
+    systemd hands a service its LoadCredential= files like this: owned by root, mode
+    0400, and an ACL entry that lets the service's user read it. The ACL's mask then
+    shows as the group bits (mode 0440) though no group may read the file, so the
+    mode alone cannot say whether a file with an ACL is private.
+    """
+    if len(acl) < _ACL_HEADER.size or (len(acl) - _ACL_HEADER.size) % _ACL_ENTRY.size:
+        return "an ACL this check cannot read"
+    entries = [
+        _ACL_ENTRY.unpack_from(acl, offset)
+        for offset in range(_ACL_HEADER.size, len(acl), _ACL_ENTRY.size)
+    ]
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    others: list[str] = []
+    for tag, perm, ident in entries:
+        granted = perm & (0o7 if tag == _ACL_OTHER else mask)
+        if not granted:
+            continue
+        if tag == _ACL_USER and ident != reader:
+            others.append(f"user {ident}")
+        elif tag == _ACL_GROUP:
+            others.append(f"group {ident}")
+        elif tag == _ACL_GROUP_OBJ:
+            others.append("the file's group")
+        elif tag == _ACL_OTHER:
+            others.append("everyone")
+    return ", ".join(others) or None
+
+
 def check_private(path: Path, what: str) -> None:
     """Refuse a secret file that anyone but its owner may read or write (as ssh does for
-    private keys): the refusal names the mode and the fix. Raise ValueError."""
+    private keys): the refusal names the mode and the fix. Raise ValueError.
+
+    A file with an access ACL is judged by its ACL instead: it may also let this process's
+    own user read it, which is how systemd's LoadCredential= hands a file to a service.
+    """
     try:
-        mode = path.stat().st_mode
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
+    try:
+        acl: bytes | None = os.getxattr(path, ACL_XATTR)
+    except OSError:  # no ACL, or a file system without ACLs: the mode says it all
+        acl = None
+    if acl is not None:
+        others = acl_others(acl, os.geteuid())
+        if others is not None:
+            raise ValueError(
+                f"{what} {path} is accessible by others ({others}, through its ACL); it "
+                f"holds secret keys: run 'setfacl -b {path}' and 'chmod 600 {path}'"
+            )
+    elif mode & 0o077:
         raise ValueError(
-            f"{what} {path} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
+            f"{what} {path} is accessible by others (mode {mode:04o}); "
             f"it holds secret keys: run 'chmod 600 {path}'"
         )
 

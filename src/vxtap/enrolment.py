@@ -52,11 +52,17 @@ def load_signing_key(path: Path, *, create: bool) -> tuple[bytes, bool]:
     """
     created = False
     if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
+        except OSError as exc:  # e.g. /etc under systemd's ProtectSystem=strict
+            raise ValueError(
+                f"cannot create agent signing key file {path}: {exc.strerror}; make it "
+                f"yourself ('(umask 077; openssl rand -hex 32 > {path})') or leave it in "
+                "a directory the server may write (by default its state directory)"
+            ) from None
         else:
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(secrets.token_hex(SIGNING_KEY_BYTES) + "\n")

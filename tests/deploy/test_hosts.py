@@ -2,9 +2,15 @@
 one collector) in network namespaces, each part installed with only its extra into a
 fresh virtual environment outside the repository, each run as user nobody with only the
 capabilities docs/deploy.md lists (the server none, the agents CAP_NET_ADMIN and
-CAP_SYS_ADMIN, the collector CAP_NET_RAW), up to mirrored packets arriving.
+CAP_SYS_ADMIN, the collector CAP_NET_RAW), configured with the guide's TOML files; the
+server over HTTPS with a certificate of a throwaway CA, each agent with its own host
+credential from `vxtap host add`, up to mirrored packets arriving and both agents shown
+in sync by `vxtap host list`.
 
-What is not here yet: TLS and one credential per host (the agents use a project key).
+What systemd would do is done by hand, as the units say: the state directory is user
+nobody's (StateDirectory= with DynamicUser=), the secrets the units hand over with
+LoadCredential= are copied the way systemd copies them (root's, mode 0400, an ACL entry
+for the service's user, in a directory of their own).
 """
 
 from __future__ import annotations
@@ -13,21 +19,26 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy_support import guide_block
 
+from vxtap.lab.certificates import make_certificates
 from vxtap.netns import Namespace, veth
 
 NOBODY = 65534
 CONTROL, SOURCE1, SOURCE2, COLLECTOR = "10.9.0.1", "10.9.0.11", "10.9.0.12", "10.9.0.20"
-ENDPOINT = f"http://{CONTROL}:9696"
-KEY = {"ak": "AKDEPLOYTEST0001", "sk": "deploy-test-secret", "project_id": "p" * 32}
+ENDPOINT = f"https://{CONTROL}:9696"
+SOURCES = {"src1": "web1", "src2": "web2"}  # namespace: host name (the guide's)
+COLLECTOR_HOST = "collector1"
 AGENT_CAPABILITIES = ("CAP_NET_ADMIN", "CAP_SYS_ADMIN")
 COLLECTOR_CAPABILITIES = ("CAP_NET_RAW",)
 VNI = 7
@@ -112,55 +123,140 @@ def wait_for(what: str, check: Callable[[], bool], seconds: float, logs: Sequenc
     raise AssertionError(f"{what} within {seconds} s\n{tails}")
 
 
+def guide_config(heading: str, first_line: str, replacements: dict[str, str]) -> str:
+    """A config file of docs/deploy.md as written there, with the test's addresses and
+    directories in place of the example's."""
+    text = guide_block(heading, first_line)
+    for example, here in replacements.items():
+        assert example in text, f"docs/deploy.md's {first_line} no longer says {example!r}"
+        text = text.replace(example, here)
+    return text
+
+
+def load_credential(directory: Path, name: str, source: Path) -> Path:
+    """What systemd's LoadCredential=NAME:SOURCE gives a service of user nobody: a copy
+    in the unit's credentials directory (root's, 0500), root's, mode 0400, readable by
+    the service's user through an ACL entry (systemd's exec-credential.c does the same)."""
+    if not directory.exists():
+        directory.mkdir(mode=0o500)
+        subprocess.run(["setfacl", "-m", f"u:{NOBODY}:rx", str(directory)], check=True)
+    copy = directory / name
+    copy.write_bytes(source.read_bytes())
+    copy.chmod(0o400)
+    subprocess.run(["setfacl", "-m", f"u:{NOBODY}:r", str(copy)], check=True)
+    return copy
+
+
 def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
     hosts: Hosts, install: Callable[[str | None], Path]
 ) -> None:
     started = time.monotonic()
     server_bin, agent_bin, collector_bin = install("server"), install(None), install("collector")
-    credentials = hosts.own_dir("etc") / "credentials.json"
-    credentials.write_text(json.dumps([KEY]))
-    os.chown(credentials, NOBODY, NOBODY)
-    credentials.chmod(0o600)
     logs = hosts.home / "logs"
     logs.mkdir()
 
-    # Configured as docs/deploy.md does: a TOML file per part, the agents' credential
-    # in VXTAP_CREDENTIALS (what the unit's LoadCredential= gives them).
-    etc = hosts.home / "etc-vxtap"
-    etc.mkdir()
-    (etc / "server.toml").write_text(f'listen = "{CONTROL}:9696"\ncredentials = "{credentials}"\n')
-    # The control plane: no capabilities at all.
+    def etc(host: str) -> Path:
+        """The host's /etc/vxtap (root's, as install-units makes it)."""
+        path = hosts.home / f"etc-vxtap-{host}"
+        path.mkdir(exist_ok=True)
+        return path
+
+    # Certificates: a CA of the deployment's and a certificate for the control plane's
+    # address (the guide makes them with openssl; a throwaway CA here). ca.pem goes to
+    # every host, the key stays on the control plane, root's, mode 0600.
+    tls = make_certificates(etc("ctl") / "tls", names=["control.example"], addresses=[CONTROL])
+    assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600
+    for host in SOURCES:
+        shutil.copy(tls.ca, etc(host) / "ca.pem")
+
+    # The control plane, configured with the guide's server.toml: it names the certificate
+    # and the key as LoadCredential= hands it over (the drop-in of docs/deploy.md).
+    server_credentials = hosts.home / "credentials-vxtap-server"
+    key = load_credential(server_credentials, "server.key", tls.key)
+    state = hosts.own_dir("server")  # StateDirectory=vxtap-server: the database, the keys
+    server_toml = guide_config(
+        "The control plane",
+        "# /etc/vxtap/server.toml",
+        {
+            "0.0.0.0:9696": f"{CONTROL}:9696",
+            "/etc/vxtap/tls/": f"{tls.cert.parent}/",
+            "/run/credentials/vxtap-server.service/": f"{server_credentials}/",
+        },
+    )
+    assert tomllib.loads(server_toml) == {
+        "listen": f"{CONTROL}:9696", "tls-cert": str(tls.cert), "tls-key": str(key)
+    }  # fmt: skip
+    (etc("ctl") / "server.toml").write_text(server_toml)
     hosts.start(
         "ctl",
         [*as_nobody([]), str(server_bin / "vxtap"), "server"],
         logs / "server.log",
-        VXTAP_STATE_DIR=str(hosts.own_dir("server")),
-        VXTAP_SERVER_CONFIG=str(etc / "server.toml"),
+        VXTAP_STATE_DIR=str(state),  # the unit's Environment= line
+        VXTAP_SERVER_CONFIG=str(etc("ctl") / "server.toml"),
     )
-
-    def cli(*args: str) -> Any:
-        out = subprocess.run(
-            hosts.ns["ctl"].exec_argv([str(agent_bin / "vxtap"), *args, "--json"]),
-            capture_output=True, text=True, timeout=60, cwd="/",
-            env=clean_env(VXTAP_ENDPOINT=ENDPOINT, VXTAP_AK=KEY["ak"], VXTAP_SK=KEY["sk"],
-                          VXTAP_PROJECT_ID=KEY["project_id"]),
-        )  # fmt: skip
-        assert out.returncode == 0, f"vxtap {' '.join(args)}: {out.stderr}"
-        return json.loads(out.stdout)
 
     def server_answers() -> bool:
         probe = ["nc", "-z", "-w", "1", CONTROL, "9696"]
         return hosts.ns["ctl"].run(probe, check=False).returncode == 0
 
     wait_for("the server did not answer", server_answers, 60, [logs / "server.log"])
+    # Its first start made the administrators' key and the agent signing key, private.
+    for made in ("credentials.json", "agent-signing.key"):
+        assert stat.S_IMODE((state / made).stat().st_mode) == 0o600, made
+        assert (state / made).stat().st_uid == NOBODY, made
+
+    # The administrator, on the control plane as root, with the base install's CLI.
+    admin_env = {
+        "VXTAP_ENDPOINT": ENDPOINT,
+        "VXTAP_CA_BUNDLE": str(tls.ca),  # /etc/vxtap/tls/ca.pem
+        "VXTAP_CREDENTIALS": str(state / "credentials.json"),
+    }
+
+    def cli(*args: str) -> Any:
+        out = subprocess.run(
+            hosts.ns["ctl"].exec_argv([str(agent_bin / "vxtap"), *args, "--json"]),
+            capture_output=True, text=True, timeout=60, cwd="/", env=clean_env(**admin_env),
+        )  # fmt: skip
+        assert out.returncode == 0, f"vxtap {' '.join(args)}: {out.stderr}"
+        return json.loads(out.stdout)
+
+    # One credential per host, made on the control plane, copied to its host, handed to
+    # the agent by the unit's LoadCredential= from /etc/vxtap/agent-credentials.json.
+    agent_credentials: dict[str, Path] = {}
+    for ns_name, host in SOURCES.items():
+        issued = hosts.home / f"{host}.credentials.json"
+        assert cli("host", "add", host, "--output", str(issued))["host"] == host
+        assert stat.S_IMODE(issued.stat().st_mode) == 0o600
+        installed = etc(ns_name) / "agent-credentials.json"
+        subprocess.run(["install", "-m", "0600", str(issued), str(installed)], check=True)
+        agent_credentials[ns_name] = load_credential(
+            hosts.home / f"credentials-vxtap-agent-{ns_name}", "agent-credentials.json", installed
+        )
+        agent_toml = guide_config(
+            "The hosts with sources (agents)",
+            "# /etc/vxtap/agent.toml",
+            {"control.example": CONTROL, "/etc/vxtap/": f"{etc(ns_name)}/"},
+        )
+        assert tomllib.loads(agent_toml) == {
+            "server": ENDPOINT, "cacert": str(etc(ns_name) / "ca.pem")
+        }  # fmt: skip
+        (etc(ns_name) / "agent.toml").write_text(agent_toml)
+
+    def agent_argv(ns_name: str, capabilities: Sequence[str], state_dir: Path) -> list[str]:
+        """The agent unit's ExecStart=, as user nobody with `capabilities` ambient."""
+        return [*as_nobody(capabilities), str(agent_bin / "vxtap"), "agent", "--state-dir",
+                str(state_dir)]  # fmt: skip
+
+    def agent_env(ns_name: str) -> dict[str, str]:
+        return {
+            "VXTAP_AGENT_CONFIG": str(etc(ns_name) / "agent.toml"),
+            "VXTAP_CREDENTIALS": str(agent_credentials[ns_name]),  # the unit's Environment=
+        }
 
     # An agent without one of its capabilities says which, and stops.
     refused = subprocess.run(
-        hosts.ns["src1"].exec_argv(
-            [*as_nobody(["CAP_NET_ADMIN"]), str(agent_bin / "vxtap"), "agent", "--server",
-             ENDPOINT, "--credentials", str(credentials), "--state-dir", str(hosts.home / "x")]
-        ),
-        capture_output=True, text=True, timeout=60, env=clean_env(), cwd="/",
+        hosts.ns["src1"].exec_argv(agent_argv("src1", ["CAP_NET_ADMIN"], hosts.home / "x")),
+        capture_output=True, text=True, timeout=60, env=clean_env(**agent_env("src1")), cwd="/",
     )  # fmt: skip
     assert (refused.returncode, refused.stderr) == (
         1,
@@ -169,42 +265,43 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
     )
 
     # Two agents with exactly the documented capabilities.
-    for host in ("src1", "src2"):
-        (etc / f"agent-{host}.toml").write_text(
-            f'server = "{ENDPOINT}"\nhost-name = "{host}"\n'
-            f'state-dir = "{hosts.own_dir(f"agent-{host}")}"\n'
-        )
+    for ns_name in SOURCES:
         hosts.start(
-            host,
-            [*as_nobody(AGENT_CAPABILITIES), str(agent_bin / "vxtap"), "agent"],
-            logs / f"agent-{host}.log",
-            VXTAP_AGENT_CONFIG=str(etc / f"agent-{host}.toml"),
-            VXTAP_CREDENTIALS=str(credentials),
+            ns_name,
+            agent_argv(ns_name, AGENT_CAPABILITIES, hosts.own_dir(f"agent-{ns_name}")),
+            logs / f"agent-{ns_name}.log",
+            **agent_env(ns_name),
         )
-    # The collector: CAP_NET_RAW for its AF_PACKET ring; numba's cache where it may write.
+    # The collector: CAP_NET_RAW for its AF_PACKET ring; numba's cache where it may write
+    # (the unit's CacheDirectory=); printing JSON instead of writing pcap files.
+    (etc("tgt") / "collect.toml").write_text('interface = "eth0"\nring-mb = 4\n')
     mirrors = logs / "collector.jsonl"
     hosts.start(
         "tgt",
-        [*as_nobody(COLLECTOR_CAPABILITIES), str(collector_bin / "vxtap"), "collect", "-i",
-         "eth0", "--json", "--ring-mb", "4"],
-        mirrors, NUMBA_CACHE_DIR=str(hosts.own_dir("numba-cache")),
-    )  # fmt: skip
+        [*as_nobody(COLLECTOR_CAPABILITIES), str(collector_bin / "vxtap"), "collect", "--json"],
+        mirrors,
+        VXTAP_COLLECT_CONFIG=str(etc("tgt") / "collect.toml"),
+        NUMBA_CACHE_DIR=str(hosts.own_dir("numba-cache")),
+    )
 
     def ports() -> set[str]:
         listed = cli("port", "list")
         items = listed.get("ports", listed) if isinstance(listed, dict) else listed
         return {f"{p.get('binding:host_id')}/{p.get('name')}" for p in items}
 
-    agent_logs = [logs / "agent-src1.log", logs / "agent-src2.log"]
+    agent_logs = [logs / f"agent-{ns_name}.log" for ns_name in SOURCES]
     wait_for(
-        "the agents did not register", lambda: {"src1/eth0", "src2/eth0"} <= ports(), 60, agent_logs
+        "the agents did not register",
+        lambda: {"web1/eth0", "web2/eth0"} <= ports(),
+        60,
+        [*agent_logs, logs / "server.log"],
     )
-    cli("port", "create", "--host", "tgt", "--device", "eth0", "--ip", COLLECTOR)
+    cli("port", "create", "--host", COLLECTOR_HOST, "--device", "eth0", "--ip", COLLECTOR)
     filter_id = cli("filter", "create", "icmp-in")["id"]
     cli("rule", "create", "--filter", filter_id, "--direction", "ingress", "--priority", "1",
         "--protocol", "ICMP", "--action", "accept", "--ethertype", "IPv4")  # fmt: skip
-    cli("session", "create", "deploy", "--filter", filter_id, "--source", "src1/eth0",
-        "--source", "src2/eth0", "--target", "tgt/eth0", "--priority", "1",
+    cli("session", "create", "first", "--filter", filter_id, "--source", "web1/eth0",
+        "--source", "web2/eth0", "--target", f"{COLLECTOR_HOST}/eth0", "--priority", "1",
         "--vni", str(VNI))  # fmt: skip
 
     def seen() -> set[str]:
@@ -218,13 +315,25 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
                     found.add(packet["outer"]["src"])
         return found
 
-    # src1 mirrors the echo request it receives, src2 the reply.
+    # web1 mirrors the echo request it receives, web2 the reply.
     wait_for(
         "no mirrored packet from both sources arrived",
         lambda: seen() == {SOURCE1, SOURCE2},
         60,
         [*agent_logs, mirrors, logs / "server.log"],
     )
+
+    def fleet() -> dict[str, tuple[str | None, str]]:
+        return {h["host"]: (h["enrolment"], h["sync"]) for h in cli("host", "list")}
+
+    wait_for(
+        "vxtap host list did not show both agents in sync",
+        lambda: fleet() == {"web1": ("api", "in sync"), "web2": ("api", "in sync")},
+        60,
+        agent_logs,
+    )
     for log in [logs / "server.log", *agent_logs]:
-        assert "Traceback" not in log.read_text(errors="replace"), log.name
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, log.name
+        assert "administrator's key" not in text, log.name
     print(f"from the wheel to mirrored packets: {time.monotonic() - started:.1f} s")

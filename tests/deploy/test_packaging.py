@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO, run
+from deploy_support import REPO, guide_block, run
 
 from vxtap.store.db import code_schema_revision
 
@@ -158,6 +158,13 @@ def test_installed_units_name_the_installed_executable_and_verify(
     for unit, worst in (("vxtap-server.service", 2.0), ("vxtap-agent.service", 3.0),
                         ("vxtap-collect.service", 2.5)):  # fmt: skip
         assert exposure(systemd_analyze, units / unit) <= worst, unit
+    # The server's TLS drop-in of docs/deploy.md, as the guide writes it.
+    drop_in = guide_block("The control plane", "# /etc/systemd/system/vxtap-server.service.d/")
+    (units / "vxtap-server.service.d").mkdir()
+    (units / "vxtap-server.service.d" / "tls.conf").write_text(drop_in)
+    assert verify(systemd_analyze, units / "vxtap-server.service") == ""
+    (units / "vxtap-server.service.d" / "tls.conf").write_text(drop_in.replace("Load", "Lod"))
+    assert "Unknown key 'LodCredential'" in verify(systemd_analyze, units / "vxtap-server.service")
     # The check bites: a misspelt hardening line is reported.
     broken = tmp_path / "broken" / "vxtap-agent.service"
     broken.parent.mkdir()
