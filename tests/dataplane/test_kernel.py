@@ -440,6 +440,13 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
         "not in the plan": ["nft", "add", "chain", "netdev", "vxtap", "intruder"],
         "device vxtap-pr1 is down": ["ip", "link", "set", "vxtap-pr1", "down"],
         "device vxtap-mk0 has offloads on": ["ethtool", "-K", "vxtap-mk0", "tso", "on"],
+        "device vxtap-pr0 has offloads on: tx-scatter-gather": [
+            "ethtool",
+            "-K",
+            "vxtap-pr0",
+            "sg",
+            "on",
+        ],
     }
     for expected, command in breakages.items():
         lan.source.run(command)
