@@ -5,6 +5,7 @@ truncated copy per wire segment, each carrying its own segment's first bytes."""
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dataplane_lan import (
     TEST_IP6,
     Lan,
     Mirror,
+    ip_checksum_ok,
     rule,
     session,
     state,
@@ -84,11 +86,9 @@ def retransmitted_segments(lan: Lan) -> int:
     return int(lines[1][lines[0].index("RetransSegs")])
 
 
-def ip_checksum_ok(header: bytes) -> bool:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total == 0xFFFF
+def tx_packets(lan: Lan, device: str) -> int:
+    out = lan.source.run(["ip", "-j", "-s", "link", "show", "dev", device]).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
 
 
 def tcp_header(m: Mirror) -> tuple[int, int, int]:
@@ -103,12 +103,27 @@ def pattern(offset: int, length: int) -> bytes:
     return bytes((offset + k) % 251 for k in range(length))
 
 
-@pytest.mark.parametrize("underlay", [4, 6])
+# A production mark set before vxtap's chain (ingress -500) sends the copies the
+# priority way: vxtap-pr0, its program at tc egress, vxtap-pr1.
+PRODUCTION_MARK = """
+table netdev production {
+  chain in { type filter hook ingress device "eth0" priority -600; policy accept;
+    meta mark set 0x77
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("underlay", "carrier"), [(4, "mark"), (6, "mark"), (4, "priority"), (6, "priority")]
+)
 def test_tso_stream_is_mirrored_once_per_wire_segment_with_its_own_bytes(
-    lan: Lan, underlay: int
+    lan: Lan, underlay: int, carrier: str
 ) -> None:
     for ns in (lan.test, lan.source):
         ns.run(["ethtool", "-K", "eth0", "tso", "on", "gso", "on"])  # super-packets
+    if carrier == "priority":
+        lan.source.run(["nft", "-f", "-"], input=PRODUCTION_MARK)
     rules = []
     for family, here in ((EtherType.IPV4, SOURCE_IP), (EtherType.IPV6, SOURCE_IP6)):
         bits = 32 if family is EtherType.IPV4 else 128
@@ -153,14 +168,22 @@ def test_tso_stream_is_mirrored_once_per_wire_segment_with_its_own_bytes(
         receiver.kill()
         receiver.wait()
     assert verdicts == [b"intact", b"intact"]  # production untouched
+    crossed = {device: tx_packets(lan, device) for device in ("vxtap-mk0", "vxtap-pr0")}
+    # The data (inbound, ~2,100 segments per family) took the carrier's copy device; the
+    # server's ACKs leave unmarked, so they take the mark's way in both cases.
+    if carrier == "mark":
+        assert crossed["vxtap-mk0"] >= 4000 and crossed["vxtap-pr0"] == 0, crossed
+    else:
+        assert crossed["vxtap-pr0"] >= 4000, crossed
     counted = lan.target_vxlan_count()
     assert counted == len(mirrors)  # tcpdump saw every mirror the target received
 
-    # Every mirror: the target's VXLAN, cut to the snap length, never fragmented, inner
-    # IPv4 header checksums right (outer ones too: the target's stack would drop bad ones).
+    # Every mirror: the target's VXLAN, cut to the snap length, never fragmented, outer
+    # and inner IPv4 header checksums right.
     for m in mirrors:
         assert (m.outer_version, m.outer_dst, m.vni, m.vxlan_flags) == (underlay, target_ip, 9, 8)
         assert not m.outer_fragment
+        assert m.outer_checksum_ok is (True if underlay == 4 else None), m
         assert m.inner_length == min(SNAP, 14 + (m.ip_length or 0)), m
         if m.ethertype == 0x0800:
             ihl = (m.inner[14] & 0xF) * 4
