@@ -169,6 +169,12 @@ def test_tso_stream_is_mirrored_once_per_wire_segment_with_its_own_bytes(
         receiver.wait()
     assert verdicts == [b"intact", b"intact"]  # production untouched
     crossed = {device: tx_packets(lan, device) for device in ("vxtap-mk0", "vxtap-pr0")}
+    # IPv4 targets: the program encapsulates where the data plane says so, else the device.
+    through_device = tx_packets(lan, "vxtap-vx0")
+    if lan.dataplane.encapsulation == "program" and underlay == 4:
+        assert through_device == 0
+    else:
+        assert through_device >= 4000
     # The data (inbound, ~2,100 segments per family) took the carrier's copy device; the
     # server's ACKs leave unmarked, so they take the mark's way in both cases.
     if carrier == "mark":
