@@ -12,8 +12,17 @@ Modes, interleaved in every round:
             plain VXLAN device, a small eBPF program at its egress (truncate to 96, and
             invalidate the hash: a symmetric outer source port, as vxtap gives)
   vxtap     compile_plan + Dataplane, one session mirroring all TCP/UDP inbound
+            (on Linux >= 5.13 the program writes the VXLAN headers itself)
+  vxtap-device  the same through the VXLAN device (`Dataplane(encapsulation="device")`,
+            the path for older kernels and IPv6 targets)
+  vxtap-sg  vxtap-device, then scatter-gather turned back on on vxtap's copy devices (vxtap
+            before issue 15: isolates that flag's effect in the same run)
   vxtap1k   the same session as the last of 3 on that device (two sessions of 10
             non-matching rules first), plus 997 sessions of 10 rules on other devices
+
+Every mode also reports what the target received untruncated (outer IPv4 length above
+20 + 8 + 8 + 96: an inner frame longer than the snap length) and as IP fragments; both
+must be 0.
 
 With --rules-ahead N[,N...] instead (the rules-per-filter quota, docs/control-plane.md):
   rules1    one session whose filter's first rule accepts TCP (then one for UDP)
@@ -23,7 +32,7 @@ With --rules-ahead N[,N...] instead (the rules-per-filter quota, docs/control-pl
 Production TCP (and the 64-byte UDP rate, which passes the TCP rules at their protocol
 test) side by side, interleaved in every round.
 
-Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3]
+Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3] [--modes ...]
               .venv/bin/python bench/dataplane.py --rules-ahead 100,1000 [--rounds 5]
 """
 
@@ -200,15 +209,19 @@ table netdev hand {
 }
 """
 
-SINK_NFT = """
-table netdev sink {
-  counter vxlan {}
-  counter fragments {}
-  chain in { type filter hook ingress device "eth1" priority 0; policy accept;
+# Outer IPv4 + UDP + VXLAN + the inner frame cut to SNAPLEN.
+LONGEST_MIRROR = 20 + 8 + 8 + SNAPLEN
+SINK_NFT = f"""
+table netdev sink {{
+  counter vxlan {{}}
+  counter fragments {{}}
+  counter untruncated {{}}
+  chain in {{ type filter hook ingress device "eth1" priority 0; policy accept;
+    ip frag-off & 0x3fff != 0 counter name "fragments" drop
+    udp dport 4789 ip length > {LONGEST_MIRROR} counter name "untruncated"
     udp dport 4789 counter name "vxlan" drop
-    ip frag-off & 0x1fff != 0 counter name "fragments" drop
-  }
-}
+  }}
+}}
 """
 
 
@@ -303,12 +316,15 @@ def iperf(lab: Lab, seconds: int, udp: bool) -> dict[str, float]:
 
 
 def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
-    before_t = lab.counter(lab.target, "sink", "vxlan")
+    sink = ("vxlan", "untruncated", "fragments")
+    before = {name: lab.counter(lab.target, "sink", name) for name in sink}
     matched = matched_counter(lab, mode)
     before_m = matched()
     result = iperf(lab, seconds, udp)
     time.sleep(0.3)
-    mirrored = lab.counter(lab.target, "sink", "vxlan") - before_t
+    for name in sink:
+        result[name] = lab.counter(lab.target, "sink", name) - before[name]
+    mirrored = result["vxlan"]
     result["mirrored"] = mirrored
     if mode != "none":
         if udp:
@@ -333,6 +349,11 @@ def set_mode(lab: Lab, mode: str, plans: dict[str, object]) -> None:
         install_hand(lab)
     elif mode in plans:
         lab.dataplane.apply(plans[mode])  # type: ignore[arg-type]
+    elif mode in ("vxtap-device", "vxtap-sg"):
+        device_path = Dataplane(netns=lab.source.name, encapsulation="device")
+        device_path.apply(plans["vxtap"])  # type: ignore[arg-type]
+        for device in ("vxtap-mk0", "vxtap-pr0") if mode == "vxtap-sg" else ():
+            lab.source.run(["ethtool", "-K", device, "sg", "on"])
 
 
 def apply_times(rounds: int) -> dict[str, list[float]]:
@@ -403,6 +424,15 @@ def main() -> None:
         help="comma-separated rule counts: production with that many non-matching rules "
         "ahead of the accepting one, against one rule (and nothing else)",
     )
+    parser.add_argument(
+        "--modes",
+        default="none,hand,vxtap,vxtap1k",
+        help="comma-separated, interleaved: none, hand, vxtap, vxtap-device, vxtap-sg, vxtap1k "
+        "(none and hand always run: the ratios are to them)",
+    )
+    parser.add_argument(
+        "--no-apply-times", action="store_true", help="skip the 1,000-session apply timings"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -416,7 +446,8 @@ def main() -> None:
             "vxtap": compile_plan(one_session()),
             "vxtap1k": compile_plan(thousand_sessions()),
         }
-        modes = ["none", "hand", "vxtap"] if args.udp_only else ["none", "hand", "vxtap", "vxtap1k"]
+        asked = [m for m in args.modes.split(",") if m not in ("none", "hand")]
+        modes = ["none", "hand", "vxtap"] if args.udp_only else ["none", "hand", *asked]
     results: dict[tuple[str, bool], list[dict[str, float]]] = {}
     with temporary_namespaces("dp-bench-c", "dp-bench-s", "dp-bench-t") as (c, s, t):
         veth(c, "eth0", s, "eth0")
@@ -460,9 +491,10 @@ def main() -> None:
         return
     print(
         "| mode | TCP Gbit/s | vs none | vs hand | TCP mirrors per wire segment "
-        "| UDP 64 B kpps | vs none | vs hand | UDP mirrored / matched |"
+        "| UDP 64 B kpps | vs none | vs hand | UDP mirrored / matched "
+        "| untruncated | fragmented |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     tcp = {m: med(x["gbps"] for x in results[(m, False)]) for m in modes}
     udp = {m: med(x["pps"] for x in results[(m, True)]) / 1e3 for m in modes}
     for m in modes:
@@ -478,10 +510,26 @@ def main() -> None:
             f"{udp[m] / udp['none']:.2f}",
             f"{udp[m] / udp['hand']:.2f}",
             uc,
+            str(sum(int(x["untruncated"]) for u in (False, True) for x in results[(m, u)])),
+            str(sum(int(x["fragments"]) for u in (False, True) for x in results[(m, u)])),
         ]
         print("| " + " | ".join(cells) + " |")
-    one_k_tcp, one_k_udp = tcp["vxtap1k"] / tcp["vxtap"], udp["vxtap1k"] / udp["vxtap"]
-    print(f"\n1,000 sessions vs 1: TCP {one_k_tcp:.2f}, UDP {one_k_udp:.2f}")
+    print("\nper round, TCP Gbit/s / UDP kpps (rounds rotate the mode order):")
+    for m in modes:
+        runs = zip(results[(m, False)], results[(m, True)], strict=True)
+        print(f"  {m}: " + ", ".join(f"{t['gbps']:.2f}/{u['pps'] / 1e3:.0f}" for t, u in runs))
+    for a, b, what in (
+        ("vxtap-device", "vxtap-sg", "scatter-gather off vs on"),
+        ("vxtap", "vxtap-device", "VXLAN in the program vs the device"),
+    ):
+        if a in modes and b in modes:
+            ratios = f"TCP {tcp[a] / tcp[b]:.2f}, UDP {udp[a] / udp[b]:.2f}"
+            print(f"\n{a} vs {b} ({what}): {ratios}")
+    if "vxtap" in modes and "vxtap1k" in modes:
+        one_k_tcp, one_k_udp = tcp["vxtap1k"] / tcp["vxtap"], udp["vxtap1k"] / udp["vxtap"]
+        print(f"\n1,000 sessions vs 1: TCP {one_k_tcp:.2f}, UDP {one_k_udp:.2f}")
+    if args.no_apply_times:
+        return
     print("\n| 1,000 sessions x 10 rules | median s | runs |")
     print("|---|---|---|")
     for name, values in apply_times(args.rounds).items():

@@ -14,8 +14,11 @@ from vxtap.dataplane.kernel import Dataplane
 from vxtap.netns import Namespace, veth
 
 
-@pytest.fixture
-def lan(make_namespace: Callable[[str], Namespace]) -> Iterator[Lan]:
+@pytest.fixture(params=["program", "device"])
+def lan(
+    make_namespace: Callable[[str], Namespace], request: pytest.FixtureRequest
+) -> Iterator[Lan]:
+    """Every data plane test runs on both encapsulation paths (docs/dataplane.md)."""
     switch = make_namespace("dp-sw")
     hosts = {role: make_namespace(f"dp-{role}") for role in ("test", "src", "tgt")}
     switch.run(["ip", "link", "add", "br0", "type", "bridge"])
@@ -27,7 +30,7 @@ def lan(make_namespace: Callable[[str], Namespace]) -> Iterator[Lan]:
         ns.run(["ip", "addr", "add", f"192.168.0.{last}/24", "dev", "eth0"])
         ns.run(["ip", "addr", "add", f"fd00::{last}/64", "dev", "eth0", "nodad"])
     hosts["tgt"].run(["nft", "-f", "-"], input=SINK)
-    dataplane = Dataplane(netns=hosts["src"].name)
+    dataplane = Dataplane(netns=hosts["src"].name, encapsulation=request.param)
     with tempfile.TemporaryDirectory(prefix="vxtap-dp-") as workdir:
         try:
             yield Lan(switch, hosts["test"], hosts["src"], hosts["tgt"], dataplane, Path(workdir))

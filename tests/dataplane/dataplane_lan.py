@@ -67,6 +67,7 @@ class Mirror:
     tcp_payload: int | None = None  # original TCP payload length, from the headers
     inner: bytes = b""  # the inner frame as carried
     outer_fragment: bool = False  # the outer packet is an IP fragment
+    outer_checksum_ok: bool | None = None  # the outer IPv4 header checksum (IPv6: None)
 
 
 def _decode_inner(frame: bytes) -> dict[str, object]:
@@ -99,6 +100,14 @@ def _decode_inner(frame: bytes) -> dict[str, object]:
     return out
 
 
+def ip_checksum_ok(header: bytes) -> bool:
+    """An IPv4 header's one's-complement sum, checksum included, is 0xFFFF."""
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
 def decode_pcap(data: bytes) -> list[Mirror]:
     mirrors: list[Mirror] = []
     offset = 24
@@ -113,10 +122,12 @@ def decode_pcap(data: bytes) -> list[Mirror]:
             src, dst = ipaddress.IPv4Address(ip[12:16]), ipaddress.IPv4Address(ip[16:20])
             udp, version = ip[ihl:], 4
             fragment = bool(struct.unpack_from("!H", ip, 6)[0] & 0x3FFF)
+            checksum_ok: bool | None = ip_checksum_ok(ip[:ihl])
         elif ethertype == 0x86DD:
             src, dst = ipaddress.IPv6Address(ip[8:24]), ipaddress.IPv6Address(ip[24:40])
             udp, version = ip[40:], 6
             fragment = ip[6] == 44
+            checksum_ok = None
             if fragment:
                 udp = udp[8:]
         else:
@@ -137,6 +148,7 @@ def decode_pcap(data: bytes) -> list[Mirror]:
                 inner_length=len(inner),
                 inner=inner,
                 outer_fragment=fragment,
+                outer_checksum_ok=checksum_ok,
                 **_decode_inner(inner),  # type: ignore[arg-type]
             )
         )

@@ -62,3 +62,27 @@ def test_the_verifier_accepts_both_programs_and_the_map_round_trips() -> None:
         os.close(scratch_fd)
     with pytest.raises(bpf.BpfError, match="verifier"):
         bpf.load_program(bytes(8), "vxtap_bad")  # r0 = ? ; no exit
+
+
+def test_encapsulation_in_the_program_is_chosen_from_5_13_on() -> None:
+    from vxtap.dataplane.kernel import ENCAP_IN_PROGRAM_SINCE, kernel_release_at_least
+
+    assert not kernel_release_at_least("5.12.19-generic", ENCAP_IN_PROGRAM_SINCE)
+    assert not kernel_release_at_least("4.19.0", ENCAP_IN_PROGRAM_SINCE)
+    assert kernel_release_at_least("5.13.0-1", ENCAP_IN_PROGRAM_SINCE)
+    assert kernel_release_at_least("6.18.44", ENCAP_IN_PROGRAM_SINCE)
+    assert not kernel_release_at_least("unknown", ENCAP_IN_PROGRAM_SINCE)
+
+
+def test_an_in_program_entry_takes_ipv4_only_and_carries_its_port_range() -> None:
+    value = bpf.tunnel_value(
+        vni=7, remote="10.0.0.2", local="10.0.0.1", snaplen=96, ifindex=3, ports=(32768, 60999)
+    )
+    assert struct.unpack_from("<II", value, 0) == (7, 0x0A000002)
+    assert value[21] == 64
+    assert struct.unpack_from("<III", value, 28) == (0x0A000001, 32768, 60999 - 32768 + 1)
+    flags = struct.unpack_from("<I", value, bpf.VALUE_FLAGS)[0]
+    assert flags == bpf.FLAG_ENCAP_IN_PROGRAM
+    for remote, local in (("fd00::2", "fd00::1"), ("10.0.0.2", None), ("10.0.0.2", "fd00::1")):
+        with pytest.raises(ValueError):
+            bpf.tunnel_value(vni=7, remote=remote, local=local, snaplen=96, ifindex=3, ports=(1, 2))

@@ -440,6 +440,13 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
         "not in the plan": ["nft", "add", "chain", "netdev", "vxtap", "intruder"],
         "device vxtap-pr1 is down": ["ip", "link", "set", "vxtap-pr1", "down"],
         "device vxtap-mk0 has offloads on": ["ethtool", "-K", "vxtap-mk0", "tso", "on"],
+        "device vxtap-pr0 has offloads on: tx-scatter-gather": [
+            "ethtool",
+            "-K",
+            "vxtap-pr0",
+            "sg",
+            "on",
+        ],
     }
     for expected, command in breakages.items():
         lan.source.run(command)
@@ -489,7 +496,7 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
     # The agent's process ends (or is killed): the kernel keeps mirroring on its own,
     # and a new process recognises the state without touching it.
     snapshot = _kernel_snapshot(lan)
-    fresh = type(lan.dataplane)(netns=lan.source.name)
+    fresh = type(lan.dataplane)(netns=lan.source.name, encapsulation=lan.dataplane.encapsulation)
     assert fresh.drift(plan) == []
     fresh.apply(plan)
     assert _kernel_snapshot(lan) == snapshot
@@ -510,7 +517,8 @@ def test_apply_refuses_bad_plans_and_leaves_the_kernel_as_it_was(lan: Lan) -> No
         tunnels=tuple(dataclasses.replace(t, vni=t.vni + 1) for t in plan.tunnels),
     )
     # Both ways of loading: the changed chains only, and (a new process) the whole table.
-    for dataplane in (lan.dataplane, Dataplane(netns=lan.source.name)):
+    same_path = lan.dataplane.encapsulation
+    for dataplane in (lan.dataplane, Dataplane(netns=lan.source.name, encapsulation=same_path)):
         with pytest.raises(DataplaneError, match="nft refused the ruleset"):
             dataplane.apply(broken)
         assert dataplane.drift(plan) == []  # the tunnel map too is as it was

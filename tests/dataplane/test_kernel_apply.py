@@ -42,7 +42,8 @@ def good_state() -> DesiredState:
 def assert_still_good(lan: Lan, good: object) -> None:
     assert lan.dataplane.drift(good) == []  # type: ignore[arg-type]
     # A fresh object (what a restarted agent sees) agrees: map, table, devices.
-    assert Dataplane(netns=lan.source.name).drift(good) == []  # type: ignore[arg-type]
+    fresh = Dataplane(netns=lan.source.name, encapsulation=lan.dataplane.encapsulation)
+    assert fresh.drift(good) == []  # type: ignore[arg-type]
     with lan.capture() as mirrors:
         lan.send_udp(lan.test, TRAFFIC)
     assert Counter(m.vni for m in mirrors) == {7: 10}

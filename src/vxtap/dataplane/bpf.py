@@ -21,8 +21,15 @@ What the program does, at tc ingress of a copy device's peer (direct action):
   set the length, write the saved bytes back. What cannot be cut (shorter than
   Ethernet + IPv4 header, which the VXLAN device drops, or a copy the kernel marks
   encapsulated) is counted in the entry and dropped: never longer than asked.
-  bpf_skb_set_tunnel_key(t.key: VNI, remote, local, ttl)
-  redirect to the VXLAN device (t.ifindex)
+  then one of two ways, by the entry's flags:
+  - bpf_skb_set_tunnel_key(t.key: VNI, remote, local, ttl);
+    redirect to the VXLAN device (t.ifindex)
+  - or (IPv4 targets, where the kernel allows, docs/dataplane.md "VXLAN in the
+    program") encapsulate here: bpf_skb_adjust_room makes room for outer IPv4 + UDP +
+    VXLAN + the inner Ethernet header (the encapsulation flags mark the inner headers,
+    so an inner checksum left to offload is still completed right), the program
+    writes those headers, and bpf_redirect_neigh sends the mirror out of t.ifindex,
+    the device of the route to the target (the neighbour table fills in the MACs)
 """
 
 from __future__ import annotations
@@ -125,6 +132,12 @@ class Op(IntEnum):
     ADD_X = 0x0F  # BPF_ALU64 | BPF_ADD | BPF_X
     SUB_X = 0x1F  # BPF_ALU64 | BPF_SUB | BPF_X
     AND_K = 0x57  # BPF_ALU64 | BPF_AND | BPF_K
+    OR_K = 0x47  # BPF_ALU64 | BPF_OR | BPF_K
+    XOR_K = 0xA7  # BPF_ALU64 | BPF_XOR | BPF_K
+    MUL_X = 0x2F  # BPF_ALU64 | BPF_MUL | BPF_X
+    RSH_K = 0x77  # BPF_ALU64 | BPF_RSH | BPF_K
+    TO_BE = 0xDC  # BPF_ALU | BPF_END | BPF_TO_BE: imm 16 or 32 bits to network order
+    STX_H = 0x6B  # BPF_STX | BPF_MEM | BPF_H
     OR_X = 0x4F  # BPF_ALU64 | BPF_OR | BPF_X
     LSH_K = 0x67  # BPF_ALU64 | BPF_LSH | BPF_K
     NEG = 0x87  # BPF_ALU64 | BPF_NEG
@@ -157,8 +170,11 @@ class Helper(IntEnum):
     SKB_CHANGE_PROTO = 31
     SKB_CHANGE_TAIL = 38
     SET_HASH_INVALID = 41  # bench/dataplane.py's hand-written pipeline
+    GET_PRANDOM_U32 = 7
+    CSUM_DIFF = 28
     SET_HASH = 48
     SKB_ADJUST_ROOM = 50
+    REDIRECT_NEIGH = 152
 
 
 class SkbField(IntEnum):
@@ -179,6 +195,14 @@ BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
 BPF_F_NO_PREALLOC: Final = 1
 BPF_F_TUNINFO_IPV6: Final = 1
 BPF_ADJ_ROOM_MAC: Final = 1
+# bpf_skb_adjust_room flags: outer IPv4 + UDP, then an inner Ethernet header of 14 bytes.
+ADJ_ROOM_ENCAP_L3_IPV4: Final = 1 << 1
+ADJ_ROOM_ENCAP_L4_UDP: Final = 1 << 4
+ADJ_ROOM_ENCAP_L2_ETH: Final = 1 << 6
+ADJ_ROOM_ENCAP_L2_SHIFT: Final = 56
+# Outer IPv4 (20) + UDP (8) + VXLAN (8) + the inner Ethernet header (14).
+ENCAP_ROOM: Final = 50
+VXLAN_PORT_NUMBER: Final = 4789
 # skb->protocol as a little-endian load of its network-order bytes.
 PROTOCOL_IPV4_LE: Final = 0x0008
 PROTOCOL_IPV6_LE: Final = 0xDD86
@@ -250,6 +274,13 @@ VALUE_SNAPLEN: Final = 44
 VALUE_FLAGS: Final = 48
 VALUE_IFINDEX: Final = 52
 VALUE_SETTINGS_SIZE: Final = 56  # what the agent writes and compares
+# An entry the program encapsulates itself (docs/dataplane.md, "VXLAN in the program"):
+# this bit in VALUE_FLAGS (never passed to bpf_skb_set_tunnel_key, which such an entry
+# does not call), VALUE_IFINDEX the route's device, and the outer UDP source port range
+# where an IPv4 entry has no use for the tunnel key's IPv6 local address bytes.
+FLAG_ENCAP_IN_PROGRAM: Final = 1 << 16
+VALUE_PORT_MIN: Final = 32
+VALUE_PORT_COUNT: Final = 36
 VALUE_UNCUT_PACKETS: Final = 56  # u64: copies dropped because they could not be cut
 VALUE_UNCUT_BYTES: Final = 64  # u64: their lengths
 VALUE_SIZE: Final = 72
@@ -269,6 +300,7 @@ _STACK_LENGTH = -16  # the copy's length as it arrived
 _STACK_HASH = -20  # the flow hash, set again when the copy's protocol is switched
 _STACK_AS_IPV4 = -24  # 1: an IPv6 copy shorter than 54 bytes (see _cut)
 _STACK_BUFFER = -64  # 48 bytes for headers read while hashing
+_STACK_ENCAP = -128  # 50 bytes: the outer IPv4, UDP and VXLAN headers, inner Ethernet
 # Multipliers of the flow hash (golden ratio; murmur3's finaliser).
 _HASH_STEP = 0x9E3779B1
 _FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35
@@ -323,6 +355,8 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     _flow_hash(a)  # skb->hash: before the cut, which may remove the ports
     _cut(a, scratch_fd)
     a.label("encapsulate")
+    a.load32(r2, r7, VALUE_FLAGS)
+    a.jump(Op.JSET_K, r2, FLAG_ENCAP_IN_PROGRAM, "encapsulate_here")
     a.movx(r1, r6)
     a.movx(r2, r7)
     a.mov(r3, TUNNEL_KEY_SIZE)
@@ -333,6 +367,8 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.mov(r2, 0)
     a.call(Helper.REDIRECT)
     a.emit(Op.EXIT)
+    a.label("encapsulate_here")
+    _encapsulate(a)
     a.label("uncut")  # counted in the entry, then dropped: never longer than asked
     a.mov(r1, 1)
     a.emit(Op.ATOMIC_DW, r7, r1, VALUE_UNCUT_PACKETS)
@@ -342,6 +378,111 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
     return a.assemble()
+
+
+def _encapsulate(a: Assembler) -> None:
+    """VXLAN over IPv4 in the program; r6 = skb, r7 = the entry. Drops on failure."""
+    r0, r1, r2, r3, r4, r5 = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4, Reg.R5
+    r6, r7, r9, fp = Reg.R6, Reg.R7, Reg.R9, Reg.FP
+    hdr = _STACK_ENCAP
+    # The copy's Ethernet header becomes the inner one (the outer keeps its place).
+    a.movx(r1, r6)
+    a.mov(r2, 0)
+    a.movx(r3, fp)
+    a.emit(Op.ADD_K, r3, imm=hdr + 36)
+    a.mov(r4, ETHERNET_HEADER)
+    a.call(Helper.SKB_LOAD_BYTES)
+    a.jump(Op.JNE_K, r0, 0, "drop")
+    a.load32(r9, r6, SkbField.LEN)  # r9 = the inner frame's length
+    a.movx(r1, r6)
+    a.mov(r2, ENCAP_ROOM)
+    a.mov(r3, BPF_ADJ_ROOM_MAC)
+    a.mov(r4, ETHERNET_HEADER)
+    a.emit(Op.LSH_K, r4, imm=ADJ_ROOM_ENCAP_L2_SHIFT)
+    a.emit(Op.OR_K, r4, imm=ADJ_ROOM_ENCAP_L3_IPV4 | ADJ_ROOM_ENCAP_L4_UDP | ADJ_ROOM_ENCAP_L2_ETH)
+    a.call(Helper.SKB_ADJUST_ROOM)
+    a.jump(Op.JNE_K, r0, 0, "drop")
+    # IPv4: version 4, 20 bytes, TOS 0, total length; a random id, no DF (the snap
+    # length is capped to the route's MTU, so nothing is fragmented); TTL; UDP.
+    a.movx(r2, r9)
+    a.emit(Op.ADD_K, r2, imm=ENCAP_ROOM - ETHERNET_HEADER)
+    a.emit(Op.TO_BE, r2, imm=16)
+    a.emit(Op.LSH_K, r2, imm=16)
+    a.emit(Op.OR_K, r2, imm=0x45)
+    a.store32(fp, hdr, r2)
+    a.call(Helper.GET_PRANDOM_U32)
+    a.emit(Op.AND_K, r0, imm=0xFFFF)
+    a.store32(fp, hdr + 4, r0)
+    a.load8(r2, r7, 21)  # the tunnel key's TTL
+    a.emit(Op.OR_K, r2, imm=17 << 8)
+    a.store32(fp, hdr + 8, r2)  # checksum 0 until computed below
+    for offset, field_ in ((12, 28), (16, 4)):  # local, remote (host order in the entry)
+        a.load32(r2, r7, field_)
+        a.emit(Op.TO_BE, r2, imm=32)
+        a.store32(fp, hdr + offset, r2)
+    a.mov(r1, 0)
+    a.mov(r2, 0)
+    a.movx(r3, fp)
+    a.emit(Op.ADD_K, r3, imm=hdr)
+    a.mov(r4, 20)
+    a.mov(r5, 0)
+    a.call(Helper.CSUM_DIFF)  # the header's 32-bit one's-complement sum
+    for _ in range(2):
+        a.alu(Op.MOV32_X, r1, src=r0)
+        a.alu(Op.RSH32_K, r1, 16)
+        a.emit(Op.AND_K, r0, imm=0xFFFF)
+        a.emit(Op.ADD_X, r0, r1)
+    a.emit(Op.XOR_K, r0, imm=0xFFFF)
+    a.emit(Op.STX_H, fp, r0, hdr + 10)
+    # UDP: the source port from the flow hash, like the VXLAN driver's
+    # udp_flow_src_port (hash x count >> 32, within the namespace's port range);
+    # destination 4789; length; checksum 0 (allowed over IPv4, as the VXLAN device sends).
+    a.load32(r1, fp, _STACK_HASH)
+    a.load32(r3, r7, VALUE_PORT_COUNT)
+    a.emit(Op.MUL_X, r1, r3)
+    a.emit(Op.RSH_K, r1, imm=32)
+    a.load32(r3, r7, VALUE_PORT_MIN)
+    a.emit(Op.ADD_X, r1, r3)
+    a.emit(Op.TO_BE, r1, imm=16)
+    a.mov(r3, VXLAN_PORT_NUMBER)
+    a.emit(Op.TO_BE, r3, imm=16)
+    a.emit(Op.LSH_K, r3, imm=16)
+    a.emit(Op.OR_X, r1, r3)
+    a.store32(fp, hdr + 20, r1)
+    a.movx(r2, r9)
+    a.emit(Op.ADD_K, r2, imm=16)
+    a.emit(Op.TO_BE, r2, imm=16)
+    a.store32(fp, hdr + 24, r2)
+    a.mov(r2, 0x08)  # VXLAN flags: a valid VNI
+    a.store32(fp, hdr + 28, r2)
+    a.load32(r2, r7, 0)  # the VNI, in the top 24 bits
+    a.emit(Op.LSH_K, r2, imm=8)
+    a.emit(Op.TO_BE, r2, imm=32)
+    a.store32(fp, hdr + 32, r2)
+    a.movx(r1, r6)
+    a.mov(r2, ETHERNET_HEADER)
+    a.movx(r3, fp)
+    a.emit(Op.ADD_K, r3, imm=hdr)
+    a.mov(r4, ENCAP_ROOM)
+    a.mov(r5, 0)
+    a.call(Helper.SKB_STORE_BYTES)
+    a.jump(Op.JNE_K, r0, 0, "drop")
+    a.mov(r2, PROTOCOL_IPV4_LE)  # the outer EtherType
+    a.store32(fp, hdr, r2)
+    a.movx(r1, r6)
+    a.mov(r2, 12)
+    a.movx(r3, fp)
+    a.emit(Op.ADD_K, r3, imm=hdr)
+    a.mov(r4, 2)
+    a.mov(r5, 0)
+    a.call(Helper.SKB_STORE_BYTES)
+    a.jump(Op.JNE_K, r0, 0, "drop")
+    a.load32(r1, r7, VALUE_IFINDEX)
+    a.mov(r2, 0)  # no next hop given: the kernel looks the target up in the FIB
+    a.mov(r3, 0)
+    a.mov(r4, 0)
+    a.call(Helper.REDIRECT_NEIGH)
+    a.emit(Op.EXIT)
 
 
 def _load_bytes(a: Assembler, offset: int | None, length: int, to: int = _STACK_BUFFER) -> None:
@@ -749,12 +890,32 @@ def prog_map_ids(prog_fd: int) -> list[int]:
 
 
 def tunnel_value(
-    *, vni: int, remote: str, local: str | None, snaplen: int, ifindex: int, ttl: int = 64
+    *,
+    vni: int,
+    remote: str,
+    local: str | None,
+    snaplen: int,
+    ifindex: int,
+    ttl: int = 64,
+    ports: tuple[int, int] | None = None,
 ) -> bytes:
     """The map value for one (session, source): struct bpf_tunnel_key + ours.
 
     IPv4 addresses go in host byte order (the helper converts), IPv6 as network bytes.
+    With `ports` (the outer UDP source port range, first and last) the program
+    encapsulates itself and sends out of `ifindex`, the route's device: IPv4 remote
+    and local addresses only.
     """
+    if ports is not None:
+        outer = ipaddress.ip_address(remote), ipaddress.ip_address(local or "::")
+        if outer[0].version != 4 or outer[1].version != 4:
+            raise ValueError("encapsulation in the program takes IPv4 remote and local addresses")
+        value = bytearray(VALUE_SIZE)
+        struct.pack_into("<II", value, 0, vni, int(outer[0]))
+        value[21] = ttl
+        struct.pack_into("<III", value, 28, int(outer[1]), ports[0], ports[1] - ports[0] + 1)
+        struct.pack_into("<III", value, VALUE_SNAPLEN, snaplen, FLAG_ENCAP_IN_PROGRAM, ifindex)
+        return bytes(value)
     remote_ip = ipaddress.ip_address(remote)
     local_ip = ipaddress.ip_address(local) if local else None
     value = bytearray(VALUE_SIZE)

@@ -25,6 +25,7 @@ import errno
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -89,6 +90,13 @@ SEGMENTATION_OFFLOADS = (
     "tx-udp-segmentation",
     "tx-gso-list",
 )
+# Scatter-gather off too: the kernel then segments each copy into one right-sized linear
+# buffer (skb_segment copies the payload) instead of segments that reference the production
+# packet's page fragments, which the cut would have to pull into a new head again. Same
+# segments, one allocation instead of two, no page refcounts on production's pages:
+# production TCP about +27 % with mirroring on (docs/dataplane.md, docs/benchmarks.md).
+SCATTER_GATHER = ("tx-scatter-gather", "tx-scatter-gather-fraglist")
+COPY_DEVICE_OFFLOADS = (*SEGMENTATION_OFFLOADS, "sg")
 COPY_PAIRS = ((MARK_COPY_DEVICE, MARK_COPY_PEER), (PRIORITY_COPY_DEVICE, PRIORITY_COPY_PEER))
 # A veth drops what is longer than its MTU (is_skb_forwardable): the copies of a jumbo
 # frame must cross whole (they are cut after), so the copy pairs take the largest MTU.
@@ -172,9 +180,36 @@ T = TypeVar("T")
 _Key = tuple[str, str]
 
 
+# Encapsulation in the program needs bpf_skb_adjust_room's BPF_F_ADJ_ROOM_ENCAP_L2_ETH
+# (Linux 5.13; bpf_redirect_neigh is 5.10): older kernels keep the VXLAN device's path.
+ENCAP_IN_PROGRAM_SINCE = (5, 13)
+
+
+def kernel_release_at_least(release: str, version: tuple[int, int]) -> bool:
+    """`uname -r` ("6.18.44-foo") is at least major.minor."""
+    numbers = [int(n) for n in re.findall(r"\d+", release)[:2]]
+    return len(numbers) == 2 and (numbers[0], numbers[1]) >= version
+
+
+@dataclass(frozen=True)
+class _Route:
+    mtu: int | None
+    device: int | None  # its ifindex (a re-created device is another route)
+    source: str | None  # the route's preferred source address
+
+
 class Dataplane:
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, encapsulation: str | None = None) -> None:
+        """`encapsulation`: "program" (VXLAN over IPv4 written by the mirror program),
+        "device" (the external VXLAN device), or None: "program" where the kernel allows
+        it (docs/dataplane.md, "VXLAN in the program"). IPv6 targets always use the device."""
         self.netns = netns
+        if encapsulation is None:
+            supported = kernel_release_at_least(os.uname().release, ENCAP_IN_PROGRAM_SINCE)
+            encapsulation = "program" if supported else "device"
+        if encapsulation not in ("program", "device"):
+            raise ValueError(f"encapsulation must be program or device, not {encapsulation!r}")
+        self.encapsulation = encapsulation
         self._applied: KernelPlan | None = None  # the plan this object last applied
         # What this object read from the kernel during the current `apply` or `drift`,
         # each item forgotten as soon as this object writes that object. The check that
@@ -182,8 +217,12 @@ class Dataplane:
         # of the chains it rewrote, the tunnel map) and takes the rest from the reads the
         # apply made moments before (unchanged since, as far as this process goes).
         self._seen: dict[_Key, object] | None = None
-        self._expected: tuple[KernelPlan, int, dict[str, int], dict[int, bytes]] | None = None
+        self._expected: (
+            tuple[KernelPlan, int, dict[str, _Route], tuple[int, int] | None, dict[int, bytes]]
+            | None
+        ) = None
         self._device_mtus: dict[str, int] = {}  # every device's MTU, from the last link dump
+        self._device_indexes: dict[str, int] = {}  # and its ifindex
 
     # --- plumbing ---
 
@@ -333,10 +372,13 @@ class Dataplane:
             raise DataplaneError(f"ip link show: {out.stderr.strip()}")
         links: dict[str, _Link] = {}
         mtus: dict[str, int] = {}
+        indexes: dict[str, int] = {}
         for item in json.loads(out.stdout):
             name = item.get("ifname", "")
             if isinstance(item.get("mtu"), int):
                 mtus[name] = item["mtu"]
+            if isinstance(item.get("ifindex"), int):
+                indexes[name] = item["ifindex"]
             if name not in _ALL_DEVICES:
                 continue
             info = item.get("linkinfo") or {}
@@ -351,6 +393,7 @@ class Dataplane:
                 mtu=int(item.get("mtu", 0)),
             )
         self._device_mtus = mtus
+        self._device_indexes = indexes
         return links
 
     @staticmethod
@@ -425,9 +468,9 @@ class Dataplane:
                 self._ip(["link", "set", "dev", name, "mtu", str(COPY_DEVICE_MTU)])
         for device, peer in COPY_PAIRS:
             # Set on creation, and again if someone turned them back on (copies would then
-            # cross whole, as one mirror per 64 KB super-packet).
+            # cross whole, as one mirror per 64 KB super-packet, or cost more with sg on).
             if device in created or self._offloads_on(device):
-                self._ethtool(device, SEGMENTATION_OFFLOADS)
+                self._ethtool(device, COPY_DEVICE_OFFLOADS)
             if peer in created or self._offloads_on(peer):
                 self._ethtool(peer, ("gro",))
         if created:
@@ -473,6 +516,8 @@ class Dataplane:
             if is_peer and name == "generic-receive-offload":
                 on.append(name)
             if not is_peer and ("segmentation" in name or name == "tx-gso-list"):
+                on.append(name)
+            if not is_peer and name in SCATTER_GATHER:
                 on.append(name)
         return on
 
@@ -595,36 +640,68 @@ class Dataplane:
 
         Each snap length is clamped to what fits the MTU of the route to its target now
         (docs/dataplane.md, "Truncation"): a changed MTU shows as drift and is applied."""
-        mtus = self._path_mtus(sorted({t.remote for t in plan.tunnels}))
+        routes = self._path_routes(sorted({t.remote for t in plan.tunnels}))
+        ports = self._port_range() if self.encapsulation == "program" else None
         if self._expected is not None:
-            last_plan, last_index, last_mtus, entries = self._expected
-            if last_plan is plan and last_index == vxlan_index and last_mtus == mtus:
+            last_plan, last_index, last_routes, last_ports, entries = self._expected
+            if (last_plan, last_index, last_routes, last_ports) == (
+                plan,
+                vxlan_index,
+                routes,
+                ports,
+            ):
                 return entries
-        entries = {
-            t.key: bpf.tunnel_value(
-                vni=t.vni,
-                remote=t.remote,
-                local=t.local,
-                snaplen=snap_length(t.snaplen, t.remote, mtus.get(t.remote)),
-                ifindex=vxlan_index,
-            )
-            for t in plan.tunnels
-        }
-        self._expected = (plan, vxlan_index, mtus, entries)
+        entries = {}
+        for t in plan.tunnels:
+            route = routes.get(t.remote)
+            snaplen = snap_length(t.snaplen, t.remote, route.mtu if route else None)
+            local = t.local or (route.source if route else None)
+            device = route.device if route else None
+            if (
+                ports is not None
+                and device is not None
+                and local is not None
+                and ipaddress.ip_address(t.remote).version == 4
+                and ipaddress.ip_address(local).version == 4
+            ):
+                value = bpf.tunnel_value(
+                    vni=t.vni,
+                    remote=t.remote,
+                    local=local,
+                    snaplen=snaplen,
+                    ifindex=device,
+                    ports=ports,
+                )
+            else:
+                value = bpf.tunnel_value(
+                    vni=t.vni, remote=t.remote, local=t.local, snaplen=snaplen, ifindex=vxlan_index
+                )
+            entries[t.key] = value
+        self._expected = (plan, vxlan_index, routes, ports, entries)
         return entries
 
-    def _path_mtus(self, remotes: Sequence[str]) -> dict[str, int]:
-        """The IP MTU towards each address: the route's own `mtu`, else its device's.
-        Addresses without a route are left out (nothing can be sent to them now)."""
-        return self._remember(("routes", " ".join(remotes)), lambda: self._read_mtus(remotes))
+    def _port_range(self) -> tuple[int, int]:
+        """The namespace's ip_local_port_range: the VXLAN driver's outer source ports."""
 
-    def _read_mtus(self, remotes: Sequence[str]) -> dict[str, int]:
+        def read() -> tuple[int, int]:
+            out = self._run(["cat", "/proc/sys/net/ipv4/ip_local_port_range"]).stdout.split()
+            return (int(out[0]), int(out[1])) if len(out) == 2 else (32768, 60999)
+
+        return self._remember(("ports", ""), read)
+
+    def _path_routes(self, remotes: Sequence[str]) -> dict[str, _Route]:
+        """The route towards each address: its IP MTU (the route's own `mtu`, else its
+        device's), device and preferred source. Addresses without a route are left out
+        (nothing can be sent to them now)."""
+        return self._remember(("routes", " ".join(remotes)), lambda: self._read_routes(remotes))
+
+    def _read_routes(self, remotes: Sequence[str]) -> dict[str, _Route]:
         if not remotes:
             return {}
         self._links()  # the device MTUs, from a dump this apply or drift makes anyway
         script = "".join(f"route get {address}\n" for address in remotes)
         out = self._run(["ip", "-force", "-j", "-batch", "-"], script)
-        mtus: dict[str, int] = {}
+        routes: dict[str, _Route] = {}
         for line in out.stdout.splitlines():
             for route in json.loads(line) if line.strip() else ():
                 mtu = self._device_mtus.get(route.get("dev", ""))
@@ -634,10 +711,18 @@ class Dataplane:
                         value = value[-1]
                     if isinstance(value, int):
                         mtu = value
-                if mtu is not None and "dst" in route:
-                    mtus[str(ipaddress.ip_address(route["dst"]))] = mtu
-        found = ((a, mtus.get(str(ipaddress.ip_address(a)))) for a in remotes)
-        return {address: mtu for address, mtu in found if mtu is not None}
+                if "dst" in route:
+                    routes[str(ipaddress.ip_address(route["dst"]))] = _Route(
+                        mtu,
+                        # Only a unicast route's device can take the mirror directly (a
+                        # target on this host stays with the VXLAN device).
+                        self._device_indexes.get(route.get("dev", ""))
+                        if route.get("type", "unicast") == "unicast"
+                        else None,
+                        route.get("prefsrc"),
+                    )
+        found = ((a, routes.get(str(ipaddress.ip_address(a)))) for a in remotes)
+        return {address: route for address, route in found if route is not None}
 
     # --- nft ---
 
