@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vxtap.agent.daemon import APPLY_RETRY_S, Agent
+from vxtap.agent.channel import BACKOFF_MAX_S, HOLD_S, REPORT_INTERVAL_S
+from vxtap.agent.daemon import APPLY_RETRY_S, COUNTERS_INTERVAL_S, NO_CHANGES, Agent
 from vxtap.agent.events import Changes
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
@@ -29,7 +30,7 @@ class Server:
         self.down = False
         self.registered: list[list[Interface]] = []
         self.reports = 0
-        self.asked_with: list[str | None] = []  # each poll's If-None-Match tag
+        self.asked_with: list[tuple[str | None, float | None]] = []  # (If-None-Match, wait)
 
     @property
     def state(self) -> DesiredState:
@@ -48,9 +49,16 @@ class Server:
         self.registered.append(interfaces)
         return [Port(id=f"id-{i.device}", host=host, device=i.device) for i in interfaces]
 
-    def fetch_desired_state(self, host: str, *, if_none_match: str | None = None) -> Fetched:
+    def fetch_desired_state(
+        self,
+        host: str,
+        *,
+        if_none_match: str | None = None,
+        wait: float | None = None,
+        deadline: float | None = None,
+    ) -> Fetched:
         self._check()
-        self.asked_with.append(if_none_match)
+        self.asked_with.append((if_none_match, wait))
         tag = f"{self.counter}-{self.state.revision}"
         if if_none_match is not None and if_none_match.rpartition("-")[2] == self.state.revision:
             return Fetched(tag, None)
@@ -104,30 +112,60 @@ def make_agent(parts: Parts) -> Agent[str]:
     )
 
 
+def turn(agent: Agent[str], now: float, changes: Changes = NO_CHANGES) -> None:
+    """What the threads do, one after the other: the channel talks, the loop steps."""
+    agent.channel.send_once(now)
+    agent.channel.follow_once()
+    agent.step(now, changes)
+    agent.channel.send_once(now)
+
+
 def test_follows_revisions_and_saves_them(parts: Parts) -> None:
     server, kernel, state_file, _ = parts
     agent = make_agent(parts)
     agent.start()
-    agent.step(0.0)
+    turn(agent, 0.0)
     assert kernel.applies == ["r1"] and state_file.load() == server.state
-    agent.step(0.3)
+    turn(agent, 0.3)
     assert kernel.applies == ["r1"]  # unchanged revision: no apply
     server.state = DesiredState(host="h", revision="r2")
-    agent.step(0.6)
+    turn(agent, 0.6)
     assert kernel.applies == ["r1", "r2"]
-    # Each poll names the server's tag for what the kernel shows: unchanged comes back empty.
-    assert server.asked_with == [None, "1-r1", "1-r1"]
-    agent.step(0.9)
-    assert server.asked_with[-1] == "2-r2" and kernel.applies == ["r1", "r2"]
+    # Each request names the tag of the last answer; the first one none, and is not held.
+    assert server.asked_with == [(None, None), ("1-r1", HOLD_S), ("1-r1", HOLD_S)]
+    turn(agent, 0.9)
+    assert server.asked_with[-1] == ("2-r2", HOLD_S) and kernel.applies == ["r1", "r2"]
     assert server.registered == [[Interface(device="eth0", ipv4=("10.0.0.1",))]]
     assert server.reports == 1
+
+
+def test_counters_are_reported_when_they_changed_and_not_too_often(parts: Parts) -> None:
+    server, _, _, _ = parts
+    totals = {"s": Counter(packets=1, bytes=2)}
+    agent = make_agent(parts)
+    agent.read_counters = lambda: (dict(totals), {})
+    agent.start()
+    turn(agent, 0.0)
+    assert server.reports == 1
+    turn(agent, COUNTERS_INTERVAL_S)  # read again, unchanged: not sent
+    assert server.reports == 1
+    totals["s"] = Counter(packets=5, bytes=9)
+    agent.counters.last = None
+    turn(agent, COUNTERS_INTERVAL_S + 0.1)  # changed: sent
+    assert server.reports == 2
+    totals["s"] = Counter(packets=6, bytes=10)
+    agent.counters.last = None
+    turn(agent, COUNTERS_INTERVAL_S + 0.2)  # changed again, but too soon after that report
+    assert server.reports == 2
+    agent.channel.send_once(COUNTERS_INTERVAL_S + 0.1 + REPORT_INTERVAL_S)
+    assert server.reports == 3
 
 
 def test_restart_leaves_a_matching_kernel_alone_and_repairs_one_that_differs(parts: Parts) -> None:
     server, kernel, _, _ = parts
     first = make_agent(parts)
     first.start()
-    first.step(0.0)
+    turn(first, 0.0)
     server.down = True  # the restarted agent must manage on the saved state alone
     make_agent(parts).start()
     assert kernel.applies == ["r1"]
@@ -142,59 +180,61 @@ def test_after_a_restart_the_content_revision_asks_until_the_server_names_a_tag(
     server, kernel, _, _ = parts
     first = make_agent(parts)
     first.start()
-    first.step(0.0)
+    turn(first, 0.0)
     server.asked_with.clear()
     restarted = make_agent(parts)
     restarted.start()
-    restarted.step(10.0)
-    restarted.step(10.3)
-    assert server.asked_with == ["r1", "1-r1"]  # bare revision first, then the server's tag
+    turn(restarted, 10.0)
+    turn(restarted, 10.3)
+    # Bare revision first (held: the agent has a state), then the server's tag.
+    assert server.asked_with == [("r1", HOLD_S), ("1-r1", HOLD_S)]
     assert kernel.applies == ["r1"]
 
 
-def test_server_down_keeps_the_kernel_and_registers_later(parts: Parts) -> None:
+def test_server_down_keeps_the_kernel_and_backs_off(parts: Parts) -> None:
     server, kernel, _, _ = parts
     server.down = True
     agent = make_agent(parts)
     agent.start()
-    agent.step(0.0)
-    assert kernel.applies == [] and agent.server_reachable is False
+    turn(agent, 0.0)
+    assert kernel.applies == [] and agent.channel.reachable is False
+    delays = [agent.channel.follow_once() for _ in range(8)]
+    assert all(0.0 < d <= BACKOFF_MAX_S for d in delays)
+    assert delays[-1] >= BACKOFF_MAX_S / 2 > delays[0]  # grows, with jitter, up to a ceiling
     server.down = False
-    agent.step(0.3)
-    assert kernel.applies == []  # polls back off to 1 s while the server is away
-    agent.step(1.0)
+    turn(agent, 1.0)
     assert kernel.applies == ["r1"] and len(server.registered) == 1
-    assert agent.poll.interval == 0.2
+    assert agent.channel.reachable is True
 
 
-def test_a_failed_apply_is_retried_later_not_on_every_poll(parts: Parts) -> None:
+def test_a_failed_apply_is_retried_later_without_asking_again(parts: Parts) -> None:
     _, kernel, state_file, _ = parts
     kernel.broken = True
     agent = make_agent(parts)
     agent.start()
-    agent.step(0.0)
-    agent.step(0.3)
-    assert kernel.applies == [] and agent.failed is not None
-    assert agent.etag is None  # not applied: the tag must not claim it is
+    turn(agent, 0.0)
+    turn(agent, 0.3)
+    assert kernel.applies == [] and agent.failed is not None and agent.pending is not None
     kernel.broken = False
     agent.step(0.6)
     assert kernel.applies == []  # still inside the retry delay
+    assert agent.next_due(0.6) <= APPLY_RETRY_S
     agent.step(APPLY_RETRY_S + 0.5)
     assert kernel.applies == ["r1"] and state_file.load() is not None
-    assert agent.etag == "1-r1"
+    assert agent.pending is None
 
 
 def test_drift_and_interface_changes(parts: Parts) -> None:
     server, kernel, _, interfaces = parts
     agent = make_agent(parts)
     agent.start()
-    agent.step(0.0)
+    turn(agent, 0.0)
     kernel.shows = None  # someone deleted the table
     agent.step(0.05, Changes(nftables=True))
     assert kernel.applies == ["r1", "r1"]
     interfaces.append((Interface(device="eth0", ipv4=("10.0.0.2",)),))
-    agent.step(0.1, Changes(links=True))
-    agent.step(0.3)  # discover is debounced, then the next poll registers
+    turn(agent, 0.1, Changes(links=True))
+    turn(agent, 0.3)  # discover is debounced, then the channel registers
     assert server.registered[-1] == [Interface(device="eth0", ipv4=("10.0.0.2",))]
 
 
@@ -202,7 +242,7 @@ def test_a_notification_is_checked_again_once_things_settle(parts: Parts) -> Non
     _, kernel, _, _ = parts
     agent = make_agent(parts)
     agent.start()
-    agent.step(0.0)
+    turn(agent, 0.0)
     agent.step(1.0, Changes(links=True))  # notified, but the device is still listed
     assert kernel.applies == ["r1"]
     kernel.shows = None  # ... and now it is gone

@@ -18,6 +18,7 @@ from vxtap.cli._api import CliError
 from vxtap.client import Counter, VxtapClient
 
 DEFAULT_STATE_DIR = Path("/var/lib/vxtap")
+CLIENT_TIMEOUT_S = 2.0
 
 
 def _state_dir(option: Path | None) -> Path:
@@ -81,6 +82,7 @@ def agent(
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Imported here: the data plane needs root, `vxtap agent --help` does not.
+    from vxtap.agent.channel import MAX_DESIRED_STATE_BYTES
     from vxtap.agent.daemon import Agent
     from vxtap.agent.interfaces import discover
     from vxtap.agent.metrics import AgentMetrics
@@ -139,9 +141,15 @@ def agent(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # Short timeout: a hung server must not hold up drift repair for long.
+    # The loop never waits on the server (the channel has threads of its own); the short
+    # timeout only bounds how long a dead server keeps a request in flight.
     with VxtapClient(
-        server, credential.ak, credential.sk, credential.project_id, timeout=1.0
+        server,
+        credential.ak,
+        credential.sk,
+        credential.project_id,
+        timeout=CLIENT_TIMEOUT_S,
+        max_answer_bytes=MAX_DESIRED_STATE_BYTES,
     ) as client:
         daemon = Agent(
             host=host_name,
