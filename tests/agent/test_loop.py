@@ -205,6 +205,13 @@ def test_server_down_keeps_the_kernel_and_backs_off(parts: Parts) -> None:
     turn(agent, 1.0)
     assert kernel.applies == ["r1"] and len(server.registered) == 1
     assert agent.channel.reachable is True
+    # The first request after failures is not held: it must show the server is back.
+    server.down = True
+    agent.channel.follow_once()
+    server.down = False
+    agent.channel.follow_once()
+    agent.channel.follow_once()
+    assert [wait for _, wait in server.asked_with[-2:]] == [None, HOLD_S]
 
 
 def test_a_failed_apply_is_retried_later_without_asking_again(parts: Parts) -> None:

@@ -204,11 +204,12 @@ class Channel:
     def follow_once(self) -> float:
         """One desired-state request; the seconds to wait before the next one."""
         started = time.monotonic()
+        # Held once there is something to compare with, and not right after a failure: a
+        # held request proves the server is back only when it returns.
+        held = self.tag is not None and self.follow_backoff.failures == 0
         try:
             answer = self.server.fetch_desired_state(
-                self.host,
-                if_none_match=self.tag,
-                wait=self.hold if self.tag is not None else None,
+                self.host, if_none_match=self.tag, wait=self.hold if held else None
             )
         except VxtapClientError as error:
             self.metrics.errors.labels("fetch").inc()

@@ -9,14 +9,18 @@ included, answers `{"request_id", "error_msg", "error_code"}`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
@@ -30,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth, model
 from vxtap.api import wire
+from vxtap.api.held import HeldRequests
 from vxtap.store import errors
 from vxtap.store import repository as repo
 from vxtap.store.db import Store, violated_constraint
@@ -38,6 +43,11 @@ from vxtap.store.schema import SessionRow
 log = logging.getLogger("vxtap.api")
 
 MAX_BODY_BYTES = 1 << 20
+# Held desired-state requests: the longest `wait` accepted, and the most jitter added to
+# it (a tenth of the wait, at most this), so a fleet that connected at once does not
+# come back at once.
+MAX_WAIT_S = 300.0
+MAX_WAIT_JITTER_S = 3.0
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 UNSIGNED_PATHS = frozenset(
     {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -438,14 +448,25 @@ def create_app(
     *,
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
+    held = HeldRequests(store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await held.start()
+        yield
+        await held.stop()
+
     app = FastAPI(
         title="vxtap",
         version="0.1.0",
         description="Self-hosted VPC traffic mirroring with Huawei Cloud's traffic-mirroring API.",
+        lifespan=lifespan,
     )
+    app.state.held = held
+    store.on_host_changes(held.committed)
     app.add_middleware(AuthMiddleware, credentials=credentials, clock=clock)
     _install_error_handlers(app)
-    _install_routes(app, store)
+    _install_routes(app, store, held)
     _document_bodies(app)
     return app
 
@@ -478,7 +499,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
-def _install_routes(app: FastAPI, store: Store) -> None:
+def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
     v3 = "/v3/{project_id}/vpc"
 
     def write(action: Callable[[Session], T]) -> T:
@@ -913,33 +934,45 @@ def _install_routes(app: FastAPI, store: Store) -> None:
         summary="What a host's agent must program",
         responses=responses_error,
     )
-    async def desired_state(project_id: str, host: str, request: Request) -> Response:
-        """`ETag` is `"<project change counter>-<content revision>"`. An `If-None-Match`
-        naming the current counter gets 304 from one primary-key read, nothing built;
-        otherwise the state is built (counter read first, so the data is at least as new
-        as the counter it is labelled with) and a tag naming its content revision (the
-        whole tag, or a bare revision as an agent knows it after a restart) still gets
-        304, with the new tag."""
+    async def desired_state(
+        project_id: str,
+        host: str,
+        request: Request,
+        wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
+    ) -> Response:
+        """`ETag` is `"h<host revision>-<content revision>"`. An `If-None-Match` naming
+        the host's current revision gets 304 from two primary-key reads, nothing built;
+        otherwise the state is built (revision read first, so the data is at least as
+        new as the revision it is labelled with) and a tag naming its content revision
+        (the whole tag, or a bare revision as an agent knows it after a restart) still
+        gets 304, with the new tag.
+
+        With `wait` (seconds) and `If-None-Match`, a request that would get 304 is held
+        until the host's revision moves (a change to this host's desired state, through
+        any server process), or until `wait` plus a little jitter passes: then 304."""
         checked_host = _path_host(host)
         tags = _etags(request.headers.get("if-none-match"))
-
-        def action(db: Connection) -> tuple[str, dict[str, Any] | None]:
-            counter = str(repo.change_counter(db, project_id))
-            for tag in tags:
-                if "-" in tag and tag.partition("-")[0] == counter:
-                    return tag, None  # unchanged since that tag: nothing to build
-            state = repo.desired_state(db, project_id, checked_host)
-            return f"{counter}-{state['revision']}", state
-
-        tag, state = await _run(read_rows, action)
-        etag = f'"{tag}"'
-        if (
-            state is None
-            or "*" in tags
-            or state["revision"] in {t.rpartition("-")[2] for t in tags}
-        ):
-            return Response(status_code=304, headers={"ETag": etag})
-        return JSONResponse(state, headers={"ETag": etag})
+        loop = asyncio.get_running_loop()
+        held_until = None
+        if wait and tags:
+            held_until = loop.time() + wait + random.uniform(0, min(wait / 10, MAX_WAIT_JITTER_S))
+        while True:
+            action = functools.partial(
+                _host_state, project=project_id, host=checked_host, tags=tuple(tags)
+            )
+            counter, revision, tag, state = await _run(read_rows, action)
+            etag = f'"{tag}"'
+            if (
+                state is not None
+                and "*" not in tags
+                and state["revision"] not in {t.rpartition("-")[2] for t in tags}
+            ):
+                return JSONResponse(state, headers={"ETag": etag})
+            remaining = 0.0 if held_until is None else held_until - loop.time()
+            if remaining <= 0:
+                return Response(status_code=304, headers={"ETag": etag})
+            await held.wait(project_id, checked_host, revision, counter, remaining)
+            tags = [tag]  # what the client holds, as of the state just compared
 
     @body_route(
         f"{internal}/hosts/{{host}}/counters",
@@ -979,6 +1012,21 @@ def _install_routes(app: FastAPI, store: Store) -> None:
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
     """A session as answered after a write: read back like every session answer."""
     return wire.session_json(*repo.show_session(db.connection(), project_id, row.id))
+
+
+def _host_state(
+    db: Connection, *, project: str, host: str, tags: tuple[str, ...]
+) -> tuple[int, int, str, dict[str, Any] | None]:
+    """(project change counter, host revision, ETag, state); the state is None, not
+    built, when a tag names the host's current revision."""
+    counter = repo.change_counter(db, project)
+    revision = repo.host_revision(db, project, host)
+    prefix = f"h{revision}"
+    for tag in tags:
+        if tag.partition("-")[0] == prefix:
+            return counter, revision, tag, None
+    state = repo.desired_state(db, project, host)
+    return counter, revision, f"{prefix}-{state['revision']}", state
 
 
 def _etags(if_none_match: str | None) -> list[str]:

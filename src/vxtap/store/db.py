@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from vxtap.store.schema import Base
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE = "vxtap_write"
+# Session.info key: the projects whose hosts' desired states the transaction changed.
+CHANGED_PROJECTS = "vxtap_changed_projects"
 
 
 def default_state_dir() -> Path:
@@ -110,6 +112,17 @@ class Store:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._writer.begin() as session:
             yield session
+
+    def on_host_changes(self, callback: Callable[[set[str]], None]) -> None:
+        """Call `callback(projects)` after each committed write that changed some host's
+        desired state (`repository.bump_hosts`), in the committing thread."""
+
+        def committed(session: Session) -> None:
+            projects = session.info.pop(CHANGED_PROJECTS, None)
+            if projects:
+                callback(projects)
+
+        event.listen(self._writer, "after_commit", committed)
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (safe to run from several processes)."""

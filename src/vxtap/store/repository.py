@@ -22,12 +22,23 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, Select, Table, bindparam, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap import model
+from vxtap.store.db import CHANGED_PROJECTS
 from vxtap.store.errors import (
     DUPLICATE_PRIORITY,
     EXISTS,
@@ -42,6 +53,7 @@ from vxtap.store.schema import (
     CounterRow,
     FilterRow,
     HostReportRow,
+    HostRevisionRow,
     PortRow,
     ProjectChangeRow,
     RuleRow,
@@ -111,6 +123,92 @@ def change_counter(db: Session | Connection, project: str) -> int:
     """The project's change counter: one primary-key lookup (0 before its first write)."""
     found = db.execute(_CHANGE_OF, {"project": project}).scalar()
     return 0 if found is None else int(found)
+
+
+# -- per-host revisions -------------------------------------------------------------------
+
+# PostgreSQL channel on which a committed write names its project (see vxtap.api.held).
+CHANGES_CHANNEL = "vxtap_changes"
+_HOST_REVISIONS = HostRevisionRow.__table__.c
+_HOST_REVISION_OF = select(_HOST_REVISIONS.revision).where(
+    _HOST_REVISIONS.project_id == bindparam("project"), _HOST_REVISIONS.host == bindparam("host")
+)
+_HOST_REVISIONS_OF_PROJECT = select(_HOST_REVISIONS.host, _HOST_REVISIONS.revision).where(
+    _HOST_REVISIONS.project_id == bindparam("project")
+)
+
+
+def hosts_showing(
+    db: Session,
+    *,
+    sessions: Iterable[str] = (),
+    filters: Iterable[str] = (),
+    ports: Iterable[str] = (),
+) -> set[str]:
+    """The hosts whose desired state shows any of these objects (see `desired_state`): a
+    session is shown on the hosts of its sources, a filter wherever a session using it
+    is, a port on its own host and wherever a session targeting it is."""
+    session_ids, filter_ids, port_ids = set(sessions), set(filters), set(ports)
+    if filter_ids:
+        session_ids |= set(
+            db.scalars(select(SessionRow.id).where(SessionRow.filter_id.in_(filter_ids)))
+        )
+    hosts: set[str] = set()
+    if port_ids:
+        session_ids |= set(
+            db.scalars(select(SessionRow.id).where(SessionRow.target_id.in_(port_ids)))
+        )
+        hosts |= set(db.scalars(select(PortRow.host).where(PortRow.id.in_(port_ids))))
+    if session_ids:
+        hosts |= set(
+            db.scalars(
+                select(PortRow.host)
+                .join(SourceRow, SourceRow.port_id == PortRow.id)
+                .where(SourceRow.session_id.in_(session_ids))
+                .distinct()
+            )
+        )
+    return hosts
+
+
+def bump_hosts(db: Session, project: str, hosts: Iterable[str]) -> None:
+    """Count a change of these hosts' desired states, in the caller's transaction (after
+    `bump_change`, whose row lock orders the project's writers). On PostgreSQL the commit
+    also notifies every server process listening on `CHANGES_CHANNEL`."""
+    ordered = sorted(set(hosts))
+    if not ordered:
+        return
+    dialect = db.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(HostRevisionRow)
+    db.connection().execute(
+        statement.on_conflict_do_update(
+            index_elements=[_HOST_REVISIONS.project_id, _HOST_REVISIONS.host],
+            set_={"revision": _HOST_REVISIONS.revision + 1},
+        ),
+        [{"project_id": project, "host": host, "revision": 1} for host in ordered],
+    )
+    changed: set[str] = db.info.setdefault(CHANGED_PROJECTS, set())
+    if project not in changed:
+        changed.add(project)  # Store.on_host_changes hears of it after the commit
+        if dialect != "postgresql":
+            return
+        # Delivered once, at commit, and only if it commits.
+        db.connection().execute(
+            text("SELECT pg_notify(:channel, :project)"),
+            {"channel": CHANGES_CHANNEL, "project": project},
+        )
+
+
+def host_revision(db: Session | Connection, project: str, host: str) -> int:
+    """The host's desired-state revision: one primary-key lookup (0 before any change)."""
+    found = db.execute(_HOST_REVISION_OF, {"project": project, "host": host}).scalar()
+    return 0 if found is None else int(found)
+
+
+def host_revisions(db: Session | Connection, project: str) -> dict[str, int]:
+    """Every host of the project that has a revision."""
+    rows = db.execute(_HOST_REVISIONS_OF_PROJECT, {"project": project}).all()
+    return {host: int(revision) for host, revision in rows}
 
 
 # -- pagination -------------------------------------------------------------------------
@@ -204,6 +302,8 @@ def update_filter(
 ) -> FilterRow:
     bump_change(db, project)
     row = get_filter(db, project, filter_id)
+    if fields.get("name") not in (None, row.name):  # the name is in the desired state
+        bump_hosts(db, project, hosts_showing(db, filters=[row.id]))
     for key in ("name", "description"):
         if key in fields and fields[key] is not None:
             setattr(row, key, fields[key])
@@ -328,6 +428,7 @@ def create_rule(db: Session, project: str, fields: Mapping[str, Any]) -> RuleRow
     domain_rule(row)
     _check_rule_priority_free(db, row)
     parent.updated_at = now
+    bump_hosts(db, project, hosts_showing(db, filters=[parent.id]))
     return _insert(db, row)
 
 
@@ -345,6 +446,7 @@ def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, An
     for key, value in merged.items():
         setattr(row, key, value)
     row.updated_at = row.filter.updated_at = utc_now()
+    bump_hosts(db, project, hosts_showing(db, filters=[row.filter_id]))
     db.flush()
     return row
 
@@ -353,6 +455,7 @@ def delete_rule(db: Session, project: str, rule_id: str) -> None:
     bump_change(db, project)
     row = get_rule(db, project, rule_id)
     row.filter.updated_at = utc_now()
+    bump_hosts(db, project, hosts_showing(db, filters=[row.filter_id]))
     db.delete(row)
     db.flush()
 
@@ -416,6 +519,7 @@ def register_host_ports(
             select(PortRow).where(PortRow.project_id == project, PortRow.host == host)
         )
     }
+    changed: list[str] = []
     for port in ports:
         row = existing.get(port["device"])
         if row is None:
@@ -427,9 +531,12 @@ def register_host_ports(
         if (row.mac, row.ipv4, row.ipv6) != (port.get("mac"), port["ipv4"], port["ipv6"]):
             row.mac, row.ipv4, row.ipv6 = port.get("mac"), list(port["ipv4"]), list(port["ipv6"])
             row.updated_at = now
+            changed.append(row.id)
         elif row.updated_at is None:
             row.updated_at = now
     db.flush()
+    if changed:  # a re-registration that changes nothing wakes no one
+        bump_hosts(db, project, hosts_showing(db, ports=changed) | {host})
     return sorted(existing.values(), key=lambda r: r.id)
 
 
@@ -451,6 +558,7 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
         created_at=now,
         updated_at=now,
     )
+    bump_hosts(db, project, [host])
     return _insert(db, row)
 
 
@@ -467,6 +575,7 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
             "remove it from them or delete them first",
             IN_USE,
         )
+    bump_hosts(db, project, [row.host])
     db.delete(row)
     db.flush()
 
@@ -606,6 +715,7 @@ def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> Sess
     _insert(db, row)
     for source in row.sources:
         _insert(db, source)
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
     return row
 
 
@@ -636,6 +746,10 @@ def update_session(
         _check_target(db, project, changes["traffic_mirror_target_id"], sources)
     if changes.get("priority", row.priority) != row.priority:
         _check_priority_free(db, row.id, changes["priority"], sources)
+    shown = {"name", "traffic_mirror_filter_id", "traffic_mirror_target_id",
+             "virtual_network_id", "packet_length", "priority", "enabled"}  # fmt: skip
+    if any(getattr(row, SESSION_COLUMNS[k]) != v for k, v in changes.items() if k in shown):
+        bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
     for key, value in changes.items():
         setattr(row, SESSION_COLUMNS[key], value)
     row.updated_at = utc_now()
@@ -651,6 +765,7 @@ def add_sources(db: Session, project: str, session_id: str, port_ids: Sequence[s
     _attach_sources(db, project, row, port_ids)
     row.updated_at = utc_now()
     db.flush()
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
     return row
 
 
@@ -665,6 +780,7 @@ def remove_sources(
             raise BadInput(
                 f"traffic_mirror_sources: port {port_id} is not a source of this session"
             )
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))  # the removed ones too
     for port_id in port_ids:
         row.sources.remove(current[port_id])
     row.updated_at = utc_now()
@@ -674,7 +790,9 @@ def remove_sources(
 
 def delete_session(db: Session, project: str, session_id: str) -> None:
     bump_change(db, project)
-    db.delete(get_session(db, project, session_id))
+    row = get_session(db, project, session_id)
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
+    db.delete(row)
     db.flush()
 
 
