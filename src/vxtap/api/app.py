@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,12 +37,18 @@ from vxtap.api import wire
 from vxtap.api.held import HeldRequests
 from vxtap.store import errors
 from vxtap.store import repository as repo
-from vxtap.store.db import Store, violated_constraint
+from vxtap.store.db import Store, is_locked, violated_constraint
 from vxtap.store.schema import SessionRow
 
 log = logging.getLogger("vxtap.api")
 
 MAX_BODY_BYTES = 1 << 20
+# SQLite: how long a write waits for another writer's lock before answering 503. The
+# wait happens on a worker thread, never on the event loop (see `_install_routes`).
+LOCK_WAIT_S = 5.0
+# How long a counter report may queue behind others before it is refused (503; the
+# agent reports again later).
+COUNTERS_QUEUE_S = 2.0
 # Held desired-state requests: the longest `wait` accepted, and the most jitter added to
 # it (a tenth of the wait, at most this), so a fleet that connected at once does not
 # come back at once.
@@ -267,19 +273,35 @@ def unstorable(error: DataError) -> errors.BadInput:
     return errors.BadInput(f"a value cannot be stored: {error.orig}")
 
 
+# Set while a transaction runs on the event loop (SQLite): writes then do not wait for a lock.
+ON_LOOP: ContextVar[bool] = ContextVar("on_loop", default=False)
+
+
+def _lock_wait() -> float:
+    return 0.0 if ON_LOOP.get() else LOCK_WAIT_S
+
+
 def in_transaction(
     store: Store,
     action: Callable[[Session], T],
     *,
     write: bool = True,
     retry_constraints: frozenset[str] = RETRYABLE_CONSTRAINTS,
+    lock_wait: float = LOCK_WAIT_S,
 ) -> T:
-    """Run `action` in one transaction; map constraint violations to Huawei refusals."""
+    """Run `action` in one transaction; map constraint violations to Huawei refusals, and
+    a database lock that stayed taken past `lock_wait` seconds (SQLite) to 503."""
     attempts = 5
     for attempt in range(attempts):
         try:
-            with store.write() if write else store.read() as db:
+            with store.write(lock_wait=lock_wait) if write else store.read() as db:
                 return action(db)
+        except OperationalError as exc:
+            if is_locked(exc):
+                raise errors.Busy(
+                    "the database is busy (another writer holds its lock); retry"
+                ) from exc
+            raise
         except IntegrityError as exc:
             name = violated_constraint(exc)
             if name in retry_constraints and attempt < attempts - 1:
@@ -501,9 +523,10 @@ BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
     v3 = "/v3/{project_id}/vpc"
+    counters_gate = asyncio.Semaphore(1)
 
     def write(action: Callable[[Session], T]) -> T:
-        return in_transaction(store, action)
+        return in_transaction(store, action, lock_wait=_lock_wait())
 
     def read(action: Callable[[Session], T]) -> T:
         return in_transaction(store, action, write=False)
@@ -525,6 +548,7 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
             retry_constraints=frozenset(
                 {"uq_ports_host_device", "pk_ports", "pk_host_reports", "pk_counters"}
             ),
+            lock_wait=_lock_wait(),
         )
 
     def read_rows(action: Callable[[Connection], T]) -> T:
@@ -536,8 +560,17 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
             raise unstorable(exc) from exc
 
     async def _run(runner: Callable[[Callable[[D], T]], T], action: Callable[[D], T]) -> T:
-        if inline:
+        if not inline:
+            return await run_in_threadpool(runner, action)
+        # On the loop a write never waits for another writer's lock (that would stop
+        # every other request): taken, it is retried on a worker thread, which waits.
+        token = ON_LOOP.set(True)
+        try:
             return runner(action)
+        except errors.Busy:
+            pass
+        finally:
+            ON_LOOP.reset(token)
         return await run_in_threadpool(runner, action)
 
     def body_route(
@@ -969,7 +1002,7 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
             ):
                 return JSONResponse(state, headers={"ETag": etag})
             remaining = 0.0 if held_until is None else held_until - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or held.shutting_down:
                 return Response(status_code=304, headers={"ETag": etag})
             await held.wait(project_id, checked_host, revision, counter, remaining)
             tags = [tag]  # what the client holds, as of the state just compared
@@ -988,10 +1021,20 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
         body = await read_body(request, wire.CountersRequest)
         sessions = {k: v.model_dump() for k, v in body.sessions.items()}
         rules = {k: v.model_dump() for k, v in body.rules.items()}
-        await _run(
-            upsert,
-            lambda db: repo.put_counters(db, project_id, checked_host, sessions, rules),
-        )
+        # One report stored at a time per process, on a worker thread: a flood of large
+        # reports queues here (and is shed with 503 past COUNTERS_QUEUE_S) instead of
+        # taking the event loop or the database from every other request.
+        try:
+            await asyncio.wait_for(counters_gate.acquire(), COUNTERS_QUEUE_S)
+        except TimeoutError:
+            raise errors.Busy("too many counter reports at once; retry later") from None
+        try:
+            await run_in_threadpool(
+                upsert,
+                lambda db: repo.put_counters(db, project_id, checked_host, sessions, rules),
+            )
+        finally:
+            counters_gate.release()
         return no_content()
 
     @app.get(

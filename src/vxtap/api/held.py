@@ -54,6 +54,10 @@ class HeldRequests:
         self.listener: threading.Thread | None = None
 
     @property
+    def shutting_down(self) -> bool:
+        return self.stopping.is_set()
+
+    @property
     def held(self) -> int:
         return sum(len(w) for w in self.waiters.values())
 
@@ -70,6 +74,17 @@ class HeldRequests:
                 target=self._listen_forever, name="vxtap-listen", daemon=True
             )
             self.listener.start()
+
+    def release_all(self) -> None:
+        """Answer every held request now (shutting down); safe from a signal handler."""
+        self.stopping.set()
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                waiter.woken.set()
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -88,6 +103,8 @@ class HeldRequests:
         with the project's change `counter`), or after `timeout`."""
         if not self.tasks:  # run without the application's lifespan (e.g. a test client)
             await self.start()
+        if self.stopping.is_set():
+            return
         waiter = _Waiter(revision)
         key = (project, host)
         self.waiters.setdefault(key, []).append(waiter)

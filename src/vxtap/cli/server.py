@@ -65,9 +65,8 @@ def _first_credentials(path: Path) -> None:
 )
 def server(listen: str, db_url: str | None, credentials_path: Path | None, log_level: str) -> None:
     """Run the traffic-mirroring API server (Huawei v3 API, v1 ports, internal agent API)."""
-    import uvicorn
-
     from vxtap.api.app import create_app
+    from vxtap.api.serve import serve
     from vxtap.auth import load_credentials
     from vxtap.store.db import Store
 
@@ -87,11 +86,11 @@ def server(listen: str, db_url: str | None, credentials_path: Path | None, log_l
         raise click.ClickException(f"cannot open database: {exc}") from None
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
     app = create_app(store, credentials)
-    uvicorn.run(
+    serve(
         app,
+        app.state.held,
         host=host,
         port=port,
         log_level=log_level,
         access_log=log_level == "debug",
-        server_header=False,
     )

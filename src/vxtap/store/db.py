@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vxtap.store.schema import Base
@@ -30,6 +30,7 @@ from vxtap.store.schema import Base
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE = "vxtap_write"
+_BUSY_MS = "vxtap_busy_ms"
 # Session.info key: the projects whose hosts' desired states the transaction changed.
 CHANGED_PROJECTS = "vxtap_changed_projects"
 
@@ -57,8 +58,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    write = connection.get_execution_options().get(_WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    options = connection.get_execution_options()
+    # Per transaction, since pooled connections serve both kinds: how long BEGIN IMMEDIATE
+    # may wait for another writer's lock.
+    busy = options.get(_BUSY_MS, int(SQLITE_BUSY_TIMEOUT_S * 1000))
+    connection.exec_driver_sql(f"PRAGMA busy_timeout={int(busy)}")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -95,6 +100,9 @@ class Store:
         self._writer = sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
         )
+        # SQLite: writers that wait less for another writer's lock, by milliseconds.
+        self._writers: dict[int, sessionmaker[Session]] = {}
+        self._on_commit: list[Callable[[Session], None]] = []
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -108,10 +116,27 @@ class Store:
             yield connection
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._writer.begin() as session:
+    def write(self, *, lock_wait: float | None = None) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        SQLite: `lock_wait` seconds (instead of the busy timeout) for another writer's
+        lock; past that the transaction fails with an error that `is_locked` names."""
+        maker = self._writer if lock_wait is None else self._writer_waiting(lock_wait)
+        with maker.begin() as session:
             yield session
+
+    def _writer_waiting(self, seconds: float) -> sessionmaker[Session]:
+        busy_ms = int(seconds * 1000)
+        maker = self._writers.get(busy_ms)
+        if maker is None:
+            maker = sessionmaker(
+                self.engine.execution_options(**{_WRITE: True, _BUSY_MS: busy_ms}),
+                expire_on_commit=False,
+            )
+            for listener in self._on_commit:
+                event.listen(maker, "after_commit", listener)
+            self._writers[busy_ms] = maker
+        return maker
 
     def on_host_changes(self, callback: Callable[[set[str]], None]) -> None:
         """Call `callback(projects)` after each committed write that changed some host's
@@ -122,7 +147,9 @@ class Store:
             if projects:
                 callback(projects)
 
-        event.listen(self._writer, "after_commit", committed)
+        self._on_commit.append(committed)
+        for maker in (self._writer, *self._writers.values()):
+            event.listen(maker, "after_commit", committed)
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (safe to run from several processes)."""
@@ -134,6 +161,12 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_locked(error: OperationalError) -> bool:
+    """SQLite's "another connection holds the lock" (busy timeout passed)."""
+    message = str(error.orig)
+    return "database is locked" in message or "database table is locked" in message
 
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")

@@ -1059,19 +1059,20 @@ def put_counters(
         report.reported_at = utc_now()
     db.execute(delete(CounterRow).where(CounterRow.project_id == project, CounterRow.host == host))
     db.flush()
-    db.add_all(
-        CounterRow(
-            project_id=project,
-            host=host,
-            kind=kind,
-            object_id=object_id,
-            packets=value["packets"],
-            bytes=value["bytes"],
-        )
+    rows = [
+        {
+            "project_id": project,
+            "host": host,
+            "kind": kind,
+            "object_id": object_id,
+            "packets": value["packets"],
+            "bytes": value["bytes"],
+        }
         for kind, values in (("session", sessions), ("rule", rules))
         for object_id, value in values.items()
-    )
-    db.flush()
+    ]
+    if rows:  # one executemany, no ORM objects: a 12,000-entry report is one cheap statement
+        db.connection().execute(insert(CounterRow), rows)
 
 
 def session_stats(db: Session, project: str) -> dict[str, Any]:
