@@ -9,12 +9,12 @@ one keep-alive connection per agent, every request signed like the SDK) simulate
 agents that follow their desired state in one of two modes, interleaved in one run:
 
 - `poll`: what agents did before: `If-None-Match` every 0.2 s, answered at once.
-- `held`: what `vxtap agent` does now: `If-None-Match` with `?wait=30`; the server
-  answers when that host's state changes, else 304 after 30 s plus jitter.
+- `held`: what `vxtap agent` does now: `If-None-Match` with `?wait=300` (`--hold`); the
+  server answers when that host's state changes, else 304 after the wait plus jitter.
 
 Measured per mode and size:
 - idle: the server's CPU (utime+stime from /proc, % of one core) over the idle window
-  (held: at least 36 s, so that every agent renews its hold once), the requests
+  (held: the hold x 1.1 + 5 s, so that every agent renews its hold once), the requests
   answered, the server's CPU per request, and the generator's own CPU (to show it was
   not the limit);
 - held only, at each size: a one-host change (toggle one session through the API)
@@ -48,13 +48,13 @@ from pathlib import Path
 
 import httpx
 
+from vxtap.agent.channel import HOLD_S
 from vxtap.auth import sign
 from vxtap.client import VxtapClient
 from vxtap.store import repository
 from vxtap.store.db import Store
 
 AK, SK, PROJECT = "fleet-ak", "fleet-sk-" + "x" * 24, "fleet0project"
-HOLD_S = 30.0
 POLL_S = 0.2
 
 
@@ -148,8 +148,9 @@ class Agent:
 
 
 class Fleet:
-    def __init__(self, port: int, hosts: int, mode: str) -> None:
+    def __init__(self, port: int, hosts: int, mode: str, hold: float) -> None:
         self.port = port
+        self.hold = hold
         self.mode = mode
         self.agents = [Agent(f"host{i:05d}") for i in range(hosts)]
         self.requests = 0
@@ -159,7 +160,7 @@ class Fleet:
 
     def signed(self, agent: Agent, held: bool) -> bytes:
         path = f"/internal/v1/{PROJECT}/hosts/{agent.host}/desired-state"
-        query = f"?wait={HOLD_S:g}" if held else ""
+        query = f"?wait={self.hold:g}" if held else ""
         headers = {"Content-Type": "application/json"}
         if agent.tag:
             headers["If-None-Match"] = f'"{agent.tag}"'
@@ -252,7 +253,7 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
     credentials.write_text(json.dumps([{"ak": AK, "sk": SK, "project_id": PROJECT}]))
     server = ServerProcess(db_url, credentials, free_port())
     server.start()
-    fleet = Fleet(server.port, hosts, mode)
+    fleet = Fleet(server.port, hosts, mode, args.hold)
     result: dict[str, object] = {}
     out[f"{mode} {hosts}"] = result
     try:
@@ -266,8 +267,10 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
             fleet.requests,
             time.monotonic(),
         )
-        # Held: long enough to include every agent renewing its hold once (30 s + jitter).
-        await asyncio.sleep(args.idle_seconds if mode == "poll" else max(args.idle_seconds, 36.0))
+        # Held: long enough to include every agent renewing its hold once (+ jitter).
+        await asyncio.sleep(
+            args.idle_seconds if mode == "poll" else max(args.idle_seconds, args.hold * 1.1 + 5)
+        )
         wall = time.monotonic() - wall0
         result["idle server CPU %"] = round(100 * (server.cpu_seconds() - cpu0) / wall, 1)
         result["idle requests/s"] = round((fleet.requests - req0) / wall)
@@ -347,6 +350,7 @@ async def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["poll", "held"])
+    parser.add_argument("--hold", type=float, default=HOLD_S, help="held requests' wait")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

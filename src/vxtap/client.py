@@ -33,8 +33,10 @@ DEFAULT_TIMEOUT_S = 10.0
 # agent's client is stricter (`vxtap.agent.channel.MAX_DESIRED_STATE_BYTES`): it runs on
 # hosts that carry production.
 MAX_ANSWER_BYTES = 256 << 20
-# Beyond a held request's `wait`, how long its answer may take to arrive in full: the server
-# adds up to a few seconds of jitter, and a trickling answer is cut off after this.
+# A held request is answered 304 after its `wait` plus up to this fraction of it (jitter,
+# so that a fleet that connected at once does not renew its requests at once).
+HELD_JITTER_FRACTION = 0.1
+# Beyond that, how long a held answer may take to arrive in full (a trickle is cut off).
 ANSWER_GRACE_S = 5.0
 MAX_PAGE_SIZE = 2000  # SPEC section 1: limit is 0-2000
 
@@ -751,9 +753,8 @@ class VxtapClient:
         timeout = self._http.timeout
         if wait is not None:
             # Waiting for the first byte of a held answer is not a stall.
-            timeout = httpx.Timeout(
-                timeout.connect, read=wait + ANSWER_GRACE_S, write=timeout.write, pool=None
-            )
+            held_for = wait * (1 + HELD_JITTER_FRACTION) + ANSWER_GRACE_S
+            timeout = httpx.Timeout(timeout.connect, read=held_for, write=timeout.write, pool=None)
         response = self._send(
             "GET",
             f"{self._internal}/hosts/{quote(host, safe='')}/desired-state",

@@ -39,8 +39,12 @@ from vxtap.model import Port
 
 log = logging.getLogger("vxtap.agent")
 
-# How long the server may hold a desired-state request before answering 304.
-HOLD_S = 30.0
+# How long the server may hold a desired-state request before answering 304 (plus up
+# to a tenth of it, jitter). Each renewal costs the server about a millisecond of CPU
+# (signature, two primary-key reads), so at 10,000 agents 30 s would keep a third of a
+# core busy doing nothing; 300 s (Consul's default wait) keeps it to a few percent.
+# Changes do not wait for it: they answer the held request at once.
+HOLD_S = 300.0
 # Never start requests closer together than this: an older server that ignores `wait`
 # answers at once, and the agent then polls as it used to, not in a tight loop.
 MIN_REQUEST_INTERVAL_S = 0.2
@@ -233,7 +237,11 @@ class Channel:
         """Register or report what is due; the seconds until it is worth trying again,
         None when nothing is pending."""
         with self.lock:
-            interfaces = self.interfaces if self.interfaces != self.registered else None
+            interfaces = (
+                None
+                if self.interfaces is None
+                else decide.interfaces_to_register(self.registered, self.interfaces)
+            )
             counters = self.counters if self.counters != self.reported else None
         if interfaces is not None:
             try:

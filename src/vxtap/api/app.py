@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vxtap import auth, model
 from vxtap.api import wire
 from vxtap.api.held import HeldRequests
+from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.store import errors
 from vxtap.store import repository as repo
 from vxtap.store.db import Store, is_locked, violated_constraint
@@ -49,11 +50,9 @@ LOCK_WAIT_S = 5.0
 # How long a counter report may queue behind others before it is refused (503; the
 # agent reports again later).
 COUNTERS_QUEUE_S = 2.0
-# Held desired-state requests: the longest `wait` accepted, and the most jitter added to
-# it (a tenth of the wait, at most this), so a fleet that connected at once does not
-# come back at once.
-MAX_WAIT_S = 300.0
-MAX_WAIT_JITTER_S = 3.0
+# Held desired-state requests: the longest `wait` accepted (the jitter added to it is
+# `client.HELD_JITTER_FRACTION` of it).
+MAX_WAIT_S = 600.0
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 UNSIGNED_PATHS = frozenset(
     {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -988,7 +987,7 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
         loop = asyncio.get_running_loop()
         held_until = None
         if wait and tags:
-            held_until = loop.time() + wait + random.uniform(0, min(wait / 10, MAX_WAIT_JITTER_S))
+            held_until = loop.time() + wait * (1 + random.uniform(0, HELD_JITTER_FRACTION))
         while True:
             action = functools.partial(
                 _host_state, project=project_id, host=checked_host, tags=tuple(tags)
