@@ -973,7 +973,7 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
         wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
     ) -> Response:
         """`ETag` is `"h<host revision>-<content revision>"`. An `If-None-Match` naming
-        the host's current revision gets 304 from two primary-key reads, nothing built;
+        the host's current revision gets 304 from one primary-key read, nothing built;
         otherwise the state is built (revision read first, so the data is at least as
         new as the revision it is labelled with) and a tag naming its content revision
         (the whole tag, or a bare revision as an agent knows it after a restart) still
@@ -992,7 +992,8 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
             action = functools.partial(
                 _host_state, project=project_id, host=checked_host, tags=tuple(tags)
             )
-            counter, revision, tag, state = await _run(read_rows, action)
+            seen = held.generation(project_id, checked_host)  # before the read
+            revision, tag, state = await _run(read_rows, action)
             etag = f'"{tag}"'
             if (
                 state is not None
@@ -1003,7 +1004,7 @@ def _install_routes(app: FastAPI, store: Store, held: HeldRequests) -> None:
             remaining = 0.0 if held_until is None else held_until - loop.time()
             if remaining <= 0 or held.shutting_down:
                 return Response(status_code=304, headers={"ETag": etag})
-            await held.wait(project_id, checked_host, revision, counter, remaining)
+            await held.wait(project_id, checked_host, revision, seen, remaining)
             tags = [tag]  # what the client holds, as of the state just compared
 
     @body_route(
@@ -1058,17 +1059,16 @@ def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, 
 
 def _host_state(
     db: Connection, *, project: str, host: str, tags: tuple[str, ...]
-) -> tuple[int, int, str, dict[str, Any] | None]:
-    """(project change counter, host revision, ETag, state); the state is None, not
-    built, when a tag names the host's current revision."""
-    counter = repo.change_counter(db, project)
+) -> tuple[int, str, dict[str, Any] | None]:
+    """(host revision, ETag, state); the state is None, not built, when a tag names the
+    host's current revision."""
     revision = repo.host_revision(db, project, host)
     prefix = f"h{revision}"
     for tag in tags:
         if tag.partition("-")[0] == prefix:
-            return counter, revision, tag, None
+            return revision, tag, None
     state = repo.desired_state(db, project, host)
-    return counter, revision, f"{prefix}-{state['revision']}", state
+    return revision, f"{prefix}-{state['revision']}", state
 
 
 def _etags(if_none_match: str | None) -> list[str]:

@@ -31,8 +31,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE = "vxtap_write"
 _BUSY_MS = "vxtap_busy_ms"
-# Session.info key: the projects whose hosts' desired states the transaction changed.
-CHANGED_PROJECTS = "vxtap_changed_projects"
+# Session.info key: {project: hosts} whose desired states the transaction changed.
+CHANGED_HOSTS = "vxtap_changed_hosts"
 
 
 def default_state_dir() -> Path:
@@ -138,14 +138,14 @@ class Store:
             self._writers[busy_ms] = maker
         return maker
 
-    def on_host_changes(self, callback: Callable[[set[str]], None]) -> None:
-        """Call `callback(projects)` after each committed write that changed some host's
-        desired state (`repository.bump_hosts`), in the committing thread."""
+    def on_host_changes(self, callback: Callable[[dict[str, set[str]]], None]) -> None:
+        """Call `callback({project: hosts})` after each committed write that changed some
+        hosts' desired states (`repository.bump_hosts`), in the committing thread."""
 
         def committed(session: Session) -> None:
-            projects = session.info.pop(CHANGED_PROJECTS, None)
-            if projects:
-                callback(projects)
+            changes = session.info.pop(CHANGED_HOSTS, None)
+            if changes:
+                callback(changes)
 
         self._on_commit.append(committed)
         for maker in (self._writer, *self._writers.values()):

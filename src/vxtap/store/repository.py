@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap import model
-from vxtap.store.db import CHANGED_PROJECTS
+from vxtap.store.db import CHANGED_HOSTS
 from vxtap.store.errors import (
     DUPLICATE_PRIORITY,
     EXISTS,
@@ -129,6 +129,7 @@ def change_counter(db: Session | Connection, project: str) -> int:
 
 # PostgreSQL channel on which a committed write names its project (see vxtap.api.held).
 CHANGES_CHANNEL = "vxtap_changes"
+NOTIFY_PAYLOAD_BYTES = 7900
 _HOST_REVISIONS = HostRevisionRow.__table__.c
 _HOST_REVISION_OF = select(_HOST_REVISIONS.revision).where(
     _HOST_REVISIONS.project_id == bindparam("project"), _HOST_REVISIONS.host == bindparam("host")
@@ -174,7 +175,8 @@ def hosts_showing(
 def bump_hosts(db: Session, project: str, hosts: Iterable[str]) -> None:
     """Count a change of these hosts' desired states, in the caller's transaction (after
     `bump_change`, whose row lock orders the project's writers). On PostgreSQL the commit
-    also notifies every server process listening on `CHANGES_CHANNEL`."""
+    also notifies every server process listening on `CHANGES_CHANNEL` (JSON: project and,
+    when they fit, hosts)."""
     ordered = sorted(set(hosts))
     if not ordered:
         return
@@ -187,15 +189,17 @@ def bump_hosts(db: Session, project: str, hosts: Iterable[str]) -> None:
         ),
         [{"project_id": project, "host": host, "revision": 1} for host in ordered],
     )
-    changed: set[str] = db.info.setdefault(CHANGED_PROJECTS, set())
-    if project not in changed:
-        changed.add(project)  # Store.on_host_changes hears of it after the commit
-        if dialect != "postgresql":
-            return
-        # Delivered once, at commit, and only if it commits.
+    changed: dict[str, set[str]] = db.info.setdefault(CHANGED_HOSTS, {})
+    changed.setdefault(project, set()).update(ordered)  # for Store.on_host_changes
+    if dialect == "postgresql":
+        # Delivered at commit, and only if it commits. The hosts ride along while they
+        # fit PostgreSQL's 8,000-byte payload; else listeners re-read the whole project.
+        payload = json.dumps({"project": project, "hosts": ordered})
+        if len(payload) > NOTIFY_PAYLOAD_BYTES:
+            payload = json.dumps({"project": project})
         db.connection().execute(
-            text("SELECT pg_notify(:channel, :project)"),
-            {"channel": CHANGES_CHANNEL, "project": project},
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANGES_CHANNEL, "payload": payload},
         )
 
 
