@@ -260,7 +260,7 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
         fleet.start()
         connected = await until(lambda: all(a.answered for a in fleet.agents), 120)
         result["all connected"] = connected
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(args.settle)  # the server finishes taking the first requests
         cpu0, gen0, req0, wall0 = (
             server.cpu_seconds(),
             time.process_time(),
@@ -351,6 +351,9 @@ async def main() -> None:
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["poll", "held"])
     parser.add_argument("--hold", type=float, default=HOLD_S, help="held requests' wait")
+    parser.add_argument(
+        "--settle", type=float, default=2.0, help="seconds after connecting, before idle"
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
