@@ -7,7 +7,7 @@ server would send the host now with the one its agent reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -97,14 +97,14 @@ def host_statuses(
     project: str,
     static_hosts: Mapping[str, str],
     only: str | None = None,
-    held: Mapping[str, bool] | None = None,
+    held: Container[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every host with a key (enrolled here, or in the credentials file: `static_hosts`
     maps those hosts to their access keys) or a status report, sorted by name; `only`
     restricts the answer to one host.
 
-    `held` says which hosts have a held desired-state request open on this server; a
-    host it does not name shows `held_request: null` (not known).
+    `held`: the hosts with a held desired-state request open on this server process
+    (`held_request: true`; others false); None: `held_request: null` (not known).
     """
 
     def scoped(row: Any) -> Any:
@@ -141,7 +141,7 @@ def host_statuses(
                 ),
                 "apply_error": status.apply_error if status else None,
                 "drift_repairs": status.drift_repairs if status else 0,
-                "held_request": (held or {}).get(host),
+                "held_request": None if held is None else host in held,
             }
         )
     return answers
