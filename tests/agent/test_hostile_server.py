@@ -95,6 +95,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         (tmp_path / "state.json").write_text(STATE.model_dump_json())
         (tmp_path / "mode").write_text("good")
         (tmp_path / "credentials.json").write_text('[{"ak": "a", "sk": "s", "project_id": "p"}]')
+        (tmp_path / "credentials.json").chmod(0o600)  # the agent refuses a readable one
         port, metrics_port = free_port(), free_port()
         server = source.popen(
             [sys.executable, str(HOSTILE), str(port), str(tmp_path)], stdout=subprocess.PIPE

@@ -574,7 +574,13 @@ def create_app(
         AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
     )
     _install_error_handlers(app)
-    _install_routes(app, store, held, max_rules_per_direction)
+    async def revoked(credential: auth.Credential) -> bool:
+        """An enrolled agent's key removed since its request was let in."""
+        if credential.host is None or credential.ak in credentials:
+            return False  # administrators' and the credentials file's keys stay
+        return await agent_lookup(credential.ak) is None
+
+    _install_routes(app, store, held, revoked, max_rules_per_direction)
     _install_fleet_routes(app, store, credentials, agent_signing_key, held)
     _document_bodies(app)
     mount_console(app, credentials, clock=clock)
@@ -610,7 +616,11 @@ BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
 def _install_routes(
-    app: FastAPI, store: Store, held: HeldRequests, max_rules_per_direction: int
+    app: FastAPI,
+    store: Store,
+    held: HeldRequests,
+    revoked: Callable[[auth.Credential], Awaitable[bool]],
+    max_rules_per_direction: int,
 ) -> None:
     v3 = "/v3/{project_id}/vpc"
     counters_gate = asyncio.Semaphore(1)
@@ -1099,6 +1109,9 @@ def _install_routes(
             if remaining <= 0 or held.shutting_down:
                 return Response(status_code=304, headers={"ETag": etag})
             await held.wait(project_id, checked_host, revision, seen, remaining)
+            credential = request.scope.get("state", {}).get("credential")
+            if credential is not None and await revoked(credential):
+                raise errors.Unauthorized(f"access key {credential.ak} was revoked")
             tags = [tag]  # what the client holds, as of the state just compared
 
     @body_route(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap.store.errors import EXISTS, Conflict, NotFound
-from vxtap.store.repository import desired_state, utc_now
+from vxtap.store.repository import bump_change, bump_hosts, desired_state, utc_now
 from vxtap.store.schema import AgentHostRow, HostReportRow, HostStatusRow
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -49,10 +49,14 @@ def enrol_host(db: Session, project: str, host: str, ak: str) -> AgentHostRow:
 
 
 def revoke_host(db: Session, project: str, host: str) -> None:
-    """Forget the host's key and status; its ports stay (sessions may name them)."""
+    """Forget the host's key and status; its ports stay (sessions may name them). The
+    host's revision moves, so that its held desired-state requests, on every server
+    process, wake up and find the key gone."""
     row = db.get(AgentHostRow, (project, host))
     if row is None:
         raise NotFound(f"host {host} is not enrolled")
+    bump_change(db, project)
+    bump_hosts(db, project, [host])
     db.delete(row)
     db.execute(
         delete(HostStatusRow).where(HostStatusRow.project_id == project, HostStatusRow.host == host)
