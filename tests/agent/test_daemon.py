@@ -287,9 +287,7 @@ def test_registers_the_hosts_interfaces_with_stable_ids(deployment: Deployment) 
     d.ids["source"] = devices["eth0"].id
     # The channel's sender logs once the server's answer is read, which may be just
     # after the port shows.
-    wait_for(
-        lambda: "registered 3 interfaces of host src-host" in d.log_text(), 15, "the log line"
-    )
+    wait_for(lambda: "registered 3 interfaces of host src-host" in d.log_text(), 15, "the log line")
 
 
 def test_a_new_session_reaches_the_kernel_within_a_second(deployment: Deployment) -> None:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from api_support import ApiServer, unique
 
-from vxtap.client import Fetched, VxtapClient
+from vxtap.client import ApiError, Fetched, VxtapClient
 
 
 @dataclass
@@ -272,3 +272,43 @@ def test_a_dropped_listen_connection_or_a_restart_loses_no_change(
         assert again.state is not None and again.state.sessions[0].enabled is True
     finally:
         restarted.stop()
+
+
+def test_the_fleet_view_shows_which_hosts_have_a_request_held_here(server: ApiServer) -> None:
+    hosts = two_hosts(server)
+    with client(server) as c:
+        c.enrol_host(hosts.a)
+        c.enrol_host(hosts.b)
+        assert c.show_host(hosts.a)["held_request"] is False
+        held = Held(server, hosts.a, tag_of(server, hosts.a), wait=3)
+        until(lambda: c.show_host(hosts.a)["held_request"] is True, 10)
+        listed = {h["host"]: h["held_request"] for h in c.list_hosts()}
+        assert (listed[hosts.a], listed[hosts.b]) == (True, False)
+        assert held.result().state is None  # 304 after the wait
+        assert c.show_host(hosts.a)["held_request"] is False
+
+
+def test_revoking_a_host_ends_its_held_request_at_once(server: ApiServer) -> None:
+    hosts = two_hosts(server)
+    with client(server) as c:
+        credential, _ = c.enrol_host(hosts.a)
+    tag = tag_of(server, hosts.a)
+    answer: list[Exception | Fetched] = []
+
+    def hold() -> None:
+        with VxtapClient(
+            server.endpoint, credential["ak"], credential["sk"], server.project_id, timeout=5
+        ) as agent:
+            try:
+                answer.append(agent.fetch_desired_state(hosts.a, if_none_match=tag, wait=60))
+            except Exception as error:
+                answer.append(error)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    with client(server) as c:
+        until(lambda: c.show_host(hosts.a)["held_request"] is True, 10)
+        c.revoke_host(hosts.a)
+    thread.join(20)  # well before the 60 s wait: the revocation answered it
+    assert not thread.is_alive(), "the revoked host's held request was not ended"
+    assert isinstance(answer[0], ApiError) and answer[0].status == 401, answer

@@ -61,6 +61,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         pytest.skip(f"the hard open-files limit ({hard}) leaves nothing to raise to")
     key = {"ak": "AK" + secrets.token_hex(8), "sk": secrets.token_hex(16), "project_id": "p1"}
     (tmp_path / "credentials.json").write_text(json.dumps([key]))
+    (tmp_path / "credentials.json").chmod(0o600)  # the server refuses a readable one
     port = _free_port()
     db_path = tmp_path / "vxtap.db"
     log = (tmp_path / "server.log").open("wb")

@@ -574,6 +574,7 @@ def create_app(
         AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
     )
     _install_error_handlers(app)
+
     async def revoked(credential: auth.Credential) -> bool:
         """An enrolled agent's key removed since its request was let in."""
         if credential.host is None or credential.ak in credentials:
