@@ -6,7 +6,8 @@ loop's behaviour in the corner cases that are slow or hard to provoke there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,30 @@ def test_a_status_report_waiting_for_the_server_does_not_spin_the_sender(parts: 
     agent.channel.follow_once()
     assert agent.channel.send_once(0.4) is None
     assert server.statuses[-1] == ("r1", "revision r2: broken", 0)
+
+
+def test_the_sender_thread_reports_a_changed_status_and_the_heartbeat(parts: Parts) -> None:
+    server, _, _, _ = parts
+    agent = make_agent(parts)
+    channel = agent.channel
+    channel.status_interval = 3600.0  # no heartbeat yet: only a change wakes the sender
+
+    def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10  # generous: the machine is shared
+        while not condition():
+            assert time.monotonic() < deadline, server.statuses
+            time.sleep(0.01)
+
+    channel.status(applied_revision=None, apply_error=None, drift_repairs=0)
+    channel.start()
+    try:
+        until(lambda: server.statuses == [(None, None, 0)])
+        channel.status(applied_revision="r1", apply_error=None, drift_repairs=0)
+        until(lambda: server.statuses[-1] == ("r1", None, 0))  # woke from its idle wait
+        channel.status_interval = 0.05
+        with channel.lock:
+            channel.lock.notify_all()  # take the shorter heartbeat now
+        until(lambda: len(server.statuses) >= 4)  # unchanged, reported again and again
+        assert set(server.statuses[1:]) == {("r1", None, 0)}
+    finally:
+        channel.stop()
