@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,28 @@ from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast, overload
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from vxtap import auth
 from vxtap.model import DesiredState, Port
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9696"
 DEFAULT_TIMEOUT_S = 10.0
+# The largest answer read; anything longer is refused before it is all in memory. The
+# agent's client is stricter (`vxtap.agent.channel.MAX_DESIRED_STATE_BYTES`): it runs on
+# hosts that carry production.
+MAX_ANSWER_BYTES = 256 << 20
+# A held request is answered 304 after its `wait` plus up to this fraction of it (jitter,
+# so that a fleet that connected at once does not renew its requests at once).
+HELD_JITTER_FRACTION = 0.1
+# Beyond that, how long a held answer may take to arrive in full (a trickle is cut off).
+ANSWER_GRACE_S = 5.0
 MAX_PAGE_SIZE = 2000  # SPEC section 1: limit is 0-2000
 
 QueryValue = str | int | bool
@@ -204,6 +220,15 @@ class ApiError(VxtapClientError):
         self.request_id = request_id
 
 
+class InvalidAnswer(VxtapClientError):
+    """An answer that is not what the API promises: malformed, too large or too slow."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"invalid answer from {endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
 class ServerUnreachable(VxtapClientError):
     """No HTTP answer at all: connection refused, DNS failure, timeout."""
 
@@ -310,6 +335,10 @@ def _query(
     return params
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
 def _without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -340,10 +369,12 @@ class VxtapClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
         ca_bundle: str | Path | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         """`ca_bundle`: PEM file of the CAs an https:// endpoint's certificate may be
         signed by; the system's trust store when None."""
         self.endpoint = endpoint.rstrip("/")
+        self.max_answer_bytes = max_answer_bytes
         self.project_id = project_id
         self._http = httpx.Client(
             base_url=self.endpoint,
@@ -376,15 +407,55 @@ class VxtapClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        deadline: float | None = None,
     ) -> httpx.Response:
+        """One request; the answer is streamed in and refused (`InvalidAnswer`) past
+        `max_answer_bytes` or when the whole of it takes longer than `deadline` seconds
+        (default: the read timeout), so a broken server can neither fill our memory nor
+        hold us with a trickle."""
         content = None if body is None else json.dumps(body).encode()
+        timeout = timeout or self._http.timeout
+        give_up = time.monotonic() + (deadline or timeout.read or DEFAULT_TIMEOUT_S)
+        # Raw bytes only: a compressed answer could inflate far past the cap in one chunk.
+        sent = {"Accept-Encoding": "identity", **(headers or {})}
         try:
-            return self._http.request(method, path, content=content, params=params, headers=headers)
+            with self._http.stream(
+                method, path, content=content, params=params, headers=sent, timeout=timeout
+            ) as response:
+                answer = self._read_capped(response, give_up)
         except httpx.TransportError as error:
             tls = _tls_failure(error)
             if tls is not None:
                 raise UntrustedServer(self.endpoint, tls) from error
             raise ServerUnreachable(self.endpoint, str(error) or type(error).__name__) from error
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=answer,
+            request=response.request,
+        )
+
+    def _read_capped(self, response: httpx.Response, give_up: float) -> bytes:
+        limit = self.max_answer_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise InvalidAnswer(self.endpoint, f"{declared} bytes, more than the {limit} allowed")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise InvalidAnswer(self.endpoint, f"unasked-for Content-Encoding {encoding!r}")
+        chunks: list[bytes] = []
+        size = 0
+        # A transport that answers from memory (tests) hands over a body read already.
+        stream = [response.content] if response.is_stream_consumed else response.iter_raw()
+        for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise InvalidAnswer(self.endpoint, f"more than the {limit} bytes allowed")
+            if time.monotonic() > give_up:
+                raise InvalidAnswer(self.endpoint, "the answer took too long to arrive")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _request(
         self,
@@ -395,28 +466,34 @@ class VxtapClient:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         response = self._send(method, path, body=body, params=params)
-        if response.is_success:
+        if not response.is_success:
+            raise self._error_from(response)
+        try:
             return response.json() if response.content else None
-        raise self._error_from(response)
+        except ValueError as error:
+            raise InvalidAnswer(self.endpoint, f"not JSON: {_first_line(error)}") from None
+
+    @classmethod
+    def _error_from(cls, response: httpx.Response) -> ApiError:
+        return cls._refusal(response.status_code, response.reason_phrase, response.content)
 
     @staticmethod
-    def _error_from(response: httpx.Response) -> ApiError:
+    def _refusal(status: int, reason: str, body: bytes) -> ApiError:
         try:
-            answer = response.json()
+            answer = json.loads(body)
         except ValueError:
             answer = None
         if isinstance(answer, dict) and "error_code" in answer:
             return ApiError(
-                response.status_code,
+                status,
                 str(answer["error_code"]),
                 str(answer.get("error_msg", "")),
                 answer.get("request_id"),
             )
         # Not Huawei's error shape (a proxy in between, or not a vxtap server).
-        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-        return ApiError(
-            response.status_code, f"HTTP.{response.status_code}", text or response.reason_phrase
-        )
+        text = body.decode(errors="replace").strip()
+        first = text.splitlines()[0][:200] if text else ""
+        return ApiError(status, f"HTTP.{status}", first or reason)
 
     def _pages(
         self, fetch: Callable[[str | None], Page[ItemT]], first_marker: str | None = None
@@ -701,7 +778,12 @@ class VxtapClient:
         answer = self._request(
             "PUT", f"{self._internal}/hosts/{quote(host, safe='')}/ports", body=body
         )
-        return [Port.model_validate(p) for p in answer["ports"]]
+        try:
+            return [Port.model_validate(p) for p in answer["ports"]]
+        except (ValueError, TypeError, KeyError) as error:
+            raise InvalidAnswer(
+                self.endpoint, f"not a list of ports: {_first_line(error)}"
+            ) from None
 
     def create_port(
         self,
@@ -742,13 +824,36 @@ class VxtapClient:
         (HTTP 304, no body to receive or parse), else the new state."""
         return self.fetch_desired_state(host, if_none_match=if_none_match).state
 
-    def fetch_desired_state(self, host: str, *, if_none_match: str | None = None) -> Fetched:
+    def fetch_desired_state(
+        self,
+        host: str,
+        *,
+        if_none_match: str | None = None,
+        wait: float | None = None,
+        deadline: float | None = None,
+    ) -> Fetched:
         """`desired_state` with the answer's ETag, to send as `if_none_match` next time: a
-        tag carrying the server's current change counter is answered without building
-        the state (see docs/agent.md)."""
-        headers = None if if_none_match is None else {"If-None-Match": f'"{if_none_match}"'}
+        tag carrying the host's current revision is answered without building the state
+        (see docs/agent.md).
+
+        `wait` (seconds, with `if_none_match`) makes it a held request: the server answers
+        when the host's state changes, else 304 after `wait`. The answer is streamed and
+        refused (`InvalidAnswer`) past `MAX_DESIRED_STATE_BYTES` or past `deadline`
+        seconds for the whole answer (default: the client's timeout, plus `wait`)."""
+        headers = {} if if_none_match is None else {"If-None-Match": f'"{if_none_match}"'}
+        params = None if wait is None else {"wait": f"{wait:g}"}
+        timeout = self._http.timeout
+        if wait is not None:
+            # Waiting for the first byte of a held answer is not a stall.
+            held_for = wait * (1 + HELD_JITTER_FRACTION) + ANSWER_GRACE_S
+            timeout = httpx.Timeout(timeout.connect, read=held_for, write=timeout.write, pool=None)
         response = self._send(
-            "GET", f"{self._internal}/hosts/{quote(host, safe='')}/desired-state", headers=headers
+            "GET",
+            f"{self._internal}/hosts/{quote(host, safe='')}/desired-state",
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            deadline=deadline,
         )
         etag = response.headers.get("ETag")
         tag = None if etag is None else etag.removeprefix("W/").strip('"')
@@ -756,7 +861,17 @@ class VxtapClient:
             return Fetched(tag, None)
         if not response.is_success:
             raise self._error_from(response)
-        return Fetched(tag, DesiredState.model_validate_json(response.content))
+        try:
+            return Fetched(tag, DesiredState.model_validate_json(response.content))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            reason = f"{error.error_count()} error(s), first at {where}: {first['msg']}"
+            raise InvalidAnswer(self.endpoint, f"not a desired state: {reason[:200]}") from None
+        except ValueError as error:
+            raise InvalidAnswer(
+                self.endpoint, f"not a desired state: {_first_line(error)}"
+            ) from None
 
     def report_counters(
         self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]

@@ -285,7 +285,9 @@ def test_registers_the_hosts_interfaces_with_stable_ids(deployment: Deployment) 
     assert set(devices) == {"eth0", "mg0", "u0"}, devices
     assert devices["eth0"].ipv4 == ("10.77.0.1",) and devices["eth0"].mac
     d.ids["source"] = devices["eth0"].id
-    assert "registered 3 interfaces of host src-host" in d.log_text()
+    # The channel's sender logs once the server's answer is read, which may be just
+    # after the port shows.
+    wait_for(lambda: "registered 3 interfaces of host src-host" in d.log_text(), 15, "the log line")
 
 
 def test_a_new_session_reaches_the_kernel_within_a_second(deployment: Deployment) -> None:

@@ -49,12 +49,14 @@ def test_interfaces_are_registered_when_new_or_changed() -> None:
 
 
 def test_reachability_is_logged_on_change_only() -> None:
-    assert decide.reachability_news(None, True, "") == "server reachable"
-    assert decide.reachability_news(True, True, "") is None
-    down = decide.reachability_news(True, False, "connection refused")
+    assert decide.reachability_news(None, None, True, "") == "server reachable"
+    assert decide.reachability_news(True, None, True, "") is None
+    down = decide.reachability_news(True, None, False, "connection refused")
     assert down is not None and "connection refused" in down and "last known state" in down
-    assert decide.reachability_news(False, False, "x") is None
-    assert decide.reachability_news(False, True, "") == "server reachable again"
+    assert decide.reachability_news(False, "x", False, "x") is None
+    # Failing in another way is news: the operator sees what is wrong now.
+    assert decide.reachability_news(False, "x", False, "y") is not None
+    assert decide.reachability_news(False, "x", True, "") == "server reachable again"
 
 
 def test_timer() -> None:

@@ -90,7 +90,14 @@ class Server:
     def register_ports(self, host: str, interfaces: list[Interface]) -> list[Port]:
         return []
 
-    def fetch_desired_state(self, host: str, *, if_none_match: str | None = None) -> Fetched:
+    def fetch_desired_state(
+        self,
+        host: str,
+        *,
+        if_none_match: str | None = None,
+        wait: float | None = None,
+        deadline: float | None = None,
+    ) -> Fetched:
         tag = f"{self.tag}-{self.state.revision}"
         return Fetched(tag, None if if_none_match == tag else self.state)
 
@@ -135,6 +142,12 @@ class Segment:
             metrics=metrics,
             local_broadcasts=lambda: local_broadcasts(in_source),
         )
+
+    @staticmethod
+    def turn(agent: Agent[object], now: float) -> None:
+        """The channel asks the server once, then the loop steps."""
+        agent.channel.follow_once()
+        agent.step(now)
 
     def target_vxlan(self) -> int:
         out = self.target.run(["nft", "-j", "list", "counter", "netdev", "sink", "vxlan"])
@@ -198,7 +211,7 @@ def test_a_session_whose_target_floods_the_underlay_is_left_out(
     state = desired("r1", (session("bad", 1, "flood"), session("good", 2, "tgt")), flood)
     metrics = AgentMetrics()
     agent = segment.agent(Server(state), metrics)
-    agent.step(0.0)
+    segment.turn(agent, 0.0)
     assert agent.applied == state and agent.refused_sessions.keys() == {"bad"}
     assert metrics.refused_sessions._value.get() == 1
     segment.peer.run([sys.executable, "-c", SEND])
@@ -216,7 +229,7 @@ def test_a_state_beyond_the_limits_is_refused_and_the_kernel_keeps_the_last_good
     server = Server(good)
     metrics = AgentMetrics()
     agent = segment.agent(server, metrics)
-    agent.step(0.0)
+    segment.turn(agent, 0.0)
     good_plan = compile_plan(good)
     assert segment.dataplane.drift(good_plan) == []
     # 100,000 sessions on one source: the map alone could not hold them (65,536 pairs).
@@ -224,7 +237,7 @@ def test_a_state_beyond_the_limits_is_refused_and_the_kernel_keeps_the_last_good
     server.serve(desired("huge", huge))
     caplog.clear()
     for now in (0.3, 0.6, 0.9):
-        agent.step(now)
+        segment.turn(agent, now)
     assert agent.applied == good and metrics.refused_states._value.get() == 1
     refusals = [
         r.getMessage() for r in caplog.records if "refusing revision huge" in r.getMessage()

@@ -194,13 +194,14 @@ def test_desired_state_and_counters(raw: Raw) -> None:
     assert changed.revision != state.revision
     assert changed.sessions[0].enabled is False
 
-    # Conditional fetch: ETag is "<change counter>-<content revision>".
+    # Conditional fetch: ETag is "h<host revision>-<content revision>".
     path = f"/internal/v1/{raw.server.project_id}/hosts/{source_host}/desired-state"
     current = raw.request("GET", path)
     etag = current.headers["ETag"]
     counter, _, revision = etag.strip('"').partition("-")
-    assert revision == changed.revision and int(counter) > 0
-    # The whole tag, a bare content revision (an agent after a restart), weak, in a list, *.
+    assert revision == changed.revision and counter.startswith("h") and int(counter[1:]) > 0
+    # The whole tag, a bare content revision (an agent after a restart), weak, in a list, *,
+    # and the "<project counter>-<revision>" tag of an older server (old agents keep working).
     for unchanged in (etag, f'"{changed.revision}"', f'"x", W/{etag}', "*", f'"1-{revision}"'):
         answer = raw.request("GET", path, extra_headers={"If-None-Match": unchanged})
         assert answer.status_code == 304, unchanged
@@ -211,15 +212,20 @@ def test_desired_state_and_counters(raw: Raw) -> None:
         assert stale.status_code == 200, stale_tag
         assert DesiredState.model_validate(stale.json()).revision == changed.revision
         assert stale.headers["ETag"] == etag
-    # A write elsewhere in the project bumps the counter: the old tag's content revision
-    # still matches, so 304 with the new tag.
+    # A write elsewhere in the project does not concern this host: same tag, nothing built.
     make_port(raw, unique("other-host"))
     bumped = raw.request("GET", path, extra_headers={"If-None-Match": etag})
-    assert bumped.status_code == 304
-    new_counter, _, new_revision = bumped.headers["ETag"].strip('"').partition("-")
-    assert new_revision == revision and int(new_counter) > int(counter)
-    # A matching counter answers without building the state: a change written past the
-    # API (no counter bump) is not seen, which shows nothing was built.
+    assert bumped.status_code == 304 and bumped.headers["ETag"] == etag
+    # A write that concerns it but changes nothing it shows (the session's description)
+    # does not move its revision either.
+    raw.v3(
+        "PUT",
+        f"traffic-mirror-sessions/{session['id']}",
+        {"traffic_mirror_session": {"description": "not in the desired state"}},
+    )
+    assert raw.request("GET", path, extra_headers={"If-None-Match": etag}).headers["ETag"] == etag
+    # A matching revision answers without building the state: a change written past the
+    # API (no revision bump) is not seen, which shows nothing was built.
     engine = create_engine(raw.server.db_url)
     try:
         with engine.begin() as connection:

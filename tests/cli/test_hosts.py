@@ -92,7 +92,7 @@ def test_enrol_list_show_and_remove(
     assert header.split()[:3] == ["HOST", "SYNC", "DESIRED"]
     assert row.split()[:5] == ["web-1", "in", "sync", revision, revision]
     code, out, _ = run("host", "show", "web-1")
-    assert "sync              in sync" in out and "held request      not known" in out
+    assert "sync              in sync" in out and "held request      none" in out
 
     # The agent's own key cannot use the fleet commands.
     code, _, err = run("host", "list", credentials=file)

@@ -60,12 +60,17 @@ def interfaces_to_register(
     return tuple(current)
 
 
-def reachability_news(was_reachable: bool | None, reachable: bool, detail: str) -> str | None:
-    """A log line when the server's reachability changes, not on every failed poll."""
-    if was_reachable is reachable:
-        return None
+def reachability_news(
+    was_reachable: bool | None, was_failing_with: str | None, reachable: bool, detail: str
+) -> str | None:
+    """A log line when the server's reachability or the reason it fails changes, not on
+    every failed request."""
     if reachable:
+        if was_reachable is True:
+            return None
         return "server reachable" + (" again" if was_reachable is False else "")
+    if was_reachable is False and was_failing_with == detail:
+        return None
     return f"server unreachable: {detail}; keeping the last known state in the kernel"
 
 

@@ -8,9 +8,12 @@ library suffice for that; pyroute2 is used where messages must be decoded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import select
 import socket
+import threading
 from dataclasses import dataclass
 
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
@@ -22,9 +25,10 @@ NFNLGRP_NFTABLES = 7
 class Changes:
     links: bool = False  # a link, address or tc filter changed
     nftables: bool = False  # some nftables object changed
+    woken: bool = False  # `KernelEvents.wake` was called (the channel received a state)
 
     @property
-    def any(self) -> bool:
+    def kernel(self) -> bool:
         return self.links or self.nftables
 
 
@@ -34,6 +38,10 @@ class KernelEvents:
             NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
         )
         self.nft = self._subscribe(NETLINK_NETFILTER, 1 << (NFNLGRP_NFTABLES - 1))
+        # Another thread's way to end a wait early (a pipe: select() takes it as is).
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.closing = threading.Lock()  # no wake-up writes to a closed (reused) descriptor
+        self.closed = False
 
     @staticmethod
     def _subscribe(protocol: int, groups: int) -> socket.socket:
@@ -44,11 +52,27 @@ class KernelEvents:
         return sock
 
     def wait(self, timeout: float) -> Changes:
-        """Block until a notification arrives or `timeout` passes; drain what arrived."""
-        readable, _, _ = select.select([self.route, self.nft], [], [], timeout)
+        """Block until a notification or a wake-up arrives or `timeout` passes."""
+        watched = [self.route.fileno(), self.nft.fileno(), self.wake_read]
+        readable, _, _ = select.select(watched, [], [], timeout)
         if not readable:
             return Changes()
-        return self.drain()
+        woken = self.wake_read in readable
+        if woken:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.wake_read, 4096):
+                    pass
+        drained = self.drain()
+        return Changes(links=drained.links, nftables=drained.nftables, woken=woken)
+
+    def wake(self) -> None:
+        """End the current (or next) `wait` early; safe from any thread."""
+        with self.closing:
+            if self.closed:
+                return
+            # A full pipe means a wake-up is pending anyway.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.wake_write, b"!")
 
     def drain(self) -> Changes:
         """Discard pending notifications (e.g. those the agent's own apply caused)."""
@@ -71,3 +95,7 @@ class KernelEvents:
     def close(self) -> None:
         self.route.close()
         self.nft.close()
+        with self.closing:
+            self.closed = True
+            os.close(self.wake_read)
+            os.close(self.wake_write)

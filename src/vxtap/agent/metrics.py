@@ -109,7 +109,14 @@ class AgentMetrics:
         )
         self.server_reachable = Gauge(
             "vxtap_agent_server_reachable",
-            "1 when the last request to the server succeeded",
+            "1 when the last request to the server got a valid answer",
+            registry=r,
+        )
+        self.failed_fetches = Counter(
+            "vxtap_agent_failed_fetches",
+            "Desired-state requests that got no valid answer, by why "
+            "(unreachable, refused, invalid)",
+            ["reason"],
             registry=r,
         )
         self.credential_refused = Gauge(

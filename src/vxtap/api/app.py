@@ -9,20 +9,30 @@ included, answers `{"request_id", "error_msg", "error_code"}`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,15 +40,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth, enrolment, model
 from vxtap.api import access, wire
+from vxtap.api.held import HeldRequests
+from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.console import mount_console
 from vxtap.store import errors, hosts
 from vxtap.store import repository as repo
-from vxtap.store.db import Store, violated_constraint
+from vxtap.store.db import Store, is_locked, violated_constraint
 from vxtap.store.schema import SessionRow
 
 log = logging.getLogger("vxtap.api")
 
 MAX_BODY_BYTES = 1 << 20
+# SQLite: how long a write waits for another writer's lock before answering 503. The
+# wait happens on a worker thread, never on the event loop (see `_install_routes`).
+LOCK_WAIT_S = 5.0
+# How long a counter report may queue behind others before it is refused (503; the
+# agent reports again later).
+COUNTERS_QUEUE_S = 2.0
+# Held desired-state requests: the longest `wait` accepted (the jitter added to it is
+# `client.HELD_JITTER_FRACTION` of it).
+MAX_WAIT_S = 600.0
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 UNSIGNED_PATHS = frozenset(
     {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -306,14 +327,24 @@ def unstorable(error: DataError) -> errors.BadInput:
     return errors.BadInput(f"a value cannot be stored: {error.orig}")
 
 
+# Set while a transaction runs on the event loop (SQLite): writes then do not wait for a lock.
+ON_LOOP: ContextVar[bool] = ContextVar("on_loop", default=False)
+
+
+def _lock_wait() -> float:
+    return 0.0 if ON_LOOP.get() else LOCK_WAIT_S
+
+
 def in_transaction(
     store: Store,
     action: Callable[[Session], T],
     *,
     write: bool = True,
     retry_constraints: frozenset[str] = RETRYABLE_CONSTRAINTS,
+    lock_wait: float = LOCK_WAIT_S,
 ) -> T:
-    """Run `action` in one transaction; map constraint violations to Huawei refusals.
+    """Run `action` in one transaction; map constraint violations to Huawei refusals, and
+    a database lock that stayed taken past `lock_wait` seconds (SQLite) to 503.
 
     A violation no refusal words and no retry can cure is a check the repository lacks:
     it is re-raised (500, logged), never passed off as a concurrent change.
@@ -321,8 +352,14 @@ def in_transaction(
     attempts = 5
     for attempt in range(attempts):
         try:
-            with store.write() if write else store.read() as db:
+            with store.write(lock_wait=lock_wait) if write else store.read() as db:
                 return action(db)
+        except OperationalError as exc:
+            if is_locked(exc):
+                raise errors.Busy(
+                    "the database is busy (another writer holds its lock); retry"
+                ) from exc
+            raise
         except IntegrityError as exc:
             name = violated_constraint(exc)
             retryable = name in retry_constraints or is_foreign_key(name)
@@ -501,11 +538,22 @@ def create_app(
 ) -> FastAPI:
     """`credentials`: the credentials file's keys; `agent_signing_key`: what enrolled
     agents' secrets derive from (`vxtap.enrolment`)."""
+    held = HeldRequests(store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await held.start()
+        yield
+        await held.stop()
+
     app = FastAPI(
         title="vxtap",
         version="0.1.0",
         description="Self-hosted VPC traffic mirroring with Huawei Cloud's traffic-mirroring API.",
+        lifespan=lifespan,
     )
+    app.state.held = held
+    store.on_host_changes(held.committed)
 
     def enrolled_agent(ak: str) -> auth.Credential | None:
         with store.read_rows() as connection:
@@ -526,8 +574,15 @@ def create_app(
         AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
     )
     _install_error_handlers(app)
-    _install_routes(app, store, max_rules_per_direction)
-    _install_fleet_routes(app, store, credentials, agent_signing_key)
+
+    async def revoked(credential: auth.Credential) -> bool:
+        """An enrolled agent's key removed since its request was let in."""
+        if credential.host is None or credential.ak in credentials:
+            return False  # administrators' and the credentials file's keys stay
+        return await agent_lookup(credential.ak) is None
+
+    _install_routes(app, store, held, revoked, max_rules_per_direction)
+    _install_fleet_routes(app, store, credentials, agent_signing_key, held)
     _document_bodies(app)
     mount_console(app, credentials, clock=clock)
     return app
@@ -561,11 +616,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
-def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) -> None:
+def _install_routes(
+    app: FastAPI,
+    store: Store,
+    held: HeldRequests,
+    revoked: Callable[[auth.Credential], Awaitable[bool]],
+    max_rules_per_direction: int,
+) -> None:
     v3 = "/v3/{project_id}/vpc"
+    counters_gate = asyncio.Semaphore(1)
 
     def write(action: Callable[[Session], T]) -> T:
-        return in_transaction(store, action)
+        return in_transaction(store, action, lock_wait=_lock_wait())
 
     def read(action: Callable[[Session], T]) -> T:
         return in_transaction(store, action, write=False)
@@ -587,6 +649,7 @@ def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) ->
             retry_constraints=frozenset(
                 {"uq_ports_host_device", "pk_ports", "pk_host_reports", "pk_counters"}
             ),
+            lock_wait=_lock_wait(),
         )
 
     def read_rows(action: Callable[[Connection], T]) -> T:
@@ -598,8 +661,17 @@ def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) ->
             raise unstorable(exc) from exc
 
     async def _run(runner: Callable[[Callable[[D], T]], T], action: Callable[[D], T]) -> T:
-        if inline:
+        if not inline:
+            return await run_in_threadpool(runner, action)
+        # On the loop a write never waits for another writer's lock (that would stop
+        # every other request): taken, it is retried on a worker thread, which waits.
+        token = ON_LOOP.set(True)
+        try:
             return runner(action)
+        except errors.Busy:
+            pass
+        finally:
+            ON_LOOP.reset(token)
         return await run_in_threadpool(runner, action)
 
     def body_route(
@@ -999,33 +1071,49 @@ def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) ->
         summary="What a host's agent must program",
         responses=responses_error,
     )
-    async def desired_state(project_id: str, host: str, request: Request) -> Response:
-        """`ETag` is `"<project change counter>-<content revision>"`. An `If-None-Match`
-        naming the current counter gets 304 from one primary-key read, nothing built;
-        otherwise the state is built (counter read first, so the data is at least as new
-        as the counter it is labelled with) and a tag naming its content revision (the
-        whole tag, or a bare revision as an agent knows it after a restart) still gets
-        304, with the new tag."""
+    async def desired_state(
+        project_id: str,
+        host: str,
+        request: Request,
+        wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
+    ) -> Response:
+        """`ETag` is `"h<host revision>-<content revision>"`. An `If-None-Match` naming
+        the host's current revision gets 304 from one primary-key read, nothing built;
+        otherwise the state is built (revision read first, so the data is at least as
+        new as the revision it is labelled with) and a tag naming its content revision
+        (the whole tag, or a bare revision as an agent knows it after a restart) still
+        gets 304, with the new tag.
+
+        With `wait` (seconds) and `If-None-Match`, a request that would get 304 is held
+        until the host's revision moves (a change to this host's desired state, through
+        any server process), or until `wait` plus a little jitter passes: then 304."""
         checked_host = _path_host(host)
         tags = _etags(request.headers.get("if-none-match"))
-
-        def action(db: Connection) -> tuple[str, dict[str, Any] | None]:
-            counter = str(repo.change_counter(db, project_id))
-            for tag in tags:
-                if "-" in tag and tag.partition("-")[0] == counter:
-                    return tag, None  # unchanged since that tag: nothing to build
-            state = repo.desired_state(db, project_id, checked_host)
-            return f"{counter}-{state['revision']}", state
-
-        tag, state = await _run(read_rows, action)
-        etag = f'"{tag}"'
-        if (
-            state is None
-            or "*" in tags
-            or state["revision"] in {t.rpartition("-")[2] for t in tags}
-        ):
-            return Response(status_code=304, headers={"ETag": etag})
-        return JSONResponse(state, headers={"ETag": etag})
+        loop = asyncio.get_running_loop()
+        held_until = None
+        if wait and tags:
+            held_until = loop.time() + wait * (1 + random.uniform(0, HELD_JITTER_FRACTION))
+        while True:
+            action = functools.partial(
+                _host_state, project=project_id, host=checked_host, tags=tuple(tags)
+            )
+            seen = held.generation(project_id, checked_host)  # before the read
+            revision, tag, state = await _run(read_rows, action)
+            etag = f'"{tag}"'
+            if (
+                state is not None
+                and "*" not in tags
+                and state["revision"] not in {t.rpartition("-")[2] for t in tags}
+            ):
+                return JSONResponse(state, headers={"ETag": etag})
+            remaining = 0.0 if held_until is None else held_until - loop.time()
+            if remaining <= 0 or held.shutting_down:
+                return Response(status_code=304, headers={"ETag": etag})
+            await held.wait(project_id, checked_host, revision, seen, remaining)
+            credential = request.scope.get("state", {}).get("credential")
+            if credential is not None and await revoked(credential):
+                raise errors.Unauthorized(f"access key {credential.ak} was revoked")
+            tags = [tag]  # what the client holds, as of the state just compared
 
     @body_route(
         f"{internal}/hosts/{{host}}/counters",
@@ -1041,10 +1129,20 @@ def _install_routes(app: FastAPI, store: Store, max_rules_per_direction: int) ->
         body = await read_body(request, wire.CountersRequest)
         sessions = {k: v.model_dump() for k, v in body.sessions.items()}
         rules = {k: v.model_dump() for k, v in body.rules.items()}
-        await _run(
-            upsert,
-            lambda db: repo.put_counters(db, project_id, checked_host, sessions, rules),
-        )
+        # One report stored at a time per process, on a worker thread: a flood of large
+        # reports queues here (and is shed with 503 past COUNTERS_QUEUE_S) instead of
+        # taking the event loop or the database from every other request.
+        try:
+            await asyncio.wait_for(counters_gate.acquire(), COUNTERS_QUEUE_S)
+        except TimeoutError:
+            raise errors.Busy("too many counter reports at once; retry later") from None
+        try:
+            await run_in_threadpool(
+                upsert,
+                lambda db: repo.put_counters(db, project_id, checked_host, sessions, rules),
+            )
+        finally:
+            counters_gate.release()
         return no_content()
 
     @app.get(
@@ -1067,6 +1165,7 @@ def _install_fleet_routes(
     store: Store,
     credentials: Mapping[str, auth.Credential],
     agent_signing_key: bytes,
+    held: HeldRequests,
 ) -> None:
     """Enrolment (administrators) and the agents' status reports (each agent, its host)."""
     internal = "/internal/v1/{project_id}"
@@ -1082,11 +1181,11 @@ def _install_fleet_routes(
             if c.host is not None and c.project_id == project_id
         }
 
-    def held_requests(project_id: str) -> dict[str, bool]:
-        """Hosts with a held desired-state request open on this server process. The
-        seam for held requests (docs/security.md): none are held yet, so every host
-        shows `held_request: null`, not known."""
-        return {}
+    def held_requests(project_id: str) -> frozenset[str]:
+        """Hosts with a held desired-state request open on this server process (other
+        processes' are not known here; docs/security.md). On the event loop's thread:
+        the registry is the loop's."""
+        return held.held_hosts(project_id)
 
     async def run(action: Callable[[Session], T], *, write: bool) -> T:
         if store.dialect == "sqlite":
@@ -1129,9 +1228,10 @@ def _install_fleet_routes(
         responses=responses_error,
     )
     async def list_hosts(project_id: str) -> JSONResponse:
+        held_here = held_requests(project_id)
         statuses = await run(
             lambda db: hosts.host_statuses(
-                db, project_id, static_hosts(project_id), held=held_requests(project_id)
+                db, project_id, static_hosts(project_id), held=held_here
             ),
             write=False,
         )
@@ -1145,10 +1245,10 @@ def _install_fleet_routes(
     )
     async def show_host(project_id: str, host: str) -> JSONResponse:
         checked = _path_host(host)
+        held_here = held_requests(project_id)
         found = await run(
             lambda db: hosts.host_statuses(
-                db, project_id, static_hosts(project_id), only=checked,
-                held=held_requests(project_id),
+                db, project_id, static_hosts(project_id), only=checked, held=held_here
             ),
             write=False,
         )  # fmt: skip
@@ -1193,6 +1293,20 @@ def _install_fleet_routes(
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
     """A session as answered after a write: read back like every session answer."""
     return wire.session_json(*repo.show_session(db.connection(), project_id, row.id))
+
+
+def _host_state(
+    db: Connection, *, project: str, host: str, tags: tuple[str, ...]
+) -> tuple[int, str, dict[str, Any] | None]:
+    """(host revision, ETag, state); the state is None, not built, when a tag names the
+    host's current revision."""
+    revision = repo.host_revision(db, project, host)
+    prefix = f"h{revision}"
+    for tag in tags:
+        if tag.partition("-")[0] == prefix:
+            return revision, tag, None
+    state = repo.desired_state(db, project, host)
+    return revision, f"{prefix}-{state['revision']}", state
 
 
 def _etags(if_none_match: str | None) -> list[str]:

@@ -19,6 +19,7 @@ from vxtap.client import Counter, VxtapClient, VxtapClientError, tls_context
 from vxtap.logs import LogFormat, log_options, setup_logging
 
 DEFAULT_STATE_DIR = Path("/var/lib/vxtap")
+CLIENT_TIMEOUT_S = 2.0
 
 
 def _state_dir(option: Path | None) -> Path:
@@ -82,6 +83,7 @@ def agent(
     """
     setup_logging("vxtap-agent", "debug" if verbose else log_level, log_format)
     # Imported here: the data plane needs root, `vxtap agent --help` does not.
+    from vxtap.agent.channel import MAX_DESIRED_STATE_BYTES
     from vxtap.agent.daemon import Agent
     from vxtap.agent.interfaces import discover, local_broadcasts
     from vxtap.agent.metrics import AgentMetrics
@@ -159,14 +161,16 @@ def agent(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # Short timeout: a hung server must not hold up drift repair for long.
+    # The loop never waits on the server (the channel has threads of its own); the short
+    # timeout only bounds how long a dead server keeps a request in flight.
     try:
         client = VxtapClient(
             server,
             credential.ak,
             credential.sk,
             credential.project_id,
-            timeout=1.0,
+            timeout=CLIENT_TIMEOUT_S,
+            max_answer_bytes=MAX_DESIRED_STATE_BYTES,
             ca_bundle=ca_bundle,
         )
     except VxtapClientError as error:

@@ -187,9 +187,8 @@ def server(
     log_format: LogFormat,
 ) -> None:
     """Run the traffic-mirroring API server (Huawei v3 API, v1 ports, internal agent API)."""
-    import uvicorn
-
     from vxtap.api.app import create_app
+    from vxtap.api.serve import serve
 
     setup_logging("vxtap-server", log_level, log_format)
     host, port = _listen(listen)
@@ -224,14 +223,14 @@ def server(
         agent_signing_key=agent_key,
         max_rules_per_direction=max_rules_per_direction,
     )
-    uvicorn.run(
+    serve(
         app,
+        app.state.held,
         host=host,
         port=port,
         log_level=log_level,
         log_config=None,  # vxtap.logs' handlers: one line per event, text or JSON
         access_log=log_level == "debug",
-        server_header=False,
         ssl_certfile=None if tls_cert is None else str(tls_cert),
         ssl_keyfile=None if tls_key is None else str(tls_key),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vxtap.store.schema import Base
@@ -33,6 +33,9 @@ from vxtap.store.schema import Base
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE = "vxtap_write"
+_BUSY_MS = "vxtap_busy_ms"
+# Session.info key: {project: hosts} whose desired states the transaction changed.
+CHANGED_HOSTS = "vxtap_changed_hosts"
 
 
 def default_state_dir() -> Path:
@@ -58,8 +61,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    write = connection.get_execution_options().get(_WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    options = connection.get_execution_options()
+    # Per transaction, since pooled connections serve both kinds: how long BEGIN IMMEDIATE
+    # may wait for another writer's lock.
+    busy = options.get(_BUSY_MS, int(SQLITE_BUSY_TIMEOUT_S * 1000))
+    connection.exec_driver_sql(f"PRAGMA busy_timeout={int(busy)}")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE, False) else "BEGIN")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -96,6 +103,9 @@ class Store:
         self._writer = sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
         )
+        # SQLite: writers that wait less for another writer's lock, by milliseconds.
+        self._writers: dict[int, sessionmaker[Session]] = {}
+        self._on_commit: list[Callable[[Session], None]] = []
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -109,10 +119,40 @@ class Store:
             yield connection
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._writer.begin() as session:
+    def write(self, *, lock_wait: float | None = None) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        SQLite: `lock_wait` seconds (instead of the busy timeout) for another writer's
+        lock; past that the transaction fails with an error that `is_locked` names."""
+        maker = self._writer if lock_wait is None else self._writer_waiting(lock_wait)
+        with maker.begin() as session:
             yield session
+
+    def _writer_waiting(self, seconds: float) -> sessionmaker[Session]:
+        busy_ms = int(seconds * 1000)
+        maker = self._writers.get(busy_ms)
+        if maker is None:
+            maker = sessionmaker(
+                self.engine.execution_options(**{_WRITE: True, _BUSY_MS: busy_ms}),
+                expire_on_commit=False,
+            )
+            for listener in self._on_commit:
+                event.listen(maker, "after_commit", listener)
+            self._writers[busy_ms] = maker
+        return maker
+
+    def on_host_changes(self, callback: Callable[[dict[str, set[str]]], None]) -> None:
+        """Call `callback({project: hosts})` after each committed write that changed some
+        hosts' desired states (`repository.bump_hosts`), in the committing thread."""
+
+        def committed(session: Session) -> None:
+            changes = session.info.pop(CHANGED_HOSTS, None)
+            if changes:
+                callback(changes)
+
+        self._on_commit.append(committed)
+        for maker in (self._writer, *self._writers.values()):
+            event.listen(maker, "after_commit", committed)
 
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to the newest migration, or to `revision` (safe to run from
@@ -164,6 +204,12 @@ def code_schema_revision() -> str:
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+def is_locked(error: OperationalError) -> bool:
+    """SQLite's "another connection holds the lock" (busy timeout passed)."""
+    message = str(error.orig)
+    return "database is locked" in message or "database table is locked" in message
 
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")

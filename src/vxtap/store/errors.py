@@ -44,6 +44,13 @@ class Conflict(ApiError):
     code = "VPC.2900"
 
 
+class Busy(ApiError):
+    """The database did not let the request through in time (another writer's lock)."""
+
+    status = 503
+    code = "VPC.0503"
+
+
 # Conflict codes.
 IN_USE = "VPC.2901"  # deleting a filter or port a session still names
 DUPLICATE_PRIORITY = "VPC.2902"  # rule priority per filter+direction, session priority per source

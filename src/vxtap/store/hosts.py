@@ -7,7 +7,7 @@ server would send the host now with the one its agent reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap.store.errors import EXISTS, Conflict, NotFound
-from vxtap.store.repository import desired_state, utc_now
+from vxtap.store.repository import bump_change, bump_hosts, desired_state, utc_now
 from vxtap.store.schema import AgentHostRow, HostReportRow, HostStatusRow
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -49,10 +49,14 @@ def enrol_host(db: Session, project: str, host: str, ak: str) -> AgentHostRow:
 
 
 def revoke_host(db: Session, project: str, host: str) -> None:
-    """Forget the host's key and status; its ports stay (sessions may name them)."""
+    """Forget the host's key and status; its ports stay (sessions may name them). The
+    host's revision moves, so that its held desired-state requests, on every server
+    process, wake up and find the key gone."""
     row = db.get(AgentHostRow, (project, host))
     if row is None:
         raise NotFound(f"host {host} is not enrolled")
+    bump_change(db, project)
+    bump_hosts(db, project, [host])
     db.delete(row)
     db.execute(
         delete(HostStatusRow).where(HostStatusRow.project_id == project, HostStatusRow.host == host)
@@ -97,14 +101,14 @@ def host_statuses(
     project: str,
     static_hosts: Mapping[str, str],
     only: str | None = None,
-    held: Mapping[str, bool] | None = None,
+    held: Container[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every host with a key (enrolled here, or in the credentials file: `static_hosts`
     maps those hosts to their access keys) or a status report, sorted by name; `only`
     restricts the answer to one host.
 
-    `held` says which hosts have a held desired-state request open on this server; a
-    host it does not name shows `held_request: null` (not known).
+    `held`: the hosts with a held desired-state request open on this server process
+    (`held_request: true`; others false); None: `held_request: null` (not known).
     """
 
     def scoped(row: Any) -> Any:
@@ -141,7 +145,7 @@ def host_statuses(
                 ),
                 "apply_error": status.apply_error if status else None,
                 "drift_repairs": status.drift_repairs if status else 0,
-                "held_request": (held or {}).get(host),
+                "held_request": None if held is None else host in held,
             }
         )
     return answers

@@ -32,12 +32,14 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap import model
+from vxtap.store.db import CHANGED_HOSTS
 from vxtap.store.errors import (
     DUPLICATE_PRIORITY,
     EXISTS,
@@ -52,6 +54,7 @@ from vxtap.store.schema import (
     CounterRow,
     FilterRow,
     HostReportRow,
+    HostRevisionRow,
     PortRow,
     ProjectChangeRow,
     RuleRow,
@@ -121,6 +124,96 @@ def change_counter(db: Session | Connection, project: str) -> int:
     """The project's change counter: one primary-key lookup (0 before its first write)."""
     found = db.execute(_CHANGE_OF, {"project": project}).scalar()
     return 0 if found is None else int(found)
+
+
+# -- per-host revisions -------------------------------------------------------------------
+
+# PostgreSQL channel on which a committed write names its project (see vxtap.api.held).
+CHANGES_CHANNEL = "vxtap_changes"
+NOTIFY_PAYLOAD_BYTES = 7900
+_HOST_REVISIONS = HostRevisionRow.__table__.c
+_HOST_REVISION_OF = select(_HOST_REVISIONS.revision).where(
+    _HOST_REVISIONS.project_id == bindparam("project"), _HOST_REVISIONS.host == bindparam("host")
+)
+_HOST_REVISIONS_OF_PROJECT = select(_HOST_REVISIONS.host, _HOST_REVISIONS.revision).where(
+    _HOST_REVISIONS.project_id == bindparam("project")
+)
+
+
+def hosts_showing(
+    db: Session,
+    *,
+    sessions: Iterable[str] = (),
+    filters: Iterable[str] = (),
+    ports: Iterable[str] = (),
+) -> set[str]:
+    """The hosts whose desired state shows any of these objects (see `desired_state`): a
+    session is shown on the hosts of its sources, a filter wherever a session using it
+    is, a port on its own host and wherever a session targeting it is."""
+    session_ids, filter_ids, port_ids = set(sessions), set(filters), set(ports)
+    if filter_ids:
+        session_ids |= set(
+            db.scalars(select(SessionRow.id).where(SessionRow.filter_id.in_(filter_ids)))
+        )
+    hosts: set[str] = set()
+    if port_ids:
+        session_ids |= set(
+            db.scalars(select(SessionRow.id).where(SessionRow.target_id.in_(port_ids)))
+        )
+        hosts |= set(db.scalars(select(PortRow.host).where(PortRow.id.in_(port_ids))))
+    if session_ids:
+        hosts |= set(
+            db.scalars(
+                select(PortRow.host)
+                .join(SourceRow, SourceRow.port_id == PortRow.id)
+                .where(SourceRow.session_id.in_(session_ids))
+                .distinct()
+            )
+        )
+    return hosts
+
+
+def bump_hosts(db: Session, project: str, hosts: Iterable[str]) -> None:
+    """Count a change of these hosts' desired states, in the caller's transaction (after
+    `bump_change`, whose row lock orders the project's writers). On PostgreSQL the commit
+    also notifies every server process listening on `CHANGES_CHANNEL` (JSON: project and,
+    when they fit, hosts)."""
+    ordered = sorted(set(hosts))
+    if not ordered:
+        return
+    dialect = db.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(HostRevisionRow)
+    db.connection().execute(
+        statement.on_conflict_do_update(
+            index_elements=[_HOST_REVISIONS.project_id, _HOST_REVISIONS.host],
+            set_={"revision": _HOST_REVISIONS.revision + 1},
+        ),
+        [{"project_id": project, "host": host, "revision": 1} for host in ordered],
+    )
+    changed: dict[str, set[str]] = db.info.setdefault(CHANGED_HOSTS, {})
+    changed.setdefault(project, set()).update(ordered)  # for Store.on_host_changes
+    if dialect == "postgresql":
+        # Delivered at commit, and only if it commits. The hosts ride along while they
+        # fit PostgreSQL's 8,000-byte payload; else listeners re-read the whole project.
+        payload = json.dumps({"project": project, "hosts": ordered})
+        if len(payload) > NOTIFY_PAYLOAD_BYTES:
+            payload = json.dumps({"project": project})
+        db.connection().execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANGES_CHANNEL, "payload": payload},
+        )
+
+
+def host_revision(db: Session | Connection, project: str, host: str) -> int:
+    """The host's desired-state revision: one primary-key lookup (0 before any change)."""
+    found = db.execute(_HOST_REVISION_OF, {"project": project, "host": host}).scalar()
+    return 0 if found is None else int(found)
+
+
+def host_revisions(db: Session | Connection, project: str) -> dict[str, int]:
+    """Every host of the project that has a revision."""
+    rows = db.execute(_HOST_REVISIONS_OF_PROJECT, {"project": project}).all()
+    return {host: int(revision) for host, revision in rows}
 
 
 # -- pagination -------------------------------------------------------------------------
@@ -214,6 +307,8 @@ def update_filter(
 ) -> FilterRow:
     bump_change(db, project)
     row = get_filter(db, project, filter_id)
+    if fields.get("name") not in (None, row.name):  # the name is in the desired state
+        bump_hosts(db, project, hosts_showing(db, filters=[row.id]))
     for key in ("name", "description"):
         if key in fields and fields[key] is not None:
             setattr(row, key, fields[key])
@@ -363,6 +458,7 @@ def create_rule(
     _check_rule_quota(db, row, quota)
     _check_rule_priority_free(db, row)
     parent.updated_at = now
+    bump_hosts(db, project, hosts_showing(db, filters=[parent.id]))
     return _insert(db, row)
 
 
@@ -380,6 +476,7 @@ def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, An
     for key, value in merged.items():
         setattr(row, key, value)
     row.updated_at = row.filter.updated_at = utc_now()
+    bump_hosts(db, project, hosts_showing(db, filters=[row.filter_id]))
     db.flush()
     return row
 
@@ -388,6 +485,7 @@ def delete_rule(db: Session, project: str, rule_id: str) -> None:
     bump_change(db, project)
     row = get_rule(db, project, rule_id)
     row.filter.updated_at = utc_now()
+    bump_hosts(db, project, hosts_showing(db, filters=[row.filter_id]))
     db.delete(row)
     db.flush()
 
@@ -451,6 +549,7 @@ def register_host_ports(
             select(PortRow).where(PortRow.project_id == project, PortRow.host == host)
         )
     }
+    changed: list[str] = []
     for port in ports:
         row = existing.get(port["device"])
         if row is None:
@@ -462,9 +561,12 @@ def register_host_ports(
         if (row.mac, row.ipv4, row.ipv6) != (port.get("mac"), port["ipv4"], port["ipv6"]):
             row.mac, row.ipv4, row.ipv6 = port.get("mac"), list(port["ipv4"]), list(port["ipv6"])
             row.updated_at = now
+            changed.append(row.id)
         elif row.updated_at is None:
             row.updated_at = now
     db.flush()
+    if changed:  # a re-registration that changes nothing wakes no one
+        bump_hosts(db, project, hosts_showing(db, ports=changed) | {host})
     return sorted(existing.values(), key=lambda r: r.id)
 
 
@@ -486,6 +588,7 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
         created_at=now,
         updated_at=now,
     )
+    bump_hosts(db, project, [host])
     return _insert(db, row)
 
 
@@ -502,6 +605,7 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
             "remove it from them or delete them first",
             IN_USE,
         )
+    bump_hosts(db, project, [row.host])
     db.delete(row)
     db.flush()
 
@@ -641,6 +745,7 @@ def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> Sess
     _insert(db, row)
     for source in row.sources:
         _insert(db, source)
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
     return row
 
 
@@ -671,6 +776,10 @@ def update_session(
         _check_target(db, project, changes["traffic_mirror_target_id"], sources)
     if changes.get("priority", row.priority) != row.priority:
         _check_priority_free(db, row.id, changes["priority"], sources)
+    shown = {"name", "traffic_mirror_filter_id", "traffic_mirror_target_id",
+             "virtual_network_id", "packet_length", "priority", "enabled"}  # fmt: skip
+    if any(getattr(row, SESSION_COLUMNS[k]) != v for k, v in changes.items() if k in shown):
+        bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
     for key, value in changes.items():
         setattr(row, SESSION_COLUMNS[key], value)
     row.updated_at = utc_now()
@@ -686,6 +795,7 @@ def add_sources(db: Session, project: str, session_id: str, port_ids: Sequence[s
     _attach_sources(db, project, row, port_ids)
     row.updated_at = utc_now()
     db.flush()
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
     return row
 
 
@@ -700,6 +810,7 @@ def remove_sources(
             raise BadInput(
                 f"traffic_mirror_sources: port {port_id} is not a source of this session"
             )
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))  # the removed ones too
     for port_id in port_ids:
         row.sources.remove(current[port_id])
     row.updated_at = utc_now()
@@ -709,7 +820,9 @@ def remove_sources(
 
 def delete_session(db: Session, project: str, session_id: str) -> None:
     bump_change(db, project)
-    db.delete(get_session(db, project, session_id))
+    row = get_session(db, project, session_id)
+    bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
+    db.delete(row)
     db.flush()
 
 
@@ -993,21 +1106,22 @@ def put_counters(
         report.reported_at = utc_now()
     db.execute(delete(CounterRow).where(CounterRow.project_id == project, CounterRow.host == host))
     db.flush()
-    db.add_all(
-        CounterRow(
-            project_id=project,
-            host=host,
-            kind=kind,
-            object_id=object_id,
-            packets=value["packets"],
-            bytes=value["bytes"],
-            uncut_packets=value.get("uncut_packets", 0),
-            uncut_bytes=value.get("uncut_bytes", 0),
-        )
+    rows = [
+        {
+            "project_id": project,
+            "host": host,
+            "kind": kind,
+            "object_id": object_id,
+            "packets": value["packets"],
+            "bytes": value["bytes"],
+            "uncut_packets": value.get("uncut_packets", 0),
+            "uncut_bytes": value.get("uncut_bytes", 0),
+        }
         for kind, values in (("session", sessions), ("rule", rules))
         for object_id, value in values.items()
-    )
-    db.flush()
+    ]
+    if rows:  # one executemany, no ORM objects: a 12,000-entry report is one cheap statement
+        db.connection().execute(insert(CounterRow), rows)
 
 
 def _split_sum(column: Any) -> tuple[Any, Any]:

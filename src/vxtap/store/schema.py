@@ -226,6 +226,18 @@ class ProjectChangeRow(Base):
     counter: Mapped[int] = mapped_column(BigInteger)
 
 
+class HostRevisionRow(Base):
+    """A host's desired-state revision: bumped in the same transaction by every write that
+    can change that host's desired state (and no other), so a held request for the host
+    is woken, and its state built, only when it may have changed."""
+
+    __tablename__ = "host_revisions"
+
+    project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+
+
 class HostReportRow(Base):
     """When a host's agent last pushed counters."""
 
