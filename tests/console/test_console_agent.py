@@ -146,6 +146,7 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
                 session_id = create_seed_session(page)
                 processes.append(test.popen([sys.executable, "-c", KNOCKER]))
                 _watch_counters_rise(page, session_id)
+                _see_the_host_in_sync(page)
                 keep = os.environ.get("VXTAP_CONSOLE_SCREENSHOTS")
                 if keep:
                     page.wait_for_timeout(12_000)  # a few agent reports on the graph
@@ -161,6 +162,18 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
                         process.wait()
             in_mgmt.close()
             Dataplane(netns=source.name).cleanup()
+
+
+def _see_the_host_in_sync(page: Page) -> None:
+    """The Hosts page shows the fleet status: the source's agent applied the session."""
+    page.click("nav >> text=Hosts")
+    expect(page.locator("[data-sync='ECS-source']")).to_contain_text("in sync", timeout=20_000)
+    keep = os.environ.get("VXTAP_CONSOLE_SCREENSHOTS")
+    if keep:
+        page.screenshot(path=f"{keep}/console-hosts.png", full_page=True)
+    page.go_back()
+    page.reload()  # the session page says which hosts applied it (as of loading)
+    expect(page.locator("[data-host-sync='ECS-source']")).to_have_text("in sync")
 
 
 def _watch_counters_rise(page: Page, session_id: str) -> None:

@@ -453,6 +453,7 @@ def create_console(
             except ApiError:
                 flt = None
             stats = client.session_stats()
+            fleet = {h["host"]: h for h in client.list_hosts()}
         hosts = sorted(
             {
                 p["binding:host_id"]
@@ -468,7 +469,7 @@ def create_console(
             session=shown,
             filter=flt,
             state=state,
-            source_hosts=[(h, stats.hosts.get(h)) for h in hosts],
+            source_hosts=[(h, stats.hosts.get(h), fleet.get(h)) for h in hosts],
             **world,
         )
 
@@ -546,6 +547,12 @@ def create_console(
             ports = list(client.iter_ports())
             items = list(client.iter_sessions())
         return page(request, who, "ports.html", ports=ports, uses=_port_uses(ports, items))
+
+    @console.get("/hosts")
+    def hosts_page(request: Request, who: Signed) -> HTMLResponse:
+        with client_of(who) as client:
+            hosts = client.list_hosts()
+        return page(request, who, "hosts.html", hosts=hosts)
 
     @console.get("/explain")
     def explain_page(request: Request, who: Signed) -> HTMLResponse:
