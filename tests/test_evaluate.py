@@ -1,4 +1,4 @@
-"""The reference evaluator against SPEC section 2: examples and properties."""
+"""The reference evaluator against docs/behaviour.md §2: examples and properties."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def packets(draw: st.DrawFn) -> Packet:
 
 
 def first_match(session_filter: Filter, direction: Direction, packet: Packet) -> Rule | None:
-    """SPEC 2.2 restated independently: the matching rule with the smallest priority."""
+    """docs/behaviour.md §2.2, restated independently: the matching rule of smallest priority."""
     matching = [
         r
         for r in session_filter.rules
@@ -254,7 +254,7 @@ def first_match(session_filter: Filter, direction: Direction, packet: Packet) ->
 def independent_verdict(
     state: DesiredState, port: str, direction: Direction, packet: Packet
 ) -> tuple[str | None, str | None]:
-    """SPEC 2 as "the smallest (session priority) among sessions whose first match accepts"."""
+    """docs/behaviour.md §2: "the least session priority of sessions whose first match accepts"."""
     if not packet.is_ip:
         return (None, None)
     filters_by_id = {f.id: f for f in state.filters}

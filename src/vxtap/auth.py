@@ -43,7 +43,7 @@ DATE_HEADER = "X-Sdk-Date"
 PROJECT_HEADER = "X-Project-Id"
 CONTENT_HASH_HEADER = "X-Sdk-Content-Sha256"
 EMPTY_BODY_HASH = hashlib.sha256(b"").hexdigest()
-# SPEC section 1: a signature dated more than 15 minutes from the server's clock is refused.
+# docs/behaviour.md §1.10: a signature more than 15 minutes off the server's clock is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 
 # Headers a request may carry once: with two, the signature would be checked on one

@@ -46,7 +46,7 @@ MAX_ANSWER_BYTES = 256 << 20
 HELD_JITTER_FRACTION = 0.1
 # Beyond that, how long a held answer may take to arrive in full (a trickle is cut off).
 ANSWER_GRACE_S = 5.0
-MAX_PAGE_SIZE = 2000  # SPEC section 1: limit is 0-2000
+MAX_PAGE_SIZE = 2000  # docs/behaviour.md §1.8: limit is at most 2000
 
 QueryValue = str | int | bool
 
@@ -600,7 +600,7 @@ class VxtapClient:
     ) -> RuleJSON:
         """Change the given fields; None leaves a field as it is.
 
-        Direction and filter are fixed at creation (SPEC section 1).
+        Direction and filter are fixed at creation (docs/behaviour.md §1.3).
         """
         fields = {
             "priority": priority,

@@ -1,7 +1,7 @@
-"""The reference evaluator of SPEC section 2: which session mirrors a packet, and why.
+"""The reference evaluator of docs/behaviour.md §2: which session mirrors a packet, and why.
 
 Pure and deliberately naive: it walks sessions and rules exactly in the order
-the spec states, one comparison at a time, so that it can serve as the oracle
+docs/behaviour.md §2 states, one comparison at a time, so that it can serve as the oracle
 the kernel data plane is checked against (tests/dataplane/test_differential.py)
 and as the explanation users get from `vxtap explain`.
 """
@@ -44,7 +44,7 @@ TCP, UDP = IP_PROTOCOL_NUMBER[Protocol.TCP], IP_PROTOCOL_NUMBER[Protocol.UDP]
 
 
 class Packet(BaseModel):
-    """The fields of one frame that SPEC section 2 looks at.
+    """The fields of one frame that docs/behaviour.md §2 looks at.
 
     `ethertype` is the Ethernet type number; only 0x0800 (IPv4) and 0x86DD
     (IPv6) frames carry the other fields. `protocol` is the IP protocol number
@@ -143,7 +143,7 @@ def _with_port(address: IPAddress | None, port: int | None) -> str:
 
 
 def rule_mismatch(rule: Rule, packet: Packet) -> str | None:
-    """None when `rule` matches `packet` (SPEC 2.3), else the first field that differs."""
+    """None when `rule` matches `packet` (docs/behaviour.md §2.3), else the field that differs."""
     if packet.ethertype != ETHERTYPE_NUMBER[rule.ethertype]:
         return f"ethertype is not {rule.ethertype}"
     if rule.protocol is not Protocol.ALL and packet.protocol != IP_PROTOCOL_NUMBER[rule.protocol]:
@@ -219,7 +219,7 @@ def mirror_destinations(state: DesiredState) -> frozenset[IPAddress]:
 
 
 def is_mirror_output(state: DesiredState, direction: Direction, packet: Packet) -> bool:
-    """SPEC 2.4: the mirror's own VXLAN output is never mirrored again.
+    """docs/behaviour.md §2.4: the mirror's own VXLAN output is never mirrored again.
 
     Mirror output is what this host sends: UDP to port 4789 of a mirror target.
     The kernel cannot tell it from another VXLAN packet to that same target and
@@ -263,7 +263,7 @@ def _try_session(
 
 
 def explain(state: DesiredState, port_id: str, direction: Direction, packet: Packet) -> Verdict:
-    """SPEC section 2 for `packet` seen on port `port_id` in `direction`."""
+    """docs/behaviour.md §2 for `packet` seen on port `port_id` in `direction`."""
     sessions = sorted(
         (s for s in state.sessions if port_id in s.sources), key=lambda s: (s.priority, s.id)
     )

@@ -1,5 +1,5 @@
 """Mirror sessions through the official SDK: all session operations, defaults, the
-spec's uniqueness and quota rules, and bad sessions field by field."""
+uniqueness and quota rules (docs/behaviour.md §1.6), and bad sessions field by field."""
 
 from __future__ import annotations
 

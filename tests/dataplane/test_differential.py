@@ -324,7 +324,7 @@ def states(draw: st.DrawFn) -> DesiredState:
     sessions = []
     for i, priority in enumerate(session_priorities):
         wanted = draw(st.sets(st.sampled_from(SOURCE_DEVICES), min_size=1))
-        # SPEC 1: a port is a source of at most 3 sessions.
+        # docs/behaviour.md §1.6: a port is a source of at most 3 sessions.
         sources = [d for d in sorted(wanted) if per_source.get(d, 0) < 3]
         if not sources:
             continue
@@ -542,7 +542,7 @@ def run_batch(lab: Lab, state: DesiredState, batch: list[Case]) -> list[str]:
             expected[lab.seq] = (None, 0, "", case, verdict.reason)
         else:
             length = min(len(frame), snap_of[verdict.session_id])
-            # SPEC 3: the outer source is the source interface's address (of the target's family).
+            # docs/behaviour.md §3.1: outer source = the source port's address, target's family.
             addresses = SOURCE_ADDRESSES6 if v6_target[verdict.session_id] else SOURCE_ADDRESSES
             expected[lab.seq] = (
                 vni_of[verdict.session_id],

@@ -1,5 +1,5 @@
 """Several `vxtap server` processes on one database serve one consistent state, and
-concurrent conflicting writes through them cannot break the spec's rules.
+concurrent conflicting writes through them cannot break the rules of docs/behaviour.md §1.6.
 
 Run on PostgreSQL (the scale-out setup) and on one SQLite file shared by two
 processes (WAL). Also: SIGKILL during a stream of writes loses no acknowledged write.

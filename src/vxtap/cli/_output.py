@@ -2,7 +2,7 @@
 
 `--json` prints the server's JSON objects unchanged (a list command prints a
 JSON array of them), so `jq -r .id` works on any create/show. Tables show
-"any" where a rule field is absent (absent matches anything, SPEC section 2)
+"any" where a rule field is absent (absent matches anything, docs/behaviour.md §2.3)
 and name ports as HOST/DEVICE next to their ids, because that is how people
 know their interfaces.
 """

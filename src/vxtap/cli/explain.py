@@ -1,4 +1,4 @@
-"""`vxtap explain`: which session mirrors a packet on a port, and why (SPEC section 2)."""
+"""`vxtap explain`: which session mirrors a packet on a port, and why (docs/behaviour.md §2)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def explain(
 ) -> None:
     """Explain which session mirrors a packet seen on a port, and why.
 
-    Evaluates SPEC section 2 against the port's host's desired state, fetched
+    Evaluates docs/behaviour.md §2 against the port's host's desired state, fetched
     from the server: sessions by priority, rules by priority, first match decides.
     """
     packet = build_packet(ethertype, protocol, src, dst, sport, dport, non_first_fragment)

@@ -76,7 +76,7 @@ ETH_P_ALL = 0x0003
 TC_INGRESS_PARENT = 0xFFFFFFF2
 TC_EGRESS_PARENT = 0xFFFFFFF3
 # Offloads that let a GSO/TSO packet cross a device whole. Off on the dup targets, so
-# the kernel segments each copy into wire-sized packets (SPEC 3: one mirror per wire packet).
+# the kernel segments each copy into wire-sized packets (docs/behaviour.md §3.2).
 SEGMENTATION_OFFLOADS = (
     "tso",
     "gso",
@@ -846,7 +846,7 @@ class Dataplane:
     def _replace_ruleset(
         self, plan: KernelPlan, state: _TableState | None, links: dict[str, _Link]
     ) -> None:
-        """One nft transaction that makes the table hold `plan` (SPEC: no gap, no
+        """One nft transaction that makes the table hold `plan` (docs/behaviour.md §5.4: no gap, no
         duplicate; a delete-and-recreate of the table duplicated mirrors).
 
         When the table holds exactly the plan this object applied last, only the chains

@@ -565,7 +565,7 @@ def _compile(
             rules_by_filter[flt.id] = by_direction
             signatures[flt.id] = _filter_signature(by_direction)
         if not any(by_direction.values()):
-            continue  # SPEC 2.5: a filter without rules mirrors nothing
+            continue  # docs/behaviour.md §2.5: a filter without rules mirrors nothing
         remote = _target_address(targets.get(session.target_id))
         if remote is None:
             skipped.append(
@@ -615,8 +615,8 @@ def _compile(
         name = chain_name_for_device(direction, device)
         body: list[list[Expr]] = []
         if direction is Direction.EGRESS:
-            body.extend(own_output)  # SPEC 2.4: never mirror the mirror's own output
-        # Session priority order (SPEC 2.1); sessions were walked in that order already.
+            body.extend(own_output)  # docs/behaviour.md §2.4: never mirror the mirror's own output
+        # Session priority order (docs/behaviour.md §2.1); sessions were walked in that order.
         body.extend([_jump(sc.chain)] for sc in session_chains)
         base_chains.append(Chain(name, len(body), hook=direction.value, device=device))
         base_rules.extend((name, exprs) for exprs in body)

@@ -1,4 +1,4 @@
-"""The rules of SPEC section 1 over the database: references, uniqueness, quotas.
+"""The rules of docs/behaviour.md §1.6 over the database: references, uniqueness, quotas.
 
 Every function runs inside the caller's transaction (`Store.write()` /
 `Store.read()`) and takes already-validated wire values (canonical case,

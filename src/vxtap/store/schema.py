@@ -1,6 +1,6 @@
 """The database schema: SQLAlchemy 2 declarative tables.
 
-Every uniqueness and quota rule of SPEC section 1 is a constraint here, so that
+Every uniqueness and quota rule of docs/behaviour.md §1.6 is a constraint here, so that
 concurrent requests (threads of one server, or several servers on one
 PostgreSQL) cannot break it; the repository's Python checks only exist to word
 the error nicely. How the rules map to constraints:
