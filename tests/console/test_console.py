@@ -606,6 +606,11 @@ def test_the_hosts_page_and_a_sessions_hosts_follow_the_agents_reports(
 
     page.goto(f"{server.endpoint}/console/hosts/no-such-host")
     expect(page.locator("main .refusal")).to_contain_text("no-such-host is not enrolled")
+    # A hostile name: the API's refusal, shown as text (escaped), not as markup.
+    page.goto(f"{server.endpoint}/console/hosts/%3Cb%3Ex")
+    expect(page.locator("main .refusal")).to_contain_text("must be a host name")
+    expect(page.locator("main .refusal")).to_contain_text("<b>x")
+    assert page.locator("main .refusal b").count() == 0
     with admin_client(server) as client:
         client.delete_session(session["id"])
         client.delete_filter(fleet_filter["id"])
