@@ -1,6 +1,7 @@
 """The web console in real headless Chromium (Debian's package, driven by Playwright)
 against a real `vxtap server`: the seed's configuration made through the forms and
-read back with the official SDK, refusals, live counters, explain, sign-in rules.
+read back with the official SDK, refusals, live counters, explain, the fleet status,
+sign-in rules.
 
 Set VXTAP_CONSOLE_SCREENSHOTS=DIR to keep the screenshots (docs/images is made so).
 """
@@ -66,17 +67,22 @@ def server(
         {"ak": "ADMIN" + secrets.token_hex(6), "sk": secrets.token_hex(16), "project_id": p}
         for p in projects
     ]
-    agent = {
-        "ak": "AGENT" + secrets.token_hex(6),
-        "sk": secrets.token_hex(16),
-        "project_id": projects[0],
-        "host": "ECS-source",
+    # An agent key for each seed host of the first project (the hosts page lists them).
+    agents = {
+        host: {
+            "ak": "AGENT" + secrets.token_hex(6),
+            "sk": secrets.token_hex(16),
+            "project_id": projects[0],
+            "host": host,
+        }
+        for host in SEED_PORTS
     }
     credentials = directory / "credentials.json"
-    credentials.write_text(json.dumps([*keys, agent]))
+    credentials.write_text(json.dumps([*keys, *agents.values()]))
     credentials.chmod(0o600)
     started = api_server_factory(directory, credentials_path=credentials)
-    started.agent = agent
+    started.agents = agents
+    started.agent = agents["ECS-source"]
     for project in (0, 1):
         with admin_client(started, project) as client:
             for host, (mac, ip) in SEED_PORTS.items():
@@ -504,3 +510,107 @@ def test_edit_forms_change_what_they_say(server: ApiServer, page: Page) -> None:
     expect(page).to_have_url(re.compile(r"/console/filters$"))
     with admin_client(server) as client:
         assert [f for f in client.iter_filters() if f["id"] == filter_id] == []
+
+
+def agent_client(server: ApiServer, host: str) -> VxtapClient:
+    agent = server.agents[host]
+    return VxtapClient(server.endpoint, agent["ak"], agent["sk"], agent["project_id"])
+
+
+def report_as_agent(server: ApiServer, host: str, apply_error: str | None = None) -> str:
+    """What `host`'s agent does after an apply: fetch its desired state with its own key,
+    report that revision applied (or failed with `apply_error`); the revision."""
+    with agent_client(server, host) as client:
+        revision = client.desired_state(host).revision
+        client.report_status(
+            host,
+            agent_version="0.1.0",
+            applied_revision=revision,
+            apply_error=apply_error,
+            drift_repairs=0,
+        )
+    return revision
+
+
+APPLY_ERROR = "nft: Error: Could not process rule: No such file or directory (table inet vxtap)"
+
+
+def test_the_hosts_page_and_a_sessions_hosts_follow_the_agents_reports(
+    server: ApiServer, page: Page, shots: Callable[[Page, str], None]
+) -> None:
+    """Status reports as agents send them (PUT .../status, each with its own host's key);
+    behind is real: ECS-test reported a revision, then a new session changed its state."""
+    sign_in(page, server)
+    page.click("text=Hosts")
+    expect(page).to_have_url(re.compile(r"/console/hosts$"))
+    for host in SEED_PORTS:  # credentials-file keys, no report yet (or an earlier test's)
+        expect(page.locator(f"#hosts [data-host='{host}']")).to_contain_text("credentials file")
+
+    # The page is open while this happens; it must pick it up by itself.
+    before = report_as_agent(server, "ECS-test")
+    with admin_client(server) as client:
+        ports = {f"{p['binding:host_id']}/{p['name']}": p["id"] for p in client.iter_ports()}
+        fleet_filter = client.create_filter("fleet-filter")
+        session = client.create_session(
+            "fleet-session",
+            filter_id=fleet_filter["id"],
+            sources=[ports["ECS-source/eth0"], ports["ECS-test/eth0"]],
+            target_id=ports["ECS-target/eth0"],
+            priority=9,
+        )
+    current = report_as_agent(server, "ECS-source")
+    report_as_agent(server, "ECS-target", apply_error=APPLY_ERROR)
+    with admin_client(server) as client:
+        assert client.show_host("ECS-test")["desired_revision"] != before
+
+    refreshed = {"timeout": 25_000}  # the hosts page refreshes every 10 s
+    expect(page.locator("#hosts [data-sync='ECS-source']")).to_have_text("in sync", **refreshed)
+    expect(page.locator("#hosts [data-sync='ECS-test']")).to_have_text("behind", **refreshed)
+    expect(page.locator("#hosts [data-sync='ECS-target']")).to_have_text("failing", **refreshed)
+    expect(page.locator("#hosts-summary")).to_have_text(
+        "3 hosts: 1 in sync, 1 behind, 1 failing, 0 without a report"
+    )
+    expect(page.locator("[data-host-note='ECS-target']")).to_have_text(
+        f"last apply failed: {APPLY_ERROR}"
+    )
+    expect(page.locator("[data-host-note='ECS-test']")).to_contain_text(f"applied {before}")
+    expect(page.locator("[data-host='ECS-source']")).to_contain_text(current)
+    assert page.locator("[data-host-note='ECS-source']").count() == 0
+    # Behind and failing stand out: their rows are tinted, an in-sync row is not.
+    tint = "e => getComputedStyle(e.querySelector('td')).backgroundColor"
+    white = page.eval_on_selector("#hosts [data-host='ECS-source']", tint)
+    for host in ("ECS-test", "ECS-target"):
+        assert page.eval_on_selector(f"#hosts [data-host='{host}']", tint) != white
+    shots(page, "hosts")
+
+    # Host detail: its status, its ports and what uses them.
+    page.click("#hosts >> text=ECS-target")
+    expect(page.locator("#host-name")).to_have_text("ECS-target")
+    expect(page.locator("#host-status .apply-error")).to_contain_text(APPLY_ERROR)
+    expect(page.locator("#host-ports")).to_contain_text("target of fleet-session")
+    shots(page, "host")
+
+    # The session's page: its source hosts and whether each applied the latest change.
+    page.goto(f"{server.endpoint}/console/sessions/{session['id']}")
+    hosts = page.locator("#source-hosts")
+    expect(hosts.locator("[data-source-host]")).to_have_count(2)
+    expect(hosts.locator("[data-sync='ECS-source']")).to_have_text("in sync")
+    expect(hosts.locator("[data-sync='ECS-test']")).to_have_text("behind")
+    # ECS-test's agent now applies and fails; the open page shows it by itself.
+    report_as_agent(server, "ECS-test", apply_error=APPLY_ERROR)
+    expect(hosts.locator("[data-sync='ECS-test']")).to_have_text("failing", timeout=15_000)
+    expect(hosts.locator("[data-host-note='ECS-test']")).to_contain_text(APPLY_ERROR)
+    report_as_agent(server, "ECS-test")
+    expect(hosts.locator("[data-sync='ECS-test']")).to_have_text("in sync", timeout=15_000)
+    expect(hosts.locator("[data-host-note]")).to_have_count(0)
+
+    page.goto(f"{server.endpoint}/console/hosts/no-such-host")
+    expect(page.locator("main .refusal")).to_contain_text("no-such-host is not enrolled")
+    # A hostile name: the API's refusal, shown as text (escaped), not as markup.
+    page.goto(f"{server.endpoint}/console/hosts/%3Cb%3Ex")
+    expect(page.locator("main .refusal")).to_contain_text("must be a host name")
+    expect(page.locator("main .refusal")).to_contain_text("<b>x")
+    assert page.locator("main .refusal b").count() == 0
+    with admin_client(server) as client:
+        client.delete_session(session["id"])
+        client.delete_filter(fleet_filter["id"])

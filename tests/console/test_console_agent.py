@@ -8,7 +8,10 @@ The seed's filter, rule and session are made through the console's forms in head
 Chromium, which runs inside the management namespace (the only place the server is
 reachable from, as in `vxtap lab`); ECS-test then opens TCP connections to port 1234
 of ECS-source, the agent's kernel counters count the mirrored packets, and the
-session's page shows them rising.
+session's page shows them rising. The fleet status follows the agent: in sync once it
+applied the session; behind once the agent is stopped and the session is edited; failing
+from a status report sent with the agent's key as the agent sends it after a failed
+apply; in sync again once the agent is started again and applies the edit.
 """
 
 from __future__ import annotations
@@ -35,14 +38,20 @@ from console_support import (
 )
 from playwright.sync_api import Page, expect
 
-from vxtap.client import VxtapClient
+from vxtap import __version__
+from vxtap.client import HostJSON, VxtapClient
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.netns import Namespace, NamespaceThread, temporary_namespaces, veth
 
+HOST = "ECS-source"
+HOSTS_LINK = "header nav a[href='/console/hosts']"
 SERVER_ADDRESS = "10.202.0.1"
 ENDPOINT = f"http://{SERVER_ADDRESS}:9696"
 VXTAP = [sys.executable, "-m", "vxtap"]
 NOTHING_YET = re.compile(r"^(–|0)$")
+# What `nft` answers when the agent's table vanished under it (the agent reports
+# "revision R: <error>" after a failed apply).
+APPLY_FAILURE = "Error: Could not process rule: No such file or directory (table inet vxtap)"
 # Runs in ECS-test: a TCP connection attempt to ECS-source:1234 every 50 ms (no one
 # listens, so each is one SYN in and one RST out: inbound TCP 1234, the seed's rule).
 KNOCKER = """
@@ -124,7 +133,13 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
             agent_argv += ["--credentials", str(agent_credentials)]
             agent_argv += ["--state-dir", str(tmp_path / "agent-state")]
             agent_log = (tmp_path / "agent.log").open("ab")
-            processes.append(source.popen(agent_argv, stdout=agent_log, stderr=agent_log))
+
+            def start_agent() -> subprocess.Popen[bytes]:
+                started = source.popen(agent_argv, stdout=agent_log, stderr=agent_log)
+                processes.append(started)
+                return started
+
+            agent_process = start_agent()
             api(lambda c: c.create_port("ECS-target", "eth0", ipv4=["10.99.0.2"]))
 
             def registered() -> bool:
@@ -146,11 +161,49 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
                 session_id = create_seed_session(page)
                 processes.append(test.popen([sys.executable, "-c", KNOCKER]))
                 _watch_counters_rise(page, session_id)
-                _see_the_host_in_sync(page)
+                applied = _session_page_shows_it_applied(
+                    page, lambda: api(lambda c: c.show_host(HOST))
+                )
                 keep = os.environ.get("VXTAP_CONSOLE_SCREENSHOTS")
                 if keep:
                     page.wait_for_timeout(12_000)  # a few agent reports on the graph
                     page.screenshot(path=f"{keep}/console-session-agent.png", full_page=True)
+                _hosts_page_shows_it_in_sync(page, applied)
+                page.go_back()
+
+                # Behind: the agent is stopped, and the session is edited in the console.
+                agent_process.terminate()
+                agent_process.wait(timeout=15)
+                page.fill("#edit-packet_length", "128")
+                page.click("#session-edit button")
+                expect(page.locator("main")).to_contain_text("packet length 128")
+                host_row = page.locator(f"#source-hosts [data-sync='{HOST}']")
+                expect(host_row).to_have_text("behind")
+                note = page.locator(f"#source-hosts [data-host-note='{HOST}']")
+                expect(note).to_contain_text(f"applied {applied}")
+                page.click(HOSTS_LINK)
+                expect(page.locator(f"#hosts [data-sync='{HOST}']")).to_have_text("behind")
+
+                # Failing: the agent's report after a failed apply, with the agent's key.
+                edited = api(lambda c: c.show_host(HOST))
+                assert isinstance(edited, dict)
+                failure = f"revision {edited['desired_revision']}: {APPLY_FAILURE}"
+                in_mgmt(lambda: _report_failed_apply(agent, applied, failure))
+                refreshed = {"timeout": 25_000}  # the hosts page refreshes every 10 s
+                expect(page.locator(f"#hosts [data-sync='{HOST}']")).to_have_text(
+                    "failing", **refreshed
+                )
+                expect(page.locator(f"[data-host-note='{HOST}']")).to_have_text(
+                    f"last apply failed: {failure}"
+                )
+                page.goto(f"{ENDPOINT}/console/sessions/{session_id}")
+                expect(host_row).to_have_text("failing")
+                expect(note).to_contain_text(failure)
+
+                # The agent again: it applies the edit and reports; the open page follows.
+                start_agent()
+                expect(host_row).to_have_text("in sync", timeout=40_000)
+                expect(note).to_have_count(0)
         finally:
             for process in reversed(processes):
                 if process.poll() is None:
@@ -162,18 +215,6 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
                         process.wait()
             in_mgmt.close()
             Dataplane(netns=source.name).cleanup()
-
-
-def _see_the_host_in_sync(page: Page) -> None:
-    """The Hosts page shows the fleet status: the source's agent applied the session."""
-    page.click("nav >> text=Hosts")
-    expect(page.locator("[data-sync='ECS-source']")).to_contain_text("in sync", timeout=20_000)
-    keep = os.environ.get("VXTAP_CONSOLE_SCREENSHOTS")
-    if keep:
-        page.screenshot(path=f"{keep}/console-hosts.png", full_page=True)
-    page.go_back()
-    page.reload()  # the session page says which hosts applied it (as of loading)
-    expect(page.locator("[data-host-sync='ECS-source']")).to_have_text("in sync")
 
 
 def _watch_counters_rise(page: Page, session_id: str) -> None:
@@ -188,3 +229,35 @@ def _watch_counters_rise(page: Page, session_id: str) -> None:
     assert number(rule_packets.inner_text()) > 0
     expect(page.locator("[data-host-report='ECS-source']")).not_to_have_text("never")
     assert session_id in page.url
+
+
+def _session_page_shows_it_applied(page: Page, fleet_status: Callable[[], object]) -> str:
+    """The session's page shows the agent's host in sync with the server's revision
+    (as the API's fleet status has it); that revision."""
+    expect(page.locator(f"#source-hosts [data-sync='{HOST}']")).to_have_text("in sync")
+    status = fleet_status()
+    assert isinstance(status, dict)
+    host: HostJSON = status  # type: ignore[assignment]
+    assert host["sync"] == "in sync" and host["applied_revision"] == host["desired_revision"]
+    revision = host["desired_revision"]
+    expect(page.locator(f"#source-hosts [data-source-host='{HOST}']")).to_contain_text(revision)
+    return revision
+
+
+def _hosts_page_shows_it_in_sync(page: Page, revision: str) -> None:
+    page.click(HOSTS_LINK)
+    row = page.locator(f"#hosts [data-host='{HOST}']")
+    expect(row.locator(f"[data-sync='{HOST}']")).to_have_text("in sync")
+    expect(row).to_contain_text(revision)
+    expect(row).to_contain_text(__version__)
+    expect(row).to_contain_text("credentials file")
+    expect(page.locator(f"[data-host-note='{HOST}']")).to_have_count(0)
+
+
+def _report_failed_apply(agent: dict[str, str], applied: str, failure: str) -> None:
+    """PUT .../hosts/ECS-source/status as the agent sends it after a failed apply."""
+    with VxtapClient(ENDPOINT, agent["ak"], agent["sk"], agent["project_id"]) as client:
+        client.report_status(
+            HOST, agent_version=__version__, applied_revision=applied,
+            apply_error=failure, drift_repairs=0,
+        )  # fmt: skip

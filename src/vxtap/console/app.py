@@ -3,8 +3,10 @@
 Every read and write goes through `VxtapClient` into the API application itself
 (`vxtap.console.loopback`), so the console has no rules of its own: a refusal is
 the API's message, shown next to the field it names, and nothing is stored.
-Pages are rendered on the server (Jinja2); the only script is the live counter
-refresher (static/live.js). Sign-in, cookie and anti-forgery rules: docs/console.md.
+Pages are rendered on the server (Jinja2); the only scripts are the live counter
+refresher (static/live.js) and the fleet status refresher (static/refresh.js), which
+swaps in fragments the server renders with the same templates as the page.
+Sign-in, cookie and anti-forgery rules: docs/console.md.
 
 (No `from __future__ import annotations` here: FastAPI resolves the routes'
 dependency annotations at definition time, and they are local to `create_console`.)
@@ -28,7 +30,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth
-from vxtap.client import ApiError, PortV1JSON, SessionJSON, VxtapClient
+from vxtap.client import ApiError, HostJSON, PortV1JSON, SessionJSON, VxtapClient
 from vxtap.console import PREFIX, signin
 from vxtap.console.forms import FormState, optional, port_label, refused
 from vxtap.console.loopback import api_client
@@ -61,6 +63,17 @@ RULE_FIELDS = (
     "description",
 )
 Values = dict[str, str | list[str]]
+
+
+@dataclass(frozen=True)
+class SourceHost:
+    """A host that owns one of a session's sources, and whether it applied the latest
+    change (`status` is the fleet status; None with `unknown` when the API has none)."""
+
+    host: str
+    status: HostJSON | None
+    unknown: str | None
+    last_counter_report: str | None
 
 
 class NotSignedIn(Exception):
@@ -452,15 +465,7 @@ def create_console(
                 flt = client.show_filter(shown["traffic_mirror_filter_id"])
             except ApiError:
                 flt = None
-            stats = client.session_stats()
-            fleet = {h["host"]: h for h in client.list_hosts()}
-        hosts = sorted(
-            {
-                p["binding:host_id"]
-                for p in world["ports"]
-                if p["id"] in shown["traffic_mirror_sources"]
-            }
-        )
+            source_hosts = _source_hosts(client, shown)
         return page(
             request,
             who,
@@ -469,9 +474,20 @@ def create_console(
             session=shown,
             filter=flt,
             state=state,
-            source_hosts=[(h, stats.hosts.get(h), fleet.get(h)) for h in hosts],
+            source_hosts=source_hosts,
             **world,
         )
+
+    @console.get("/fragments/sessions/{session_id}/hosts")
+    def session_hosts_fragment(request: Request, who: Signed, session_id: str) -> HTMLResponse:
+        """The session page's hosts table body, for static/refresh.js."""
+        with client_of(who) as client:
+            try:
+                shown = client.show_session(session_id)
+            except ApiError as error:
+                return HTMLResponse(error.error_msg, status_code=error.status)
+            source_hosts = _source_hosts(client, shown)
+        return page(request, who, "_session_hosts.html", source_hosts=source_hosts)
 
     def _session_write(
         request: Request,
@@ -548,12 +564,6 @@ def create_console(
             items = list(client.iter_sessions())
         return page(request, who, "ports.html", ports=ports, uses=_port_uses(ports, items))
 
-    @console.get("/hosts")
-    def hosts_page(request: Request, who: Signed) -> HTMLResponse:
-        with client_of(who) as client:
-            hosts = client.list_hosts()
-        return page(request, who, "hosts.html", hosts=hosts)
-
     @console.get("/explain")
     def explain_page(request: Request, who: Signed) -> HTMLResponse:
         with client_of(who) as client:
@@ -578,6 +588,50 @@ def create_console(
             verdict=verdict,
             values=values,
         )
+
+    # -- hosts: the fleet status of the agent channel ------------------------------------
+
+    @console.get("/hosts")
+    def hosts_page(request: Request, who: Signed) -> HTMLResponse:
+        with client_of(who) as client:
+            fleet = client.list_hosts()
+        return page(request, who, "hosts.html", hosts=fleet)
+
+    @console.get("/fragments/hosts")
+    def hosts_fragment(request: Request, who: Signed) -> HTMLResponse:
+        """The hosts page's table, for static/refresh.js."""
+        with client_of(who) as client:
+            fleet = client.list_hosts()
+        return page(request, who, "_hosts_table.html", hosts=fleet)
+
+    @console.get("/hosts/{host}")
+    def host_page(request: Request, who: Signed, host: str) -> HTMLResponse:
+        with client_of(who) as client:
+            try:
+                status = client.show_host(host)
+            except ApiError as error:
+                return page(request, who, "missing.html", error.status, message=error.error_msg)
+            ports = list(client.iter_ports(where={"binding:host_id": host}))
+            owned = {p["id"] for p in ports}
+            uses = _port_uses(ports, list(client.iter_sessions()))
+        return page(
+            request,
+            who,
+            "host.html",
+            host=status,
+            ports=ports,
+            uses={k: v for k, v in uses.items() if k in owned},
+        )
+
+    @console.get("/fragments/hosts/{host}")
+    def host_fragment(request: Request, who: Signed, host: str) -> HTMLResponse:
+        """The host page's status card, for static/refresh.js."""
+        with client_of(who) as client:
+            try:
+                status = client.show_host(host)
+            except ApiError as error:
+                return HTMLResponse(error.error_msg, status_code=error.status)
+        return page(request, who, "_host_status.html", host=status)
 
     @console.get("/live.json")
     def live(who: Signed) -> JSONResponse:
@@ -607,6 +661,29 @@ def _many(values: Values, name: str) -> list[str]:
 def _as_typed(values: Values, name: str) -> Any:
     """A number field as typed (None when empty): the API parses and checks it."""
     return optional(_one(values, name))
+
+
+def _source_hosts(client: VxtapClient, session: SessionJSON) -> list[SourceHost]:
+    """The hosts of the session's sources with their fleet status, sorted by name.
+
+    One port and one host lookup per source (a session has few), so a refresh does not
+    list every port of the project."""
+    hosts: set[str] = set()
+    for port_id in session["traffic_mirror_sources"]:
+        try:
+            hosts.add(client.show_port(port_id)["binding:host_id"])
+        except ApiError:  # deleted meanwhile: the page's next load shows the new sources
+            continue
+    reports = client.session_stats().hosts
+    found = []
+    for host in sorted(hosts):
+        try:
+            status: HostJSON | None = client.show_host(host)
+            unknown = None
+        except ApiError as error:  # no agent key here and never reported: the API says so
+            status, unknown = None, error.error_msg
+        found.append(SourceHost(host, status, unknown, reports.get(host)))
+    return found
 
 
 def _port_uses(ports: list[PortV1JSON], items: list[SessionJSON]) -> dict[str, list[str]]:
