@@ -16,11 +16,11 @@ placement"):
 Why rendezvous per slot and not Maglev's fill (Eisenbud et al., NSDI 2016): a member
 that leaves must move only its own flows, and one that joins must take flows only for
 itself. Maglev fills its table round-robin, so one member fewer shifts the fill of the
-others: measured on this table size, 0.3 % of the slots changed hands between members
-that stayed (16 members; bench/placement.py). Rendezvous per slot changes only the
-slots whose winner left or whose new winner joined, by construction; the price is a
-binomial spread of slot shares (about 1.02-1.03 max/mean at 16 members) where Maglev's
-shares differ by at most one slot.
+others: with this table size, 37 of 10,000 flows moved between members that stayed
+when one of 16 left (bench/placement.py). Rendezvous per slot changes only the slots
+whose winner left or whose new winner joined, by construction; the price is a binomial
+spread of slot shares (max/mean 1.03 at 16 members) where Maglev's shares differ by
+at most one slot.
 """
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ def _ipv6_key(frame: bytes) -> FlowKey:
 # 65,537 = 2^16 + 1, prime. The slot is `flow_hash % TABLE_SLOTS`; the flow hash is
 # always odd, so the count must be odd too (an even one would leave every even slot
 # unused). Why this size: with rendezvous per slot a member's share of slots is
-# binomial, so the table's own imbalance shrinks as 1/sqrt(slots): ~1.02-1.03 max/mean
-# at 16 members here, ~1.05 at 16,381 slots, ~1.11 at 4,093. As u8 member ordinals
-# packed 8 to an array element it is 8,193 x 8 bytes = 64 KiB in the kernel; building it
-# takes ~25 ms at 16 members (bench/placement.py).
+# binomial, so the table's own imbalance shrinks as 1/sqrt(slots): max/mean 1.03 at 16
+# members here (measured), by estimate ~1.05 at 16,381 slots and ~1.11 at 4,093. As u8
+# member ordinals packed 8 to an array element it is 8,193 x 8 bytes = 64 KiB in the
+# kernel; building it takes 10-34 ms for 2-16 members (bench/placement.py).
 TABLE_SLOTS: Final = 65537
 # A member's index is one byte of the table.
 MAX_MEMBERS: Final = 256
