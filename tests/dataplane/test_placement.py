@@ -9,6 +9,8 @@ import ipaddress
 import os
 import random
 import struct
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -506,3 +508,21 @@ def test_bad_tables_are_refused(members: list[str], slot_count: int, message: st
 def test_256_members_fit() -> None:
     table = build_table([f"m{n}" for n in range(MAX_MEMBERS)], 1021)
     assert max(table.slots) < MAX_MEMBERS and len(table.members) == MAX_MEMBERS
+
+
+def test_every_process_builds_the_same_table() -> None:
+    """Every agent must agree: no Python hash() (salted per process) in the table."""
+    code = (
+        "import hashlib, sys; from vxtap.dataplane.placement import build_table; "
+        "print(hashlib.sha256(build_table(sys.argv[1:]).slots).hexdigest())"
+    )
+    members = collector_ids(7)
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code, *members],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "random")
+    }  # fmt: skip
+    assert digests == {hashlib.sha256(build_table(members).slots).hexdigest()}
