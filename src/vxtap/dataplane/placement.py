@@ -32,8 +32,10 @@ from typing import Final
 
 # --- the flow hash: the mirror program's, step for step ---
 
-# The mirror program's constants (vxtap.dataplane.bpf, _flow_hash): golden-ratio
-# multiplier per word, then murmur3's 32-bit finaliser.
+# The mirror program's constants (vxtap.dataplane.bpf, _flow_hash), copied rather than
+# imported so that this module stays free of bpf's ctypes set-up (it looks up libc at
+# import); the twin test catches any difference. Golden-ratio multiplier per word, then
+# murmur3's 32-bit finaliser.
 _HASH_STEP: Final = 0x9E3779B1
 _FMIX1: Final = 0x85EBCA6B
 _FMIX2: Final = 0xC2B2AE35
