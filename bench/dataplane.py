@@ -328,7 +328,11 @@ def mirror_program_stats(lab: Lab) -> tuple[int, int]:
     out = lab.source.run(["tc", "-j", "filter", "show", "dev", "vxtap-mk1", "ingress"], check=False)
     if out.returncode != 0 or not out.stdout.strip():
         return 0, 0
-    ids = [f["options"]["prog"]["id"] for f in json.loads(out.stdout) if f.get("kind") == "bpf"]
+    ids = [
+        f["options"]["prog"]["id"]
+        for f in json.loads(out.stdout)
+        if f.get("kind") == "bpf" and "id" in (f.get("options") or {}).get("prog", {})
+    ]
     if not ids:
         return 0, 0
     fd = bpf.prog_fd_by_id(int(ids[0]))
