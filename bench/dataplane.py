@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm, syscall
 from vxtap.dataplane.kernel import Dataplane, PacketsBytes
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import (
@@ -186,21 +186,21 @@ def trunc_program(snaplen: int) -> bytes:
     """The hand-written pipeline's program: cut to snaplen, drop if the kernel refuses;
     invalidate the hash so the outer source port is the symmetric flow hash (same
     fidelity as vxtap: both directions of a flow share one outer port)."""
-    a = bpf.Assembler()
-    a.movx(bpf.Reg.R6, bpf.Reg.R1)
-    a.call(bpf.Helper.SET_HASH_INVALID)
-    a.movx(bpf.Reg.R1, bpf.Reg.R6)
-    a.load32(bpf.Reg.R2, bpf.Reg.R1, bpf.SkbField.LEN)
-    a.jump(bpf.Op.JLE_K, bpf.Reg.R2, snaplen, "ok")
-    a.mov(bpf.Reg.R2, snaplen)
-    a.mov(bpf.Reg.R3, 0)
-    a.call(bpf.Helper.SKB_CHANGE_TAIL)
-    a.jump(bpf.Op.JEQ_K, bpf.Reg.R0, 0, "ok")
-    a.mov(bpf.Reg.R0, bpf.TC_ACT_SHOT)
-    a.emit(bpf.Op.EXIT)
+    a = asm.Assembler()
+    a.movx(asm.Reg.R6, asm.Reg.R1)
+    a.call(asm.Helper.SET_HASH_INVALID)
+    a.movx(asm.Reg.R1, asm.Reg.R6)
+    a.load32(asm.Reg.R2, asm.Reg.R1, asm.SkbField.LEN)
+    a.jump(asm.Op.JLE_K, asm.Reg.R2, snaplen, "ok")
+    a.mov(asm.Reg.R2, snaplen)
+    a.mov(asm.Reg.R3, 0)
+    a.call(asm.Helper.SKB_CHANGE_TAIL)
+    a.jump(asm.Op.JEQ_K, asm.Reg.R0, 0, "ok")
+    a.mov(asm.Reg.R0, asm.TC_ACT_SHOT)
+    a.emit(asm.Op.EXIT)
     a.label("ok")
-    a.mov(bpf.Reg.R0, bpf.TC_ACT_OK)
-    a.emit(bpf.Op.EXIT)
+    a.mov(asm.Reg.R0, asm.TC_ACT_OK)
+    a.emit(asm.Op.EXIT)
     return a.assemble()
 
 
@@ -284,7 +284,7 @@ def install_hand(lab: Lab) -> None:
             "off",
         ]
     )
-    fd = bpf.load_program(trunc_program(SNAPLEN), "hand_trunc")
+    fd = syscall.load_program(trunc_program(SNAPLEN), "hand_trunc")
     with s.iproute() as ipr:
         idx = ipr.link_lookup(ifname="hvx")[0]
         ipr.tc("add", "clsact", idx)
@@ -335,13 +335,13 @@ def mirror_program_stats(lab: Lab) -> tuple[int, int]:
     ]
     if not ids:
         return 0, 0
-    fd = bpf.prog_fd_by_id(int(ids[0]))
+    fd = syscall.prog_fd_by_id(int(ids[0]))
     try:
         info = bytearray(256)  # struct bpf_prog_info: run_time_ns at 192, run_cnt at 200
         buffer = (ctypes.c_char * len(info)).from_buffer(info)
         attr = bytearray(16)
         struct.pack_into("<IIQ", attr, 0, fd, len(info), ctypes.addressof(buffer))
-        bpf.bpf(bpf.Cmd.OBJ_GET_INFO_BY_FD, attr)
+        syscall.bpf(syscall.Cmd.OBJ_GET_INFO_BY_FD, attr)
         run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
         return int(run_time_ns), int(run_cnt)
     finally:

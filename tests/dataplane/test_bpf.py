@@ -8,15 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm, syscall
 
 
 def test_assembler_resolves_labels_and_encodes_registers() -> None:
-    a = bpf.Assembler()
-    a.jump(bpf.Op.JEQ_K, bpf.Reg.R0, 0, "out")
-    a.movx(bpf.Reg.R6, bpf.Reg.R1)
+    a = asm.Assembler()
+    a.jump(asm.Op.JEQ_K, asm.Reg.R0, 0, "out")
+    a.movx(asm.Reg.R6, asm.Reg.R1)
     a.label("out")
-    a.emit(bpf.Op.EXIT)
+    a.emit(asm.Op.EXIT)
     code = a.assemble()
     assert struct.unpack("<BBhi", code[0:8]) == (0x15, 0x00, 1, 0)  # skip one instruction
     assert struct.unpack("<BBhi", code[8:16]) == (0xBF, 0x16, 0, 0)  # src r1, dst r6
@@ -24,45 +24,45 @@ def test_assembler_resolves_labels_and_encodes_registers() -> None:
 
 
 def test_map_value_layout_is_struct_bpf_tunnel_key() -> None:
-    v4 = bpf.tunnel_value(vni=7, remote="10.0.0.2", local="10.0.0.1", snaplen=96, ifindex=3)
-    assert len(v4) == bpf.VALUE_SIZE
+    v4 = asm.tunnel_value(vni=7, remote="10.0.0.2", local="10.0.0.1", snaplen=96, ifindex=3)
+    assert len(v4) == asm.VALUE_SIZE
     assert struct.unpack_from("<II", v4, 0) == (7, 0x0A000002)  # host order: the helper swaps
     assert v4[21] == 64 and struct.unpack_from("<I", v4, 28)[0] == 0x0A000001
     assert struct.unpack_from("<III", v4, 44) == (96, 0, 3)
-    v6 = bpf.tunnel_value(vni=1, remote="fd00::2", local="fd00::1", snaplen=60, ifindex=4)
+    v6 = asm.tunnel_value(vni=1, remote="fd00::2", local="fd00::1", snaplen=60, ifindex=4)
     assert v6[4:20] == bytes.fromhex("fd000000000000000000000000000002")
     assert v6[28:44] == bytes.fromhex("fd000000000000000000000000000001")
-    assert struct.unpack_from("<I", v6, 48)[0] == bpf.BPF_F_TUNINFO_IPV6
+    assert struct.unpack_from("<I", v6, 48)[0] == asm.BPF_F_TUNINFO_IPV6
 
 
 def test_program_versions_identify_the_code() -> None:
-    versions = {bpf.program_version(kind) for kind in bpf.ProgramKind}
+    versions = {asm.program_version(kind) for kind in asm.ProgramKind}
     assert len(versions) == 2
-    assert bpf.mirror_program(3, 5) != bpf.mirror_program(4, 5)  # the map fds are in the code
-    assert bpf.program_version(bpf.ProgramKind.MIRROR) == bpf.program_version(
-        bpf.ProgramKind.MIRROR
+    assert asm.mirror_program(3, 5) != asm.mirror_program(4, 5)  # the map fds are in the code
+    assert asm.program_version(asm.ProgramKind.MIRROR) == asm.program_version(
+        asm.ProgramKind.MIRROR
     )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="loading eBPF needs root")
 def test_the_verifier_accepts_both_programs_and_the_map_round_trips() -> None:
-    map_fd, scratch_fd = bpf.create_tunnel_map(), bpf.create_scratch_map()
+    map_fd, scratch_fd = syscall.create_tunnel_map(), syscall.create_scratch_map()
     try:
-        assert bpf.map_value_size(map_fd) == bpf.VALUE_SIZE
-        for kind in bpf.ProgramKind:
-            os.close(bpf.load_program(bpf.program(kind, map_fd, scratch_fd), "vxtap_test"))
-        value = bpf.tunnel_value(vni=9, remote="10.0.0.2", local=None, snaplen=96, ifindex=1)
-        bpf.map_update(map_fd, 5, value)
-        bpf.map_update(map_fd, 6, value)
-        assert dict(bpf.map_items(map_fd)) == {5: value, 6: value}
-        bpf.map_delete(map_fd, 5)
-        bpf.map_delete(map_fd, 5)  # already gone: fine
-        assert dict(bpf.map_items(map_fd)) == {6: value}
+        assert syscall.map_value_size(map_fd) == asm.VALUE_SIZE
+        for kind in asm.ProgramKind:
+            os.close(syscall.load_program(asm.program(kind, map_fd, scratch_fd), "vxtap_test"))
+        value = asm.tunnel_value(vni=9, remote="10.0.0.2", local=None, snaplen=96, ifindex=1)
+        syscall.map_update(map_fd, 5, value)
+        syscall.map_update(map_fd, 6, value)
+        assert dict(syscall.map_items(map_fd)) == {5: value, 6: value}
+        syscall.map_delete(map_fd, 5)
+        syscall.map_delete(map_fd, 5)  # already gone: fine
+        assert dict(syscall.map_items(map_fd)) == {6: value}
     finally:
         os.close(map_fd)
         os.close(scratch_fd)
-    with pytest.raises(bpf.BpfError, match="verifier"):
-        bpf.load_program(bytes(8), "vxtap_bad")  # r0 = ? ; no exit
+    with pytest.raises(syscall.BpfError, match="verifier"):
+        syscall.load_program(bytes(8), "vxtap_bad")  # r0 = ? ; no exit
 
 
 def test_encapsulation_in_the_program_is_chosen_from_5_13_on() -> None:
@@ -76,17 +76,17 @@ def test_encapsulation_in_the_program_is_chosen_from_5_13_on() -> None:
 
 
 def test_an_in_program_entry_takes_ipv4_only_and_carries_its_port_range() -> None:
-    value = bpf.tunnel_value(
+    value = asm.tunnel_value(
         vni=7, remote="10.0.0.2", local="10.0.0.1", snaplen=96, ifindex=3, ports=(32768, 60999)
     )
     assert struct.unpack_from("<II", value, 0) == (7, 0x0A000002)
     assert value[21] == 64
     assert struct.unpack_from("<III", value, 28) == (0x0A000001, 32768, 60999 - 32768 + 1)
-    flags = struct.unpack_from("<I", value, bpf.VALUE_FLAGS)[0]
-    assert flags == bpf.FLAG_ENCAP_IN_PROGRAM
+    flags = struct.unpack_from("<I", value, asm.VALUE_FLAGS)[0]
+    assert flags == asm.FLAG_ENCAP_IN_PROGRAM
     for remote, local in (("fd00::2", "fd00::1"), ("10.0.0.2", None), ("10.0.0.2", "fd00::1")):
         with pytest.raises(ValueError):
-            bpf.tunnel_value(vni=7, remote=remote, local=local, snaplen=96, ifindex=3, ports=(1, 2))
+            asm.tunnel_value(vni=7, remote=remote, local=local, snaplen=96, ifindex=3, ports=(1, 2))
 
 
 # --- the mirror program run by the kernel on single frames (BPF_PROG_TEST_RUN) -----------
@@ -120,12 +120,12 @@ def _tcp(sport: int, dport: int) -> bytes:
 def program_path() -> Iterator[int]:
     """The mirror program, loaded, with one entry (key 0: test runs carry mark 0) that
     encapsulates in the program."""
-    map_fd, scratch_fd = bpf.create_tunnel_map(), bpf.create_scratch_map()
-    value = bpf.tunnel_value(
+    map_fd, scratch_fd = syscall.create_tunnel_map(), syscall.create_scratch_map()
+    value = asm.tunnel_value(
         vni=7, remote="10.0.0.2", local="10.0.0.1", snaplen=96, ifindex=1, ports=(32768, 60999)
     )
-    bpf.map_update(map_fd, 0, value)
-    prog_fd = bpf.load_program(bpf.mirror_program(map_fd, scratch_fd), "vxtap_test")
+    syscall.map_update(map_fd, 0, value)
+    prog_fd = syscall.load_program(asm.mirror_program(map_fd, scratch_fd), "vxtap_test")
     try:
         yield prog_fd
     finally:
@@ -134,8 +134,8 @@ def program_path() -> Iterator[int]:
 
 
 def _mirror(prog_fd: int, frame: bytes) -> bytes:
-    run = bpf.prog_test_run(prog_fd, frame)
-    assert run.result == bpf.TC_ACT_REDIRECT
+    run = syscall.prog_test_run(prog_fd, frame)
+    assert run.result == asm.TC_ACT_REDIRECT
     return run.frame
 
 
