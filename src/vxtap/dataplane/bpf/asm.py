@@ -1,7 +1,7 @@
 """The mirror's eBPF programs, hand-assembled, and the values of their tunnel map.
 
 Why by hand: the agent must not need clang, kernel headers or libbpf at run time
-(a user's host has none of them), and the program is ~500 straight-line
+(a user's host has none of them), and the program is ~760 mostly straight-line
 instructions whose logic fits on a page. A tiny assembler with named opcodes
 and labels keeps it readable; there is no maintained pure-Python eBPF
 assembler to depend on. The verifier checks the result at load time.
