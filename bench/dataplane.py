@@ -32,6 +32,10 @@ With --rules-ahead N[,N...] instead (the rules-per-filter quota, docs/control-pl
 Production TCP (and the 64-byte UDP rate, which passes the TCP rules at their protocol
 test) side by side, interleaved in every round.
 
+With --program-ns, kernel.bpf_stats_enabled is 1 while the benchmark runs (restored
+after) and each vxtap mode also reports the mirror program's own time per packet
+(run_time_ns / run_cnt of the program at vxtap-mk1's tc ingress), per direction.
+
 Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3] [--modes ...]
               .venv/bin/python bench/dataplane.py --rules-ahead 100,1000 [--rounds 5]
 """
@@ -39,17 +43,20 @@ Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3] [--
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm, syscall
 from vxtap.dataplane.kernel import Dataplane, PacketsBytes
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import (
@@ -179,21 +186,21 @@ def trunc_program(snaplen: int) -> bytes:
     """The hand-written pipeline's program: cut to snaplen, drop if the kernel refuses;
     invalidate the hash so the outer source port is the symmetric flow hash (same
     fidelity as vxtap: both directions of a flow share one outer port)."""
-    a = bpf.Assembler()
-    a.movx(bpf.Reg.R6, bpf.Reg.R1)
-    a.call(bpf.Helper.SET_HASH_INVALID)
-    a.movx(bpf.Reg.R1, bpf.Reg.R6)
-    a.load32(bpf.Reg.R2, bpf.Reg.R1, bpf.SkbField.LEN)
-    a.jump(bpf.Op.JLE_K, bpf.Reg.R2, snaplen, "ok")
-    a.mov(bpf.Reg.R2, snaplen)
-    a.mov(bpf.Reg.R3, 0)
-    a.call(bpf.Helper.SKB_CHANGE_TAIL)
-    a.jump(bpf.Op.JEQ_K, bpf.Reg.R0, 0, "ok")
-    a.mov(bpf.Reg.R0, bpf.TC_ACT_SHOT)
-    a.emit(bpf.Op.EXIT)
+    a = asm.Assembler()
+    a.movx(asm.Reg.R6, asm.Reg.R1)
+    a.call(asm.Helper.SET_HASH_INVALID)
+    a.movx(asm.Reg.R1, asm.Reg.R6)
+    a.load32(asm.Reg.R2, asm.Reg.R1, asm.SkbField.LEN)
+    a.jump(asm.Op.JLE_K, asm.Reg.R2, snaplen, "ok")
+    a.mov(asm.Reg.R2, snaplen)
+    a.mov(asm.Reg.R3, 0)
+    a.call(asm.Helper.SKB_CHANGE_TAIL)
+    a.jump(asm.Op.JEQ_K, asm.Reg.R0, 0, "ok")
+    a.mov(asm.Reg.R0, asm.TC_ACT_SHOT)
+    a.emit(asm.Op.EXIT)
     a.label("ok")
-    a.mov(bpf.Reg.R0, bpf.TC_ACT_OK)
-    a.emit(bpf.Op.EXIT)
+    a.mov(asm.Reg.R0, asm.TC_ACT_OK)
+    a.emit(asm.Op.EXIT)
     return a.assemble()
 
 
@@ -277,7 +284,7 @@ def install_hand(lab: Lab) -> None:
             "off",
         ]
     )
-    fd = bpf.load_program(trunc_program(SNAPLEN), "hand_trunc")
+    fd = syscall.load_program(trunc_program(SNAPLEN), "hand_trunc")
     with s.iproute() as ipr:
         idx = ipr.link_lookup(ifname="hvx")[0]
         ipr.tc("add", "clsact", idx)
@@ -315,13 +322,44 @@ def iperf(lab: Lab, seconds: int, udp: bool) -> dict[str, float]:
     return {"gbps": r["bits_per_second"] / 1e9, "bytes": r["bytes"]}
 
 
+def mirror_program_stats(lab: Lab) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of the mirror program at vxtap-mk1's tc ingress; (0, 0)
+    when there is none. Counted only while kernel.bpf_stats_enabled is 1."""
+    out = lab.source.run(["tc", "-j", "filter", "show", "dev", "vxtap-mk1", "ingress"], check=False)
+    if out.returncode != 0 or not out.stdout.strip():
+        return 0, 0
+    ids = [
+        f["options"]["prog"]["id"]
+        for f in json.loads(out.stdout)
+        if f.get("kind") == "bpf" and "id" in (f.get("options") or {}).get("prog", {})
+    ]
+    if not ids:
+        return 0, 0
+    fd = syscall.prog_fd_by_id(int(ids[0]))
+    try:
+        info = bytearray(256)  # struct bpf_prog_info: run_time_ns at 192, run_cnt at 200
+        buffer = (ctypes.c_char * len(info)).from_buffer(info)
+        attr = bytearray(16)
+        struct.pack_into("<IIQ", attr, 0, fd, len(info), ctypes.addressof(buffer))
+        syscall.bpf(syscall.Cmd.OBJ_GET_INFO_BY_FD, attr)
+        run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
+        return int(run_time_ns), int(run_cnt)
+    finally:
+        os.close(fd)
+
+
 def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
     sink = ("vxlan", "untruncated", "fragments")
     before = {name: lab.counter(lab.target, "sink", name) for name in sink}
     matched = matched_counter(lab, mode)
     before_m = matched()
+    stats_before = mirror_program_stats(lab)
     result = iperf(lab, seconds, udp)
     time.sleep(0.3)
+    stats_after = mirror_program_stats(lab)
+    runs = stats_after[1] - stats_before[1]
+    if runs > 0:
+        result["program_ns"] = (stats_after[0] - stats_before[0]) / runs
     for name in sink:
         result[name] = lab.counter(lab.target, "sink", name) - before[name]
     mirrored = result["vxlan"]
@@ -433,9 +471,25 @@ def main() -> None:
     parser.add_argument(
         "--no-apply-times", action="store_true", help="skip the 1,000-session apply timings"
     )
+    parser.add_argument(
+        "--program-ns",
+        action="store_true",
+        help="also report the mirror program's own ns per packet (kernel.bpf_stats_enabled)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
+    stats_sysctl = Path("/proc/sys/kernel/bpf_stats_enabled")
+    stats_were = stats_sysctl.read_text().strip()
+    if args.program_ns:
+        stats_sysctl.write_text("1")
+    try:
+        run(args)
+    finally:
+        stats_sysctl.write_text(stats_were)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.rules_ahead:
         counts = [int(n) for n in args.rules_ahead.split(",")]
         plans = {"rules1": compile_plan(rules_ahead(0))}
@@ -525,6 +579,17 @@ def main() -> None:
         if a in modes and b in modes:
             ratios = f"TCP {tcp[a] / tcp[b]:.2f}, UDP {udp[a] / udp[b]:.2f}"
             print(f"\n{a} vs {b} ({what}): {ratios}")
+    if args.program_ns:
+        print("\nmirror program, ns per packet (bpf_stats; median of rounds, TCP / UDP):")
+        for m in modes:
+            per_round = [
+                [x["program_ns"] for x in results[(m, u)] if "program_ns" in x]
+                for u in (False, True)
+            ]
+            if all(per_round):
+                cells = " / ".join(f"{med(values):.0f}" for values in per_round)
+                runs = " / ".join(", ".join(f"{v:.0f}" for v in values) for values in per_round)
+                print(f"  {m}: {cells} ({runs})")
     if "vxtap" in modes and "vxtap1k" in modes:
         one_k_tcp, one_k_udp = tcp["vxtap1k"] / tcp["vxtap"], udp["vxtap1k"] / udp["vxtap"]
         print(f"\n1,000 sessions vs 1: TCP {one_k_tcp:.2f}, UDP {one_k_udp:.2f}")

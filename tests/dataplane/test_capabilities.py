@@ -111,13 +111,13 @@ def test_without_one_capability_the_check_names_it(host: Namespace, dropped: str
 
 
 FIND_MAP_BY_ID = """
-from vxtap.dataplane import bpf
-map_fd = bpf.create_tunnel_map()
-scratch_fd = bpf.create_scratch_map()
-code = bpf.program(bpf.ProgramKind.MIRROR, map_fd, scratch_fd)
-program = bpf.load_program(code, "vxtap_caps")
+from vxtap.dataplane.bpf import asm, syscall
+map_fd = syscall.create_tunnel_map()
+scratch_fd = syscall.create_scratch_map()
+code = asm.program(asm.ProgramKind.MIRROR, map_fd, scratch_fd)
+program = syscall.load_program(code, "vxtap_caps")
 try:
-    bpf.map_fd_by_id(bpf.prog_map_ids(program)[0])
+    syscall.map_fd_by_id(syscall.prog_map_ids(program)[0])
 except OSError as error:
     print(error)
 """

@@ -516,3 +516,39 @@ def test_jumbo_frames_are_mirrored_and_cut_exactly(lan: Lan) -> None:
     assert lan.dataplane.drift(plan) == ["device vxtap-mk0 has MTU 1500, not 65535"]
     lan.dataplane.apply(plan)
     assert lan.dataplane.drift(plan) == []
+
+
+# --- 7. frames sent to a broadcast or multicast MAC are mirrored like any other ------------
+
+
+def test_broadcast_and_multicast_frames_are_mirrored(lan: Lan) -> None:
+    """A copy keeps its frame's destination MAC (broadcast, IPv4 and IPv6 multicast) in
+    the inner frame, and is sent like any other: the outer Ethernet header is not the
+    inner one (`bpf_redirect_neigh` refuses a packet whose destination is multicast)."""
+    everything = Filter(
+        id="f",
+        name="f",
+        rules=(
+            rule("in4", 1, protocol=UDP, dst=f"{SOURCE_IP}/32"),
+            rule("in4b", 2, protocol=UDP, dst="255.255.255.255/32"),
+            rule("in4m", 3, protocol=UDP, dst="224.0.0.0/4"),
+        ),
+    )
+    lan.dataplane.apply(compile_plan(state([everything], [session("s", "f", 1)])))
+    destinations = {
+        1: (bytes.fromhex("ffffffffffff"), SOURCE_IP),
+        2: (bytes.fromhex("ffffffffffff"), "255.255.255.255"),
+        3: (bytes.fromhex("01005e000001"), "224.0.0.1"),
+        4: (bytes.fromhex("333300000001"), SOURCE_IP),  # an IPv6 multicast MAC
+        5: (NOBODY, SOURCE_IP),
+    }
+    frames = [
+        mac + ipv4(tag, 17, udp(1000, 2000, bytes(40)), dst=dst)[6:]
+        for tag, (mac, dst) in destinations.items()
+    ]
+    with lan.capture() as mirrors:
+        send_frames(lan.test, "eth0", frames)
+    tagged = by_tag(mirrors)
+    assert {tag: [m.inner for m in tagged.get(tag, [])] for tag in destinations} == {
+        tag: [frame[:96]] for tag, frame in zip(destinations, frames, strict=True)
+    }

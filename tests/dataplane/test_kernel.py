@@ -31,7 +31,7 @@ from dataplane_lan import (
     wait_listening,
 )
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm, syscall
 from vxtap.dataplane.kernel import Dataplane, DataplaneError
 from vxtap.dataplane.plan import DEVICES, compile_plan, session_key
 from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
@@ -398,7 +398,7 @@ def test_sources_added_and_removed_at_run_time_and_reapply_is_a_no_op(lan: Lan) 
     assert "vxtap" not in lan.source.run(["nft", "list", "tables"]).stdout
     for prog_id in progs:
         with pytest.raises(OSError):
-            bpf.prog_fd_by_id(prog_id)
+            syscall.prog_fd_by_id(prog_id)
 
 
 def _ping_loss(lan: Lan) -> str:
@@ -471,7 +471,7 @@ def test_failures_never_harm_production_and_apply_repairs(lan: Lan) -> None:
     # An outdated program (another version's name) is replaced in place.
     with lan.source.iproute() as ipr:
         index = ipr.link_lookup(ifname="vxtap-mk1")[0]
-        fd = bpf.load_program(bpf.priority_to_mark_program(), "old")
+        fd = syscall.load_program(asm.priority_to_mark_program(), "old")
         try:
             ipr.tc(
                 "replace-filter",

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from dataplane_lan import Lan, rule, session, state
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm
 from vxtap.dataplane.kernel import Dataplane, DataplaneError
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import DesiredState, Direction, Filter, Protocol
@@ -66,12 +66,12 @@ def test_a_tunnel_map_that_fills_up_midway_is_rolled_back(lan: Lan) -> None:
     # Old and new pairs together pass the map's size: the last new entry does not fit
     # while the old one is still in use (stale entries go only after the rules).
     (old,) = good.tunnels
-    keys = [k for k in range(1, bpf.MAP_MAX_ENTRIES + 2) if k != old.key]
+    keys = [k for k in range(1, asm.MAP_MAX_ENTRIES + 2) if k != old.key]
     new = dataclasses.replace(
         good,
         digest="1" * 32,
         tunnels=tuple(
-            dataclasses.replace(old, key=k, session_id=f"x{k}") for k in keys[: bpf.MAP_MAX_ENTRIES]
+            dataclasses.replace(old, key=k, session_id=f"x{k}") for k in keys[: asm.MAP_MAX_ENTRIES]
         ),
     )
     with pytest.raises(DataplaneError, match="tunnel map"):

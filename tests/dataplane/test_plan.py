@@ -79,7 +79,7 @@ def test_session_priority_then_rule_priority_first_match_decides() -> None:
     assert base["in_eth0"]["prio"] == INGRESS_HOOK_PRIORITY
     assert base["out_eth0"]["prio"] == EGRESS_HOOK_PRIORITY
     # Session a (priority 3) before b (priority 9), whatever the input order.
-    jumps = [e[0]["jump"]["target"] for e in _rules_of(plan, "in_eth0")]
+    jumps = [e[-1]["jump"]["target"] for e in _rules_of(plan, "in_eth0")]
     assert jumps == [f"s{key_a:08x}i", f"s{key_b:08x}i"]
     # In a session's chain: rule priority order; reject returns (next session), accept
     # goes to the mirror chain, which ends in accept (mirrored once, evaluation stops).
@@ -98,7 +98,39 @@ def test_session_priority_then_rule_priority_first_match_decides() -> None:
             "right": 4789,
         }
     } in egress[0]
-    assert [e[0] for e in egress[1:]] == [{"jump": {"target": f"s{key_a:08x}e"}}]
+    assert [e[-1] for e in egress[1:]] == [{"jump": {"target": f"s{key_a:08x}e"}}]
+
+
+def _meta_is(key: str, value: str) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"meta": {"key": key}}, "right": value}}
+
+
+def test_a_session_is_skipped_by_what_all_its_rules_start_with() -> None:
+    """The jump to a session's chain carries the matches all of its rules start with, so
+    a packet that fails them does not walk the chain (it would match none of its rules):
+    UDP passes a session of TCP rules with two tests instead of one per rule."""
+    plan = compile_plan(two_sessions())
+    key_a = session_key("s-a", SOURCE_PORT.id)
+    key_b = session_key("s-b", SOURCE_PORT.id)
+    assert _rules_of(plan, "in_eth0") == [
+        [_meta_is("protocol", "ip"), {"jump": {"target": f"s{key_a:08x}i"}}],
+        [
+            _meta_is("protocol", "ip"),
+            _meta_is("l4proto", "tcp"),
+            {"jump": {"target": f"s{key_b:08x}i"}},
+        ],
+    ]
+    both = Filter(
+        id="f",
+        name="f",
+        rules=(
+            rule("v4", 1, protocol=Protocol.TCP),
+            rule("v6", 2, protocol=Protocol.TCP, ethertype=EtherType.IPV6),
+        ),
+    )
+    plan = compile_plan(state([both], [session("s", "f", 1)]))
+    key = session_key("s", SOURCE_PORT.id)
+    assert _rules_of(plan, "in_eth0") == [[{"jump": {"target": f"s{key:08x}i"}}]]
 
 
 def test_mirror_chain_restores_the_production_packet_exactly() -> None:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm, syscall
 from vxtap.dataplane.capabilities import own_missing_capabilities
 from vxtap.dataplane.plan import (
     FAMILY,
@@ -104,9 +104,9 @@ COPY_DEVICE_MTU = 65535
 # Where each program runs. A veth zeroes skb->priority on the way (____dev_forward_skb),
 # so on the priority path the key moves into the copy's mark before it crosses.
 PROGRAMS = (
-    (MARK_COPY_PEER, "ingress", bpf.ProgramKind.MIRROR),
-    (PRIORITY_COPY_PEER, "ingress", bpf.ProgramKind.MIRROR),
-    (PRIORITY_COPY_DEVICE, "egress", bpf.ProgramKind.PRIORITY_TO_MARK),
+    (MARK_COPY_PEER, "ingress", asm.ProgramKind.MIRROR),
+    (PRIORITY_COPY_PEER, "ingress", asm.ProgramKind.MIRROR),
+    (PRIORITY_COPY_DEVICE, "egress", asm.ProgramKind.PRIORITY_TO_MARK),
 )
 
 
@@ -115,9 +115,9 @@ def is_own_device(name: str) -> bool:
     return name.startswith(OWN_DEVICE_PREFIX)
 
 
-def program_name(kind: bpf.ProgramKind) -> str:
+def program_name(kind: asm.ProgramKind) -> str:
     """The tc filter's name: says which code it runs, so `drift` sees an outdated one."""
-    return f"vxtap-{kind.value}-{bpf.program_version(kind)}"
+    return f"vxtap-{kind.value}-{asm.program_version(kind)}"
 
 
 class DataplaneError(RuntimeError):
@@ -284,7 +284,7 @@ class Dataplane:
         """Each kernel feature or tool vxtap needs that this host lacks, by name."""
         missing = own_missing_capabilities(os.geteuid())
         try:
-            bpf.bpf_syscall_number(bpf.MACHINE)
+            syscall.bpf_syscall_number(syscall.MACHINE)
         except ValueError as error:
             missing.append(str(error))
         for tool, package in (("nft", "nftables"), ("ethtool", "ethtool"), ("ip", "iproute2")):
@@ -341,14 +341,14 @@ class Dataplane:
             )
         fds: list[int] = []
         try:
-            fds += [bpf.create_tunnel_map()]
-            fds += [bpf.create_scratch_map()]
+            fds += [syscall.create_tunnel_map()]
+            fds += [syscall.create_scratch_map()]
         except OSError as error:
             missing.append(f"eBPF maps (bpf(2) BPF_MAP_CREATE: {error.strerror})")
         else:
             try:
-                for kind in bpf.ProgramKind:
-                    os.close(bpf.load_program(bpf.program(kind, *fds), "vxtap_probe"))
+                for kind in asm.ProgramKind:
+                    os.close(syscall.load_program(asm.program(kind, *fds), "vxtap_probe"))
             except OSError as error:
                 missing.append(
                     "eBPF tc programs with skb_change_tail/skb_adjust_room/skb_set_tunnel_key "
@@ -559,31 +559,31 @@ class Dataplane:
     def _current_map_fd(self, links: dict[str, _Link]) -> int | None:
         """The tunnel map the attached programs use (an fd the caller closes), if any."""
         for device, hook, kind in PROGRAMS:
-            if device not in links or kind is not bpf.ProgramKind.MIRROR:
+            if device not in links or kind is not asm.ProgramKind.MIRROR:
                 continue
             for name, prog_id in self._filters(device, hook):
                 if not name.startswith("vxtap-"):
                     continue
                 try:
-                    prog_fd = bpf.prog_fd_by_id(prog_id)
+                    prog_fd = syscall.prog_fd_by_id(prog_id)
                 except OSError:
                     continue
                 try:
-                    map_ids = bpf.prog_map_ids(prog_fd)
+                    map_ids = syscall.prog_map_ids(prog_fd)
                 finally:
                     os.close(prog_fd)
                 if map_ids:
-                    return bpf.map_fd_by_id(map_ids[0])
+                    return syscall.map_fd_by_id(map_ids[0])
         return None
 
     def _ensure_programs(self, links: dict[str, _Link]) -> int:
         """Attach each program where it belongs; returns the tunnel map's fd."""
         map_fd = self._current_map_fd(links)
-        if map_fd is not None and bpf.map_value_size(map_fd) != bpf.VALUE_SIZE:
+        if map_fd is not None and syscall.map_value_size(map_fd) != asm.VALUE_SIZE:
             os.close(map_fd)  # an older agent's map: its programs are replaced below
             map_fd = None
         if map_fd is None:
-            map_fd = bpf.create_tunnel_map()
+            map_fd = syscall.create_tunnel_map()
         for device, hook, kind in PROGRAMS:
             index = links[device].index
             wanted = program_name(kind)
@@ -595,10 +595,10 @@ class Dataplane:
             self._run(["tc", "qdisc", "add", "dev", device, "clsact"])  # fails when present
             if len(filters) > 1 or any(not name.startswith("vxtap-") for name, _ in filters):
                 self._tc(["filter", "del", "dev", device, hook])
-            scratch_fd = bpf.create_scratch_map()  # the program holds it; no one else needs it
+            scratch_fd = syscall.create_scratch_map()  # the program holds it; no one else needs it
             try:
-                code = bpf.program(kind, map_fd, scratch_fd)
-                prog_fd = bpf.load_program(code, f"vxtap_{kind.value}")
+                code = asm.program(kind, map_fd, scratch_fd)
+                prog_fd = syscall.load_program(code, f"vxtap_{kind.value}")
             finally:
                 os.close(scratch_fd)
             try:
@@ -664,7 +664,7 @@ class Dataplane:
                 and ipaddress.ip_address(t.remote).version == 4
                 and ipaddress.ip_address(local).version == 4
             ):
-                value = bpf.tunnel_value(
+                value = asm.tunnel_value(
                     vni=t.vni,
                     remote=t.remote,
                     local=local,
@@ -673,7 +673,7 @@ class Dataplane:
                     ports=ports,
                 )
             else:
-                value = bpf.tunnel_value(
+                value = asm.tunnel_value(
                     vni=t.vni, remote=t.remote, local=t.local, snaplen=snaplen, ifindex=vxlan_index
                 )
             entries[t.key] = value
@@ -922,10 +922,10 @@ class Dataplane:
             self.cleanup()
             self._applied = None
             return
-        if len(plan.tunnels) > bpf.MAP_MAX_ENTRIES:
+        if len(plan.tunnels) > asm.MAP_MAX_ENTRIES:
             raise DataplaneError(
                 f"the plan has {len(plan.tunnels):,} (session, source) pairs; "
-                f"the tunnel map holds {bpf.MAP_MAX_ENTRIES:,}"
+                f"the tunnel map holds {asm.MAP_MAX_ENTRIES:,}"
             )
         fresh = not self._links() and self._table_state() is None  # nothing of vxtap's yet
         try:
@@ -941,14 +941,14 @@ class Dataplane:
         map_fd = self._ensure_programs(links)
         try:
             expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
-            current = dict(bpf.map_items(map_fd))
+            current = dict(syscall.map_items(map_fd))
             written: list[int] = []
             try:
                 # New and changed entries before the rules that use them, stale ones after.
                 for key, value in expected.items():
                     if _settings(current.get(key)) != _settings(value):
                         written.append(key)
-                        bpf.map_update(map_fd, key, value)
+                        syscall.map_update(map_fd, key, value)
                 state = self._table_state()
                 if self._nft_problems(plan, state, links):
                     self._replace_ruleset(plan, state, links)
@@ -956,17 +956,17 @@ class Dataplane:
                 # nft kept the old rules (or was not reached): give them their tunnels back.
                 for key in written:
                     if key in current:
-                        bpf.map_update(map_fd, key, current[key])
+                        syscall.map_update(map_fd, key, current[key])
                     else:
-                        bpf.map_delete(map_fd, key)
-                if isinstance(error, bpf.BpfError):
+                        syscall.map_delete(map_fd, key)
+                if isinstance(error, syscall.BpfError):
                     raise DataplaneError(
                         f"writing the tunnel map failed ({error}); its previous entries are back"
                     ) from None
                 raise
             self._applied = plan
             for key in current.keys() - expected.keys():
-                bpf.map_delete(map_fd, key)
+                syscall.map_delete(map_fd, key)
         finally:
             os.close(map_fd)
 
@@ -986,7 +986,7 @@ class Dataplane:
             problems.append("the tunnel map is missing")
         elif VXLAN_DEVICE in links:
             try:
-                current = dict(bpf.map_items(map_fd))
+                current = dict(syscall.map_items(map_fd))
             finally:
                 os.close(map_fd)
             expected = self._expected_map(plan, links[VXLAN_DEVICE].index)
@@ -1025,11 +1025,11 @@ class Dataplane:
             map_fd = self._current_map_fd(self._links())
             if map_fd is not None:
                 try:
-                    for tunnel_key, entry in bpf.map_items(map_fd):
+                    for tunnel_key, entry in syscall.map_items(map_fd):
                         session = session_of_key.get(tunnel_key)
-                        if session is None or len(entry) < bpf.VALUE_SIZE:
+                        if session is None or len(entry) < asm.VALUE_SIZE:
                             continue
-                        packets, octets = struct.unpack_from("<QQ", entry, bpf.VALUE_UNCUT_PACKETS)
+                        packets, octets = struct.unpack_from("<QQ", entry, asm.VALUE_UNCUT_PACKETS)
                         if packets:
                             total = result.uncut.get(session, PacketsBytes())
                             result.uncut[session] = total + PacketsBytes(packets, octets)
@@ -1059,7 +1059,7 @@ class Dataplane:
 
 def _settings(value: bytes | None) -> bytes | None:
     """A tunnel map value without the counters the program keeps in it."""
-    return None if value is None else value[: bpf.VALUE_SETTINGS_SIZE]
+    return None if value is None else value[: asm.VALUE_SETTINGS_SIZE]
 
 
 _PEERS = (MARK_COPY_PEER, PRIORITY_COPY_PEER)

@@ -422,6 +422,14 @@ class _SessionChain:
     priority: int
     session_id: str
     chain: str
+    guard: tuple[Expr, ...]  # the matches every rule of the chain starts with
+
+
+def _common_prefix(a: tuple[Expr, ...], b: tuple[Expr, ...]) -> tuple[Expr, ...]:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,7 +439,7 @@ class _Piece:
 
     chains: tuple[Chain, ...]
     counters: tuple[CounterRef, ...]
-    session_chains: tuple[tuple[Direction, str], ...]
+    session_chains: tuple[tuple[Direction, str, tuple[Expr, ...]], ...]
     chain_defs: tuple[tuple[str, str], ...]
     counter_defs: tuple[tuple[str, str], ...]
     chain_rules: tuple[tuple[str, str], ...]
@@ -451,22 +459,24 @@ def _piece(
         CounterRef(unmirrorable, "unmirrorable", session_id),
     ]
     rules_out = [(mirror_chain, r) for r in _mirror_rules(key, mirrored, unmirrorable, with_json)]
-    session_chains: list[tuple[Direction, str]] = []
+    session_chains: list[tuple[Direction, str, tuple[Expr, ...]]] = []
     for direction, rules in by_direction.items():
         if not rules:
             continue
         session_chain = f"s{key:08x}{_direction_tag(direction)}"
         rule_count = 0
+        guard: tuple[Expr, ...] | None = None
         for rule in rules:
             counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
             counters.append(CounterRef(counter, "rule", session_id, rule.id))
             verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
             # At most one alternative matches a packet: the counter counts it once.
             for match in match_forms(rule, with_json):
+                guard = match if guard is None else _common_prefix(guard, match)
                 rules_out.append((session_chain, [*match, _counter(counter), verdict]))
                 rule_count += 1
         chains.append(Chain(session_chain, rule_count))
-        session_chains.append((direction, session_chain))
+        session_chains.append((direction, session_chain, guard or ()))
     out = _Emitter(with_json=with_json)
     out.take_json()  # the table: added once, by the plan
     for chain in chains:
@@ -600,9 +610,9 @@ def _compile(
             pieces[piece_key] = piece
             chains.extend(piece.chains)
             counters.extend(piece.counters)
-            for direction, session_chain in piece.session_chains:
+            for direction, session_chain, guard in piece.session_chains:
                 dispatch.setdefault((direction, source.device), []).append(
-                    _SessionChain(session.priority, session.id, session_chain)
+                    _SessionChain(session.priority, session.id, session_chain, guard)
                 )
 
     base_rules: list[tuple[str, list[Expr]]] = []
@@ -617,7 +627,9 @@ def _compile(
         if direction is Direction.EGRESS:
             body.extend(own_output)  # docs/behaviour.md §2.4: never mirror the mirror's own output
         # Session priority order (docs/behaviour.md §2.1); sessions were walked in that order.
-        body.extend([_jump(sc.chain)] for sc in session_chains)
+        # A packet that fails what all of a session's rules start with matches none of
+        # them: it skips the chain here (docs/dataplane.md, "Dispatch per device").
+        body.extend([*sc.guard, _jump(sc.chain)] for sc in session_chains)
         base_chains.append(Chain(name, len(body), hook=direction.value, device=device))
         base_rules.extend((name, exprs) for exprs in body)
 

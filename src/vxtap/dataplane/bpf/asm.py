@@ -1,7 +1,7 @@
-"""The mirror's eBPF program, hand-assembled, and the few bpf(2) calls it needs.
+"""The mirror's eBPF programs, hand-assembled, and the values of their tunnel map.
 
 Why by hand: the agent must not need clang, kernel headers or libbpf at run time
-(a user's host has none of them), and the program is ~500 straight-line
+(a user's host has none of them), and the program is ~760 mostly straight-line
 instructions whose logic fits on a page. A tiny assembler with named opcodes
 and labels keeps it readable; there is no maintained pure-Python eBPF
 assembler to depend on. The verifier checks the result at load time.
@@ -15,6 +15,8 @@ What the program does, at tc ingress of a copy device's peer (direct action):
   skb->hash = a symmetric hash of the inner flow      -- VXLAN's outer source port comes
                                                          from it: the same both ways, and
                                                          never from the IPv6 flow label
+      (the common copy, IPv4 without options or IPv6 without extension headers, is
+      read directly from the linear data; anything else with bpf_skb_load_bytes)
   cut to t.snaplen; if the kernel refuses (the cut would end inside what it takes
   for headers), rewrite the copy so that it can: save its first snaplen bytes,
   shrink it behind the Ethernet header until no header offset is left inside it,
@@ -28,77 +30,24 @@ What the program does, at tc ingress of a copy device's peer (direct action):
     program") encapsulate here: bpf_skb_adjust_room makes room for outer IPv4 + UDP +
     VXLAN + the inner Ethernet header (the encapsulation flags mark the inner headers,
     so an inner checksum left to offload is still completed right), the program
-    writes those headers, and bpf_redirect_neigh sends the mirror out of t.ifindex,
-    the device of the route to the target (the neighbour table fills in the MACs)
+    writes those headers and the IPv4 checksum in one store, and bpf_redirect_neigh
+    sends the mirror out of t.ifindex, the device of the route to the target (the
+    neighbour table fills in the MACs)
+Per copy that needs no rewrite: 5 helper calls on the device's path, 7 in the program's
+(docs/dataplane.md, "The mirror program's cost per packet").
+
+This module is pure: it builds instructions and map values and makes no system call
+(the bpf(2) side is `vxtap.dataplane.bpf.syscall`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import hashlib
 import ipaddress
-import os
-import platform
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Final
-
-# --- bpf(2) ---
-
-# bpf(2)'s number differs by architecture (the eBPF program itself does not).
-BPF_SYSCALL_BY_MACHINE: Final = {"x86_64": 321, "aarch64": 280}
-MACHINE: Final = platform.machine()
-
-
-def bpf_syscall_number(machine: str) -> int:
-    """bpf(2)'s number on `machine` (`platform.machine()`); ValueError naming it otherwise."""
-    number = BPF_SYSCALL_BY_MACHINE.get(machine)
-    if number is None:
-        supported = " and ".join(BPF_SYSCALL_BY_MACHINE)
-        raise ValueError(f"unsupported CPU architecture {machine!r}: vxtap supports {supported}")
-    return number
-
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class Cmd(IntEnum):
-    MAP_CREATE = 0
-    MAP_LOOKUP_ELEM = 1
-    MAP_UPDATE_ELEM = 2
-    MAP_DELETE_ELEM = 3
-    MAP_GET_NEXT_KEY = 4
-    PROG_LOAD = 5
-    PROG_GET_FD_BY_ID = 13
-    MAP_GET_FD_BY_ID = 14
-    OBJ_GET_INFO_BY_FD = 15
-
-
-class BpfError(OSError):
-    pass
-
-
-def bpf(cmd: Cmd, attr: bytearray) -> int:
-    try:
-        number = bpf_syscall_number(MACHINE)
-    except ValueError as error:
-        raise BpfError(errno.ENOSYS, str(error)) from None
-    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
-    result = int(_libc.syscall(number, int(cmd), buf, len(attr)))
-    if result < 0:
-        code = ctypes.get_errno()
-        raise BpfError(code, f"bpf({cmd.name}): {os.strerror(code)}")
-    return result
-
-
-def _addr(buf: ctypes.Array[ctypes.c_char]) -> int:
-    return ctypes.addressof(buf)
-
 
 # --- the assembler ---
 
@@ -124,6 +73,8 @@ class Op(IntEnum):
     LDX_B = 0x71  # BPF_LDX | BPF_MEM | BPF_B
     LDX_H = 0x69  # BPF_LDX | BPF_MEM | BPF_H
     LDX_W = 0x61  # BPF_LDX | BPF_MEM | BPF_W
+    LDX_DW = 0x79  # BPF_LDX | BPF_MEM | BPF_DW
+    STX_DW = 0x7B  # BPF_STX | BPF_MEM | BPF_DW
     STX_W = 0x63  # BPF_STX | BPF_MEM | BPF_W
     ATOMIC_DW = 0xDB  # BPF_STX | BPF_ATOMIC | BPF_DW (imm BPF_ADD: lock-free add)
     MOV_K = 0xB7  # BPF_ALU64 | BPF_MOV | BPF_K
@@ -171,7 +122,6 @@ class Helper(IntEnum):
     SKB_CHANGE_TAIL = 38
     SET_HASH_INVALID = 41  # bench/dataplane.py's hand-written pipeline
     GET_PRANDOM_U32 = 7
-    CSUM_DIFF = 28
     SET_HASH = 48
     SKB_ADJUST_ROOM = 50
     REDIRECT_NEIGH = 152
@@ -184,15 +134,14 @@ class SkbField(IntEnum):
     MARK = 8
     PROTOCOL = 16  # skb->protocol, network byte order
     PRIORITY = 32
+    DATA = 76  # the start of the linear data (direct packet access, reads only here)
+    DATA_END = 80
 
 
 PSEUDO_MAP_FD: Final = 1
 TC_ACT_OK: Final = 0
 TC_ACT_SHOT: Final = 2
-BPF_PROG_TYPE_SCHED_CLS: Final = 3
-BPF_MAP_TYPE_HASH: Final = 1
-BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
-BPF_F_NO_PREALLOC: Final = 1
+TC_ACT_REDIRECT: Final = 7
 BPF_F_TUNINFO_IPV6: Final = 1
 BPF_ADJ_ROOM_MAC: Final = 1
 # bpf_skb_adjust_room flags: outer IPv4 + UDP, then an inner Ethernet header of 14 bytes.
@@ -300,7 +249,16 @@ _STACK_LENGTH = -16  # the copy's length as it arrived
 _STACK_HASH = -20  # the flow hash, set again when the copy's protocol is switched
 _STACK_AS_IPV4 = -24  # 1: an IPv6 copy shorter than 54 bytes (see _cut)
 _STACK_BUFFER = -64  # 48 bytes for headers read while hashing
-_STACK_ENCAP = -128  # 50 bytes: the outer IPv4, UDP and VXLAN headers, inner Ethernet
+# 64 bytes: outer Ethernet, IPv4, UDP, VXLAN, then the inner Ethernet header (the copy's
+# own, saved while hashing). Placed so that each field's store is aligned to its size,
+# which the verifier demands on the stack.
+_STACK_OUTER = -130
+_STACK_OUTER_IP = _STACK_OUTER + ETHERNET_HEADER
+_STACK_INNER_ETHERNET = _STACK_OUTER + 50
+# Bytes the fast path of the hash reads directly: Ethernet + IPv4 (no options) + ports,
+# Ethernet + IPv6 + ports.
+_FAST_IPV4_BYTES = ETHERNET_HEADER + 20 + 4
+_FAST_IPV6_BYTES = ETHERNET_HEADER + 40 + 4
 # Multipliers of the flow hash (golden ratio; murmur3's finaliser).
 _HASH_STEP = 0x9E3779B1
 _FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35
@@ -381,18 +339,16 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
 
 
 def _encapsulate(a: Assembler) -> None:
-    """VXLAN over IPv4 in the program; r6 = skb, r7 = the entry. Drops on failure."""
+    """VXLAN over IPv4 in the program; r6 = skb, r7 = the entry. Drops on failure.
+
+    One store writes all 64 bytes in front of the copy's IP header: an outer Ethernet
+    header, IPv4, UDP, VXLAN and the inner Ethernet header (the copy's own, saved on the
+    stack while hashing). The outer MAC addresses are zeros: bpf_redirect_neigh replaces
+    that header from the neighbour entry, and it refuses a packet whose destination is a
+    multicast address, which the copy's own destination (broadcast, multicast) may be."""
     r0, r1, r2, r3, r4, r5 = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4, Reg.R5
-    r6, r7, r9, fp = Reg.R6, Reg.R7, Reg.R9, Reg.FP
-    hdr = _STACK_ENCAP
-    # The copy's Ethernet header becomes the inner one (the outer keeps its place).
-    a.movx(r1, r6)
-    a.mov(r2, 0)
-    a.movx(r3, fp)
-    a.emit(Op.ADD_K, r3, imm=hdr + 36)
-    a.mov(r4, ETHERNET_HEADER)
-    a.call(Helper.SKB_LOAD_BYTES)
-    a.jump(Op.JNE_K, r0, 0, "drop")
+    r6, r7, r8, r9, fp = Reg.R6, Reg.R7, Reg.R8, Reg.R9, Reg.FP
+    outer, ip = _STACK_OUTER, _STACK_OUTER_IP
     a.load32(r9, r6, SkbField.LEN)  # r9 = the inner frame's length
     a.movx(r1, r6)
     a.mov(r2, ENCAP_ROOM)
@@ -402,38 +358,43 @@ def _encapsulate(a: Assembler) -> None:
     a.emit(Op.OR_K, r4, imm=ADJ_ROOM_ENCAP_L3_IPV4 | ADJ_ROOM_ENCAP_L4_UDP | ADJ_ROOM_ENCAP_L2_ETH)
     a.call(Helper.SKB_ADJUST_ROOM)
     a.jump(Op.JNE_K, r0, 0, "drop")
+    a.mov(r2, 0)
+    a.emit(Op.STX_H, fp, r2, outer)
+    a.emit(Op.STX_DW, fp, r2, outer + 2)
+    a.emit(Op.STX_H, fp, r2, outer + 10)
+    a.mov(r2, PROTOCOL_IPV4_LE)
+    a.emit(Op.STX_H, fp, r2, outer + 12)
     # IPv4: version 4, 20 bytes, TOS 0, total length; a random id, no DF (the snap
-    # length is capped to the route's MTU, so nothing is fragmented); TTL; UDP.
+    # length is capped to the route's MTU, so nothing is fragmented); TTL; UDP. Each
+    # 32-bit word is also added to r8: the header checksum is their one's-complement sum
+    # (in the stored byte order, which the sum does not depend on).
     a.movx(r2, r9)
     a.emit(Op.ADD_K, r2, imm=ENCAP_ROOM - ETHERNET_HEADER)
     a.emit(Op.TO_BE, r2, imm=16)
     a.emit(Op.LSH_K, r2, imm=16)
     a.emit(Op.OR_K, r2, imm=0x45)
-    a.store32(fp, hdr, r2)
+    a.store32(fp, ip, r2)
+    a.movx(r8, r2)
     a.call(Helper.GET_PRANDOM_U32)
     a.emit(Op.AND_K, r0, imm=0xFFFF)
-    a.store32(fp, hdr + 4, r0)
+    a.store32(fp, ip + 4, r0)
+    a.emit(Op.ADD_X, r8, r0)
     a.load8(r2, r7, 21)  # the tunnel key's TTL
     a.emit(Op.OR_K, r2, imm=17 << 8)
-    a.store32(fp, hdr + 8, r2)  # checksum 0 until computed below
+    a.store32(fp, ip + 8, r2)  # checksum 0 until computed below
+    a.emit(Op.ADD_X, r8, r2)
     for offset, field_ in ((12, 28), (16, 4)):  # local, remote (host order in the entry)
         a.load32(r2, r7, field_)
         a.emit(Op.TO_BE, r2, imm=32)
-        a.store32(fp, hdr + offset, r2)
-    a.mov(r1, 0)
-    a.mov(r2, 0)
-    a.movx(r3, fp)
-    a.emit(Op.ADD_K, r3, imm=hdr)
-    a.mov(r4, 20)
-    a.mov(r5, 0)
-    a.call(Helper.CSUM_DIFF)  # the header's 32-bit one's-complement sum
-    for _ in range(2):
-        a.alu(Op.MOV32_X, r1, src=r0)
-        a.alu(Op.RSH32_K, r1, 16)
-        a.emit(Op.AND_K, r0, imm=0xFFFF)
-        a.emit(Op.ADD_X, r0, r1)
-    a.emit(Op.XOR_K, r0, imm=0xFFFF)
-    a.emit(Op.STX_H, fp, r0, hdr + 10)
+        a.store32(fp, ip + offset, r2)
+        a.emit(Op.ADD_X, r8, r2)
+    for _ in range(3):  # fold the (at most 35-bit) sum to 16 bits
+        a.movx(r1, r8)
+        a.emit(Op.RSH_K, r1, imm=16)
+        a.emit(Op.AND_K, r8, imm=0xFFFF)
+        a.emit(Op.ADD_X, r8, r1)
+    a.emit(Op.XOR_K, r8, imm=0xFFFF)
+    a.emit(Op.STX_H, fp, r8, ip + 10)
     # UDP: the source port from the flow hash, like the VXLAN driver's
     # udp_flow_src_port (hash x count >> 32, within the namespace's port range);
     # destination 4789; length; checksum 0 (allowed over IPv4, as the VXLAN device sends).
@@ -448,32 +409,22 @@ def _encapsulate(a: Assembler) -> None:
     a.emit(Op.TO_BE, r3, imm=16)
     a.emit(Op.LSH_K, r3, imm=16)
     a.emit(Op.OR_X, r1, r3)
-    a.store32(fp, hdr + 20, r1)
+    a.store32(fp, ip + 20, r1)
     a.movx(r2, r9)
     a.emit(Op.ADD_K, r2, imm=16)
     a.emit(Op.TO_BE, r2, imm=16)
-    a.store32(fp, hdr + 24, r2)
+    a.store32(fp, ip + 24, r2)
     a.mov(r2, 0x08)  # VXLAN flags: a valid VNI
-    a.store32(fp, hdr + 28, r2)
+    a.store32(fp, ip + 28, r2)
     a.load32(r2, r7, 0)  # the VNI, in the top 24 bits
     a.emit(Op.LSH_K, r2, imm=8)
     a.emit(Op.TO_BE, r2, imm=32)
-    a.store32(fp, hdr + 32, r2)
+    a.store32(fp, ip + 32, r2)
     a.movx(r1, r6)
-    a.mov(r2, ETHERNET_HEADER)
+    a.mov(r2, 0)
     a.movx(r3, fp)
-    a.emit(Op.ADD_K, r3, imm=hdr)
-    a.mov(r4, ENCAP_ROOM)
-    a.mov(r5, 0)
-    a.call(Helper.SKB_STORE_BYTES)
-    a.jump(Op.JNE_K, r0, 0, "drop")
-    a.mov(r2, PROTOCOL_IPV4_LE)  # the outer EtherType
-    a.store32(fp, hdr, r2)
-    a.movx(r1, r6)
-    a.mov(r2, 12)
-    a.movx(r3, fp)
-    a.emit(Op.ADD_K, r3, imm=hdr)
-    a.mov(r4, 2)
+    a.emit(Op.ADD_K, r3, imm=outer)
+    a.mov(r4, ETHERNET_HEADER + ENCAP_ROOM)
     a.mov(r5, 0)
     a.call(Helper.SKB_STORE_BYTES)
     a.jump(Op.JNE_K, r0, 0, "drop")
@@ -516,6 +467,88 @@ def _ordered(a: Assembler, low: Reg, high: Reg, tmp: Reg, name: str) -> None:
     a.label(name)
 
 
+def _mix_ports(a: Assembler, base: Reg, offset: int, name: str) -> None:
+    """Mix the two ports at base + offset into r9, in order (r0, r1, r3, r4 used)."""
+    r1, r3 = Reg.R1, Reg.R3
+    a.load16(r1, base, offset)
+    a.load16(r3, base, offset + 2)
+    _ordered(a, r1, r3, Reg.R4, name)
+    a.emit(Op.LSH_K, r1, imm=16)
+    a.emit(Op.OR_X, r1, r3)
+    _mix(a, Reg.R9, r1, Reg.R0)
+
+
+def _jump_if_ports(a: Assembler, protocol: Reg, to: str) -> None:
+    for number in PORT_PROTOCOLS:
+        a.jump(Op.JEQ_K, protocol, number, to)
+
+
+def _fast_flow_hash(a: Assembler) -> None:
+    """The flow hash of the common copy without a helper call, read directly from the
+    linear data: IPv4 without options and not a fragment, IPv6 without extension
+    headers. Mixes exactly what the general path below mixes, in the same order (a
+    flow's hash must not depend on the path its packets took); anything else, or
+    headers not all in the linear data, goes to "hash_slow" with r9 still 0. Saves the
+    copy's Ethernet header on the stack for the encapsulation, as the general path does.
+    """
+    r0, r1, r2, r3, r4, r8, r9, fp = (
+        Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R4, Reg.R8, Reg.R9, Reg.FP
+    )  # fmt: skip
+    ethernet = _STACK_INNER_ETHERNET
+    a.load32(r2, Reg.R6, SkbField.DATA)
+    a.load32(r3, Reg.R6, SkbField.DATA_END)
+    a.movx(r4, r2)
+    a.emit(Op.ADD_K, r4, imm=_FAST_IPV4_BYTES)
+    a.emit(Op.JGT_X, r4, r3, to="hash_slow")
+    a.emit(Op.LDX_DW, r1, r2, 0)
+    a.emit(Op.STX_DW, fp, r1, ethernet)
+    a.load32(r1, r2, 8)
+    a.store32(fp, ethernet + 8, r1)
+    a.load16(r1, r2, 12)
+    a.emit(Op.STX_H, fp, r1, ethernet + 12)
+    a.jump(Op.JEQ_K, r1, PROTOCOL_IPV4_LE, "fast_ipv4")
+    a.jump(Op.JNE_K, r1, PROTOCOL_IPV6_LE, "hash_done")  # not IP: nothing to mix
+
+    a.movx(r4, r2)
+    a.emit(Op.ADD_K, r4, imm=_FAST_IPV6_BYTES)
+    a.emit(Op.JGT_X, r4, r3, to="hash_slow")
+    a.load8(r8, r2, ETHERNET_HEADER + 6)  # next header
+    for extension in (0, 43, 60, 51, 44):  # any extension header: the general path
+        a.jump(Op.JEQ_K, r8, extension, "hash_slow")
+    for acc, first in ((r1, 8), (r3, 24)):  # source, destination: one word each
+        a.mov(acc, 0)
+        for word in range(4):
+            a.load32(r4, r2, ETHERNET_HEADER + first + 4 * word)
+            _mix(a, acc, r4, r0)
+    _ordered(a, r1, r3, r4, "fast_ipv6_ordered")
+    _mix(a, r9, r1, r0)
+    _mix(a, r9, r3, r0)
+    _mix(a, r9, r8, r0)
+    _jump_if_ports(a, r8, "fast_ipv6_ports")
+    a.emit(Op.JA, to="hash_done")
+    a.label("fast_ipv6_ports")
+    _mix_ports(a, r2, ETHERNET_HEADER + 40, "fast_ipv6_ports_ordered")
+    a.emit(Op.JA, to="hash_done")
+
+    a.label("fast_ipv4")
+    a.load8(r1, r2, ETHERNET_HEADER)
+    a.jump(Op.JNE_K, r1, 0x45, "hash_slow")  # options: the general path
+    a.load16(r1, r2, ETHERNET_HEADER + 6)  # flags and offset, as a little-endian load
+    a.jump(Op.JSET_K, r1, 0xFF3F, "hash_slow")  # a fragment: the general path
+    a.load32(r1, r2, ETHERNET_HEADER + 12)
+    a.load32(r3, r2, ETHERNET_HEADER + 16)
+    _ordered(a, r1, r3, r4, "fast_ipv4_ordered")
+    _mix(a, r9, r1, r0)
+    _mix(a, r9, r3, r0)
+    a.load8(r8, r2, ETHERNET_HEADER + 9)  # protocol
+    _mix(a, r9, r8, r0)
+    _jump_if_ports(a, r8, "fast_ipv4_ports")
+    a.emit(Op.JA, to="hash_done")
+    a.label("fast_ipv4_ports")
+    _mix_ports(a, r2, ETHERNET_HEADER + 20, "fast_ipv4_ports_ordered")
+    a.emit(Op.JA, to="hash_done")
+
+
 def _flow_hash(a: Assembler) -> None:
     """skb->hash := a symmetric hash of the inner flow (r9 accumulates it).
 
@@ -528,8 +561,12 @@ def _flow_hash(a: Assembler) -> None:
     r0, r1, r2, r3, r8, r9, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R8, Reg.R9, Reg.FP
     buf = _STACK_BUFFER
     a.mov(r9, 0)
-    _load_bytes(a, 12, 2)
-    a.load16(r2, fp, buf)
+    _fast_flow_hash(a)
+    # The general path: each header read with bpf_skb_load_bytes (the headers need not
+    # be in the linear data), IPv6 extension headers walked, fragments without ports.
+    a.label("hash_slow")
+    _load_bytes(a, 0, ETHERNET_HEADER, to=_STACK_INNER_ETHERNET)
+    a.load16(r2, fp, _STACK_INNER_ETHERNET + 12)
     a.jump(Op.JEQ_K, r2, PROTOCOL_IPV4_LE, "hash_ipv4")
     a.jump(Op.JEQ_K, r2, PROTOCOL_IPV6_LE, "hash_ipv6")
     a.emit(Op.JA, to="hash_done")
@@ -595,17 +632,11 @@ def _flow_hash(a: Assembler) -> None:
     a.load32(r2, fp, _STACK_OFFSET)
 
     a.label("hash_ports")  # r8 = protocol, r2 = transport header offset
-    for protocol in PORT_PROTOCOLS:
-        a.jump(Op.JEQ_K, r8, protocol, "load_ports")
+    _jump_if_ports(a, r8, "load_ports")
     a.emit(Op.JA, to="hash_done")
     a.label("load_ports")
     _load_bytes(a, None, 4)
-    a.load16(r1, fp, buf)
-    a.load16(r2, fp, buf + 2)
-    _ordered(a, r1, r2, r3, "ports_ordered")
-    a.emit(Op.LSH_K, r1, imm=16)
-    a.emit(Op.OR_X, r1, r2)
-    _mix(a, r9, r1, r0)
+    _mix_ports(a, fp, buf, "ports_ordered")
 
     a.label("hash_done")  # murmur3's finaliser, then never 0 (VXLAN would hash the MACs)
     for multiplier in (_FMIX1, _FMIX2, None):
@@ -751,142 +782,6 @@ def _adjust_room(a: Assembler) -> None:
 def program_version(kind: ProgramKind) -> str:
     """Identifies a program's code (map fds excluded)."""
     return hashlib.sha256(program(kind, 0, 0)).hexdigest()[:8]
-
-
-def load_program(insns: bytes, name: str) -> int:
-    """BPF_PROG_LOAD as SCHED_CLS; on a verifier refusal the error carries its log.
-
-    Loaded without a log first: a verbose log of a long program can overflow any fixed
-    buffer (ENOSPC) even when the program is fine."""
-    try:
-        return _prog_load(insns, name, log_size=0)
-    except BpfError:
-        return _prog_load(insns, name, log_size=1 << 22)  # again, for the verifier's log
-
-
-def _prog_load(insns: bytes, name: str, *, log_size: int) -> int:
-    code = ctypes.create_string_buffer(insns, len(insns))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(max(log_size, 1))
-    attr = bytearray(128)
-    struct.pack_into(
-        "<IIQQIIQ",
-        attr,
-        0,
-        BPF_PROG_TYPE_SCHED_CLS,
-        len(insns) // 8,
-        _addr(code),
-        _addr(license_),
-        1 if log_size else 0,
-        log_size,
-        _addr(log) if log_size else 0,
-    )
-    attr[48 : 48 + 16] = name.encode()[:15].ljust(16, b"\0")
-    try:
-        return bpf(Cmd.PROG_LOAD, attr)
-    except BpfError as error:
-        if not log_size:
-            raise
-        text = log.value.decode(errors="replace").strip().splitlines()[-5:]
-        raise BpfError(error.errno, f"{error.strerror}; verifier: {' | '.join(text)}") from None
-
-
-def create_tunnel_map() -> int:
-    attr = bytearray(64)
-    struct.pack_into(
-        "<IIIII", attr, 0, BPF_MAP_TYPE_HASH, 4, VALUE_SIZE, MAP_MAX_ENTRIES, BPF_F_NO_PREALLOC
-    )
-    attr[28 : 28 + 16] = b"vxtap_tunnels".ljust(16, b"\0")
-    return bpf(Cmd.MAP_CREATE, attr)
-
-
-def create_scratch_map() -> int:
-    """The mirror program's per-CPU buffer (one entry of SCRATCH_SIZE bytes)."""
-    attr = bytearray(64)
-    struct.pack_into("<IIIII", attr, 0, BPF_MAP_TYPE_PERCPU_ARRAY, 4, SCRATCH_SIZE, 1, 0)
-    attr[28 : 28 + 16] = b"vxtap_scratch".ljust(16, b"\0")
-    return bpf(Cmd.MAP_CREATE, attr)
-
-
-def map_value_size(map_fd: int) -> int:
-    """struct bpf_map_info's value_size (a map made by an older agent may differ)."""
-    info = ctypes.create_string_buffer(80)
-    attr = bytearray(16)
-    struct.pack_into("<IIQ", attr, 0, map_fd, len(info), _addr(info))
-    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr)
-    return int(struct.unpack_from("<I", info, 12)[0])
-
-
-def _elem_attr(fd: int, key: ctypes.Array[ctypes.c_char], value: int, flags: int = 0) -> bytearray:
-    attr = bytearray(32)
-    struct.pack_into("<IIQQQ", attr, 0, fd, 0, _addr(key), value, flags)
-    return attr
-
-
-def map_update(fd: int, key: int, value: bytes) -> None:
-    k = ctypes.create_string_buffer(struct.pack("<I", key), 4)
-    v = ctypes.create_string_buffer(value, len(value))
-    bpf(Cmd.MAP_UPDATE_ELEM, _elem_attr(fd, k, _addr(v)))
-
-
-def map_delete(fd: int, key: int) -> None:
-    k = ctypes.create_string_buffer(struct.pack("<I", key), 4)
-    try:
-        bpf(Cmd.MAP_DELETE_ELEM, _elem_attr(fd, k, 0))
-    except BpfError as error:
-        if error.errno != errno.ENOENT:
-            raise
-
-
-def map_items(fd: int) -> Iterator[tuple[int, bytes]]:
-    """Every (key, value) of a u32-keyed map."""
-    key = ctypes.create_string_buffer(4)
-    next_key = ctypes.create_string_buffer(4)
-    value = ctypes.create_string_buffer(VALUE_SIZE)
-    first = True
-    while True:
-        attr = _elem_attr(fd, key, _addr(next_key))
-        if first:
-            struct.pack_into("<Q", attr, 8, 0)  # NULL key: start at the first
-            first = False
-        try:
-            bpf(Cmd.MAP_GET_NEXT_KEY, attr)
-        except BpfError as error:
-            if error.errno == errno.ENOENT:
-                return
-            raise
-        ctypes.memmove(key, next_key, 4)
-        try:
-            bpf(Cmd.MAP_LOOKUP_ELEM, _elem_attr(fd, key, _addr(value)))
-        except BpfError as error:
-            if error.errno == errno.ENOENT:
-                continue  # deleted meanwhile
-            raise
-        yield struct.unpack("<I", key.raw)[0], value.raw
-
-
-def prog_fd_by_id(prog_id: int) -> int:
-    attr = bytearray(16)
-    struct.pack_into("<I", attr, 0, prog_id)
-    return bpf(Cmd.PROG_GET_FD_BY_ID, attr)
-
-
-def map_fd_by_id(map_id: int) -> int:
-    attr = bytearray(16)
-    struct.pack_into("<I", attr, 0, map_id)
-    return bpf(Cmd.MAP_GET_FD_BY_ID, attr)
-
-
-def prog_map_ids(prog_fd: int) -> list[int]:
-    """The ids of the maps a loaded program uses (from bpf_prog_info)."""
-    ids = (ctypes.c_uint32 * 8)()
-    info = ctypes.create_string_buffer(256)
-    struct.pack_into("<IQ", info, 52, len(ids), ctypes.addressof(ids))
-    attr = bytearray(16)
-    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), _addr(info))
-    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr)
-    (count,) = struct.unpack_from("<I", info, 52)
-    return [int(ids[i]) for i in range(min(count, len(ids)))]
 
 
 def tunnel_value(
