@@ -30,8 +30,8 @@ import time
 from enum import IntEnum
 from typing import cast
 
-from vxtap.dataplane import bpf
-from vxtap.dataplane.bpf import Helper, Op, Reg
+from vxtap.dataplane.bpf import asm, syscall
+from vxtap.dataplane.bpf.asm import Helper, Op, Reg
 from vxtap.dataplane.placement import TABLE_SLOTS, PlacementTable, build_table, placement
 
 BPF_MAP_TYPE_ARRAY = 2
@@ -42,7 +42,7 @@ NO_TABLE = 255
 
 
 class MoreCommands(IntEnum):
-    """bpf(2) commands vxtap.dataplane.bpf does not have (yet)."""
+    """bpf(2) commands vxtap.dataplane.bpf.syscall does not have (yet)."""
 
     PROG_TEST_RUN = 10
     MAP_UPDATE_BATCH = 26
@@ -51,7 +51,7 @@ class MoreCommands(IntEnum):
 def create_map(map_type: int, value_size: int, entries: int, inner_fd: int = 0) -> int:
     attr = bytearray(72)
     struct.pack_into("<IIIIII", attr, 0, map_type, 4, value_size, entries, 0, inner_fd)
-    return bpf.bpf(bpf.Cmd.MAP_CREATE, attr)
+    return syscall.bpf(syscall.Cmd.MAP_CREATE, attr)
 
 
 def update(fd: int, key: int, value: bytes) -> None:
@@ -59,7 +59,7 @@ def update(fd: int, key: int, value: bytes) -> None:
     v = ctypes.create_string_buffer(value, len(value))
     attr = bytearray(32)
     struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0)
-    bpf.bpf(bpf.Cmd.MAP_UPDATE_ELEM, attr)
+    syscall.bpf(syscall.Cmd.MAP_UPDATE_ELEM, attr)
 
 
 def packed(table: PlacementTable) -> bytes:
@@ -80,13 +80,13 @@ def fill_batch(fd: int, table: PlacementTable) -> None:
         "<QQQQIIQQ", attr, 0, 0, 0, ctypes.addressof(keys), ctypes.addressof(values),
         ELEMENTS, fd, 0, 0,
     )  # fmt: skip
-    bpf.bpf(cast(bpf.Cmd, MoreCommands.MAP_UPDATE_BATCH), attr)
+    syscall.bpf(cast(syscall.Cmd, MoreCommands.MAP_UPDATE_BATCH), attr)
     assert struct.unpack_from("<I", attr, 32)[0] == ELEMENTS
 
 
 def lookup_program(outer_fd: int) -> bytes:
     """r0 = the member index for hash = skb->mark (NO_TABLE without a table)."""
-    a = bpf.Assembler()
+    a = asm.Assembler()
     r0, r1, r2, r6, r7, r8, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R6, Reg.R7, Reg.R8, Reg.FP
     a.movx(r6, r1)
     a.mov(r2, 0)  # the group's entry in the outer map
@@ -97,7 +97,7 @@ def lookup_program(outer_fd: int) -> bytes:
     a.call(Helper.MAP_LOOKUP_ELEM)
     a.jump(Op.JEQ_K, r0, 0, "none")
     a.movx(r7, r0)  # the inner map
-    a.load32(r8, r6, bpf.SkbField.MARK)
+    a.load32(r8, r6, asm.SkbField.MARK)
     a.emit(cast(Op, ALU32_MOD_K), r8, imm=TABLE_SLOTS)  # the slot
     a.movx(r2, r8)
     a.emit(Op.RSH_K, r2, imm=3)
@@ -126,7 +126,7 @@ def run(program: int, flow_hash: int) -> int:
         "<IIIIQQIIIIQQ", attr, 0, program, 0, len(frame), 0, ctypes.addressof(data), 0,
         1, 0, len(context), 0, ctypes.addressof(context), 0,
     )  # fmt: skip
-    bpf.bpf(cast(bpf.Cmd, MoreCommands.PROG_TEST_RUN), attr)
+    syscall.bpf(cast(syscall.Cmd, MoreCommands.PROG_TEST_RUN), attr)
     return int(struct.unpack_from("<I", attr, 4)[0])
 
 
@@ -138,7 +138,7 @@ def main() -> None:
     tables = build_table(members), build_table(members[1:])
     inners = [create_map(BPF_MAP_TYPE_ARRAY, 8, ELEMENTS) for _ in tables]
     outer = create_map(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 16, inners[0])
-    program = bpf.load_program(lookup_program(outer), "vxtap_place")
+    program = syscall.load_program(lookup_program(outer), "vxtap_place")
     try:
         times: dict[str, list[float]] = {"per element": [], "batch": []}
         for round_ in range(args.rounds):

@@ -3,7 +3,6 @@ real mirror program, and the table's balance and movement over 10,000 synthetic 
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ipaddress
 import os
@@ -15,14 +14,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vxtap.dataplane import bpf
+from vxtap.dataplane.bpf import asm, syscall
 from vxtap.dataplane.placement import (
     MAX_MEMBERS,
     TABLE_SLOTS,
@@ -161,12 +158,6 @@ def flow_hashes() -> list[tuple[int, int]]:
 # --- the twin against the real program ---
 
 
-class ProgTestRun(IntEnum):
-    """The one bpf(2) command only this test needs."""
-
-    PROG_TEST_RUN = 10
-
-
 class KernelHash:
     """The mirror program's flow hash, observed through BPF_PROG_TEST_RUN.
 
@@ -175,10 +166,10 @@ class KernelHash:
     of 2^16 gives the hash's bits 16-31, one of 2^31 its bits 1-16; bit 0 is always 1."""
 
     def __init__(self) -> None:
-        self.tunnels = bpf.create_tunnel_map()
-        self.scratch = bpf.create_scratch_map()
-        self.program = bpf.load_program(
-            bpf.mirror_program(self.tunnels, self.scratch), "vxtap_twin"
+        self.tunnels = syscall.create_tunnel_map()
+        self.scratch = syscall.create_scratch_map()
+        self.program = syscall.load_program(
+            asm.mirror_program(self.tunnels, self.scratch), "vxtap_twin"
         )
 
     def close(self) -> None:
@@ -186,23 +177,15 @@ class KernelHash:
             os.close(fd)
 
     def _source_port(self, frame: bytes, count: int) -> int:
-        value = bpf.tunnel_value(
+        value = asm.tunnel_value(
             vni=1, remote="10.0.0.2", local="10.0.0.1", snaplen=65535, ifindex=1,
             ports=(0, count - 1),
         )  # fmt: skip
-        bpf.map_update(self.tunnels, 0, value)  # test runs carry mark 0
-        data = ctypes.create_string_buffer(frame, len(frame))
-        out = ctypes.create_string_buffer(len(frame) + 256)
-        attr = bytearray(80)
-        struct.pack_into(
-            "<IIIIQQII", attr, 0, self.program, 0, len(frame), len(out),
-            ctypes.addressof(data), ctypes.addressof(out), 1, 0,
-        )  # fmt: skip
+        syscall.map_update(self.tunnels, 0, value)  # test runs carry mark 0
         # The kernel refuses to run it on an IP frame shorter than its base header.
-        bpf.bpf(cast(bpf.Cmd, ProgTestRun.PROG_TEST_RUN), attr)
-        verdict, size = struct.unpack_from("<I", attr, 4)[0], struct.unpack_from("<I", attr, 12)[0]
-        assert verdict == 7, verdict  # TC_ACT_REDIRECT: encapsulated and sent
-        outer = out.raw[:size]
+        run = syscall.prog_test_run(self.program, frame)
+        assert run.result == 7, run.result  # TC_ACT_REDIRECT: encapsulated and sent
+        outer = run.frame
         assert outer[12:14] == b"\x08\x00" and outer[23] == UDP, outer[:40].hex()
         # Outer IPv4, UDP to 4789 and VXLAN, then the frame as it came.
         assert outer[36:38] == struct.pack("!H", 4789) and outer[50:] == frame

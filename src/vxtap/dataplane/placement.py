@@ -32,7 +32,7 @@ from typing import Final
 
 # --- the flow hash: the mirror program's, step for step ---
 
-# The mirror program's constants (vxtap.dataplane.bpf, _flow_hash), copied rather than
+# The mirror program's constants (vxtap.dataplane.bpf.asm, _flow_hash), copied rather than
 # imported so that this module stays free of bpf's ctypes set-up (it looks up libc at
 # import); the twin test catches any difference. Golden-ratio multiplier per word, then
 # murmur3's 32-bit finaliser.
