@@ -29,7 +29,15 @@ from vxtap.dataplane.diff import program_name
 from vxtap.dataplane.kernel import devices, nftables, probe, programs
 from vxtap.dataplane.kernel.devices import is_own_device
 from vxtap.dataplane.kernel.shell import DataplaneError, Run, namespace_runner
-from vxtap.dataplane.kernel.snapshot import Changed, Filter, Hook, KernelSnapshot, Link, Route
+from vxtap.dataplane.kernel.snapshot import (
+    NOTHING,
+    Changed,
+    Filter,
+    Hook,
+    KernelSnapshot,
+    Link,
+    Route,
+)
 from vxtap.dataplane.plan import FAMILY, TABLE, VXLAN_DEVICE, KernelPlan, parse_counter_comment
 
 __all__ = [
@@ -126,6 +134,8 @@ class Dataplane:
         """`previous` with what `changed` names read again (all of it without `previous`).
         The routes and the port range are read once per snapshot: vxtap's writes do not
         change them."""
+        if previous is not None and changed == NOTHING:
+            return previous
         # Created or deleted devices: nothing read about any device still holds.
         kept = previous if previous is not None and not changed.devices else None
         links: Mapping[str, Link]
