@@ -34,7 +34,7 @@ from dataplane_lan import (
 from vxtap.dataplane import bpf
 from vxtap.dataplane.kernel import Dataplane, DataplaneError, nftables
 from vxtap.dataplane.kernel.snapshot import TableState
-from vxtap.dataplane.plan import DEVICES, compile_plan, session_key
+from vxtap.dataplane.plan import DEVICES, KernelPlan, compile_plan, session_key
 from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
 from vxtap.netns import Namespace, veth
 
@@ -738,4 +738,36 @@ def test_apply_checks_what_it_wrote_and_reads_unchanged_devices_once(
     monkeypatch.undo()
     dp.apply(first)
     assert dp.drift(first) == []
+    dp.cleanup()
+
+
+def test_what_an_apply_checks_is_what_a_fresh_read_shows(
+    make_namespace: Callable[[str], Namespace],
+) -> None:
+    """The closing check of an apply judges the snapshot it read first with what the
+    writers said they changed read again. After every kind of repair that snapshot must
+    equal a fresh read of the kernel: a writer that did not say what it changed would
+    leave a stale part behind, which this catches."""
+    ns = make_namespace("dp-snap")
+    first = compile_plan(state([_udp_all()], [session("s", "f", 1, vni=7)]))
+    second = compile_plan(state([_udp_all()], [session("s", "f", 1, vni=8)], "2"))
+    base = next(c.name for c in first.chains if c.hook is not None)
+    dp = Dataplane(netns=ns.name)
+    breakages: list[tuple[KernelPlan, list[str]]] = [
+        (first, []),  # everything created
+        (first, ["ip", "link", "del", "vxtap-pr0"]),  # a pair re-created
+        (first, ["ip", "link", "set", "vxtap-mk1", "mtu", "1500"]),
+        (first, ["ip", "link", "set", "vxtap-vx0", "down"]),
+        (first, ["ethtool", "-K", "vxtap-mk0", "tso", "on"]),
+        (first, ["tc", "filter", "del", "dev", "vxtap-mk1", "ingress"]),
+        (first, ["nft", "flush", "chain", "netdev", "vxtap", base]),
+        (second, []),  # another VNI: the map and the table's marker
+        (second, ["nft", "delete", "table", "netdev", "vxtap"]),
+    ]
+    for plan, command in breakages:
+        if command:
+            assert ns.run(command).returncode == 0, command
+        checked = dp._apply(plan)
+        assert dp._problems(plan, checked) == [], command
+        assert checked == dp.read(plan), command
     dp.cleanup()
