@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from vxtap.dataplane import kernel
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import (
@@ -107,11 +106,11 @@ def timed_subprocesses() -> Iterator[dict[str, list[float]]]:
         finally:
             spent[name].append(time.perf_counter() - started)
 
-    kernel.subprocess.run = run  # type: ignore[assignment]
+    subprocess.run = run  # type: ignore[assignment]
     try:
         yield spent
     finally:
-        kernel.subprocess.run = real  # type: ignore[assignment]
+        subprocess.run = real  # type: ignore[assignment]
 
 
 def main() -> None:

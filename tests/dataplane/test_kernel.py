@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 from dataplane_lan import (
@@ -32,8 +32,9 @@ from dataplane_lan import (
 )
 
 from vxtap.dataplane.bpf import asm, syscall
-from vxtap.dataplane.kernel import Dataplane, DataplaneError
-from vxtap.dataplane.plan import DEVICES, compile_plan, session_key
+from vxtap.dataplane.kernel import Dataplane, DataplaneError, nftables
+from vxtap.dataplane.kernel.snapshot import TableState
+from vxtap.dataplane.plan import DEVICES, KernelPlan, compile_plan, session_key
 from vxtap.model import Action, DesiredState, Direction, EtherType, Filter, Protocol
 from vxtap.netns import Namespace, veth
 
@@ -696,20 +697,22 @@ def test_apply_checks_what_it_wrote_and_reads_unchanged_devices_once(
     dp = Dataplane(netns=ns.name)
     dp.apply(first)
     commands: list[str] = []
-    run = dp._run
+    run = dp.run
 
-    def recording(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def recording(
+        argv: Sequence[str], stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         commands.append(" ".join(argv[:3]))
         return run(argv, stdin)
 
-    read_table = dp._read_table_state
+    read_table = nftables.read_table_state
 
-    def recording_table() -> object:
+    def recording_table(netns: str | None) -> TableState | None:
         commands.append("table state")
-        return read_table()
+        return read_table(netns)
 
-    monkeypatch.setattr(dp, "_run", recording)
-    monkeypatch.setattr(dp, "_read_table_state", recording_table)
+    monkeypatch.setattr(dp, "run", recording)
+    monkeypatch.setattr(nftables, "read_table_state", recording_table)
     dp.apply(second)  # a new VNI: the tunnel map entry and the table's marker change
     assert commands.count("table state") == 2  # before and after the transaction
     assert commands.count("nft -f -") == 1
@@ -720,17 +723,51 @@ def test_apply_checks_what_it_wrote_and_reads_unchanged_devices_once(
     assert dp.drift(second) == []  # a check on its own reads everything afresh
     assert commands.count("ip -d -j") == 1 and commands.count("table state") == 1
 
-    def sabotaged(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def sabotaged(
+        argv: Sequence[str], stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         out = run(argv, stdin)
         if argv[:2] == ["nft", "-f"]:  # the transaction "succeeded", the kernel lost a chain
             base = next(c.name for c in first.chains if c.hook is not None)
             assert run(["nft", "delete", "chain", "netdev", "vxtap", base]).returncode == 0
         return out
 
-    monkeypatch.setattr(dp, "_run", sabotaged)
+    monkeypatch.setattr(dp, "run", sabotaged)
     with pytest.raises(DataplaneError, match="differs from the plan after apply"):
         dp.apply(first)
     monkeypatch.undo()
     dp.apply(first)
     assert dp.drift(first) == []
+    dp.cleanup()
+
+
+def test_what_an_apply_checks_is_what_a_fresh_read_shows(
+    make_namespace: Callable[[str], Namespace],
+) -> None:
+    """The closing check of an apply judges the snapshot it read first with what the
+    writers said they changed read again. After every kind of repair that snapshot must
+    equal a fresh read of the kernel: a writer that did not say what it changed would
+    leave a stale part behind, which this catches."""
+    ns = make_namespace("dp-snap")
+    first = compile_plan(state([_udp_all()], [session("s", "f", 1, vni=7)]))
+    second = compile_plan(state([_udp_all()], [session("s", "f", 1, vni=8)], "2"))
+    base = next(c.name for c in first.chains if c.hook is not None)
+    dp = Dataplane(netns=ns.name)
+    breakages: list[tuple[KernelPlan, list[str]]] = [
+        (first, []),  # everything created
+        (first, ["ip", "link", "del", "vxtap-pr0"]),  # a pair re-created
+        (first, ["ip", "link", "set", "vxtap-mk1", "mtu", "1500"]),
+        (first, ["ip", "link", "set", "vxtap-vx0", "down"]),
+        (first, ["ethtool", "-K", "vxtap-mk0", "tso", "on"]),
+        (first, ["tc", "filter", "del", "dev", "vxtap-mk1", "ingress"]),
+        (first, ["nft", "flush", "chain", "netdev", "vxtap", base]),
+        (second, []),  # another VNI: the map and the table's marker
+        (second, ["nft", "delete", "table", "netdev", "vxtap"]),
+    ]
+    for plan, command in breakages:
+        if command:
+            assert ns.run(command).returncode == 0, command
+        checked = dp._apply(plan)
+        assert dp._problems(plan, checked) == [], command
+        assert checked == dp.read(plan), command
     dp.cleanup()

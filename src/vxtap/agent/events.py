@@ -16,7 +16,9 @@ import socket
 import threading
 from dataclasses import dataclass
 
-NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+from vxtap.dataplane.kernel.netlink import NETLINK_NETFILTER, NETLINK_ROUTE
+
+# Multicast groups (linux/rtnetlink.h, linux/netfilter/nfnetlink.h).
 RTMGRP_LINK, RTMGRP_TC, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x8, 0x10, 0x100
 NFNLGRP_NFTABLES = 7
 

@@ -2,6 +2,7 @@
 
 `plan` is pure (no I/O): `compile_plan(DesiredState) -> KernelPlan`.
 `bpf` hand-assembles the one eBPF program and wraps the bpf(2) calls it needs.
-`kernel` is the thin adapter: `Dataplane.apply/drift/counters/cleanup`.
+`diff` is pure too: where a snapshot of the kernel differs from a plan.
+`kernel` is the thin adapter, one module per mechanism: `Dataplane.apply/drift/counters/cleanup`.
 See docs/dataplane.md for the pipeline and the decisions behind it.
 """
