@@ -89,7 +89,7 @@ def agent(
     from vxtap.agent.metrics import AgentMetrics
     from vxtap.agent.statefile import StateFile
     from vxtap.dataplane.kernel import Dataplane, PacketsBytes, is_own_device
-    from vxtap.dataplane.plan import compile_plan
+    from vxtap.dataplane.plan import PlanCompiler
 
     state_file = StateFile(_state_dir(state_dir))
     dataplane = Dataplane()
@@ -180,7 +180,7 @@ def agent(
             host=host_name,
             server=client,
             kernel=dataplane,
-            compile_plan=compile_plan,
+            compile_plan=PlanCompiler().compile,
             read_counters=read_counters,
             discover=lambda: discover(is_own_device),
             state_file=state_file,
