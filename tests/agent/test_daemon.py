@@ -156,7 +156,7 @@ class Deployment:
     def start_agent(self) -> None:
         log = self.agent_log.open("ab")
         self.agent = self.source.popen(
-            [VXTAP, "agent", "--server", ENDPOINT, "--credentials", str(self.agent_credentials),
+            [VXTAP, "agent", "--endpoint", ENDPOINT, "--credentials", str(self.agent_credentials),
              "--cacert", str(self.ca), "--metrics", f"{AGENT_ADDRESS}:9697",
              "--state-dir", str(self.state_dir)],
             stdout=log, stderr=log,

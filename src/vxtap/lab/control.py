@@ -175,7 +175,7 @@ class ControlPlane:
             argv = [
                 *VXTAP,
                 "agent",
-                "--server",
+                "--endpoint",
                 self.topology.endpoint,
                 "--credentials",
                 str(agent_credentials(self.lab, server.name)),
