@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from vxtap.lab.certificates import TlsFiles, make_certificates
-from vxtap.netns import Namespace, leftover_namespaces, unique_name
+from vxtap.netns import Namespace, leftover_namespaces
+from vxtap.testing.namespaces import namespace_factory
 
 
 @pytest.fixture
@@ -29,18 +30,8 @@ def make_namespace() -> Iterator[Callable[[str], Namespace]]:
     """Create throwaway `vxtap-<role>-xxxxxx` namespaces, removed after the test."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
-    created: list[Namespace] = []
-
-    def make(role: str) -> Namespace:
-        ns = Namespace.create(unique_name(role))
-        created.append(ns)
-        return ns
-
-    try:
+    with namespace_factory() as make:
         yield make
-    finally:
-        for ns in created:
-            ns.delete()
 
 
 _NAMESPACES_BEFORE: set[str] = set()
