@@ -460,6 +460,7 @@ def test_decap_refuses_a_port_owned_by_another_program(lab: Lab) -> None:
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()  # an open pipe is a ResourceWarning
 
 
 def test_listen_address_selects_datagrams(lab: Lab) -> None:
