@@ -33,8 +33,8 @@ PlanT = TypeVar("PlanT")
 PlanT_contra = TypeVar("PlanT_contra", contravariant=True)
 
 # Kernel notifications trigger a drift check at once (a deleted table or device is
-# repaired in well under the 2 s asked); the timer is the safety net for changes
-# that notify nothing (an eBPF map entry edited by hand), and costs CPU per check.
+# repaired within a fraction of a second, docs/agent.md); the timer is the safety net
+# for changes that notify nothing (an eBPF map entry edited by hand), and costs CPU.
 DRIFT_INTERVAL_S = 10.0
 # How often kernel counters are read (and handed to the channel, which reports them
 # when they changed, at most every `channel.REPORT_INTERVAL_S`).
