@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostile_server import SCRIPT as HOSTILE
-from hostile_server import free_port
 from test_daemon import VXTAP, wait_for
 
+from support.hostile_server import SCRIPT as HOSTILE
+from support.hostile_server import free_port
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import DesiredState, Filter, Port, Rule, Session

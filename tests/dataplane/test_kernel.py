@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from dataplane_lan import (
+
+from support.dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
     SOURCE_PORT,
@@ -30,7 +31,6 @@ from dataplane_lan import (
     stop,
     wait_listening,
 )
-
 from vxtap.dataplane import bpf
 from vxtap.dataplane.kernel import Dataplane, DataplaneError
 from vxtap.dataplane.plan import DEVICES, compile_plan, session_key

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ipaddress
 import random
 
-import nft_reference
 import pytest
-from dataplane_lan import SOURCE_PORT, TARGET6_PORT, TARGET_PORT, rule, session, state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support import nft_reference
+from support.dataplane_lan import SOURCE_PORT, TARGET6_PORT, TARGET_PORT, rule, session, state
 from vxtap.dataplane import plan as plan_module
 from vxtap.dataplane.plan import (
     EGRESS_HOOK_PRIORITY,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO, guide_block, run
 
+from support.deploy import REPO, guide_block, run
 from vxtap.store.db import code_schema_revision
 
 UNITS = ("vxtap-server.service", "vxtap-agent.service", "vxtap-collect.service")
