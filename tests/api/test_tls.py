@@ -180,6 +180,8 @@ def _start_up_lines(ns: Namespace, tmp_path: Path, listen: str, *extra: str) -> 
     finally:
         process.terminate()
         process.wait(timeout=15)
+        if process.stderr is not None:
+            process.stderr.close()
     return "".join(lines)
 
 
