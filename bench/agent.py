@@ -175,6 +175,7 @@ def main() -> None:
                     [
                         VXTAP,
                         "agent",
+                        # --endpoint's old name: older trees, run as a baseline, know only it.
                         "--server",
                         ENDPOINT,
                         "--credentials",

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from vxtap.dataplane.kernel import Dataplane
-from vxtap.dataplane.plan import compile_plan
+from vxtap.dataplane.plan import PlanCompiler
 from vxtap.model import (
     Action,
     DesiredState,
@@ -123,7 +123,8 @@ def main() -> None:
         ns.run(["ip", "-batch", "-"], input=batch)
         dp = Dataplane(netns=ns.name)
         t = time.perf_counter()
-        plan = compile_plan(state())
+        compiler = PlanCompiler()  # one for the run, as the agent keeps one
+        plan = compiler.compile(state())
         compiled = time.perf_counter() - t
         t = time.perf_counter()
         dp.apply(plan)
@@ -135,7 +136,7 @@ def main() -> None:
             for i in range(1, args.changes + 1):
                 desired = state(vni_offset=i * 7)
                 t = time.perf_counter()
-                new = compile_plan(desired)  # rule matches memoised, as in the agent
+                new = compiler.compile(desired)  # memoised pieces, as in the agent
                 compiles.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 if args.profile:

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from vxtap.collector import frames as f  # noqa: E402
 from vxtap.netns import Namespace, temporary_namespaces, veth  # noqa: E402
+from vxtap.testing import frames as f  # noqa: E402
 
 PY = sys.executable
 FILL_RATE = 200_000  # drain runs fill the ring at a rate the path carries without loss

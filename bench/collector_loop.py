@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from vxtap.collector import frames as f
 from vxtap.collector.blockscan import BlockScan, as_array
 from vxtap.collector.pcap import PcapStore
 from vxtap.collector.ring import PACKET_HEADER
 from vxtap.collector.run import Collector, Options
+from vxtap.testing import frames as f
 
 BLOCK = 1 << 18  # as the collector's ring blocks
 # Outer IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4 length in one call.

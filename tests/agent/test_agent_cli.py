@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from vxtap.cli import main
+from vxtap.cli.agent import _endpoint, agent
 
 
 @pytest.fixture
@@ -29,10 +30,11 @@ def run(tmp_path: Path, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "error: --server URL is required (or set VXTAP_ENDPOINT)"),
+        ([], "error: --endpoint URL is required (or set VXTAP_ENDPOINT)"),
+        (["--endpoint", "10.0.0.1:9696"], "error: --endpoint '10.0.0.1:9696' is not an http://"),
         (["--server", "10.0.0.1:9696"], "error: --server '10.0.0.1:9696' is not an http://"),
-        (["--server", "http://h:1"], "error: --credentials FILE is required"),
-        (["--server", "http://h:1", "--credentials", "/nonexistent.json"],
+        (["--endpoint", "http://h:1"], "error: --credentials FILE is required"),
+        (["--endpoint", "http://h:1", "--credentials", "/nonexistent.json"],
          "error: cannot read credentials file /nonexistent.json"),
     ],
 )  # fmt: skip
@@ -47,7 +49,7 @@ def test_bad_input_is_one_line(
 
 def test_bad_metrics_address(tmp_path: Path, credentials: Path) -> None:
     code, output = run(
-        tmp_path, "--server", "http://h:1", "--credentials", str(credentials), "--metrics", "9697"
+        tmp_path, "--endpoint", "http://h:1", "--credentials", str(credentials), "--metrics", "9697"
     )
     assert (code, output) == (
         1, "error: --metrics '9697' is not ADDRESS:PORT, e.g. 127.0.0.1:9697\n",
@@ -57,7 +59,7 @@ def test_bad_metrics_address(tmp_path: Path, credentials: Path) -> None:
 def test_corrupt_saved_state_is_named(tmp_path: Path, credentials: Path) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "desired-state.json").write_text("{}")
-    code, output = run(tmp_path, "--server", "http://h:1", "--credentials", str(credentials))
+    code, output = run(tmp_path, "--endpoint", "http://h:1", "--credentials", str(credentials))
     assert code == 1
     assert "desired-state.json is not a saved desired state" in output
     assert "run 'vxtap agent --cleanup'" in output and output.count("\n") == 1
@@ -67,7 +69,7 @@ def test_missing_prerequisites_are_named(
     tmp_path: Path, credentials: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no nft, ethtool or ip
-    code, output = run(tmp_path, "--server", "http://h:1", "--credentials", str(credentials))
+    code, output = run(tmp_path, "--endpoint", "http://h:1", "--credentials", str(credentials))
     assert code == 1
     assert output.startswith("error: missing kernel prerequisites: ")
     assert "the nft command (package nftables)" in output
@@ -78,6 +80,7 @@ def test_the_agent_process_does_not_import_pyroute2() -> None:
     netlink messages it needs itself (docs/agent.md, memory)."""
     modules = (
         "vxtap.cli.agent",
+        "vxtap.agent.main",
         "vxtap.agent.daemon",
         "vxtap.agent.interfaces",
         "vxtap.agent.metrics",
@@ -95,7 +98,7 @@ def test_an_agent_key_serves_its_own_host_name_only(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"ak": "a", "sk": "s", "project_id": "p", "host": "web-1"}]))
     path.chmod(0o600)
     code, output = run(
-        tmp_path, "--server", "http://h:1", "--credentials", str(path), "--host-name", "web-2"
+        tmp_path, "--endpoint", "http://h:1", "--credentials", str(path), "--host-name", "web-2"
     )
     assert code == 1
     assert output.strip() == (
@@ -103,9 +106,39 @@ def test_an_agent_key_serves_its_own_host_name_only(tmp_path: Path) -> None:
         "an agent key serves its own host only"
     )
     code, output = run(
-        tmp_path, "--server", "https://h:1", "--credentials", str(path), "--cacert", "/no/ca.pem"
+        tmp_path, "--endpoint", "https://h:1", "--credentials", str(path), "--cacert", "/no/ca.pem"
     )
     assert (code, output) == (1, "error: CA bundle /no/ca.pem does not exist\n")
     path.chmod(0o644)
-    code, output = run(tmp_path, "--server", "http://h:1", "--credentials", str(path))
+    code, output = run(tmp_path, "--endpoint", "http://h:1", "--credentials", str(path))
     assert code == 1 and "is accessible by others (mode 0644)" in output
+
+
+def test_server_is_a_hidden_alias_of_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--server` was the option's name before every command said `--endpoint`: it still
+    works as a flag and as a config file key, and --help shows only --endpoint."""
+    monkeypatch.delenv("VXTAP_ENDPOINT", raising=False)
+
+    def url(*args: str) -> str | None:
+        with agent.make_context("agent", list(args)) as ctx:
+            return _endpoint(ctx.params["endpoint"], ctx.params["server"])[0]
+
+    help_text = CliRunner().invoke(main, ["agent", "--help"]).output
+    assert "--endpoint" in help_text and "--server" not in help_text
+    config = tmp_path / "agent.toml"
+    config.write_text('server = "http://from-file:1"\n')
+    assert url("--config", str(config)) == "http://from-file:1"
+    assert url("--server", "http://old:1") == "http://old:1"
+    # A flag beats the environment, whichever name it has; --endpoint wins a tie.
+    monkeypatch.setenv("VXTAP_ENDPOINT", "http://env:1")
+    assert url("--server", "http://old:1") == "http://old:1"
+    assert url("--config", str(config)) == "http://env:1"
+    assert url("--server", "http://old:1", "--endpoint", "http://new:1") == "http://new:1"
+    # And the agent runs with it: the next check (credentials) is reached.
+    monkeypatch.delenv("VXTAP_CREDENTIALS", raising=False)
+    code, output = run(tmp_path, "--server", "http://h:1")
+    assert (code, output) == (
+        1, "error: --credentials FILE is required (or set VXTAP_CREDENTIALS)\n",
+    )  # fmt: skip

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hostile_server import SCRIPT as HOSTILE
-from hostile_server import free_port
 
+from support.hostile_server import SCRIPT as HOSTILE
+from support.hostile_server import free_port
 from vxtap.agent.channel import MAX_DESIRED_STATE_BYTES, Channel
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.client import InvalidAnswer, VxtapClient
@@ -45,15 +45,15 @@ def hostile(tmp_path: Path) -> Iterator[Hostile]:
     port = free_port()
     (tmp_path / "state.json").write_text(DesiredState(host="h", revision="r1").model_dump_json())
     (tmp_path / "mode").write_text("good")
-    process = subprocess.Popen(
+    # As a context manager, Popen also closes the pipe (an open one is a ResourceWarning).
+    with subprocess.Popen(
         [sys.executable, str(HOSTILE), str(port), str(tmp_path)], stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline() == b"listening\n"
-        yield Hostile(tmp_path, f"http://127.0.0.1:{port}")
-    finally:
-        process.kill()
-        process.wait()
+    ) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == b"listening\n"
+            yield Hostile(tmp_path, f"http://127.0.0.1:{port}")
+        finally:
+            process.kill()
 
 
 def test_a_trickling_answer_is_cut_off_at_the_deadline(hostile: Hostile) -> None:

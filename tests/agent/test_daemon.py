@@ -135,15 +135,16 @@ class Deployment:
         )  # fmt: skip
 
     def start_server(self) -> None:
-        log = (self.directory / "server.log").open("ab")
         tls = self.directory / "tls"
-        self.server = self.mgmt.popen(
-            [VXTAP, "server", "--listen", f"{SERVER_ADDRESS}:9696",
-             "--db", f"sqlite:///{self.directory / 'vxtap.db'}",
-             "--credentials", str(self.credentials),
-             "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")],
-            stdout=log, stderr=log,
-        )  # fmt: skip
+        # The child keeps its own descriptor of the log; ours is closed at once.
+        with (self.directory / "server.log").open("ab") as log:
+            self.server = self.mgmt.popen(
+                [VXTAP, "server", "--listen", f"{SERVER_ADDRESS}:9696",
+                 "--db", f"sqlite:///{self.directory / 'vxtap.db'}",
+                 "--credentials", str(self.credentials),
+                 "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")],
+                stdout=log, stderr=log,
+            )  # fmt: skip
         wait_for(lambda: self._answers(), 30, "the server to answer")
 
     def _answers(self) -> bool:
@@ -154,13 +155,13 @@ class Deployment:
         return True
 
     def start_agent(self) -> None:
-        log = self.agent_log.open("ab")
-        self.agent = self.source.popen(
-            [VXTAP, "agent", "--server", ENDPOINT, "--credentials", str(self.agent_credentials),
-             "--cacert", str(self.ca), "--metrics", f"{AGENT_ADDRESS}:9697",
-             "--state-dir", str(self.state_dir)],
-            stdout=log, stderr=log,
-        )  # fmt: skip
+        with self.agent_log.open("ab") as log:
+            self.agent = self.source.popen(
+                [VXTAP, "agent", "--endpoint", ENDPOINT, "--credentials",
+                 str(self.agent_credentials), "--cacert", str(self.ca),
+                 "--metrics", f"{AGENT_ADDRESS}:9697", "--state-dir", str(self.state_dir)],
+                stdout=log, stderr=log,
+            )  # fmt: skip
 
     def stop(self, process: subprocess.Popen[bytes] | None, sig: int = signal.SIGKILL) -> None:
         if process is not None and process.poll() is None:
@@ -265,6 +266,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         finally:
             for process in (deployment.agent, deployment.server, deployment.receiver):
                 deployment.stop(process)
+            if deployment.receiver is not None and deployment.receiver.stdout is not None:
+                deployment.receiver.stdout.close()
             deployment.in_mgmt.close()
             Dataplane(netns=source.name).cleanup()
             if os.environ.get("VXTAP_TEST_VERBOSE"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vxtap.agent import decide
 from vxtap.client import Interface
 from vxtap.model import DesiredState
@@ -65,3 +67,22 @@ def test_timer() -> None:
     timer.fired(100.0)
     assert not timer.due(100.4) and abs(timer.remaining(100.1) - 0.4) < 1e-9
     assert timer.due(100.5)
+
+
+def test_a_failed_revision_waits_for_the_retry_window() -> None:
+    failed = ("7", 10.0)
+    assert decide.retry_blocked(failed, "7", 10.0 + decide.APPLY_RETRY_S / 2)
+    assert not decide.retry_blocked(failed, "7", 10.0 + decide.APPLY_RETRY_S)
+    assert not decide.retry_blocked(failed, "8", 10.5)  # another revision: at once
+    assert not decide.retry_blocked(None, "7", 10.5)
+    assert decide.retry_wait(failed, 10.5) == decide.APPLY_RETRY_S - 0.5
+    assert decide.retry_wait(failed, 99.0) == 0.0
+
+
+def test_a_timer_can_be_made_due_sooner() -> None:
+    timer = decide.Timer(10.0)
+    timer.fired(100.0)
+    assert not timer.due(100.2)
+    timer.fire_in(100.0, decide.SETTLE_CHECK_S)
+    assert timer.remaining(100.0) == pytest.approx(decide.SETTLE_CHECK_S)
+    assert timer.due(100.0 + decide.SETTLE_CHECK_S + 1e-9)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostile_server import SCRIPT as HOSTILE
-from hostile_server import free_port
 from test_daemon import VXTAP, wait_for
 
+from support.hostile_server import SCRIPT as HOSTILE
+from support.hostile_server import free_port
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import DesiredState, Filter, Port, Rule, Session
@@ -104,13 +104,14 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         in_source = NamespaceThread(source)
         try:
             assert server.stdout is not None and server.stdout.readline() == b"listening\n"
-            log = (tmp_path / "agent.log").open("ab")
-            agent = source.popen(
-                [VXTAP, "agent", "--server", f"http://127.0.0.1:{port}",
-                 "--credentials", str(tmp_path / "credentials.json"), "--host-name", "h",
-                 "--metrics", f"127.0.0.1:{metrics_port}", "--state-dir", str(tmp_path / "st")],
-                stdout=log, stderr=log,
-            )  # fmt: skip
+            # --server: --endpoint's old name, which a real agent still takes.
+            with (tmp_path / "agent.log").open("ab") as log:
+                agent = source.popen(
+                    [VXTAP, "agent", "--server", f"http://127.0.0.1:{port}",
+                     "--credentials", str(tmp_path / "credentials.json"), "--host-name", "h",
+                     "--metrics", f"127.0.0.1:{metrics_port}", "--state-dir", str(tmp_path / "st")],
+                    stdout=log, stderr=log,
+                )  # fmt: skip
             setup = Setup(source, tmp_path, agent, metrics_port, in_source)
             wait_for(lambda: not setup.drift(), 20, "the agent to apply the valid state")
             yield setup
@@ -119,6 +120,8 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
                 if process is not None:
                     process.kill()
                     process.wait()
+            if server.stdout is not None:
+                server.stdout.close()
             in_source.close()
             Dataplane(netns=source.name).cleanup()
             if os.environ.get("VXTAP_TEST_VERBOSE"):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from vxtap.agent.channel import BACKOFF_MAX_S, HOLD_S, REPORT_INTERVAL_S, STATUS_INTERVAL_S
-from vxtap.agent.daemon import APPLY_RETRY_S, COUNTERS_INTERVAL_S, NO_CHANGES, Agent
+from vxtap.agent.daemon import COUNTERS_INTERVAL_S, NO_CHANGES, Agent
+from vxtap.agent.decide import APPLY_RETRY_S
 from vxtap.agent.events import Changes
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile

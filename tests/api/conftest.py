@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from api_support import ApiServer, Raw, vpc_client
+
+from support.api import ApiServer, Raw, vpc_client
 
 
 @pytest.fixture(scope="package")

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from api_support import Raw, snapshot, unique, vpc_client
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkvpc.v3 import (
     CreateTrafficMirrorFilterOption,
@@ -19,6 +18,8 @@ from huaweicloudsdkvpc.v3 import (
     UpdateTrafficMirrorFilterRequest,
     UpdateTrafficMirrorFilterRequestBody,
 )
+
+from support.api import Raw, snapshot, unique, vpc_client
 
 
 def create_filter(vpc: Any, name: str, description: str | None = None) -> Any:

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from api_support import Raw, make_port
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import DataGenerationMethod
 
+from support.api import Raw, make_port
 from vxtap.auth import sign
 
 EXAMPLES_PER_OPERATION = 45

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from api_support import ApiServer, unique
 
+from support.api import ApiServer, unique
 from vxtap.client import ApiError, Fetched, VxtapClient
 
 

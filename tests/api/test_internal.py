@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import Raw, make_port, snapshot, unique
 from sqlalchemy import create_engine, text
 
+from support.api import Raw, make_port, snapshot, unique
 from vxtap.model import DesiredState
 
 

@@ -86,6 +86,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     finally:
         process.kill()
         process.wait()
+        log.close()
 
 
 @pytest.fixture

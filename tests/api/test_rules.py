@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_support import Raw, snapshot, unique, vpc_client
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkvpc.v3 import (
     CreateTrafficMirrorFilterOption,
@@ -23,6 +22,8 @@ from huaweicloudsdkvpc.v3 import (
     UpdateTrafficMirrorFilterRuleRequest,
     UpdateTrafficMirrorFilterRuleRequestBody,
 )
+
+from support.api import Raw, snapshot, unique, vpc_client
 
 
 def new_filter(vpc: Any) -> str:

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
-from api_support import vpc_client
 from huaweicloudsdkvpc.v3 import ListTrafficMirrorFiltersRequest
+
+from support.api import vpc_client
 
 
 def vxtap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_support import Raw, make_port, snapshot, unique
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkvpc.v3 import (
     AddSourcesToTrafficMirrorSessionRequest,
@@ -28,6 +27,8 @@ from huaweicloudsdkvpc.v3 import (
     UpdateTrafficMirrorSessionRequest,
     UpdateTrafficMirrorSessionRequestBody,
 )
+
+from support.api import Raw, make_port, snapshot, unique
 
 
 def new_filter(vpc: Any) -> str:

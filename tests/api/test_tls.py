@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from api_support import ApiServer, snapshot, vpc_client
 from huaweicloudsdkvpc.v3 import (
     CreateTrafficMirrorFilterOption,
     CreateTrafficMirrorFilterRequest,
@@ -19,6 +18,7 @@ from huaweicloudsdkvpc.v3 import (
     ListTrafficMirrorFiltersRequest,
 )
 
+from support.api import ApiServer, snapshot, vpc_client
 from vxtap.client import UntrustedServer, VxtapClient, VxtapClientError
 from vxtap.lab.certificates import TlsFiles, make_certificates
 from vxtap.netns import Namespace
@@ -180,6 +180,8 @@ def _start_up_lines(ns: Namespace, tmp_path: Path, listen: str, *extra: str) -> 
     finally:
         process.terminate()
         process.wait(timeout=15)
+        if process.stderr is not None:
+            process.stderr.close()
     return "".join(lines)
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import ApiServer, Raw, snapshot, unique
 
+from support.api import ApiServer, Raw, snapshot, unique
 from vxtap import enrolment
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import Raw, make_port, snapshot, vpc_client
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkvpc.v3 import ListTrafficMirrorFiltersRequest, ShowTrafficMirrorFilterRequest
 
+from support.api import Raw, make_port, snapshot, vpc_client
 from vxtap.auth import sign
 
 FILTERS = "traffic-mirror-filters"

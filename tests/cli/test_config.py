@@ -77,7 +77,7 @@ def test_a_list_setting_and_a_flag(tmp_path: Path) -> None:
 
 def test_an_own_variable_keeps_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VXTAP_ENDPOINT", "http://control:9696")
-    assert resolved(agent)["server"] == "http://control:9696"
+    assert resolved(agent)["endpoint"] == "http://control:9696"
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vxtap.collector import blockscan
-from vxtap.collector import frames as f
 from vxtap.collector.decode import Kind, classify
 from vxtap.collector.pcap import record
+from vxtap.testing import frames as f
 
 BLOCK = 1 << 16
 MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}

@@ -8,8 +8,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vxtap.collector import frames as f
 from vxtap.collector.decode import NO_VNI, Kind, classify, decode, render_line, to_json
+from vxtap.testing import frames as f
 
 # The seed's packet: ECS-test -> ECS-source TCP "12345\n", mirrored from 192.168.0.230 to .164.
 SEED_TCP = f.ethernet(

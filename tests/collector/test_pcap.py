@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from vxtap.collector import frames as f
 from vxtap.collector.pcap import GLOBAL_HEADER, PcapSeries, PcapStore, record, records_of
+from vxtap.testing import frames as f
+from vxtap.testing.pcap import tcpdump, tshark
 
 
 def ping(seq: int, size: int = 1000) -> bytes:
@@ -20,20 +20,6 @@ def ping(seq: int, size: int = 1000) -> bytes:
         src="02:00:00:00:00:01",
         dst="02:00:00:00:00:02",
         ethertype=0x0800,
-    )
-
-
-def tshark(path: Path, *fields: str) -> list[list[str]]:
-    argv = ["tshark", "-r", str(path), "-T", "fields"]
-    for field in fields:
-        argv += ["-e", field]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
-    return [row.split("\t") for row in out.stdout.splitlines()]
-
-
-def tcpdump(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["tcpdump", "-nn", "-r", str(path)], capture_output=True, text=True, check=False, timeout=60
     )
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from vxtap.collector import frames as f
 from vxtap.netns import Namespace, veth
+from vxtap.testing import frames as f
+from vxtap.testing.pcap import tshark
 
 pytestmark = pytest.mark.netns
 
@@ -167,14 +168,6 @@ def metrics(ns: Namespace, port: int) -> dict[str, float]:
             name, value = row.rsplit(" ", 1)
             values[name] = float(value)
     return values
-
-
-def tshark(path: Path, *fields: str) -> list[list[str]]:
-    argv = ["tshark", "-r", str(path), "-T", "fields"]
-    for field in fields:
-        argv += ["-e", field]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
-    return [row.split("\t") for row in out.stdout.splitlines()]
 
 
 def test_json_counters_metrics_and_pcap(lab: Lab) -> None:
@@ -467,6 +460,7 @@ def test_decap_refuses_a_port_owned_by_another_program(lab: Lab) -> None:
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()  # an open pipe is a ResourceWarning
 
 
 def test_listen_address_selects_datagrams(lab: Lab) -> None:

@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import console_support
 import httpx
 import pytest
-from console_support import SEED_RULE, chromium, create_seed_session, fill_form, number
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkvpc.v3 import (
@@ -42,6 +40,8 @@ from huaweicloudsdkvpc.v3 import (
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import create_engine, select
 
+from support import console as console_support
+from support.console import SEED_RULE, chromium, create_seed_session, fill_form, number
 from vxtap.client import ApiError, Counter, Interface, VxtapClient
 from vxtap.store.schema import Base
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_support import (
+from playwright.sync_api import Page, expect
+
+from support.console import (
     CHROMIUM,
     chromium,
     create_seed_filter,
@@ -36,8 +38,6 @@ from console_support import (
     number,
     sign_in,
 )
-from playwright.sync_api import Page, expect
-
 from vxtap import __version__
 from vxtap.client import HostJSON, VxtapClient
 from vxtap.dataplane.kernel import Dataplane

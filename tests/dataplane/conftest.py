@@ -1,4 +1,4 @@
-"""The `lan` fixture: see dataplane_lan.py."""
+"""The `lan` fixture: see tests/support/dataplane_lan.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dataplane_lan import SINK, Lan
 
+from support.dataplane_lan import SINK, Lan
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.netns import Namespace, veth
 

@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
-from dataplane_lan import (
+
+from support.dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
     TARGET6_PORT,
@@ -26,7 +27,6 @@ from dataplane_lan import (
     session,
     state,
 )
-
 from vxtap.dataplane.plan import compile_plan
 from vxtap.evaluate import Packet, explain
 from vxtap.model import Action, Direction, EtherType, Filter, Protocol

@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from dataplane_lan import (
+
+from support.dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
     TARGET6_PORT,
@@ -27,7 +28,6 @@ from dataplane_lan import (
     session,
     state,
 )
-
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import Direction, EtherType, Filter, Protocol
 

@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 import pytest
-from dataplane_lan import (
+
+from support.dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
     SOURCE_PORT,
@@ -30,7 +31,6 @@ from dataplane_lan import (
     stop,
     wait_listening,
 )
-
 from vxtap.dataplane.bpf import asm, syscall
 from vxtap.dataplane.kernel import Dataplane, DataplaneError, nftables
 from vxtap.dataplane.kernel.snapshot import TableState

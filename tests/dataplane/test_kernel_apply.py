@@ -12,8 +12,8 @@ import dataclasses
 from collections import Counter
 
 import pytest
-from dataplane_lan import Lan, rule, session, state
 
+from support.dataplane_lan import Lan, rule, session, state
 from vxtap.dataplane.bpf import asm
 from vxtap.dataplane.kernel import Dataplane, DataplaneError
 from vxtap.dataplane.plan import compile_plan

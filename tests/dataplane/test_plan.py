@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import random
 from typing import Any
 
 import pytest
-from dataplane_lan import SOURCE_PORT, TARGET6_PORT, TARGET_PORT, rule, session, state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support import nft_reference
+from support.dataplane_lan import SOURCE_PORT, TARGET6_PORT, TARGET_PORT, rule, session, state
 from vxtap.dataplane import plan as plan_module
 from vxtap.dataplane.plan import (
     EGRESS_HOOK_PRIORITY,
@@ -19,10 +19,11 @@ from vxtap.dataplane.plan import (
     MARK_COPY_DEVICE,
     PRIORITY_COPY_DEVICE,
     CounterRef,
+    PlanCompiler,
     compile_plan,
     counter_comment,
+    expr_text,
     parse_counter_comment,
-    render_command,
     rule_matches,
     session_key,
     snap_length,
@@ -39,21 +40,8 @@ from vxtap.model import (
     Session,
 )
 
-
-def _rules_of(plan: plan_module.KernelPlan, chain: str) -> list[list[dict[str, Any]]]:
-    return [
-        c["add"]["rule"]["expr"]
-        for c in plan.nft_commands()
-        if "rule" in c["add"] and c["add"]["rule"]["chain"] == chain
-    ]
-
-
-def _base_chains(plan: plan_module.KernelPlan) -> dict[str, dict[str, Any]]:
-    return {
-        c["add"]["chain"]["name"]: c["add"]["chain"]
-        for c in plan.nft_commands()
-        if "chain" in c["add"] and "hook" in c["add"]["chain"]
-    }
+_rules_of = nft_reference.rules_of
+_base_chains = nft_reference.base_chains
 
 
 def two_sessions() -> DesiredState:
@@ -238,19 +226,18 @@ def test_disabled_empty_foreign_and_unknown_compile_to_nothing() -> None:
 
 def test_tunnels_snap_lengths_and_addresses() -> None:
     f = Filter(id="f", name="f", rules=(rule("r", 1, filter_id="f"),))
-    plan = compile_plan(
-        state(
-            [f],
-            [
-                session("v4", "f", 1, vni=5, packet_length=1460),
-                session("v6", "f", 2, vni=6, packet_length=1460, target=TARGET6_PORT),
-            ],
-        )
+    desired = state(
+        [f],
+        [
+            session("v4", "f", 1, vni=5, packet_length=1460),
+            session("v6", "f", 2, vni=6, packet_length=1460, target=TARGET6_PORT),
+        ],
     )
+    plan = compile_plan(desired)
     by_session = {t.session_id: t for t in plan.tunnels}
     # No MTU given: the kernel adapter clamps by the route's MTU when it applies.
     assert by_session["v4"].snaplen == 1460 and by_session["v6"].snaplen == 1460
-    clamped = compile_plan(plan.source, underlay_mtu=1500)  # type: ignore[arg-type]
+    clamped = compile_plan(desired, underlay_mtu=1500)
     lengths = {t.session_id: t.snaplen for t in clamped.tunnels}
     assert lengths == {"v4": 1460, "v6": 1444}  # 1500 - 56 over IPv6
     assert snap_length(1460, "10.0.0.1", 1400) == 1364  # 1400 - 36 over IPv4
@@ -368,7 +355,7 @@ def test_any_state_compiles_to_a_consistent_plan(desired: DesiredState) -> None:
     names = [c.name for c in plan.chains]
     assert len(names) == len(set(names))
     assert len({c.name for c in plan.counters}) == len(plan.counters)
-    commands = plan.nft_commands()
+    commands = nft_reference.nft_commands(plan)
     for chain in plan.chains:
         rule_count = sum(
             1 for c in commands if "rule" in c["add"] and c["add"]["rule"]["chain"] == chain.name
@@ -388,7 +375,7 @@ def test_any_state_compiles_to_a_consistent_plan(desired: DesiredState) -> None:
         if s.enabled and s.sources and any(f.id == s.filter_id and f.rules for f in desired.filters)
     }
     assert {t.session_id for t in plan.tunnels} == live
-    json.loads(plan.nft_json)
+    assert [nft_reference.render_command(c) for c in commands] == plan.nft_text.splitlines()
 
 
 def test_a_thousand_sessions_of_ten_rules_compile() -> None:
@@ -425,10 +412,29 @@ def test_a_thousand_sessions_of_ten_rules_compile() -> None:
     assert sum(1 for c in plan.counters if c.kind == "rule") == 10_000
 
 
-def test_the_text_loaded_is_the_json_rendered() -> None:
+def test_the_text_loaded_reads_back_as_the_json_the_tests_assert_on() -> None:
+    """The structure tests read the plan's text back as nft JSON: parsing then
+    rendering with the reference renderer gives the text back exactly."""
     plan = compile_plan(two_sessions())
-    rendered = [render_command(c) for c in plan.nft_commands()]
-    assert rendered == plan.nft_text.splitlines()
+    commands = nft_reference.nft_commands(plan)
+    assert [nft_reference.render_command(c) for c in commands] == plan.nft_text.splitlines()
+    # And a session chain's rules are the rule's matches as the compiler states them.
+    r = rule("b1", 1, protocol=Protocol.TCP, filter_id="fb")
+    key = session_key("s-b", SOURCE_PORT.id)
+    (only,) = _rules_of(plan, f"s{key:08x}i")
+    (match,) = rule_matches(r)
+    assert only == [*match, {"counter": f"r{key:08x}i1"}, {"goto": {"target": f"m{key:08x}"}}]
+
+
+def test_expressions_render_as_the_reference_renders_them() -> None:
+    r = rule(
+        "r", 1, ethertype=EtherType.IPV6, protocol=Protocol.UDP, src="fd00::/64", dports="53-53"
+    )
+    for alternative in rule_matches(r):
+        for e in alternative:
+            assert expr_text(e) == nft_reference.expr_text(e)
+    mangle = {"mangle": {"key": {"meta": {"key": "priority"}}, "value": 0x1_002A}}
+    assert expr_text(mangle) == nft_reference.expr_text(mangle) == "meta priority set 1:2a"
 
 
 @settings(max_examples=60, deadline=None)
@@ -459,16 +465,30 @@ def test_memoised_compile_equals_a_compile_from_scratch(
         )
         filters = (*changed.filters[:index], edited_filter, *changed.filters[index + 1 :])
         changed = changed.model_copy(update={"filters": filters})
-    compile_plan(desired)  # warms the memo
-    warm = compile_plan(changed)
-    warm_json = warm.nft_json
-    plan_module.clear_memo()
-    cold = compile_plan(changed)
+    compiler = PlanCompiler()
+    compiler.compile(desired)  # warms the memo
+    warm = compiler.compile(changed)
+    cold = PlanCompiler().compile(changed)
     assert warm == cold
     assert (warm.nft_text, warm.digest, warm.chain_rules) == (
         cold.nft_text,
         cold.digest,
         cold.chain_rules,
     )
-    plan_module.clear_memo()
-    assert warm_json == cold.nft_json
+
+
+def test_a_compiler_reuses_the_pieces_of_unchanged_sessions() -> None:
+    """The memo's point: an unchanged (session, source) pair's text is the very same
+    object, not rebuilt (a one-session change among 1,000 rebuilds one piece)."""
+    compiler = PlanCompiler()
+    before = compiler.compile(two_sessions())
+    fa, fb = two_sessions().filters
+    edited = fb.model_copy(update={"rules": (fb.rules[0].model_copy(update={"priority": 2}),)})
+    changed = two_sessions().model_copy(update={"filters": (fa, edited)})
+    after = compiler.compile(changed)
+    old, new = dict(before.chain_rules), dict(after.chain_rules)
+    key_a = session_key("s-a", SOURCE_PORT.id)
+    key_b = session_key("s-b", SOURCE_PORT.id)
+    assert new[f"s{key_a:08x}i"] is old[f"s{key_a:08x}i"]  # reused
+    assert new[f"s{key_b:08x}i"] != old[f"s{key_b:08x}i"]  # rebuilt: its rule changed
+    assert after == PlanCompiler().compile(changed)

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO, run
+
+from support.deploy import REPO, run
 
 
 @pytest.fixture(scope="session")

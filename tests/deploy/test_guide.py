@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from deploy_support import guide_block
 
+from support.deploy import guide_block
 from vxtap.client import ApiError, VxtapClient
 from vxtap.lab.certificates import TlsFiles
 

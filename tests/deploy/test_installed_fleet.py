@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_support import guide_block
 
+from support.deploy import guide_block
 from vxtap.lab.certificates import make_certificates
 from vxtap.netns import Namespace, veth
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO, guide_block, run
 
+from support.deploy import REPO, guide_block, run
 from vxtap.store.db import code_schema_revision
 
 UNITS = ("vxtap-server.service", "vxtap-agent.service", "vxtap-collect.service")
@@ -66,7 +66,7 @@ HEAVY = (
 AGENT_IMPORTS = """
 import sys
 import vxtap, vxtap.cli, vxtap.cli.agent, vxtap.agent.daemon, vxtap.agent.interfaces
-import vxtap.dataplane.kernel, vxtap.dataplane.plan, vxtap.cli.units, vxtap.cli.resources
+import vxtap.dataplane.kernel, vxtap.dataplane.plan, vxtap.cli.units, vxtap.cli.filters
 heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))
 server_or_collector = sorted(m for m in sys.modules if m.startswith(
     ("vxtap.api", "vxtap.store", "vxtap.collector", "vxtap.lab")))
@@ -97,7 +97,7 @@ def test_the_base_install_is_the_agents_and_names_missing_extras(
             f"pip install 'vxtap[{extra}]'\n",
         )  # fmt: skip
     agent = run([str(bin_dir / "vxtap"), "agent"])
-    assert agent.stderr == "error: --server URL is required (or set VXTAP_ENDPOINT)\n"
+    assert agent.stderr == "error: --endpoint URL is required (or set VXTAP_ENDPOINT)\n"
 
 
 def test_migrations_run_from_the_installed_server_extra(

@@ -33,18 +33,14 @@ PlanT = TypeVar("PlanT")
 PlanT_contra = TypeVar("PlanT_contra", contravariant=True)
 
 # Kernel notifications trigger a drift check at once (a deleted table or device is
-# repaired in well under the 2 s asked); the timer is the safety net for changes
-# that notify nothing (an eBPF map entry edited by hand), and costs CPU per check.
+# repaired within a fraction of a second, docs/agent.md); the timer is the safety net
+# for changes that notify nothing (an eBPF map entry edited by hand), and costs CPU.
 DRIFT_INTERVAL_S = 10.0
 # How often kernel counters are read (and handed to the channel, which reports them
 # when they changed, at most every `channel.REPORT_INTERVAL_S`).
 COUNTERS_INTERVAL_S = 5.0
 REDISCOVER_INTERVAL_S = 60.0
-REDISCOVER_DEBOUNCE_S = 0.1
-SETTLE_CHECK_S = 0.3
 NO_CHANGES = Changes()
-# After a failed apply, the same state is retried this much later.
-APPLY_RETRY_S = 2.0
 
 
 def release_memory() -> None:
@@ -161,8 +157,7 @@ class Agent(Generic[PlanT]):
         """Whatever is due at monotonic time `now`, after the kernel reported `changes`."""
         self.now = now
         if changes.links:
-            # Debounced: one burst of link events (a device and its addresses) -> one discover.
-            self.rediscover.last = now - self.rediscover.interval + REDISCOVER_DEBOUNCE_S
+            self.rediscover.fire_in(now, decide.REDISCOVER_DEBOUNCE_S)
         if changes.kernel:
             self.drift_check.last = None  # something of ours may be gone: check now
             self.settle_check = True
@@ -175,10 +170,8 @@ class Agent(Generic[PlanT]):
             self.drift_check.fired(now)
             self._repair()
             if self.settle_check:
-                # A device's removal is notified before it is gone from every list:
-                # look once more a moment later.
                 self.settle_check = False
-                self.drift_check.last = now - self.drift_check.interval + SETTLE_CHECK_S
+                self.drift_check.fire_in(now, decide.SETTLE_CHECK_S)
         if self.counters.due(now):
             self.counters.fired(now)
             self._read_counters()
@@ -188,7 +181,7 @@ class Agent(Generic[PlanT]):
         timers = (self.drift_check, self.counters, self.rediscover)
         due = min(t.remaining(now) for t in timers)
         if self.pending is not None and self.failed is not None:
-            due = min(due, max(0.0, self.failed[1] + APPLY_RETRY_S - now))
+            due = min(due, decide.retry_wait(self.failed, now))
         return due
 
     def run(self, stop: threading.Event) -> None:
@@ -235,11 +228,7 @@ class Agent(Generic[PlanT]):
             self._refuse(fetched.revision, problems)
             self.pending = None
             return
-        if (
-            self.failed
-            and self.failed[0] == fetched.revision
-            and now - self.failed[1] < APPLY_RETRY_S
-        ):
+        if decide.retry_blocked(self.failed, fetched.revision, now):
             return
         if self._apply(action, "revision"):
             self.pending = None

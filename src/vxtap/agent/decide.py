@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vxtap.client import Interface
 from vxtap.model import DesiredState
+
+if TYPE_CHECKING:  # a value type; importing the client at run time would pull in httpx
+    from vxtap.client import Interface
+
+# After a failed apply, the same state is retried this much later.
+APPLY_RETRY_S = 2.0
+# A device's removal is notified before it is gone from every list: after a drift check
+# that a kernel notification asked for, look once more this much later.
+SETTLE_CHECK_S = 0.3
+# One burst of link events (a device and its addresses) -> one discover, this much later.
+REDISCOVER_DEBOUNCE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,17 @@ def on_drift(applied: DesiredState | None, drift: Sequence[str]) -> Apply | None
     return Apply(applied, f"repairing drift: {'; '.join(drift)}")
 
 
+def retry_blocked(failed: tuple[str, float] | None, revision: str, now: float) -> bool:
+    """Whether applying `revision` must wait: its last apply, at `failed` = (revision,
+    monotonic time), failed less than APPLY_RETRY_S ago."""
+    return failed is not None and failed[0] == revision and now - failed[1] < APPLY_RETRY_S
+
+
+def retry_wait(failed: tuple[str, float], now: float) -> float:
+    """Seconds until the state whose apply failed may be applied again."""
+    return max(0.0, failed[1] + APPLY_RETRY_S - now)
+
+
 def interfaces_to_register(
     registered: Sequence[Interface] | None, current: Sequence[Interface]
 ) -> tuple[Interface, ...] | None:
@@ -89,3 +111,7 @@ class Timer:
 
     def remaining(self, now: float) -> float:
         return 0.0 if self.last is None else max(0.0, self.last + self.interval - now)
+
+    def fire_in(self, now: float, seconds: float) -> None:
+        """Be due `seconds` after `now` (sooner than the interval: a debounce, a re-check)."""
+        self.last = now - self.interval + seconds

@@ -3,7 +3,7 @@
 The content of the messages is not parsed: any notification means "look again"
 (rediscover interfaces, check the kernel against the plan), which is cheaper and
 simpler than tracking each object. Plain netlink sockets from the standard
-library suffice for that; pyroute2 is used where messages must be decoded.
+library suffice for that (the agent does not import pyroute2: docs/dataplane.md).
 """
 
 from __future__ import annotations

@@ -31,11 +31,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "vxtap.cli.server:server", "Run the traffic-mirroring API server.", "server"
     ),
     "db": Subcommand("vxtap.cli.db:db", "The server database's schema: status, upgrade.", "server"),
-    "filter": Subcommand("vxtap.cli.resources:filter_group", "Mirror filters."),
-    "rule": Subcommand("vxtap.cli.resources:rule_group", "Mirror filter rules."),
-    "session": Subcommand("vxtap.cli.resources:session_group", "Mirror sessions."),
+    "filter": Subcommand("vxtap.cli.filters:filter_group", "Mirror filters."),
+    "rule": Subcommand("vxtap.cli.rules:rule_group", "Mirror filter rules."),
+    "session": Subcommand("vxtap.cli.sessions:session_group", "Mirror sessions."),
     "port": Subcommand(
-        "vxtap.cli.resources:port_group",
+        "vxtap.cli.ports:port_group",
         "Ports: the interfaces sessions mirror from and to.",
     ),
     "host": Subcommand("vxtap.cli.hosts:host_group", "Enrol, revoke and watch the agents' hosts."),

@@ -6,6 +6,7 @@
   command as `client`; client errors become one `error: ...` line and exit 1.
 - `CliError`: raise it for a user error; click prints it as one line.
 - `OneLineErrorGroup`: a click group whose usage errors are one line too.
+- `list_items`: a list command's "every page, or the one page asked for".
 
 `vxtap explain` and the resource commands use these, so every command finds
 its server and reports failures the same way.
@@ -14,9 +15,9 @@ its server and reports failures the same way.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -24,13 +25,15 @@ from vxtap import auth
 from vxtap.client import (
     DEFAULT_ENDPOINT,
     ApiError,
+    Page,
+    QueryValue,
     ServerUnreachable,
     VxtapClient,
     VxtapClientError,
 )
 
-P = ParamSpec("P")
 R = TypeVar("R")
+ItemT = TypeVar("ItemT")
 
 
 class CliError(click.ClickException):
@@ -56,7 +59,32 @@ def describe_api_error(error: ApiError) -> str:
     return f"{error.error_code}: {error.error_msg}"
 
 
-def _credentials_from_file(path: Path, ak: str | None, project_id: str | None) -> auth.Credential:
+def choice(values: Iterable[str]) -> click.Choice[str]:
+    """A case-insensitive choice of an enum's values (the API takes any letter case)."""
+    return click.Choice([str(v) for v in values], case_sensitive=False)
+
+
+def where(**fields: QueryValue | None) -> dict[str, QueryValue]:
+    """A list query of the options given (None: not given)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def list_items(
+    every: Callable[..., Iterator[ItemT]],
+    one_page: Callable[..., Page[ItemT]],
+    query: Mapping[str, QueryValue],
+    *,
+    limit: int | None,
+    marker: str | None,
+) -> list[ItemT]:
+    """Every item (all pages), unless --limit or --marker asks for one page."""
+    if limit is None and marker is None:
+        return list(every(where=query))
+    return one_page(limit=limit, marker=marker, where=query).items
+
+
+def credential_from_file(path: Path, ak: str | None, project_id: str | None) -> auth.Credential:
+    """The file's entry for `ak` or `project_id`, else its first; CliError naming the problem."""
     try:
         entries = auth.load_credentials(path)
     except ValueError as error:
@@ -79,7 +107,7 @@ def resolve_credentials(
 ) -> auth.Credential:
     """Flags and environment first; a credentials file fills in what they leave out."""
     if credentials_file is not None and not (ak and sk and project_id):
-        from_file = _credentials_from_file(credentials_file, ak, project_id)
+        from_file = credential_from_file(credentials_file, ak, project_id)
         ak = ak or from_file.ak
         sk = sk or from_file.sk
         project_id = project_id or from_file.project_id
@@ -106,6 +134,14 @@ ca_bundle_option = click.option(
 )
 
 
+ENDPOINT_HELP = "URL of vxtap server [env VXTAP_ENDPOINT]."
+
+
+def check_endpoint(endpoint: str, option: str = "endpoint") -> None:
+    if not endpoint.startswith(("http://", "https://")):
+        raise CliError(f"{option} {endpoint!r} is not an http:// or https:// URL")
+
+
 def connection_options(command: Callable[..., R]) -> Callable[..., R]:
     """Add the server/credential options; the command receives `client: VxtapClient`."""
 
@@ -114,7 +150,7 @@ def connection_options(command: Callable[..., R]) -> Callable[..., R]:
         envvar="VXTAP_ENDPOINT",
         default=DEFAULT_ENDPOINT,
         show_default=True,
-        help="URL of vxtap server [env VXTAP_ENDPOINT].",
+        help=ENDPOINT_HELP,
     )
     @click.option("--ak", envvar="VXTAP_AK", help="Access key [env VXTAP_AK].")
     @click.option("--sk", envvar="VXTAP_SK", help="Secret key [env VXTAP_SK].")
@@ -140,8 +176,7 @@ def connection_options(command: Callable[..., R]) -> Callable[..., R]:
         **kwargs: Any,
     ) -> R:
         credential = resolve_credentials(ak, sk, project_id, credentials_file)
-        if not endpoint.startswith(("http://", "https://")):
-            raise CliError(f"endpoint {endpoint!r} is not an http:// or https:// URL")
+        check_endpoint(endpoint)
         try:
             with VxtapClient(
                 endpoint, credential.ak, credential.sk, credential.project_id, ca_bundle=ca_bundle

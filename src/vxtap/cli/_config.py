@@ -7,7 +7,7 @@ One precedence for every setting (docs/deploy.md, "Configuration"):
 A file's keys are the command's long option names without the dashes
 (`listen = "0.0.0.0:9696"`, `log-level = "debug"`, `vni = [1, 2]`); each option
 also reads `VXTAP_<PART>_<OPTION>` (`VXTAP_SERVER_LISTEN`, `VXTAP_SERVER_DB`),
-unless it names its own variable (`--server`: `VXTAP_ENDPOINT`). The file is read by an eager
+unless it names its own variable (`--endpoint`: `VXTAP_ENDPOINT`). The file is read by an eager
 `--config` option that fills click's `default_map`, which click consults after
 the command line and the environment, before the defaults. A missing file at
 the default path is fine (flags and environment suffice); a missing file named

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 
 from vxtap.client import FilterJSON, PortV1JSON, RuleJSON, SessionJSON, SessionStats
+from vxtap.model import Port
 
 ANY = "any"
+T = TypeVar("T")
 
 
 def json_option(command: Any) -> Any:
@@ -37,7 +40,18 @@ def console() -> Console:
     return Console(highlight=False, width=400, no_color=True)
 
 
-def emit(*renderables: RenderableType) -> None:
+def emit(answer: T, as_json: bool, show: Callable[[T], None]) -> None:
+    """Print one answer, an item or a list: its JSON with `--json` (the server's objects
+    unchanged; a pydantic value as its JSON dump), else `show`'s tables."""
+    if not as_json:
+        show(answer)
+    elif isinstance(answer, BaseModel):
+        print_json(answer.model_dump(mode="json"))
+    else:
+        print_json(answer)
+
+
+def render(*renderables: RenderableType) -> None:
     """Print tables; into a pipe without rich's trailing padding, so lines diff and grep cleanly."""
     out = console()
     if out.is_terminal:
@@ -107,7 +121,7 @@ def rule_rows(rules: Sequence[RuleJSON], *, with_filter: bool = False) -> Table:
 
 
 def show_rule(rule: RuleJSON) -> None:
-    emit(
+    render(
         _fields(
             [
                 ("id", rule["id"]),
@@ -130,7 +144,7 @@ def show_rule(rule: RuleJSON) -> None:
 
 
 def list_rules(rules: Sequence[RuleJSON]) -> None:
-    emit(rule_rows(rules, with_filter=True))
+    render(rule_rows(rules, with_filter=True))
 
 
 def show_filter(item: FilterJSON) -> None:
@@ -145,9 +159,9 @@ def show_filter(item: FilterJSON) -> None:
     )
     rules = [*item["ingress_rules"], *item["egress_rules"]]
     if rules:
-        emit(fields, "", rule_rows(rules))
+        render(fields, "", rule_rows(rules))
     else:
-        emit(fields, "", "no rules: a session with this filter mirrors nothing")
+        render(fields, "", "no rules: a session with this filter mirrors nothing")
 
 
 def list_filters(items: Sequence[FilterJSON]) -> None:
@@ -160,7 +174,7 @@ def list_filters(items: Sequence[FilterJSON]) -> None:
             str(len(item["egress_rules"])),
             item.get("description") or "",
         )
-    emit(table)
+    render(table)
 
 
 # --- sessions ---
@@ -170,7 +184,7 @@ def show_session(
     session: SessionJSON, port_names: Mapping[str, str], filter_names: Mapping[str, str]
 ) -> None:
     sources = session["traffic_mirror_sources"]
-    emit(
+    render(
         _fields(
             [
                 ("id", session["id"]),
@@ -219,7 +233,7 @@ def list_sessions(
                 session["traffic_mirror_target_id"], session["traffic_mirror_target_id"]
             ),
         )
-    emit(table)
+    render(table)
 
 
 def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
@@ -248,7 +262,7 @@ def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
         parts += ["", hosts]
     else:
         parts += ["", "no agent has reported counters yet"]
-    emit(*parts)
+    render(*parts)
 
 
 # --- ports ---
@@ -258,8 +272,31 @@ def port_addresses(port: PortV1JSON) -> list[str]:
     return [ip["ip_address"] for ip in port.get("fixed_ips", [])]
 
 
-def show_port(fields: Sequence[tuple[str, str]]) -> None:
-    emit(_fields(fields))
+def show_port(port: PortV1JSON) -> None:
+    """A port as the v1 API answers it."""
+    show_fields(
+        [
+            ("id", port["id"]),
+            ("host", port["binding:host_id"]),
+            ("device", port["name"]),
+            ("mac", port.get("mac_address") or ""),
+            ("addresses", "\n".join(port_addresses(port))),
+            ("status", port.get("status") or ""),
+        ]
+    )
+
+
+def show_created_port(port: Port) -> None:
+    """A port as the internal API answers its creation."""
+    show_fields(
+        [
+            ("id", port.id),
+            ("host", port.host),
+            ("device", port.device),
+            ("mac", port.mac or ""),
+            ("addresses", "\n".join((*port.ipv4, *port.ipv6))),
+        ]
+    )
 
 
 def list_ports(ports: Sequence[PortV1JSON]) -> None:
@@ -273,12 +310,12 @@ def list_ports(ports: Sequence[PortV1JSON]) -> None:
             ", ".join(port_addresses(port)),
             port.get("status") or "",
         )
-    emit(table)
+    render(table)
 
 
 def show_fields(rows: Sequence[tuple[str, str]]) -> None:
     """`name  value` lines, for one object in detail."""
-    emit(_fields(rows))
+    render(_fields(rows))
 
 
 def columns(*names: str) -> Table:

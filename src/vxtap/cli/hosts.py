@@ -80,11 +80,7 @@ def host_remove(client: VxtapClient, name: str) -> None:
 @connection_options
 def host_list(client: VxtapClient, as_json: bool) -> None:
     """Every host: enrolment, agent version, last contact, desired vs applied revision."""
-    items = client.list_hosts()
-    if as_json:
-        out.print_json(items)
-    else:
-        _table(items)
+    out.emit(client.list_hosts(), as_json, _table)
 
 
 @host_group.command("show")
@@ -93,10 +89,10 @@ def host_list(client: VxtapClient, as_json: bool) -> None:
 @connection_options
 def host_show(client: VxtapClient, as_json: bool, name: str) -> None:
     """One host in detail, with its agent's last apply error."""
-    item = client.show_host(name)
-    if as_json:
-        out.print_json(item)
-        return
+    out.emit(client.show_host(name), as_json, _show)
+
+
+def _show(item: HostJSON) -> None:
     out.show_fields(
         [
             ("host", item["host"]),
@@ -134,4 +130,4 @@ def _table(items: Sequence[HostJSON]) -> None:
             str(item["drift_repairs"]),
             (item["apply_error"] or "")[:80],
         )
-    out.emit(table)
+    out.render(table)

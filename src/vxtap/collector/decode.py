@@ -8,7 +8,7 @@ different rates:
   touching only a handful of header bytes. It works on any buffer that supports
   indexing and slicing (bytes, mmap), at an offset, so the receiver hands it the
   kernel's ring memory without copying.
-- `decode()` builds a full `Packet` (MACs, IP, TCP/UDP/ICMP fields) for the
+- `decode()` builds a full `DecodedPacket` (MACs, IP, TCP/UDP/ICMP fields) for the
   human line (`render_line`, in the spirit of `tcpdump -nne`) and `--json`
   (`to_json`).
 
@@ -235,7 +235,7 @@ class ARP:
 
 
 @dataclass(frozen=True, slots=True)
-class Packet:
+class DecodedPacket:
     """One received datagram, decoded as far as it goes."""
 
     time_ns: int
@@ -260,7 +260,7 @@ class Packet:
         return self.kind is Kind.TRUNCATED
 
 
-def decode(datagram: bytes, time_ns: int) -> Packet:
+def decode(datagram: bytes, time_ns: int) -> DecodedPacket:
     """Decode an outer IP datagram (as received on the wire) completely."""
     kind, vni, src, inner, end, orig, problem = classify(datagram, 0, len(datagram))
     outer_src = _addr(src) if len(src) in (4, 16) else "?"
@@ -274,7 +274,7 @@ def decode(datagram: bytes, time_ns: int) -> Packet:
     if len(datagram) >= udp + 4:
         sport = int.from_bytes(datagram[udp : udp + 2], "big")
         dport = int.from_bytes(datagram[udp + 2 : udp + 4], "big")
-    base = Packet(
+    base = DecodedPacket(
         time_ns=time_ns,
         outer_src=outer_src,
         outer_dst=outer_dst,
@@ -292,7 +292,7 @@ def decode(datagram: bytes, time_ns: int) -> Packet:
     return _decode_frame(base, datagram[inner:end])
 
 
-def _decode_frame(p: Packet, f: bytes) -> Packet:
+def _decode_frame(p: DecodedPacket, f: bytes) -> DecodedPacket:
     eth = Ethernet(_mac(f[6:12]), _mac(f[0:6]), f[12] << 8 | f[13], None)
     l3 = ETH_HEADER_LEN
     if eth.ethertype in ETHERTYPE_VLAN and len(f) >= 18:
@@ -328,10 +328,10 @@ def _decode_frame(p: Packet, f: bytes) -> Packet:
     return _replace(p, fields)
 
 
-def _replace(p: Packet, fields: dict[str, Any]) -> Packet:
-    values = {name: getattr(p, name) for name in Packet.__dataclass_fields__}
+def _replace(p: DecodedPacket, fields: dict[str, Any]) -> DecodedPacket:
+    values = {name: getattr(p, name) for name in DecodedPacket.__dataclass_fields__}
     values.update(fields)
-    return Packet(**values)
+    return DecodedPacket(**values)
 
 
 def _decode_l4(ip: IP, f: bytes, t: int) -> tuple[TCP | UDP | ICMP | None, bool]:
@@ -416,7 +416,7 @@ def _endpoint(addr: str, port: int) -> str:
     return f"{addr}.{port}"  # tcpdump writes the port after a dot, for IPv6 too
 
 
-def render_line(p: Packet) -> str:
+def render_line(p: DecodedPacket) -> str:
     """One line per datagram, like `tcpdump -nne` shows it on the target (the seed)."""
     head = f"{_clock(p.time_ns)} {_endpoint(p.outer_src, p.outer_sport)} > "
     head += f"{_endpoint(p.outer_dst, p.outer_dport)}: "
@@ -437,7 +437,7 @@ def render_line(p: Packet) -> str:
     return head + text
 
 
-def _render_l3(p: Packet) -> str:
+def _render_l3(p: DecodedPacket) -> str:
     ip, l4 = p.ip, p.l4
     if isinstance(l4, ARP):
         op = {1: "Request", 2: "Reply"}.get(l4.operation, f"op {l4.operation}")
@@ -474,7 +474,7 @@ def _render_l3(p: Packet) -> str:
     return f"{ip.src} > {ip.dst}: ip-proto-{ip.protocol} {ip.length - ip.header_length}"
 
 
-def to_json(p: Packet) -> dict[str, Any]:
+def to_json(p: DecodedPacket) -> dict[str, Any]:
     """The --json object for one datagram (one per line)."""
     seconds, ns = divmod(p.time_ns, 1_000_000_000)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns:09d}Z"

@@ -31,7 +31,7 @@ import resource
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 MAGIC_NANOSECONDS = 0xA1B23C4D
@@ -48,11 +48,6 @@ DEFAULT_MAX_VNIS = 16384
 def record(sec: int, nsec: int, frame: bytes, original_length: int) -> bytes:
     """One pcap record: header plus the captured frame."""
     return RECORD_HEADER.pack(sec, nsec, len(frame), max(original_length, len(frame))) + frame
-
-
-def file_bytes(records: Iterable[bytes]) -> bytes:
-    """A whole pcap file in memory (tests, fixtures)."""
-    return GLOBAL_HEADER + b"".join(records)
 
 
 Records = bytes | memoryview  # whole records (header + frame) back to back

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import gc
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -116,12 +115,10 @@ class KernelPlan:
     """Everything the kernel must show for one desired state.
 
     `nft_text` is the nft script (text syntax) that adds the table's whole content,
-    which is what gets loaded (nft 1.0.6 parses it about twice as fast as JSON), kept
-    by object so that an adapter can change only the chains that differ. `nft_json`
-    is the same as nft JSON, compiled again on demand from the state the plan was
-    compiled from (deterministic; kept, it held 7.5 MB at 1,000 sessions x 10 rules).
-    The adapter wraps the script in one transaction with a flush. `digest` identifies
-    the plan and is stored in the table, so an unchanged kernel is recognised without
+    which is what gets loaded (nft parses text faster than JSON; docs/benchmarks.md),
+    kept by object so that an adapter can change only the chains that differ. The
+    adapter wraps the script in one transaction with a flush. `digest` identifies the
+    plan and is stored in the table, so an unchanged kernel is recognised without
     listing 10,000 rules.
     """
 
@@ -137,15 +134,6 @@ class KernelPlan:
     skipped: tuple[str, ...] = ()
     table: str = TABLE
     devices: tuple[str, ...] = DEVICES
-    # What the plan was compiled from, for `nft_json` (the agent keeps the state anyway).
-    source: DesiredState | None = dataclasses.field(default=None, compare=False, repr=False)
-    underlay_mtu: int | None = dataclasses.field(default=None, compare=False, repr=False)
-
-    @property
-    def nft_json(self) -> str:
-        """The nft JSON document that adds the table's whole content."""
-        assert self.source is not None  # every plan comes from `compile_plan`
-        return _compile(self.source, self.underlay_mtu, with_json=True)[1]
 
     @property
     def nft_text(self) -> str:
@@ -155,11 +143,6 @@ class KernelPlan:
         parts += [line for _, line in self.counter_defs]
         parts += [text for _, text in self.chain_rules]
         return "\n".join(parts) + "\n"
-
-    def nft_commands(self) -> list[dict[str, Any]]:
-        """`nft_json` parsed (on demand: the dicts take ten times the memory)."""
-        commands: list[dict[str, Any]] = json.loads(self.nft_json)["nftables"]
-        return commands
 
     @property
     def is_empty(self) -> bool:
@@ -197,7 +180,8 @@ def snap_length(packet_length: int, target_address: str, underlay_mtu: int | Non
     return max(1, min(packet_length, underlay_mtu - overhead))
 
 
-# --- nft JSON building blocks ---
+# --- nft expressions, built as nft JSON dicts (the shape `nft -j` documents) and
+# rendered to nft's text syntax by `expr_text`; only the text reaches the plan ---
 
 
 def _match(left: dict[str, Any], right: Any, op: str = "==") -> dict[str, Any]:
@@ -290,48 +274,34 @@ def _first_fragment(ip: str) -> list[list[dict[str, Any]]]:
     ]
 
 
-# An nft expression in both forms: (JSON, text). Large plans have ~100,000 of them, so
-# they are built as strings directly instead of as dicts rendered later (which held
-# ~40 MB of dicts for 1,000 sessions x 10 rules).
-Expr = tuple[str, str]
+# Large plans have ~100,000 expressions: the compiler keeps only their text (the
+# dicts above are short-lived, and the text of rule matches is memoised).
+Expr = str
 
 
-def expr_forms(expr: dict[str, Any], with_json: bool = True) -> Expr:
-    """(JSON, text); the JSON is "" unless asked for (only `nft_json` needs it)."""
-    return json.dumps(expr, separators=(",", ":")) if with_json else "", _expr_text(expr)
-
-
-# A one-session change leaves 9,990 of 10,000 rules as they were: their matches are
-# memoised across compiles by what they depend on (pure; the output is the same).
+# A one-session change leaves 9,990 of 10,000 rules as they were: the compiler memoises
+# their matches by what they depend on (pure; the output is the same).
 MATCH_CACHE_SIZE = 32_768
 
 
-@functools.lru_cache(maxsize=MATCH_CACHE_SIZE)
-def _match_forms(key: MatchKey, with_json: bool) -> tuple[tuple[Expr, ...], ...]:
-    return tuple(
-        tuple(expr_forms(e, with_json) for e in alternative) for alternative in _rule_matches(key)
-    )
-
-
-def match_forms(rule: Rule, with_json: bool = True) -> tuple[tuple[Expr, ...], ...]:
-    """`rule_matches(rule)` in both forms (JSON "" unless `with_json`), memoised."""
-    return _match_forms(_match_key(rule), with_json)
+def _match_texts(key: MatchKey) -> tuple[tuple[Expr, ...], ...]:
+    return tuple(tuple(expr_text(e) for e in alternative) for alternative in _rule_matches(key))
 
 
 def _counter(name: str) -> Expr:
-    return f'{{"counter":"{name}"}}', f'counter name "{name}"'
+    return f'counter name "{name}"'
 
 
 def _goto(chain: str) -> Expr:
-    return f'{{"goto":{{"target":"{chain}"}}}}', f"goto {chain}"
+    return f"goto {chain}"
 
 
 def _jump(chain: str) -> Expr:
-    return f'{{"jump":{{"target":"{chain}"}}}}', f"jump {chain}"
+    return f"jump {chain}"
 
 
-_RETURN: Expr = ('{"return":null}', "return")
-_ACCEPT: Expr = ('{"accept":null}', "accept")
+_RETURN: Expr = "return"
+_ACCEPT: Expr = "accept"
 
 
 @functools.cache
@@ -339,82 +309,57 @@ def _carriers() -> dict[str, tuple[Expr, Expr, Expr]]:
     """Per carrier field: (field == 0, field := 0, dup to its copy device)."""
     return {
         meta_key: (
-            expr_forms(_match(_meta(meta_key), 0)),
-            expr_forms({"mangle": {"key": _meta(meta_key), "value": 0}}),
-            expr_forms({"dup": {"addr": device}}),
+            expr_text(_match(_meta(meta_key), 0)),
+            expr_text({"mangle": {"key": _meta(meta_key), "value": 0}}),
+            expr_text({"dup": {"addr": device}}),
         )
         for meta_key, device in (("mark", MARK_COPY_DEVICE), ("priority", PRIORITY_COPY_DEVICE))
     }
 
 
-def _mirror_rules(key: int, mirrored: str, unmirrorable: str, with_json: bool) -> list[list[Expr]]:
+def _mirror_rules(key: int, mirrored: str, unmirrorable: str) -> list[list[Expr]]:
     # The copy carries the key in a field that the production packet had at 0, and the
     # field is set back to 0 right after `dup`: the production packet leaves exactly as
     # it arrived. nft can only set a field to a constant (or xor it), never save it,
     # hence the two carriers and the counted third case.
     rules = []
     for meta_key, (is_zero, set_zero, dup) in _carriers().items():
-        set_key = expr_forms({"mangle": {"key": _meta(meta_key), "value": key}}, with_json)
+        set_key = expr_text({"mangle": {"key": _meta(meta_key), "value": key}})
         rules.append([is_zero, _counter(mirrored), set_key, dup, set_zero, _ACCEPT])
     rules.append([_counter(unmirrorable), _ACCEPT])
     return rules
 
 
 class _Emitter:
-    """Collects the plan's nft content as JSON fragments and as text, grouped by object."""
+    """Collects the plan's nft text, grouped by object."""
 
-    def __init__(self, *, with_json: bool) -> None:
-        self.with_json = with_json
-        self.json: list[str] = [f'{{"add":{{"table":{{"family":"{FAMILY}","name":"{TABLE}"}}}}}}']
+    def __init__(self) -> None:
         self.chain_defs: dict[str, str] = {}
         self.counter_defs: dict[str, str] = {}
         self.chain_rules: dict[str, list[str]] = {}
         self.where = f"{FAMILY} {TABLE}"
 
     def chain(self, chain: Chain) -> None:
-        body: dict[str, Any] = {"family": FAMILY, "table": TABLE, "name": chain.name}
         text = f"add chain {self.where} {chain.name}"
         if chain.hook is not None:
             assert chain.device is not None
             prio = INGRESS_HOOK_PRIORITY if chain.hook == "ingress" else EGRESS_HOOK_PRIORITY
-            body.update(type="filter", hook=chain.hook, dev=chain.device, prio=prio)
-            body["policy"] = "accept"
             text += (
                 f" {{ type filter hook {chain.hook} device {_quote(chain.device)} "
                 f"priority {prio}; policy accept; }}"
             )
-        if self.with_json:
-            self.json.append(json.dumps({"add": {"chain": body}}, separators=(",", ":")))
         self.chain_defs[chain.name] = text
 
     def counter(self, ref: CounterRef) -> None:
         comment = counter_comment(ref)
-        if self.with_json:
-            self.json.append(
-                f'{{"add":{{"counter":{{"family":"{FAMILY}","table":"{TABLE}",'
-                f'"name":"{ref.name}","comment":{json.dumps(comment)}}}}}}}'
-            )
         self.counter_defs[ref.name] = (
             f"add counter {self.where} {ref.name} {{ comment {_quote(comment)} ; }}"
         )
 
     def rule(self, chain: str, exprs: list[Expr]) -> None:
-        if self.with_json:
-            self.json.append(
-                f'{{"add":{{"rule":{{"family":"{FAMILY}","table":"{TABLE}","chain":"{chain}",'
-                f'"expr":[{",".join(e[0] for e in exprs)}]}}}}}}'
-            )
         self.chain_rules.setdefault(chain, []).append(
-            f"add rule {self.where} {chain} {' '.join(e[1] for e in exprs)}"
+            f"add rule {self.where} {chain} {' '.join(exprs)}"
         )
-
-    def take_json(self) -> tuple[str, ...]:
-        """The JSON fragments emitted since the last call (the table's first)."""
-        taken, self.json = tuple(self.json), []
-        return taken
-
-    def json_document(self) -> str:
-        return '{"nftables":[' + ",".join(self.json) + "]}"
 
 
 @dataclass
@@ -435,7 +380,7 @@ def _common_prefix(a: tuple[Expr, ...], b: tuple[Expr, ...]) -> tuple[Expr, ...]
 @dataclass(frozen=True, slots=True)
 class _Piece:
     """What one (session, source) pair adds to the table, as `_Emitter` output: its
-    mirror and session chains, their counters and rules (text, and JSON when asked)."""
+    mirror and session chains, their counters and rules."""
 
     chains: tuple[Chain, ...]
     counters: tuple[CounterRef, ...]
@@ -443,61 +388,14 @@ class _Piece:
     chain_defs: tuple[tuple[str, str], ...]
     counter_defs: tuple[tuple[str, str], ...]
     chain_rules: tuple[tuple[str, str], ...]
-    json_chains: tuple[str, ...]
-    json_counters: tuple[str, ...]
-    json_rules: tuple[str, ...]
 
 
-def _piece(
-    key: int, session_id: str, by_direction: dict[Direction, tuple[Rule, ...]], with_json: bool
-) -> _Piece:
-    mirror_chain = f"m{key:08x}"
-    mirrored, unmirrorable = f"m{key:08x}", f"u{key:08x}"
-    chains = [Chain(mirror_chain, 3)]
-    counters = [
-        CounterRef(mirrored, "mirrored", session_id),
-        CounterRef(unmirrorable, "unmirrorable", session_id),
-    ]
-    rules_out = [(mirror_chain, r) for r in _mirror_rules(key, mirrored, unmirrorable, with_json)]
-    session_chains: list[tuple[Direction, str, tuple[Expr, ...]]] = []
-    for direction, rules in by_direction.items():
-        if not rules:
-            continue
-        session_chain = f"s{key:08x}{_direction_tag(direction)}"
-        rule_count = 0
-        guard: tuple[Expr, ...] | None = None
-        for rule in rules:
-            counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
-            counters.append(CounterRef(counter, "rule", session_id, rule.id))
-            verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
-            # At most one alternative matches a packet: the counter counts it once.
-            for match in match_forms(rule, with_json):
-                guard = match if guard is None else _common_prefix(guard, match)
-                rules_out.append((session_chain, [*match, _counter(counter), verdict]))
-                rule_count += 1
-        chains.append(Chain(session_chain, rule_count))
-        session_chains.append((direction, session_chain, guard or ()))
-    out = _Emitter(with_json=with_json)
-    out.take_json()  # the table: added once, by the plan
-    for chain in chains:
-        out.chain(chain)
-    json_chains = out.take_json()
-    for ref in counters:
-        out.counter(ref)
-    json_counters = out.take_json()
-    for chain_name, exprs in rules_out:
-        out.rule(chain_name, exprs)
-    return _Piece(
-        chains=tuple(chains),
-        counters=tuple(counters),
-        session_chains=tuple(session_chains),
-        chain_defs=tuple(out.chain_defs.items()),
-        counter_defs=tuple(out.counter_defs.items()),
-        chain_rules=tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items()),
-        json_chains=json_chains,
-        json_counters=json_counters,
-        json_rules=out.take_json(),
-    )
+def _direction_tag(direction: Direction) -> str:
+    return "i" if direction is Direction.INGRESS else "e"
+
+
+def _target_address(target: Port | None) -> str | None:
+    return target.address if target is not None else None
 
 
 def _filter_signature(by_direction: dict[Direction, tuple[Rule, ...]]) -> str:
@@ -510,177 +408,203 @@ def _filter_signature(by_direction: dict[Direction, tuple[Rule, ...]]) -> str:
     )
 
 
-# The pieces of the last compile, by (key, session id, filter signature): a one-session
-# change among 1,000 rebuilds one piece. Replaced by each compile, so it holds what the
-# current plan holds (the same strings), never the pieces of sessions long gone.
-_pieces: dict[tuple[int, str, str], _Piece] = {}
+class PlanCompiler:
+    """Compiles desired states into kernel plans, remembering what the last compile built.
 
+    The agent keeps one compiler: a one-session change among 1,000 rebuilds one piece
+    (a session and source pair's chains, counters and rules) and reuses the rest. The
+    memo holds the pieces of the last compile only (replaced by each compile, so never
+    the pieces of sessions long gone) and the text of up to MATCH_CACHE_SIZE rule
+    matches. A warm compiler gives exactly the plan a fresh one gives.
+    """
 
-def clear_memo() -> None:
-    """Forget every memoised piece and rule match (the next compile starts cold)."""
-    global _pieces
-    _pieces = {}
-    _match_forms.cache_clear()
+    def __init__(self) -> None:
+        self._pieces: dict[tuple[int, str, str], _Piece] = {}
+        self._match_texts = functools.lru_cache(maxsize=MATCH_CACHE_SIZE)(_match_texts)
 
+    def compile(self, state: DesiredState, *, underlay_mtu: int | None = None) -> KernelPlan:
+        """The kernel plan for `state`: same state, same plan (byte for byte)."""
+        # Building many small dicts and strings triggers the cyclic GC over and over;
+        # nothing here makes cycles, so pause it (docs/benchmarks.md).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._compile(state, underlay_mtu)
+        finally:
+            if was_enabled:
+                gc.enable()
 
-def _direction_tag(direction: Direction) -> str:
-    return "i" if direction is Direction.INGRESS else "e"
+    def _piece(
+        self, key: int, session_id: str, by_direction: dict[Direction, tuple[Rule, ...]]
+    ) -> _Piece:
+        mirror_chain = f"m{key:08x}"
+        mirrored, unmirrorable = f"m{key:08x}", f"u{key:08x}"
+        chains = [Chain(mirror_chain, 3)]
+        counters = [
+            CounterRef(mirrored, "mirrored", session_id),
+            CounterRef(unmirrorable, "unmirrorable", session_id),
+        ]
+        rules_out = [(mirror_chain, r) for r in _mirror_rules(key, mirrored, unmirrorable)]
+        session_chains: list[tuple[Direction, str, tuple[Expr, ...]]] = []
+        for direction, rules in by_direction.items():
+            if not rules:
+                continue
+            session_chain = f"s{key:08x}{_direction_tag(direction)}"
+            rule_count = 0
+            guard: tuple[Expr, ...] | None = None
+            for rule in rules:
+                counter = f"r{key:08x}{_direction_tag(direction)}{rule.priority}"
+                counters.append(CounterRef(counter, "rule", session_id, rule.id))
+                verdict = _goto(mirror_chain) if rule.action is Action.ACCEPT else _RETURN
+                # At most one alternative matches a packet: the counter counts it once.
+                for match in self._match_texts(_match_key(rule)):
+                    guard = match if guard is None else _common_prefix(guard, match)
+                    rules_out.append((session_chain, [*match, _counter(counter), verdict]))
+                    rule_count += 1
+            chains.append(Chain(session_chain, rule_count))
+            session_chains.append((direction, session_chain, guard or ()))
+        out = _Emitter()
+        for chain in chains:
+            out.chain(chain)
+        for ref in counters:
+            out.counter(ref)
+        for chain_name, exprs in rules_out:
+            out.rule(chain_name, exprs)
+        return _Piece(
+            chains=tuple(chains),
+            counters=tuple(counters),
+            session_chains=tuple(session_chains),
+            chain_defs=tuple(out.chain_defs.items()),
+            counter_defs=tuple(out.counter_defs.items()),
+            chain_rules=tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items()),
+        )
 
+    def _compile(self, state: DesiredState, underlay_mtu: int | None) -> KernelPlan:
+        ports = {p.id: p for p in state.ports}
+        targets = {p.id: p for p in (*state.ports, *state.targets)}
+        filters = {f.id: f for f in state.filters}
+        skipped: list[str] = []
+        tunnels: list[Tunnel] = []
+        counters: list[CounterRef] = []
+        chains: list[Chain] = []
+        dispatch: dict[tuple[Direction, str], list[_SessionChain]] = {}
+        used_keys: set[int] = set()
+        rules_by_filter: dict[str, dict[Direction, tuple[Rule, ...]]] = {}
+        signatures: dict[str, str] = {}
+        pieces: dict[tuple[int, str, str], _Piece] = {}
 
-def _target_address(target: Port | None) -> str | None:
-    return target.address if target is not None else None
+        for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
+            if not session.enabled:
+                continue
+            flt = filters.get(session.filter_id)
+            if flt is None:
+                skipped.append(f"session {session.id}: filter {session.filter_id} is unknown")
+                continue
+            by_direction = rules_by_filter.get(flt.id)
+            if by_direction is None:
+                by_direction = {d: flt.rules_for(d) for d in (Direction.INGRESS, Direction.EGRESS)}
+                rules_by_filter[flt.id] = by_direction
+                signatures[flt.id] = _filter_signature(by_direction)
+            if not any(by_direction.values()):
+                continue  # docs/behaviour.md §2.5: a filter without rules mirrors nothing
+            remote = _target_address(targets.get(session.target_id))
+            if remote is None:
+                skipped.append(
+                    f"session {session.id}: target {session.target_id} is unknown or has no address"
+                )
+                continue
+            snaplen = snap_length(session.packet_length, remote, underlay_mtu)
+            for source_id in sorted(set(session.sources)):
+                source = ports.get(source_id)
+                if source is None:
+                    continue  # a source on another host
+                key = session_key(session.id, source.id)
+                while key in used_keys:  # a hash collision: the next free key, deterministically
+                    key = key % MAX_KEY + 1
+                used_keys.add(key)
+                family = source.ipv6 if ":" in remote else source.ipv4
+                tunnels.append(
+                    Tunnel(
+                        key=key,
+                        session_id=session.id,
+                        source_port_id=source.id,
+                        vni=session.vni,
+                        remote=remote,
+                        local=family[0] if family else None,
+                        snaplen=snaplen,
+                    )
+                )
+                piece_key = (key, session.id, signatures[session.filter_id])
+                piece = self._pieces.get(piece_key)
+                if piece is None:
+                    piece = self._piece(key, session.id, by_direction)
+                pieces[piece_key] = piece
+                chains.extend(piece.chains)
+                counters.extend(piece.counters)
+                for direction, session_chain, guard in piece.session_chains:
+                    dispatch.setdefault((direction, source.device), []).append(
+                        _SessionChain(session.priority, session.id, session_chain, guard)
+                    )
+
+        base_rules: list[tuple[str, list[Expr]]] = []
+        base_chains: list[Chain] = []
+        own_output = [
+            [expr_text(e) for e in rule]
+            for rule in _own_output_exclusion(t.remote for t in tunnels)
+        ]
+        for (direction, device), session_chains in sorted(dispatch.items()):
+            name = chain_name_for_device(direction, device)
+            body: list[list[Expr]] = []
+            if direction is Direction.EGRESS:
+                body.extend(own_output)  # docs/behaviour.md §2.4: never mirror the mirror's output
+            # Session priority order (docs/behaviour.md §2.1); sessions were walked in that order.
+            # A packet that fails what all of a session's rules start with matches none of
+            # them: it skips the chain here (docs/dataplane.md, "Dispatch per device").
+            body.extend([*sc.guard, _jump(sc.chain)] for sc in session_chains)
+            base_chains.append(Chain(name, len(body), hook=direction.value, device=device))
+            base_rules.extend((name, exprs) for exprs in body)
+
+        # The same order as one emitter over everything: chains (the pieces' in session
+        # order, then the base chains), counters, then rules (base chains' first).
+        out = _Emitter()
+        for chain in base_chains:
+            out.chain(chain)
+        for chain_name, exprs in base_rules:
+            out.rule(chain_name, exprs)
+        self._pieces = pieces
+        base_chain_rules = tuple(
+            (name, "\n".join(lines)) for name, lines in out.chain_rules.items()
+        )
+        plan = KernelPlan(
+            revision=state.revision,
+            digest="",
+            chain_defs=(
+                *(d for p in pieces.values() for d in p.chain_defs),
+                *out.chain_defs.items(),
+            ),
+            counter_defs=tuple(d for p in pieces.values() for d in p.counter_defs),
+            chain_rules=(*base_chain_rules, *(r for p in pieces.values() for r in p.chain_rules)),
+            chains=(*chains, *base_chains),
+            counters=tuple(counters),
+            tunnels=tuple(tunnels),
+            skipped=tuple(skipped),
+        )
+        digest = hashlib.sha256(plan.nft_text.encode())
+        for t in tunnels:
+            digest.update(
+                f"{t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
+                f"{t.source_port_id}\n".encode()
+            )
+        return dataclasses.replace(plan, digest=digest.hexdigest()[:32])
 
 
 def compile_plan(state: DesiredState, *, underlay_mtu: int | None = None) -> KernelPlan:
-    """The kernel plan for `state`: same state, same plan (byte for byte)."""
-    # Building ~100,000 small dicts for a large state triggers the cyclic GC over and
-    # over (it doubled the compile time); nothing here makes cycles, so pause it.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _compile(state, underlay_mtu, with_json=False)[0]
-    finally:
-        if was_enabled:
-            gc.enable()
+    """The kernel plan for `state`, from a fresh compiler (no memo: for one-off compiles;
+    a long-lived caller such as the agent keeps a `PlanCompiler`)."""
+    return PlanCompiler().compile(state, underlay_mtu=underlay_mtu)
 
 
-def _compile(
-    state: DesiredState, underlay_mtu: int | None, *, with_json: bool
-) -> tuple[KernelPlan, str]:
-    """The plan, and its nft JSON document when `with_json` (else "")."""
-    global _pieces
-    ports = {p.id: p for p in state.ports}
-    targets = {p.id: p for p in (*state.ports, *state.targets)}
-    filters = {f.id: f for f in state.filters}
-    skipped: list[str] = []
-    tunnels: list[Tunnel] = []
-    counters: list[CounterRef] = []
-    chains: list[Chain] = []
-    dispatch: dict[tuple[Direction, str], list[_SessionChain]] = {}
-    used_keys: set[int] = set()
-    rules_by_filter: dict[str, dict[Direction, tuple[Rule, ...]]] = {}
-    signatures: dict[str, str] = {}
-    pieces: dict[tuple[int, str, str], _Piece] = {}
-
-    for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
-        if not session.enabled:
-            continue
-        flt = filters.get(session.filter_id)
-        if flt is None:
-            skipped.append(f"session {session.id}: filter {session.filter_id} is unknown")
-            continue
-        by_direction = rules_by_filter.get(flt.id)
-        if by_direction is None:
-            by_direction = {d: flt.rules_for(d) for d in (Direction.INGRESS, Direction.EGRESS)}
-            rules_by_filter[flt.id] = by_direction
-            signatures[flt.id] = _filter_signature(by_direction)
-        if not any(by_direction.values()):
-            continue  # docs/behaviour.md §2.5: a filter without rules mirrors nothing
-        remote = _target_address(targets.get(session.target_id))
-        if remote is None:
-            skipped.append(
-                f"session {session.id}: target {session.target_id} is unknown or has no address"
-            )
-            continue
-        snaplen = snap_length(session.packet_length, remote, underlay_mtu)
-        for source_id in sorted(set(session.sources)):
-            source = ports.get(source_id)
-            if source is None:
-                continue  # a source on another host
-            key = session_key(session.id, source.id)
-            while key in used_keys:  # a hash collision: the next free key, deterministically
-                key = key % MAX_KEY + 1
-            used_keys.add(key)
-            family = source.ipv6 if ":" in remote else source.ipv4
-            tunnels.append(
-                Tunnel(
-                    key=key,
-                    session_id=session.id,
-                    source_port_id=source.id,
-                    vni=session.vni,
-                    remote=remote,
-                    local=family[0] if family else None,
-                    snaplen=snaplen,
-                )
-            )
-            piece_key = (key, session.id, signatures[session.filter_id])
-            piece = None if with_json else _pieces.get(piece_key)
-            if piece is None:
-                piece = _piece(key, session.id, by_direction, with_json)
-            pieces[piece_key] = piece
-            chains.extend(piece.chains)
-            counters.extend(piece.counters)
-            for direction, session_chain, guard in piece.session_chains:
-                dispatch.setdefault((direction, source.device), []).append(
-                    _SessionChain(session.priority, session.id, session_chain, guard)
-                )
-
-    base_rules: list[tuple[str, list[Expr]]] = []
-    base_chains: list[Chain] = []
-    own_output = [
-        [expr_forms(e, with_json) for e in rule]
-        for rule in _own_output_exclusion(t.remote for t in tunnels)
-    ]
-    for (direction, device), session_chains in sorted(dispatch.items()):
-        name = chain_name_for_device(direction, device)
-        body: list[list[Expr]] = []
-        if direction is Direction.EGRESS:
-            body.extend(own_output)  # docs/behaviour.md §2.4: never mirror the mirror's own output
-        # Session priority order (docs/behaviour.md §2.1); sessions were walked in that order.
-        # A packet that fails what all of a session's rules start with matches none of
-        # them: it skips the chain here (docs/dataplane.md, "Dispatch per device").
-        body.extend([*sc.guard, _jump(sc.chain)] for sc in session_chains)
-        base_chains.append(Chain(name, len(body), hook=direction.value, device=device))
-        base_rules.extend((name, exprs) for exprs in body)
-
-    # The same order as one emitter over everything: chains (the pieces' in session
-    # order, then the base chains), counters, then rules (base chains' first).
-    out = _Emitter(with_json=with_json)
-    json_table = out.take_json()
-    for chain in base_chains:
-        out.chain(chain)
-    json_base_chains = out.take_json()
-    for chain_name, exprs in base_rules:
-        out.rule(chain_name, exprs)
-    if with_json:
-        out.json = [
-            *json_table,
-            *(f for p in pieces.values() for f in p.json_chains),
-            *json_base_chains,
-            *(f for p in pieces.values() for f in p.json_counters),
-            *out.json,  # the base chains' rules
-            *(f for p in pieces.values() for f in p.json_rules),
-        ]
-    else:
-        _pieces = pieces
-    base_chain_rules = tuple((name, "\n".join(lines)) for name, lines in out.chain_rules.items())
-    plan = KernelPlan(
-        revision=state.revision,
-        digest="",
-        chain_defs=(
-            *(d for p in pieces.values() for d in p.chain_defs),
-            *out.chain_defs.items(),
-        ),
-        counter_defs=tuple(d for p in pieces.values() for d in p.counter_defs),
-        chain_rules=(*base_chain_rules, *(r for p in pieces.values() for r in p.chain_rules)),
-        chains=(*chains, *base_chains),
-        counters=tuple(counters),
-        tunnels=tuple(tunnels),
-        skipped=tuple(skipped),
-        source=state,
-        underlay_mtu=underlay_mtu,
-    )
-    digest = hashlib.sha256(plan.nft_text.encode())
-    for t in tunnels:
-        digest.update(
-            f"{t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
-            f"{t.source_port_id}\n".encode()
-        )
-    document = out.json_document() if with_json else ""
-    return dataclasses.replace(plan, digest=digest.hexdigest()[:32]), document
-
-
-# --- nft text: the JSON commands above, rendered in nft's own syntax ---
+# --- nft text: the expressions above, rendered in nft's own syntax ---
 
 
 def _quote(text: str) -> str:
@@ -712,7 +636,8 @@ def _left_text(left: dict[str, Any]) -> str:
     return f"{payload['protocol']} {payload['field']}"
 
 
-def _expr_text(expr: dict[str, Any]) -> str:
+def expr_text(expr: dict[str, Any]) -> str:
+    """One nft expression (an nft JSON dict) in nft's text syntax."""
     (kind, body), *_ = expr.items()
     if kind == "match":
         assert body["op"] == "=="
@@ -737,37 +662,6 @@ def _expr_text(expr: dict[str, Any]) -> str:
     if kind in ("return", "accept"):
         return kind
     raise ValueError(f"no text form for nft expression {kind}")
-
-
-def render_command(command: dict[str, Any], cache: dict[int, str] | None = None) -> str:
-    """One `add` command in nft text syntax: the reference the plan's text is checked
-    against (the compiler builds both forms directly, for speed)."""
-    (kind, body), *_ = command["add"].items()
-    if kind == "table":
-        return f"add table {FAMILY} {TABLE}"
-    where = f"{FAMILY} {TABLE}"
-    if kind == "chain":
-        if "hook" not in body:
-            return f"add chain {where} {body['name']}"
-        return (
-            f"add chain {where} {body['name']} {{ type {body['type']} hook {body['hook']} "
-            f"device {_quote(body['dev'])} priority {body['prio']}; policy {body['policy']}; }}"
-        )
-    if kind == "counter":
-        return f"add counter {where} {body['name']} {{ comment {_quote(body['comment'])} ; }}"
-    if kind == "rule":
-        parts = []
-        for expr in body["expr"]:
-            # Rule matches are shared by many chains: render each list once.
-            text = cache.get(id(expr)) if cache is not None else None
-            if text is None:
-                text = _expr_text(expr)
-                if cache is not None:
-                    cache[id(expr)] = text
-            parts.append(text)
-        comment = f" comment {_quote(body['comment'])}" if "comment" in body else ""
-        return f"add rule {where} {body['chain']} {' '.join(parts)}{comment}"
-    raise ValueError(f"no text form for nft {kind}")
 
 
 def chain_name_for_device(direction: Direction, device: str) -> str:

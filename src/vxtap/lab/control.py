@@ -112,7 +112,10 @@ def exited(proc: subprocess.Popen[bytes], log: str) -> Callable[[], str | None]:
     return check
 
 
-class ControlPlane:
+class LabProcesses:
+    """Starts the lab's processes, `vxtap server` and every host's agent, in their
+    namespaces, and drives the server through the CLI (resources, waits)."""
+
     def __init__(
         self,
         lab: LabDir,
@@ -175,7 +178,7 @@ class ControlPlane:
             argv = [
                 *VXTAP,
                 "agent",
-                "--server",
+                "--endpoint",
                 self.topology.endpoint,
                 "--credentials",
                 str(agent_credentials(self.lab, server.name)),

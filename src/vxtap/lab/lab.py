@@ -15,7 +15,7 @@ from vxtap.lab import scenario as scenarios
 from vxtap.lab import topology as topo
 from vxtap.lab.control import (
     VXTAP,
-    ControlPlane,
+    LabProcesses,
     console_banner,
     exited,
     wait_for,
@@ -117,7 +117,7 @@ class Lab:
             self.say(f"  {secgroups.summary(scenario, server)}")
         credentials = write_credentials(self.dir, [s.name for s in scenario.servers])
         tls = write_certificates(self.dir)
-        control = ControlPlane(self.dir, record, t, self.say, credentials, tls)
+        control = LabProcesses(self.dir, record, t, self.say, credentials, tls)
         control.start_server(then=control.start_agents)
         control.wait_for_ports()
         self.say(f"[{t.mgmt.name}] the mirror configuration, with the CLI:")

@@ -1,4 +1,4 @@
-"""Helpers for the API tests (a plain module: conftest modules cannot be imported)."""
+"""Helpers for the API tests: the official SDK client, raw signed requests, snapshots."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkvpc.v3 import VpcClient
 from sqlalchemy import create_engine, select
 
+from support.servers import ApiServer
 from vxtap.auth import sign
 from vxtap.store.schema import Base
-
-# The root conftest's ApiServer (conftest modules cannot import each other).
-ApiServer = Any
 
 
 def vpc_client(

@@ -1,0 +1,2 @@
+"""Helpers the tests share, imported as `support.<module>` (tests/ is on the path:
+pyproject.toml's pytest `pythonpath`), so their types reach the tests."""
