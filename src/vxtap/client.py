@@ -20,20 +20,19 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast, overload
+from typing import Any, cast, overload
 from urllib.parse import quote
 
 import httpx
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    SerializerFunctionWrapHandler,
-    ValidationError,
-    model_serializer,
-)
+from pydantic import ValidationError
 
-from vxtap import auth
+from vxtap import auth, model
+from vxtap.model import Counter as Counter
 from vxtap.model import DesiredState, Port
+from vxtap.model import Interface as Interface
+from vxtap.model import SessionStats as SessionStats
+from vxtap.wire import answers
+from vxtap.wire.answers import ItemT, Page
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9696"
 DEFAULT_TIMEOUT_S = 10.0
@@ -46,158 +45,22 @@ MAX_ANSWER_BYTES = 256 << 20
 HELD_JITTER_FRACTION = 0.1
 # Beyond that, how long a held answer may take to arrive in full (a trickle is cut off).
 ANSWER_GRACE_S = 5.0
-MAX_PAGE_SIZE = 2000  # docs/behaviour.md §1.8: limit is at most 2000
+MAX_PAGE_SIZE = model.MAX_PAGE_SIZE
 
 QueryValue = str | int | bool
 
 
-# --- wire shapes of the public API (Huawei v3 / v1) -------------------------
+# --- shapes ------------------------------------------------------------------
+# Declared once in `vxtap.wire.answers` and `vxtap.model`; re-exported under the names
+# the CLI and the console import.
 
-
-class RuleJSON(TypedDict):
-    id: str
-    project_id: str
-    traffic_mirror_filter_id: str
-    direction: str
-    priority: int
-    action: str
-    ethertype: str
-    protocol: str
-    source_cidr_block: NotRequired[str]
-    destination_cidr_block: NotRequired[str]
-    source_port_range: NotRequired[str]
-    destination_port_range: NotRequired[str]
-    description: NotRequired[str]
-    created_at: str
-    updated_at: str
-
-
-class FilterJSON(TypedDict):
-    id: str
-    project_id: str
-    name: str
-    description: NotRequired[str]
-    ingress_rules: list[RuleJSON]
-    egress_rules: list[RuleJSON]
-    created_at: str
-    updated_at: str
-
-
-class SessionJSON(TypedDict):
-    id: str
-    project_id: str
-    name: str
-    description: NotRequired[str]
-    traffic_mirror_filter_id: str
-    traffic_mirror_sources: list[str]
-    traffic_mirror_target_id: str
-    traffic_mirror_target_type: str
-    virtual_network_id: int
-    packet_length: int
-    priority: int
-    enabled: bool
-    type: NotRequired[str]
-    created_at: str
-    updated_at: str
-
-
-class FixedIpJSON(TypedDict):
-    ip_address: str
-    subnet_id: NotRequired[str]
-
-
-# Huawei's v1 port has a key with a colon ("binding:host_id"), so the
-# functional TypedDict syntax is the only way to spell it.
-PortV1JSON = TypedDict(
-    "PortV1JSON",
-    {
-        "id": str,
-        "name": str,
-        "mac_address": NotRequired[str],
-        "fixed_ips": list[FixedIpJSON],
-        "binding:host_id": str,
-        "status": NotRequired[str],
-    },
-)
-
-
-class HostJSON(TypedDict):
-    """One host of the fleet as `GET /internal/v1/{project}/hosts` answers it."""
-
-    host: str
-    enrolment: str | None  # "api", "credentials file", or None (reported, no key)
-    access_key: str | None
-    enrolled_at: str | None
-    agent_version: str | None
-    last_contact: str | None
-    desired_revision: str
-    applied_revision: str | None
-    sync: str  # "in sync", "behind", "failing", "no report"
-    apply_error: str | None
-    drift_repairs: int
-    held_request: bool | None  # None: not known
-
-
-class AgentCredentialJSON(TypedDict):
-    ak: str
-    sk: str
-    project_id: str
-    host: str
-
-
-ItemT = TypeVar("ItemT")
-
-
-@dataclass(frozen=True)
-class Page(Generic[ItemT]):
-    """One page of a list answer, with Huawei's `page_info` unpacked."""
-
-    items: list[ItemT]
-    previous_marker: str | None
-    next_marker: str | None  # None on the last page
-    current_count: int
-
-
-# --- internal API values -----------------------------------------------------
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Interface(_Wire):
-    """What an agent reports about one of its host's network interfaces."""
-
-    device: str
-    mac: str | None = None
-    ipv4: tuple[str, ...] = ()
-    ipv6: tuple[str, ...] = ()
-
-
-class Counter(_Wire):
-    packets: int
-    bytes: int
-    # Sessions only: copies not sent because they could not be cut to packet_length
-    # (docs/dataplane.md, "Truncation: exact, always"). Written only when not 0, as the
-    # server answers them.
-    uncut_packets: int = 0
-    uncut_bytes: int = 0
-
-    @model_serializer(mode="wrap")
-    def _without_zero_uncut(self, handler: SerializerFunctionWrapHandler) -> dict[str, int]:
-        data: dict[str, int] = handler(self)
-        if not (self.uncut_packets or self.uncut_bytes):
-            data.pop("uncut_packets", None)
-            data.pop("uncut_bytes", None)
-        return data
-
-
-class SessionStats(_Wire):
-    """Counters summed over all hosts, and when each host last reported."""
-
-    sessions: dict[str, Counter]
-    rules: dict[str, Counter]
-    hosts: dict[str, str]
+RuleJSON = answers.RuleOut
+FilterJSON = answers.FilterOut
+SessionJSON = answers.SessionOut
+FixedIpJSON = answers.FixedIpOut
+PortV1JSON = answers.PortV1Out
+HostJSON = answers.HostOut
+AgentCredentialJSON = answers.AgentCredentialOut
 
 
 # --- errors --------------------------------------------------------------------

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vxtap.client import Interface
-from vxtap.model import DesiredState
+from vxtap.model import DesiredState, Interface
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth, enrolment, model
-from vxtap.api import access, wire
+from vxtap.api import access, render
 from vxtap.api.held import HeldRequests
 from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.console import mount_console
@@ -47,6 +47,7 @@ from vxtap.store import errors, hosts
 from vxtap.store import repository as repo
 from vxtap.store.db import Store, is_locked, violated_constraint
 from vxtap.store.schema import SessionRow
+from vxtap.wire import answers, fields, query, requests
 
 log = logging.getLogger("vxtap.api")
 
@@ -253,7 +254,7 @@ def validation_message(exc: RequestValidationError) -> str:
                 parts.append(f"{field}: required")
             continue
         if kind == "extra_forbidden":
-            hint = wire.FIXED_FIELDS.get(tuple(location[-2:]))
+            hint = requests.FIXED_FIELDS.get(tuple(location[-2:]))
             parts.append(f"{field}: {hint or 'is not a field of this request'}")
             continue
         if kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -389,108 +390,24 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
-QueryParser = Callable[[str], Any]
-
-
-def _query_time(text: str) -> datetime:
-    try:
-        return datetime.strptime(text, wire.TIME_FORMAT)
-    except ValueError:
-        raise ValueError(f"must be a UTC time like 2024-09-10T09:54:28Z, got {text!r}") from None
-
-
-def _query_required(parse: Callable[[Any], Any]) -> QueryParser:
-    def checked(text: str) -> Any:
-        value = parse(text)
-        if value is None:
-            raise ValueError(f"must not be empty, got {text!r}")
-        return value
-
-    return checked
-
-
-def _text(text: str) -> str:
-    if "\x00" in text:
-        raise ValueError("must not contain NUL")
-    return text
-
-
-FILTER_QUERY: dict[str, QueryParser] = {
-    "id": _text,
-    "name": _text,
-    "description": _text,
-    "created_at": _query_time,
-    "updated_at": _query_time,
-}
-RULE_QUERY: dict[str, QueryParser] = {
-    "id": _text,
-    "description": _text,
-    "traffic_mirror_filter_id": _text,
-    "direction": wire.canonical(model.Direction),
-    "protocol": wire.canonical(model.Protocol),
-    "ethertype": wire.canonical(model.EtherType),
-    "source_cidr_block": _query_required(wire.parse_cidr),
-    "destination_cidr_block": _query_required(wire.parse_cidr),
-    "source_port_range": _query_required(wire.parse_port_range),
-    "destination_port_range": _query_required(wire.parse_port_range),
-    "action": wire.canonical(model.Action),
-    "priority": wire.integer_parser(1, 65535),
-}
-SESSION_QUERY: dict[str, QueryParser] = {
-    "id": _text,
-    "name": _text,
-    "description": _text,
-    "traffic_mirror_filter_id": _text,
-    "traffic_mirror_target_id": _text,
-    "traffic_mirror_target_type": _text,
-    "virtual_network_id": wire.integer_parser(0, 16_777_215),
-    "packet_length": wire.integer_parser(1, 1460),
-    "priority": wire.integer_parser(1, 32766),
-    "enabled": wire.parse_boolean,
-    "type": _text,
-    "created_at": _query_time,
-    "updated_at": _query_time,
-}
-PORT_QUERY: dict[str, QueryParser] = {
-    "id": _text,
-    "name": _text,
-    "mac_address": _text,
-    "binding:host_id": _text,
-}
-PAGING_QUERY: dict[str, QueryParser] = {
-    "limit": wire.integer_parser(0, repo.MAX_LIMIT),
-    "marker": _text,
-}
-
-
 def parse_query(
-    request: Request, fields: Mapping[str, QueryParser]
+    request: Request, parsers: Mapping[str, query.QueryParser]
 ) -> tuple[dict[str, list[Any]], int | None, str | None]:
-    """List filters (repeating a key means any of the values), limit and marker; 400 if bad."""
-    where: dict[str, list[Any]] = {}
-    limit: int | None = None
-    marker: str | None = None
-    for key, text in request.query_params.multi_items():
-        try:
-            if key == "limit":
-                limit = PAGING_QUERY["limit"](text)
-            elif key == "marker":
-                marker = text or None
-            elif key in fields:
-                where.setdefault(key, []).append(fields[key](text))
-        except ValueError as exc:
-            raise errors.BadInput(f"query parameter {key}: {exc}") from None
-    return where, limit, marker
+    """A list's filters, limit and marker; 400 if a value is bad."""
+    try:
+        return query.parse_query(request.query_params.multi_items(), parsers)
+    except query.QueryError as exc:
+        raise errors.BadInput(str(exc)) from None
 
 
-def query_parameters(fields: Mapping[str, QueryParser]) -> dict[str, Any]:
+def query_parameters(fields: Mapping[str, query.QueryParser]) -> dict[str, Any]:
     """OpenAPI description of a list's query parameters (parsed by `parse_query`)."""
-    schemas: dict[QueryParser, dict[str, Any]] = {}
+    schemas: dict[query.QueryParser, dict[str, Any]] = {}
     parameters = []
-    for name, parser in {**fields, **PAGING_QUERY}.items():
+    for name, parser in {**fields, **query.PAGING_QUERY}.items():
         schema = schemas.get(parser, {"type": "string"})
         if name == "limit":
-            schema = {"type": "integer", "minimum": 0, "maximum": repo.MAX_LIMIT}
+            schema = {"type": "integer", "minimum": 0, "maximum": model.MAX_PAGE_SIZE}
         elif name in ("priority", "virtual_network_id", "packet_length"):
             schema = {"type": "integer"}
         elif name == "enabled":
@@ -681,24 +598,24 @@ def _install_routes(
         return app.api_route(path, methods=[method], openapi_extra=json_body(model_type), **kwargs)
 
     responses_error: dict[int | str, dict[str, Any]] = {
-        code: {"model": wire.ErrorAnswer} for code in (400, 401, 403, 404, 409)
+        code: {"model": answers.ErrorAnswer} for code in (400, 401, 403, 404, 409)
     }
 
     # Filters ---------------------------------------------------------------------------
     @body_route(
         f"{v3}/traffic-mirror-filters",
         "POST",
-        wire.CreateFilterRequest,
+        requests.CreateFilterRequest,
         status_code=201,
-        responses={201: {"model": wire.FilterAnswer}, **responses_error},
+        responses={201: {"model": answers.FilterAnswer}, **responses_error},
         tags=["filters"],
         summary="CreateTrafficMirrorFilter",
     )
     async def create_filter(project_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.CreateFilterRequest)).traffic_mirror_filter
+        option = (await read_body(request, requests.CreateFilterRequest)).traffic_mirror_filter
         fields = option.model_dump()
         result = await _run(
-            write, lambda db: wire.filter_json(repo.create_filter(db, project_id, fields))
+            write, lambda db: render.filter_json(repo.create_filter(db, project_id, fields))
         )
         return answer(201, traffic_mirror_filter=result)
 
@@ -706,15 +623,15 @@ def _install_routes(
         f"{v3}/traffic-mirror-filters",
         tags=["filters"],
         summary="ListTrafficMirrorFilters",
-        openapi_extra=query_parameters(FILTER_QUERY),
-        responses={200: {"model": wire.FilterListAnswer}, **responses_error},
+        openapi_extra=query_parameters(query.FILTER_QUERY),
+        responses={200: {"model": answers.FilterListAnswer}, **responses_error},
     )
     async def list_filters(project_id: str, request: Request) -> JSONResponse:
-        where, limit, marker = parse_query(request, FILTER_QUERY)
+        where, limit, marker = parse_query(request, query.FILTER_QUERY)
 
         def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             page = repo.list_filters(db, project_id, where, limit, marker)
-            return [wire.filter_json(r) for r in page.rows], page.page_info()
+            return [render.filter_json(r) for r in page.rows], page.page_info()
 
         items, info = await _run(read, action)
         return answer(200, traffic_mirror_filters=items, page_info=info)
@@ -723,28 +640,28 @@ def _install_routes(
         f"{v3}/traffic-mirror-filters/{{filter_id}}",
         tags=["filters"],
         summary="ShowTrafficMirrorFilter",
-        responses={200: {"model": wire.FilterAnswer}, **responses_error},
+        responses={200: {"model": answers.FilterAnswer}, **responses_error},
     )
     async def show_filter(project_id: str, filter_id: str) -> JSONResponse:
         result = await _run(
-            read, lambda db: wire.filter_json(repo.get_filter(db, project_id, filter_id))
+            read, lambda db: render.filter_json(repo.get_filter(db, project_id, filter_id))
         )
         return answer(200, traffic_mirror_filter=result)
 
     @body_route(
         f"{v3}/traffic-mirror-filters/{{filter_id}}",
         "PUT",
-        wire.UpdateFilterRequest,
+        requests.UpdateFilterRequest,
         tags=["filters"],
         summary="UpdateTrafficMirrorFilter",
-        responses={200: {"model": wire.FilterAnswer}, **responses_error},
+        responses={200: {"model": answers.FilterAnswer}, **responses_error},
     )
     async def update_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.UpdateFilterRequest)).traffic_mirror_filter
+        option = (await read_body(request, requests.UpdateFilterRequest)).traffic_mirror_filter
         fields = option.model_dump(exclude_unset=True)
         result = await _run(
             write,
-            lambda db: wire.filter_json(repo.update_filter(db, project_id, filter_id, fields)),
+            lambda db: render.filter_json(repo.update_filter(db, project_id, filter_id, fields)),
         )
         return answer(200, traffic_mirror_filter=result)
 
@@ -763,18 +680,18 @@ def _install_routes(
     @body_route(
         f"{v3}/traffic-mirror-filter-rules",
         "POST",
-        wire.CreateRuleRequest,
+        requests.CreateRuleRequest,
         status_code=201,
         tags=["rules"],
         summary="CreateTrafficMirrorFilterRule",
-        responses={201: {"model": wire.RuleAnswer}, **responses_error},
+        responses={201: {"model": answers.RuleAnswer}, **responses_error},
     )
     async def create_rule(project_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.CreateRuleRequest)).traffic_mirror_filter_rule
+        option = (await read_body(request, requests.CreateRuleRequest)).traffic_mirror_filter_rule
         fields = option.model_dump()
         result = await _run(
             write,
-            lambda db: wire.rule_json(
+            lambda db: render.rule_json(
                 repo.create_rule(db, project_id, fields, quota=max_rules_per_direction)
             ),
         )
@@ -784,15 +701,15 @@ def _install_routes(
         f"{v3}/traffic-mirror-filter-rules",
         tags=["rules"],
         summary="ListTrafficMirrorFilterRules",
-        openapi_extra=query_parameters(RULE_QUERY),
-        responses={200: {"model": wire.RuleListAnswer}, **responses_error},
+        openapi_extra=query_parameters(query.RULE_QUERY),
+        responses={200: {"model": answers.RuleListAnswer}, **responses_error},
     )
     async def list_rules(project_id: str, request: Request) -> JSONResponse:
-        where, limit, marker = parse_query(request, RULE_QUERY)
+        where, limit, marker = parse_query(request, query.RULE_QUERY)
 
         def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             page = repo.list_rules(db, project_id, where, limit, marker)
-            return [wire.rule_json(r) for r in page.rows], page.page_info()
+            return [render.rule_json(r) for r in page.rows], page.page_info()
 
         items, info = await _run(read, action)
         return answer(200, traffic_mirror_filter_rules=items, page_info=info)
@@ -801,28 +718,30 @@ def _install_routes(
         f"{v3}/traffic-mirror-filter-rules/{{rule_id}}",
         tags=["rules"],
         summary="ShowTrafficMirrorFilterRule",
-        responses={200: {"model": wire.RuleAnswer}, **responses_error},
+        responses={200: {"model": answers.RuleAnswer}, **responses_error},
     )
     async def show_rule(project_id: str, rule_id: str) -> JSONResponse:
-        result = await _run(read, lambda db: wire.rule_json(repo.get_rule(db, project_id, rule_id)))
+        result = await _run(
+            read, lambda db: render.rule_json(repo.get_rule(db, project_id, rule_id))
+        )
         return answer(200, traffic_mirror_filter_rule=result)
 
     @body_route(
         f"{v3}/traffic-mirror-filter-rules/{{rule_id}}",
         "PUT",
-        wire.UpdateRuleRequest,
+        requests.UpdateRuleRequest,
         tags=["rules"],
         summary="UpdateTrafficMirrorFilterRule",
-        responses={200: {"model": wire.RuleAnswer}, **responses_error},
+        responses={200: {"model": answers.RuleAnswer}, **responses_error},
     )
     async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.UpdateRuleRequest)).traffic_mirror_filter_rule
+        option = (await read_body(request, requests.UpdateRuleRequest)).traffic_mirror_filter_rule
         fields = option.model_dump(exclude_unset=True)
         for key in ("priority", "action", "ethertype", "protocol"):
             if key in fields and fields[key] is None:
                 raise errors.BadInput(f"traffic_mirror_filter_rule.{key}: must not be null")
         result = await _run(
-            write, lambda db: wire.rule_json(repo.update_rule(db, project_id, rule_id, fields))
+            write, lambda db: render.rule_json(repo.update_rule(db, project_id, rule_id, fields))
         )
         return answer(200, traffic_mirror_filter_rule=result)
 
@@ -841,14 +760,14 @@ def _install_routes(
     @body_route(
         f"{v3}/traffic-mirror-sessions",
         "POST",
-        wire.CreateSessionRequest,
+        requests.CreateSessionRequest,
         status_code=201,
         tags=["sessions"],
         summary="CreateTrafficMirrorSession",
-        responses={201: {"model": wire.SessionAnswer}, **responses_error},
+        responses={201: {"model": answers.SessionAnswer}, **responses_error},
     )
     async def create_session(project_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.CreateSessionRequest)).traffic_mirror_session
+        option = (await read_body(request, requests.CreateSessionRequest)).traffic_mirror_session
         fields = option.model_dump()
         result = await _run(
             write,
@@ -860,15 +779,15 @@ def _install_routes(
         f"{v3}/traffic-mirror-sessions",
         tags=["sessions"],
         summary="ListTrafficMirrorSessions",
-        openapi_extra=query_parameters(SESSION_QUERY),
-        responses={200: {"model": wire.SessionListAnswer}, **responses_error},
+        openapi_extra=query_parameters(query.SESSION_QUERY),
+        responses={200: {"model": answers.SessionListAnswer}, **responses_error},
     )
     async def list_sessions(project_id: str, request: Request) -> JSONResponse:
-        where, limit, marker = parse_query(request, SESSION_QUERY)
+        where, limit, marker = parse_query(request, query.SESSION_QUERY)
 
         def action(connection: Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             page, sources = repo.list_sessions(connection, project_id, where, limit, marker)
-            return [wire.session_json(r, sources[r.id]) for r in page.rows], page.page_info()
+            return [render.session_json(r, sources[r.id]) for r in page.rows], page.page_info()
 
         items, info = await _run(read_rows, action)
         return answer(200, traffic_mirror_sessions=items, page_info=info)
@@ -877,12 +796,12 @@ def _install_routes(
         f"{v3}/traffic-mirror-sessions/{{session_id}}",
         tags=["sessions"],
         summary="ShowTrafficMirrorSession",
-        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+        responses={200: {"model": answers.SessionAnswer}, **responses_error},
     )
     async def show_session(project_id: str, session_id: str) -> JSONResponse:
         result = await _run(
             read_rows,
-            lambda connection: wire.session_json(
+            lambda connection: render.session_json(
                 *repo.show_session(connection, project_id, session_id)
             ),
         )
@@ -891,13 +810,13 @@ def _install_routes(
     @body_route(
         f"{v3}/traffic-mirror-sessions/{{session_id}}",
         "PUT",
-        wire.UpdateSessionRequest,
+        requests.UpdateSessionRequest,
         tags=["sessions"],
         summary="UpdateTrafficMirrorSession",
-        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+        responses={200: {"model": answers.SessionAnswer}, **responses_error},
     )
     async def update_session(project_id: str, session_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.UpdateSessionRequest)).traffic_mirror_session
+        option = (await read_body(request, requests.UpdateSessionRequest)).traffic_mirror_session
         fields = option.model_dump(exclude_unset=True)
         result = await _run(
             write,
@@ -910,13 +829,13 @@ def _install_routes(
     @body_route(
         f"{v3}/traffic-mirror-sessions/{{session_id}}/add-sources",
         "PUT",
-        wire.SourcesRequest,
+        requests.SourcesRequest,
         tags=["sessions"],
         summary="AddSourcesToTrafficMirrorSession",
-        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+        responses={200: {"model": answers.SessionAnswer}, **responses_error},
     )
     async def add_sources(project_id: str, session_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.SourcesRequest)).traffic_mirror_session
+        option = (await read_body(request, requests.SourcesRequest)).traffic_mirror_session
         sources = option.traffic_mirror_sources
         result = await _run(
             write,
@@ -929,13 +848,13 @@ def _install_routes(
     @body_route(
         f"{v3}/traffic-mirror-sessions/{{session_id}}/remove-sources",
         "PUT",
-        wire.SourcesRequest,
+        requests.SourcesRequest,
         tags=["sessions"],
         summary="RemoveSourcesFromTrafficMirrorSession",
-        responses={200: {"model": wire.SessionAnswer}, **responses_error},
+        responses={200: {"model": answers.SessionAnswer}, **responses_error},
     )
     async def remove_sources(project_id: str, session_id: str, request: Request) -> JSONResponse:
-        option = (await read_body(request, wire.SourcesRequest)).traffic_mirror_session
+        option = (await read_body(request, requests.SourcesRequest)).traffic_mirror_session
         sources = option.traffic_mirror_sources
         result = await _run(
             write,
@@ -961,15 +880,15 @@ def _install_routes(
         "/v1/{project_id}/ports",
         tags=["ports"],
         summary="ListPorts",
-        openapi_extra=query_parameters(PORT_QUERY),
+        openapi_extra=query_parameters(query.PORT_QUERY),
         responses=responses_error,
     )
     async def list_v1_ports(project_id: str, request: Request) -> JSONResponse:
-        where, limit, marker = parse_query(request, PORT_QUERY)
+        where, limit, marker = parse_query(request, query.PORT_QUERY)
 
         def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             page = repo.list_ports(db, project_id, where, limit, marker)
-            return [wire.v1_port_json(r) for r in page.rows], page.page_info()
+            return [render.v1_port_json(r) for r in page.rows], page.page_info()
 
         items, info = await _run(read, action)
         return answer(200, ports=items, page_info=info)
@@ -982,7 +901,7 @@ def _install_routes(
     )
     async def show_v1_port(project_id: str, port_id: str) -> JSONResponse:
         result = await _run(
-            read, lambda db: wire.v1_port_json(repo.get_port(db, project_id, port_id))
+            read, lambda db: render.v1_port_json(repo.get_port(db, project_id, port_id))
         )
         return answer(200, port=result)
 
@@ -992,7 +911,7 @@ def _install_routes(
     @body_route(
         f"{internal}/hosts/{{host}}/ports",
         "PUT",
-        wire.RegisterPortsRequest,
+        requests.RegisterPortsRequest,
         tags=["internal"],
         summary="Register or refresh a host's ports",
         responses=responses_error,
@@ -1000,12 +919,12 @@ def _install_routes(
     async def register_ports(project_id: str, host: str, request: Request) -> JSONResponse:
         checked_host = _path_host(host)
         ports = [
-            p.model_dump() for p in (await read_body(request, wire.RegisterPortsRequest)).ports
+            p.model_dump() for p in (await read_body(request, requests.RegisterPortsRequest)).ports
         ]
         result = await _run(
             upsert,
             lambda db: [
-                wire.port_json(r)
+                render.port_json(r)
                 for r in repo.register_host_ports(db, project_id, checked_host, ports)
             ],
         )
@@ -1015,15 +934,15 @@ def _install_routes(
         f"{internal}/ports",
         tags=["internal"],
         summary="List ports (internal shape)",
-        openapi_extra=query_parameters(PORT_QUERY),
+        openapi_extra=query_parameters(query.PORT_QUERY),
         responses=responses_error,
     )
     async def list_ports(project_id: str, request: Request) -> JSONResponse:
-        where, limit, marker = parse_query(request, PORT_QUERY)
+        where, limit, marker = parse_query(request, query.PORT_QUERY)
 
         def action(db: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             page = repo.list_ports(db, project_id, where, limit, marker)
-            return [wire.port_json(r) for r in page.rows], page.page_info()
+            return [render.port_json(r) for r in page.rows], page.page_info()
 
         items, info = await _run(read, action)
         return answer(200, ports=items, page_info=info)
@@ -1031,16 +950,16 @@ def _install_routes(
     @body_route(
         f"{internal}/ports",
         "POST",
-        wire.CreatePortRequest,
+        requests.CreatePortRequest,
         status_code=201,
         tags=["internal"],
         summary="Create a port by hand",
         responses=responses_error,
     )
     async def create_port(project_id: str, request: Request) -> JSONResponse:
-        fields = (await read_body(request, wire.CreatePortRequest)).port.model_dump()
+        fields = (await read_body(request, requests.CreatePortRequest)).port.model_dump()
         result = await _run(
-            write, lambda db: wire.port_json(repo.create_port(db, project_id, fields))
+            write, lambda db: render.port_json(repo.create_port(db, project_id, fields))
         )
         return answer(201, port=result)
 
@@ -1051,7 +970,9 @@ def _install_routes(
         responses=responses_error,
     )
     async def show_port(project_id: str, port_id: str) -> JSONResponse:
-        result = await _run(read, lambda db: wire.port_json(repo.get_port(db, project_id, port_id)))
+        result = await _run(
+            read, lambda db: render.port_json(repo.get_port(db, project_id, port_id))
+        )
         return answer(200, port=result)
 
     @app.delete(
@@ -1118,7 +1039,7 @@ def _install_routes(
     @body_route(
         f"{internal}/hosts/{{host}}/counters",
         "PUT",
-        wire.CountersRequest,
+        requests.CountersRequest,
         status_code=204,
         tags=["internal"],
         summary="Report a host's counters",
@@ -1126,7 +1047,7 @@ def _install_routes(
     )
     async def put_counters(project_id: str, host: str, request: Request) -> Response:
         checked_host = _path_host(host)
-        body = await read_body(request, wire.CountersRequest)
+        body = await read_body(request, requests.CountersRequest)
         sessions = {k: v.model_dump() for k, v in body.sessions.items()}
         rules = {k: v.model_dump() for k, v in body.rules.items()}
         # One report stored at a time per process, on a worker thread: a flood of large
@@ -1170,7 +1091,7 @@ def _install_fleet_routes(
     """Enrolment (administrators) and the agents' status reports (each agent, its host)."""
     internal = "/internal/v1/{project_id}"
     responses_error: dict[int | str, dict[str, Any]] = {
-        code: {"model": wire.ErrorAnswer} for code in (400, 401, 403, 404, 409)
+        code: {"model": answers.ErrorAnswer} for code in (400, 401, 403, 404, 409)
     }
 
     def static_hosts(project_id: str) -> dict[str, str]:
@@ -1192,19 +1113,19 @@ def _install_fleet_routes(
             return in_transaction(store, action, write=write)
         return await run_in_threadpool(lambda: in_transaction(store, action, write=write))
 
-    BODY_MODELS[f"POST {internal}/hosts"] = wire.EnrolHostRequest
-    BODY_MODELS[f"PUT {internal}/hosts/{{host}}/status"] = wire.HostStatusRequest
+    BODY_MODELS[f"POST {internal}/hosts"] = requests.EnrolHostRequest
+    BODY_MODELS[f"PUT {internal}/hosts/{{host}}/status"] = requests.HostStatusRequest
 
     @app.post(
         f"{internal}/hosts",
         status_code=201,
         tags=["fleet"],
         summary="Enrol a host: issue its agent's credential (shown once)",
-        openapi_extra=json_body(wire.EnrolHostRequest),
+        openapi_extra=json_body(requests.EnrolHostRequest),
         responses=responses_error,
     )
     async def enrol_host(project_id: str, request: Request) -> JSONResponse:
-        host = (await read_body(request, wire.EnrolHostRequest)).host
+        host = (await read_body(request, requests.EnrolHostRequest)).host
         if host in static_hosts(project_id):
             raise errors.Conflict(
                 f"host {host} has an agent key in the server's credentials file", errors.EXISTS
@@ -1280,19 +1201,19 @@ def _install_fleet_routes(
         status_code=204,
         tags=["fleet"],
         summary="An agent reports what it applied",
-        openapi_extra=json_body(wire.HostStatusRequest),
+        openapi_extra=json_body(requests.HostStatusRequest),
         responses=responses_error,
     )
     async def put_status(project_id: str, host: str, request: Request) -> Response:
         checked = _path_host(host)
-        fields = (await read_body(request, wire.HostStatusRequest)).model_dump()
+        fields = (await read_body(request, requests.HostStatusRequest)).model_dump()
         await run(lambda db: hosts.put_status(db, project_id, checked, fields), write=True)
         return no_content()
 
 
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
     """A session as answered after a write: read back like every session answer."""
-    return wire.session_json(*repo.show_session(db.connection(), project_id, row.id))
+    return render.session_json(*repo.show_session(db.connection(), project_id, row.id))
 
 
 def _host_state(
@@ -1320,7 +1241,7 @@ def _etags(if_none_match: str | None) -> list[str]:
 
 def _path_host(host: str) -> str:
     try:
-        return wire.parse_host(host)
+        return fields.parse_host(host)
     except ValueError as exc:
         raise errors.BadInput(f"host: {exc}") from None
 

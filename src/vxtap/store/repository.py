@@ -220,7 +220,9 @@ def host_revisions(db: Session | Connection, project: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Page:
+class RowPage:
+    """One page of a list's rows, and the marker of the next page (None on the last)."""
+
     rows: Sequence[Any]
     next_marker: str | None
 
@@ -233,21 +235,18 @@ class Page:
         return info
 
 
-MAX_LIMIT = 2000
-
-
 def paginate(
     db: Session | Connection,
     statement: Select[*tuple[Any, ...]],
     id_column: Any,
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     """Keyset pagination by id: stable under concurrent inserts, O(page) per request.
 
     On an ORM session the statement selects one entity; on a Connection, plain columns.
     """
-    size = limit or MAX_LIMIT
+    size = limit or model.MAX_PAGE_SIZE
     if marker:
         statement = statement.where(id_column > marker)
     ordered = statement.order_by(id_column).limit(size + 1)
@@ -256,8 +255,8 @@ def paginate(
     )
     if len(rows) > size:
         rows = rows[:size]
-        return Page(rows, rows[-1].id)
-    return Page(rows, None)
+        return RowPage(rows, rows[-1].id)
+    return RowPage(rows, None)
 
 
 def _equals(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
@@ -340,7 +339,7 @@ def list_filters(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     statement = select(FilterRow).where(FilterRow.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(getattr(FilterRow, key), values))
@@ -512,7 +511,7 @@ def list_rules(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     statement = select(RuleRow).where(RuleRow.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(RULE_QUERY_FIELDS[key], values))
@@ -624,7 +623,7 @@ def list_ports(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     statement = select(PortRow).where(PortRow.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(PORT_QUERY_FIELDS[key], values))
@@ -902,7 +901,7 @@ def list_sessions(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> tuple[Page, dict[str, list[str]]]:
+) -> tuple[RowPage, dict[str, list[str]]]:
     statement = select(*SESSION_COLUMNS_READ).where(SESSIONS.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(SESSIONS[SESSION_QUERY_FIELDS[key].key], values))
