@@ -27,25 +27,30 @@ from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import (
-    DataError,
-    DBAPIError,
-    IntegrityError,
-    OperationalError,
     SQLAlchemyError,
 )
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth, enrolment, model
 from vxtap.api import access, render
+from vxtap.api.errors import (
+    REQUEST_ID,
+    BadRequest,
+    Forbidden,
+    Unauthorized,
+    Unavailable,
+    install_error_handlers,
+    refusal_response,
+)
 from vxtap.api.held import HeldRequests
 from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.console import mount_console
-from vxtap.store import errors, hosts
+from vxtap.store import errors as store_errors
+from vxtap.store import hosts
 from vxtap.store import repository as repo
-from vxtap.store.db import Store, is_locked, violated_constraint
+from vxtap.store.db import Store
 from vxtap.store.schema import SessionRow
 from vxtap.wire import answers, fields, query, requests
 
@@ -61,7 +66,6 @@ COUNTERS_QUEUE_S = 2.0
 # Held desired-state requests: the longest `wait` accepted (the jitter added to it is
 # `client.HELD_JITTER_FRACTION` of it).
 MAX_WAIT_S = 600.0
-REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 UNSIGNED_PATHS = frozenset(
     {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
@@ -74,14 +78,6 @@ PROJECT_PREFIXES = (("v3",), ("v1",), ("internal", "v1"))
 T = TypeVar("T")
 D = TypeVar("D", Session, Connection)
 AgentLookup = Callable[[str], Awaitable[auth.Credential | None]]
-
-
-def error_body(message: str, code: str) -> dict[str, str]:
-    return {"request_id": REQUEST_ID.get(), "error_msg": message, "error_code": code}
-
-
-def error_response(status: int, message: str, code: str) -> JSONResponse:
-    return JSONResponse(error_body(message, code), status_code=status)
 
 
 # -- authentication -----------------------------------------------------------------------
@@ -139,9 +135,7 @@ class AuthMiddleware:
         repeated = auth.repeated_header(k.decode("latin-1") for k, _ in scope["headers"])
         if repeated is not None:
             message = f"the {repeated} header appears more than once: send it once"
-            await error_response(401, message, errors.Unauthorized.code)(
-                scope, receive, send_with_id
-            )
+            await refusal_response(Unauthorized(message))(scope, receive, send_with_id)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal, body = await self._read_body(headers, receive)
@@ -164,10 +158,10 @@ class AuthMiddleware:
     async def _read_body(
         self, headers: Mapping[str, str], receive: Receive
     ) -> tuple[JSONResponse | None, bytes]:
-        too_large = errors.BadInput(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        too_large = BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error_response(400, too_large.message, too_large.code), b""
+            return refusal_response(too_large), b""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -177,7 +171,7 @@ class AuthMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
-                return error_response(400, too_large.message, too_large.code), b""
+                return refusal_response(too_large), b""
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -202,7 +196,7 @@ class AuthMiddleware:
             claimed = await self._credential(headers)
         except SQLAlchemyError:  # e.g. the database is locked or away: retryable, not a crash
             log.exception("looking up an access key failed")
-            return error_response(503, "the key store cannot be read right now; retry", "VPC.0503")
+            return refusal_response(Unavailable("the key store cannot be read right now; retry"))
         try:
             credential = auth.verify(
                 scope["method"],
@@ -214,118 +208,25 @@ class AuthMiddleware:
                 now=self.clock() if self.clock else None,
             )
         except auth.AuthError as exc:
-            code = errors.Unauthorized.code if exc.status == 401 else errors.Forbidden.code
-            return error_response(exc.status, exc.message, code)
+            if exc.status == 401:
+                return refusal_response(Unauthorized(exc.message))
+            return refusal_response(Forbidden(exc.message))
         project = path_project(scope["path"])
         if project is not None and project != credential.project_id:
-            return error_response(
-                403,
-                f"access key {credential.ak} may only act on project {credential.project_id}, "
-                f"not on {project}",
-                errors.Forbidden.code,
+            return refusal_response(
+                Forbidden(
+                    f"access key {credential.ak} may only act on project "
+                    f"{credential.project_id}, not on {project}"
+                )
             )
         refused = access.refusal(credential, scope["method"], scope["path"])
         if refused is not None:
-            return error_response(403, refused, errors.Forbidden.code)
+            return refusal_response(Forbidden(refused))
         scope.setdefault("state", {})["credential"] = credential
         return None
 
 
 # -- request helpers ----------------------------------------------------------------------
-
-
-def validation_message(exc: RequestValidationError) -> str:
-    """One line naming each bad field, from pydantic's errors (FastAPI's 422 never leaks)."""
-    parts: list[str] = []
-    for error in exc.errors():
-        location = [str(p) for p in error.get("loc", ()) if p != "body"]
-        kind = error.get("type", "")
-        message = str(error.get("msg", "")).removeprefix("Value error, ")
-        if kind == "json_invalid":
-            parts.append(
-                f"request body is not valid JSON ({error.get('ctx', {}).get('error', '')})"
-            )
-            continue
-        field = ".".join(location)
-        if kind == "missing":
-            if len(location) == 1:  # the envelope itself
-                parts.append(f"the body must be a JSON object {{{location[0]!r}: {{...}}}}")
-            else:
-                parts.append(f"{field}: required")
-            continue
-        if kind == "extra_forbidden":
-            hint = requests.FIXED_FIELDS.get(tuple(location[-2:]))
-            parts.append(f"{field}: {hint or 'is not a field of this request'}")
-            continue
-        if kind in ("model_type", "model_attributes_type", "dict_type"):
-            parts.append(f"{field or 'request body'}: must be a JSON object")
-            continue
-        parts.append(f"{field}: {message}" if field else message)
-    return "; ".join(parts) or "invalid request"
-
-
-def conflict_for(name: str | None) -> errors.ApiError | None:
-    """The refusal for a constraint the database enforced (a check raced a concurrent
-    write), or None for a constraint no refusal words."""
-    known: dict[str, errors.ApiError] = {
-        "uq_rules_priority": errors.Conflict(
-            "priority is already used by another rule of this filter and direction",
-            errors.DUPLICATE_PRIORITY,
-        ),
-        "uq_sources_port_priority": errors.Conflict(
-            "priority is already used by another session sharing a source",
-            errors.DUPLICATE_PRIORITY,
-        ),
-        "uq_sources_port_slot": errors.Conflict(
-            f"a port can be a source of at most {model.MAX_SESSIONS_PER_SOURCE} sessions",
-            errors.QUOTA,
-        ),
-        "ck_sources_slot": errors.Conflict(
-            f"a port can be a source of at most {model.MAX_SESSIONS_PER_SOURCE} sessions",
-            errors.QUOTA,
-        ),
-        "uq_sources_session_position": errors.Conflict(
-            f"a session can have at most {model.MAX_SOURCES_PER_SESSION} sources", errors.QUOTA
-        ),
-        "ck_sources_position": errors.Conflict(
-            f"a session can have at most {model.MAX_SOURCES_PER_SESSION} sources", errors.QUOTA
-        ),
-        "ck_sources_not_target": errors.BadInput(
-            "a source and the target of one session must be different ports"
-        ),
-        "uq_ports_host_device": errors.Conflict(
-            "a port with this host and device exists", errors.EXISTS
-        ),
-    }
-    return known.get(name or "")
-
-
-def concurrent_change() -> errors.Conflict:
-    return errors.Conflict(
-        "the request kept conflicting with concurrent changes (another request took the "
-        "same slot or key each time); retry",
-        errors.CONCURRENT,
-    )
-
-
-def is_foreign_key(name: str | None) -> bool:
-    """A reference that was there when checked and gone at the write (or the reverse, for
-    a delete): a retry runs the repository's checks again, which then word the refusal
-    (404 for a missing reference, 409 in use)."""
-    return name is not None and (name == "foreign_key" or name.startswith("fk_"))
-
-
-# Deadlock / serialization failure (PostgreSQL SQLSTATE): the transaction can simply be retried.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-# Constraints that a retry can satisfy: slots and positions chosen from a snapshot another
-# transaction changed meanwhile.
-RETRYABLE_CONSTRAINTS = frozenset({"uq_sources_port_slot", "uq_sources_session_position"})
-
-
-def unstorable(error: DataError) -> errors.BadInput:
-    """A value the database cannot hold that validation let through (e.g. NUL in a path
-    id on PostgreSQL): the client's input, not a server fault."""
-    return errors.BadInput(f"a value cannot be stored: {error.orig}")
 
 
 # Set while a transaction runs on the event loop (SQLite): writes then do not wait for a lock.
@@ -334,52 +235,6 @@ ON_LOOP: ContextVar[bool] = ContextVar("on_loop", default=False)
 
 def _lock_wait() -> float:
     return 0.0 if ON_LOOP.get() else LOCK_WAIT_S
-
-
-def in_transaction(
-    store: Store,
-    action: Callable[[Session], T],
-    *,
-    write: bool = True,
-    retry_constraints: frozenset[str] = RETRYABLE_CONSTRAINTS,
-    lock_wait: float = LOCK_WAIT_S,
-) -> T:
-    """Run `action` in one transaction; map constraint violations to Huawei refusals, and
-    a database lock that stayed taken past `lock_wait` seconds (SQLite) to 503.
-
-    A violation no refusal words and no retry can cure is a check the repository lacks:
-    it is re-raised (500, logged), never passed off as a concurrent change.
-    """
-    attempts = 5
-    for attempt in range(attempts):
-        try:
-            with store.write(lock_wait=lock_wait) if write else store.read() as db:
-                return action(db)
-        except OperationalError as exc:
-            if is_locked(exc):
-                raise errors.Busy(
-                    "the database is busy (another writer holds its lock); retry"
-                ) from exc
-            raise
-        except IntegrityError as exc:
-            name = violated_constraint(exc)
-            retryable = name in retry_constraints or is_foreign_key(name)
-            if retryable and attempt < attempts - 1:
-                continue
-            refusal = conflict_for(name)
-            if refusal is not None:
-                raise refusal from exc
-            if name in retry_constraints:
-                raise concurrent_change() from exc
-            raise
-        except DataError as exc:
-            raise unstorable(exc) from exc
-        except DBAPIError as exc:
-            sqlstate = getattr(exc.orig, "sqlstate", None)
-            if sqlstate in RETRYABLE_SQLSTATES and attempt < attempts - 1:
-                continue
-            raise
-    raise AssertionError("unreachable")
 
 
 def answer(status: int, **body: Any) -> JSONResponse:
@@ -397,7 +252,7 @@ def parse_query(
     try:
         return query.parse_query(request.query_params.multi_items(), parsers)
     except query.QueryError as exc:
-        raise errors.BadInput(str(exc)) from None
+        raise BadRequest(str(exc)) from None
 
 
 def query_parameters(fields: Mapping[str, query.QueryParser]) -> dict[str, Any]:
@@ -490,7 +345,7 @@ def create_app(
     app.add_middleware(
         AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
     )
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     async def revoked(credential: auth.Credential) -> bool:
         """An enrolled agent's key removed since its request was let in."""
@@ -503,31 +358,6 @@ def create_app(
     _document_bodies(app)
     mount_console(app, credentials, clock=clock)
     return app
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, validation_message(exc), errors.BadInput.code)
-
-    @app.exception_handler(errors.ApiError)
-    async def on_refusal(_request: Request, exc: errors.ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.code)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return error_response(404, f"no such API: {request.url.path}", errors.NotFound.code)
-        if exc.status_code == 405:
-            return error_response(
-                405, f"method {request.method} is not allowed on {request.url.path}", "VPC.0405"
-            )
-        return error_response(exc.status_code, str(exc.detail), f"VPC.0{exc.status_code}")
-
-    @app.exception_handler(Exception)
-    async def on_crash(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error", exc_info=exc)
-        return error_response(500, "internal server error; see the server log", "VPC.0500")
 
 
 BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -544,10 +374,10 @@ def _install_routes(
     counters_gate = asyncio.Semaphore(1)
 
     def write(action: Callable[[Session], T]) -> T:
-        return in_transaction(store, action, lock_wait=_lock_wait())
+        return store.transaction(action, lock_wait=_lock_wait())
 
     def read(action: Callable[[Session], T]) -> T:
-        return in_transaction(store, action, write=False)
+        return store.transaction(action, write=False)
 
     # SQLite transactions run on the event loop: local, and cheaper than the worker-thread
     # hop (GIL hand-offs) they would otherwise take. SQLite has one writer at a time anyway,
@@ -558,24 +388,11 @@ def _install_routes(
     inline = store.dialect == "sqlite"
 
     def upsert(action: Callable[[Session], T]) -> T:
-        """Create-or-update writes: two concurrent first inserts of one key race on the
-        primary or unique key; the loser's retry finds the row and updates it."""
-        return in_transaction(
-            store,
-            action,
-            retry_constraints=frozenset(
-                {"uq_ports_host_device", "pk_ports", "pk_host_reports", "pk_counters"}
-            ),
-            lock_wait=_lock_wait(),
-        )
+        return store.transaction(action, upsert=True, lock_wait=_lock_wait())
 
     def read_rows(action: Callable[[Connection], T]) -> T:
         """Hot-path reads (sessions): plain columns, no ORM session."""
-        try:
-            with store.read_rows() as connection:
-                return action(connection)
-        except DataError as exc:
-            raise unstorable(exc) from exc
+        return store.rows_transaction(action)
 
     async def _run(runner: Callable[[Callable[[D], T]], T], action: Callable[[D], T]) -> T:
         if not inline:
@@ -585,7 +402,7 @@ def _install_routes(
         token = ON_LOOP.set(True)
         try:
             return runner(action)
-        except errors.Busy:
+        except store_errors.Busy:
             pass
         finally:
             ON_LOOP.reset(token)
@@ -739,7 +556,7 @@ def _install_routes(
         fields = option.model_dump(exclude_unset=True)
         for key in ("priority", "action", "ethertype", "protocol"):
             if key in fields and fields[key] is None:
-                raise errors.BadInput(f"traffic_mirror_filter_rule.{key}: must not be null")
+                raise BadRequest(f"traffic_mirror_filter_rule.{key}: must not be null")
         result = await _run(
             write, lambda db: render.rule_json(repo.update_rule(db, project_id, rule_id, fields))
         )
@@ -1033,7 +850,7 @@ def _install_routes(
             await held.wait(project_id, checked_host, revision, seen, remaining)
             credential = request.scope.get("state", {}).get("credential")
             if credential is not None and await revoked(credential):
-                raise errors.Unauthorized(f"access key {credential.ak} was revoked")
+                raise Unauthorized(f"access key {credential.ak} was revoked")
             tags = [tag]  # what the client holds, as of the state just compared
 
     @body_route(
@@ -1056,7 +873,7 @@ def _install_routes(
         try:
             await asyncio.wait_for(counters_gate.acquire(), COUNTERS_QUEUE_S)
         except TimeoutError:
-            raise errors.Busy("too many counter reports at once; retry later") from None
+            raise Unavailable("too many counter reports at once; retry later") from None
         try:
             await run_in_threadpool(
                 upsert,
@@ -1110,8 +927,10 @@ def _install_fleet_routes(
 
     async def run(action: Callable[[Session], T], *, write: bool) -> T:
         if store.dialect == "sqlite":
-            return in_transaction(store, action, write=write)
-        return await run_in_threadpool(lambda: in_transaction(store, action, write=write))
+            return store.transaction(action, write=write, lock_wait=LOCK_WAIT_S)
+        return await run_in_threadpool(
+            lambda: store.transaction(action, write=write, lock_wait=LOCK_WAIT_S)
+        )
 
     BODY_MODELS[f"POST {internal}/hosts"] = requests.EnrolHostRequest
     BODY_MODELS[f"PUT {internal}/hosts/{{host}}/status"] = requests.HostStatusRequest
@@ -1127,8 +946,8 @@ def _install_fleet_routes(
     async def enrol_host(project_id: str, request: Request) -> JSONResponse:
         host = (await read_body(request, requests.EnrolHostRequest)).host
         if host in static_hosts(project_id):
-            raise errors.Conflict(
-                f"host {host} has an agent key in the server's credentials file", errors.EXISTS
+            raise store_errors.AlreadyExists(
+                f"host {host} has an agent key in the server's credentials file"
             )
         ak = enrolment.new_access_key()
 
@@ -1174,7 +993,7 @@ def _install_fleet_routes(
             write=False,
         )  # fmt: skip
         if not found:
-            raise errors.NotFound(f"host {checked} is not enrolled and has never reported")
+            raise store_errors.NotFound(f"host {checked} is not enrolled and has never reported")
         return answer(200, host=found[0])
 
     @app.delete(
@@ -1187,10 +1006,9 @@ def _install_fleet_routes(
     async def revoke_host(project_id: str, host: str) -> Response:
         checked = _path_host(host)
         if checked in static_hosts(project_id):
-            raise errors.Conflict(
+            raise store_errors.InUse(
                 f"host {checked}'s agent key is in the server's credentials file: remove it "
-                "there and restart the servers",
-                errors.IN_USE,
+                "there and restart the servers"
             )
         await run(lambda db: hosts.revoke_host(db, project_id, checked), write=True)
         log.info("revoked host %s of project %s", checked, project_id)
@@ -1243,7 +1061,7 @@ def _path_host(host: str) -> str:
     try:
         return fields.parse_host(host)
     except ValueError as exc:
-        raise errors.BadInput(f"host: {exc}") from None
+        raise BadRequest(f"host: {exc}") from None
 
 
 def _document_bodies(app: FastAPI) -> None:

@@ -41,13 +41,12 @@ from sqlalchemy.orm import Session
 from vxtap import model
 from vxtap.store.db import CHANGED_HOSTS
 from vxtap.store.errors import (
-    DUPLICATE_PRIORITY,
-    EXISTS,
-    IN_USE,
-    QUOTA,
-    BadInput,
-    Conflict,
+    AlreadyExists,
+    DuplicatePriority,
+    InUse,
+    Invalid,
     NotFound,
+    QuotaExceeded,
 )
 from vxtap.store.schema import (
     Base,
@@ -321,10 +320,9 @@ def delete_filter(db: Session, project: str, filter_id: str) -> None:
     row = get_filter(db, project, filter_id)
     users = db.scalars(select(SessionRow.id).where(SessionRow.filter_id == filter_id)).all()
     if users:
-        raise Conflict(
+        raise InUse(
             f"mirror filter {filter_id} is used by session(s) {', '.join(users)}: "
-            "delete them or give them another filter first",
-            IN_USE,
+            "delete them or give them another filter first"
         )
     db.delete(row)
     db.flush()
@@ -354,7 +352,7 @@ def get_rule(db: Session, project: str, rule_id: str) -> RuleRow:
 
 
 def domain_rule(row: RuleRow) -> model.Rule:
-    """The domain value of a rule row; raises BadInput for an inconsistent combination."""
+    """The domain value of a rule row; raises Invalid for an inconsistent combination."""
     try:
         return model.Rule(
             id=row.id,
@@ -374,7 +372,7 @@ def domain_rule(row: RuleRow) -> model.Rule:
             else None,
         )
     except ValidationError as exc:
-        raise BadInput(
+        raise Invalid(
             "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         ) from None
 
@@ -389,10 +387,9 @@ def _check_rule_priority_free(db: Session, row: RuleRow) -> None:
         )
     )
     if other is not None:
-        raise Conflict(
+        raise DuplicatePriority(
             f"priority {row.priority} is already used by rule {other} among the {row.direction} "
-            f"rules of filter {row.filter_id}: rule priorities are unique per filter and direction",
-            DUPLICATE_PRIORITY,
+            f"rules of filter {row.filter_id}: rule priorities are unique per filter and direction"
         )
 
 
@@ -418,11 +415,10 @@ def _check_rule_quota(db: Session, row: RuleRow, quota: int) -> None:
         .where(RuleRow.filter_id == row.filter_id, RuleRow.direction == row.direction)
     )
     if count is not None and count >= quota:
-        raise Conflict(
+        raise QuotaExceeded(
             f"filter {row.filter_id} has {count} {row.direction} rules, the most a filter "
             f"may have per direction (quota {quota}: every packet is compared with the "
-            "rules ahead of the one that decides)",
-            QUOTA,
+            "rules ahead of the one that decides)"
         )
 
 
@@ -574,7 +570,7 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
     host, device = fields["host"], fields["device"]
     other = _port_by_device(db, project, host, device)
     if other is not None:
-        raise Conflict(f"port {host}/{device} exists already (id {other.id})", EXISTS)
+        raise AlreadyExists(f"port {host}/{device} exists already (id {other.id})")
     now = utc_now()
     row = PortRow(
         id=new_id(),
@@ -599,10 +595,9 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
         | set(db.scalars(select(SourceRow.session_id).where(SourceRow.port_id == port_id)))
     )
     if users:
-        raise Conflict(
+        raise InUse(
             f"port {port_id} is named by session(s) {', '.join(users)}: "
-            "remove it from them or delete them first",
-            IN_USE,
+            "remove it from them or delete them first"
         )
     bump_hosts(db, project, [row.host])
     db.delete(row)
@@ -640,7 +635,7 @@ def get_session(db: Session, project: str, session_id: str) -> SessionRow:
 def _check_target(db: Session, project: str, target_id: str, sources: Iterable[str]) -> None:
     get_port(db, project, target_id, "traffic_mirror_target_id")
     if target_id in sources:
-        raise BadInput(
+        raise Invalid(
             f"traffic_mirror_target_id {target_id} is also a source of this session: "
             "a source and the target of one session must be different ports"
         )
@@ -658,11 +653,10 @@ def _check_priority_free(db: Session, session_id: str, priority: int, ports: Ite
         )
     ).first()
     if clash is not None:
-        raise Conflict(
+        raise DuplicatePriority(
             f"priority {priority} is already used by session {clash.session_id}, which shares "
             f"source {clash.port_id}: session priorities are unique among sessions "
-            "sharing a source",
-            DUPLICATE_PRIORITY,
+            "sharing a source"
         )
 
 
@@ -671,17 +665,16 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
     for port_id in port_ids:
         get_port(db, project, port_id, "traffic_mirror_sources")
         if port_id in current:
-            raise BadInput(
+            raise Invalid(
                 f"traffic_mirror_sources: port {port_id} is already a source of this session"
             )
     if len(current) + len(port_ids) > model.MAX_SOURCES_PER_SESSION:
-        raise Conflict(
+        raise QuotaExceeded(
             f"traffic_mirror_sources: the session would have {len(current) + len(port_ids)} "
-            f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed",
-            QUOTA,
+            f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed"
         )
     if row.target_id in port_ids:
-        raise BadInput(
+        raise Invalid(
             f"traffic_mirror_sources: port {row.target_id} is this session's target: "
             "a source and the target of one session must be different ports"
         )
@@ -697,10 +690,9 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
     for port_id, position in zip(port_ids, free_positions, strict=False):
         slots = set(range(1, model.MAX_SESSIONS_PER_SOURCE + 1)) - used_slots.get(port_id, set())
         if not slots:
-            raise Conflict(
+            raise QuotaExceeded(
                 f"traffic_mirror_sources: port {port_id} is already a source of "
-                f"{model.MAX_SESSIONS_PER_SOURCE} sessions, the most a port can be",
-                QUOTA,
+                f"{model.MAX_SESSIONS_PER_SOURCE} sessions, the most a port can be"
             )
         # The columns copied from the session are set here rather than by the ORM at
         # flush: create_session inserts these rows itself.
@@ -806,9 +798,7 @@ def remove_sources(
     current = {s.port_id: s for s in row.sources}
     for port_id in port_ids:
         if port_id not in current:
-            raise BadInput(
-                f"traffic_mirror_sources: port {port_id} is not a source of this session"
-            )
+            raise Invalid(f"traffic_mirror_sources: port {port_id} is not a source of this session")
     bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))  # the removed ones too
     for port_id in port_ids:
         row.sources.remove(current[port_id])
