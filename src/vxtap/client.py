@@ -5,8 +5,9 @@ ports, and the internal agent API. The CLI, the agent and `vxtap explain` all
 talk to the server through this class, so wire details (envelopes, signing,
 pagination, error bodies) live in exactly one place.
 
-Public-API answers are returned as the server's JSON objects, typed with
-`TypedDict`s that describe Huawei's wire shape (not `vxtap.model` values: the
+Public-API answers are returned as the server's JSON objects, typed with the
+`TypedDict`s of `vxtap.wire.answers` that the server's OpenAPI document is
+generated from (not `vxtap.model` values: the
 wire carries ids, timestamps and Huawei's field names, and `--json` must print
 exactly what the server said). The internal API speaks `vxtap.model` types,
 because server and agent share those definitions.

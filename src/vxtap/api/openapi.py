@@ -2,9 +2,12 @@
 
 Bodies and queries are parsed by the routes themselves (`routes.common.read_body`,
 `wire.query`), not declared as FastAPI parameters, so they are documented here.
-Moving to FastAPI's own body and query parameters is open: it must leave the
-document that tests/api/test_openapi_snapshot.py pins unchanged, and the refusal
-messages that tests/api/test_wire_and_auth.py checks.
+Why not FastAPI's own parameters: a pydantic query-parameter model documents every
+key as `anyOf: [array, null]` with a title instead of the plain types below (tried on
+the filter list), which changes the document tests/api/test_openapi_snapshot.py pins.
+A declared body parameter gave the same `requestBody` entry on the one route it was
+tried on; moving every body is open, and must keep that document and the refusal
+messages tests/api/test_wire_and_auth.py checks.
 """
 
 from __future__ import annotations

@@ -837,7 +837,7 @@ SESSION_QUERY_FIELDS = {
 # of building ORM objects; the column names match SessionRow's attributes, so the
 # same renderer serves both.
 # Table columns, not ORM attributes: selecting ORM-annotated columns makes SQLAlchemy
-# compare them per execution when it adapts a cached statement (2x the cost of a show).
+# compare them per execution when it adapts a cached statement, a cost each show would pay.
 SESSIONS = SessionRow.__table__.c
 SOURCES = SourceRow.__table__.c
 SESSION_COLUMNS_READ = (
@@ -905,7 +905,7 @@ def list_sessions(
 # object loading and pydantic's validation were most of its cost (docs/benchmarks.md,
 # Agent): it is read like the sessions, with prebuilt Core statements rendered by
 # position, straight into the JSON document the endpoint answers with. The rows were
-# validated when written and are stored canonical (wire.parse_cidr, str(PortRange)), so
+# validated when written and are stored canonical (wire.fields.parse_cidr, str(PortRange)), so
 # the document is exactly what `model.DesiredState.model_dump(mode="json")` gave for the
 # same rows (tests/store/test_desired_state.py keeps the model-built reference).
 PORTS = PortRow.__table__.c

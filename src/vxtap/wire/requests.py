@@ -1,4 +1,4 @@
-"""Request bodies of every operation, as the server validates them and the client sends them."""
+"""Request bodies of every operation, as the server validates and documents them."""
 
 from __future__ import annotations
 
