@@ -328,9 +328,6 @@ def delete_filter(db: Session, project: str, filter_id: str) -> None:
     db.flush()
 
 
-FILTER_QUERY_FIELDS = ("id", "name", "description", "created_at", "updated_at")
-
-
 def list_filters(
     db: Session,
     project: str,
