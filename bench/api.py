@@ -1,6 +1,7 @@
 """What `vxtap server` costs per signed request, side by side with the framework's ceiling.
 
     .venv/bin/python bench/api.py [--seconds S] [--clients N] [--concurrency C]
+                                  [--baseline-src DIR]
 
 Starts, on loopback ports, (1) a real `vxtap server` (one uvicorn process, temporary
 SQLite database holding 2,000 sessions) and (2) the ceiling: a minimal FastAPI app
@@ -17,6 +18,11 @@ Then, interleaved round by round so that machine noise hits both alike:
   synchronous=FULL (what the server uses) and NORMAL.
 
 Prints medians over rounds, ratios against the ceiling, and the command.
+
+With `--baseline-src DIR` (another tree's `src`, e.g. `git archive COMMIT src | tar -x
+-C /tmp/base`), a second server runs that code (PYTHONPATH=DIR) on a copy of the same
+database, measured right after this tree's in every round and scenario, and the table
+shows both side by side with the ratio this/baseline.
 The load generator shares the 2 cores with the server, as any local client would.
 """
 
@@ -24,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 import socket
@@ -85,8 +93,11 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command)
+def running(
+    command: list[str], ready_url: str, pythonpath: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": pythonpath}
+    process = subprocess.Popen(command, env=env)
     try:
         wait_ready(ready_url, process)
         yield process
@@ -225,9 +236,11 @@ def latency(scenario: Scenario, count: int) -> tuple[float, float]:
     return statistics.median(samples) * 1000, samples[int(len(samples) * 0.95)] * 1000
 
 
-def peak_memory_mib(directory: Path, sessions: int, credentials: Path) -> float:
+def peak_memory_mib(
+    directory: Path, sessions: int, credentials: Path, pythonpath: str | None = None
+) -> float:
     db_url = f"sqlite:///{directory / 'memory.db'}"
-    session_id = seed(db_url, sessions)
+    session_id = seed(db_url, sessions) if pythonpath is None else _seeded_copy(directory)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [
@@ -244,7 +257,10 @@ def peak_memory_mib(directory: Path, sessions: int, credentials: Path) -> float:
         "--log-level",
         "warning",
     ]
-    with running(command, f"{base}/healthz") as process, httpx.Client(timeout=120) as client:
+    with (
+        running(command, f"{base}/healthz", pythonpath) as process,
+        httpx.Client(timeout=120) as client,
+    ):
         marker = ""
         listed = 0
         for _round in range(3):
@@ -267,6 +283,18 @@ def peak_memory_mib(directory: Path, sessions: int, credentials: Path) -> float:
         int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
     )
     return peak_kib / 1024
+
+
+def _seeded_copy(directory: Path) -> str:
+    """The memory database again (already seeded), for the baseline: the same sessions."""
+    store = Store(f"sqlite:///{directory / 'memory.db'}")
+    try:
+        with store.read() as db:
+            return str(
+                repository.list_sessions(db.connection(), PROJECT, {}, 1, None)[0].rows[0].id
+            )
+    finally:
+        store.dispose()
 
 
 def commit_ms(directory: Path, synchronous: str, commits: int = 200) -> float:
@@ -295,7 +323,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--memory-sessions", type=int, default=10_000)
+    parser.add_argument(
+        "--baseline-src", help="another tree's src: measured alongside, interleaved"
+    )
     args = parser.parse_args()
+    baseline: str | None = args.baseline_src
 
     directory = Path(tempfile.mkdtemp(prefix="vxtap-bench-api-"))
     credentials = directory / "credentials.json"
@@ -303,7 +335,9 @@ def main() -> None:
     credentials.chmod(0o600)  # the server refuses a readable one
     db_url = f"sqlite:///{directory / 'bench.db'}"
     session_id = seed(db_url, 2000)
-    vx_port, ceiling_port = free_port(), free_port()
+    base_db_url = f"sqlite:///{directory / 'baseline.db'}"
+    shutil.copy(directory / "bench.db", directory / "baseline.db")
+    vx_port, ceiling_port, base_port = free_port(), free_port(), free_port()
     vx = f"http://127.0.0.1:{vx_port}"
     v3 = f"{vx}/v3/{PROJECT}/vpc"
     scenarios = [
@@ -326,6 +360,11 @@ def main() -> None:
             True,
         ),
     ]
+    base_v3 = f"http://127.0.0.1:{base_port}/v3/{PROJECT}/vpc"
+    twins = {
+        s.name: Scenario(s.name, s.method, s.url.replace(v3, base_v3), s.body, s.signed)
+        for s in scenarios[1:]
+    }
     rates: dict[str, list[float]] = {s.name: [] for s in scenarios}
     medians: dict[str, list[float]] = {s.name: [] for s in scenarios}
     p95s: dict[str, list[float]] = {s.name: [] for s in scenarios}
@@ -343,8 +382,23 @@ def main() -> None:
         "--log-level",
         "warning",
     ]
+    base_rates: dict[str, list[float]] = {name: [] for name in twins}
+    base_medians: dict[str, list[float]] = {name: [] for name in twins}
+    base_command = [
+        *vx_command[:5],
+        f"127.0.0.1:{base_port}",
+        "--db",
+        base_db_url,
+        *vx_command[8:],
+    ]
     ceiling_command = [sys.executable, "-c", CEILING_APP, str(ceiling_port)]
-    with running(vx_command, f"{vx}/healthz"), running(ceiling_command, scenarios[0].url):
+    with (
+        running(vx_command, f"{vx}/healthz"),
+        running(ceiling_command, scenarios[0].url),
+        running(base_command, f"http://127.0.0.1:{base_port}/healthz", baseline)
+        if baseline
+        else contextlib.nullcontext(),
+    ):
         for _round in range(args.rounds):
             for scenario in scenarios:
                 rates[scenario.name].append(
@@ -353,13 +407,25 @@ def main() -> None:
                 median, p95 = latency(scenario, args.latency_samples)
                 medians[scenario.name].append(median)
                 p95s[scenario.name].append(p95)
+                twin = twins.get(scenario.name)
+                if baseline and twin is not None:
+                    base_rates[twin.name].append(
+                        throughput(twin, args.seconds, args.clients, args.concurrency)
+                    )
+                    base_medians[twin.name].append(latency(twin, args.latency_samples)[0])
     memory = peak_memory_mib(directory, args.memory_sessions, credentials)
+    base_memory = (
+        peak_memory_mib(directory, args.memory_sessions, credentials, baseline)
+        if baseline
+        else None
+    )
     commit_full, commit_normal = commit_ms(directory, "FULL"), commit_ms(directory, "NORMAL")
 
     ceiling = statistics.median(rates[scenarios[0].name])
     print(
         f"command: .venv/bin/python bench/api.py --seconds {args.seconds} --clients "
         f"{args.clients} --concurrency {args.concurrency} --rounds {args.rounds}"
+        + (f" --baseline-src {baseline}" if baseline else "")
     )
     print(f"{'scenario':32} {'req/s':>8} {'x ceiling':>9} {'p50 ms':>8} {'p95 ms':>8}")
     for scenario in scenarios:
@@ -369,9 +435,24 @@ def main() -> None:
             f"{statistics.median(medians[scenario.name]):8.2f} "
             f"{statistics.median(p95s[scenario.name]):8.2f}"
         )
+    if baseline:
+        print(f"\nthis tree vs baseline ({baseline}), interleaved, medians over rounds:")
+        print(
+            f"{'scenario':32} {'req/s':>8} {'base':>8} {'ratio':>6} "
+            f"{'p50 ms':>8} {'base':>8} {'ratio':>6}"
+        )
+        for name in twins:
+            rate, base_rate = (statistics.median(rates[name]), statistics.median(base_rates[name]))
+            p50 = statistics.median(medians[name])
+            base_p50 = statistics.median(base_medians[name])
+            print(
+                f"{name:32} {rate:8.0f} {base_rate:8.0f} {rate / base_rate:6.2f} "
+                f"{p50:8.2f} {base_p50:8.2f} {p50 / base_p50:6.2f}"
+            )
     print(
         f"peak memory (VmHWM) of the server with {args.memory_sessions:,} sessions, after "
         f"listing all of them 3x in pages of 2,000: {memory:.0f} MiB"
+        + (f" (baseline {base_memory:.0f} MiB)" if base_memory is not None else "")
     )
     print(
         f"SQLite one-row commit (WAL): synchronous=FULL {commit_full:.3f} ms, "

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import httpx
 
-from vxtap.client import Interface, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.model import Interface
 
 BIN = Path(sys.executable).parent
 AK, SK, PROJECT = "bench-ak", "bench-sk", "bench-project"

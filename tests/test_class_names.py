@@ -14,16 +14,6 @@ import vxtap
 
 SOURCE = Path(vxtap.__file__).parent
 
-# Duplicates that another branch of the same change removes (the store and wire split:
-# store errors without HTTP, one Page, one Counter, one wire base); deleted at the merge.
-ALLOWED_FOR_NOW = {
-    "ApiError",  # removed by api-structure
-    "Page",  # removed by api-structure
-    "Counter",  # removed by api-structure
-    "Counters",  # removed by api-structure
-    "_Wire",  # removed by api-structure
-}
-
 
 def class_definitions() -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
@@ -35,11 +25,7 @@ def class_definitions() -> dict[str, list[str]]:
 
 
 def test_no_class_name_is_defined_twice() -> None:
-    twice = {
-        name: where
-        for name, where in class_definitions().items()
-        if len(where) > 1 and name not in ALLOWED_FOR_NOW
-    }
+    twice = {name: where for name, where in class_definitions().items() if len(where) > 1}
     assert twice == {}
 
 

@@ -11,13 +11,8 @@ import httpx
 import pytest
 
 from vxtap import auth
-from vxtap.client import (
-    ApiError,
-    Counter,
-    Interface,
-    ServerUnreachable,
-    VxtapClient,
-)
+from vxtap.client import ApiError, ServerUnreachable, VxtapClient
+from vxtap.model import Counter, Interface
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from prometheus_client import generate_latest
 
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.cli import main
-from vxtap.client import Counter, Interface, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.model import Counter, Interface
 
 
 def test_uncut_copies_are_summed_over_hosts_and_shown(api_server: Any) -> None:

@@ -5,8 +5,9 @@ ports, and the internal agent API. The CLI, the agent and `vxtap explain` all
 talk to the server through this class, so wire details (envelopes, signing,
 pagination, error bodies) live in exactly one place.
 
-Public-API answers are returned as the server's JSON objects, typed with
-`TypedDict`s that describe Huawei's wire shape (not `vxtap.model` values: the
+Public-API answers are returned as the server's JSON objects, typed with the
+`TypedDict`s of `vxtap.wire.answers` that the server's OpenAPI document is
+generated from (not `vxtap.model` values: the
 wire carries ids, timestamps and Huawei's field names, and `--json` must print
 exactly what the server said). The internal API speaks `vxtap.model` types,
 because server and agent share those definitions.
@@ -20,20 +21,24 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast, overload
+from typing import Any, cast, overload
 from urllib.parse import quote
 
 import httpx
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    SerializerFunctionWrapHandler,
-    ValidationError,
-    model_serializer,
-)
+from pydantic import ValidationError
 
-from vxtap import auth
-from vxtap.model import DesiredState, Port
+from vxtap import auth, model
+from vxtap.model import Counter, DesiredState, Interface, Port, SessionStats
+from vxtap.wire.answers import (
+    AgentCredentialOut,
+    FilterOut,
+    HostOut,
+    ItemT,
+    Page,
+    PortV1Out,
+    RuleOut,
+    SessionOut,
+)
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9696"
 DEFAULT_TIMEOUT_S = 10.0
@@ -46,158 +51,9 @@ MAX_ANSWER_BYTES = 256 << 20
 HELD_JITTER_FRACTION = 0.1
 # Beyond that, how long a held answer may take to arrive in full (a trickle is cut off).
 ANSWER_GRACE_S = 5.0
-MAX_PAGE_SIZE = 2000  # docs/behaviour.md §1.8: limit is at most 2000
+MAX_PAGE_SIZE = model.MAX_PAGE_SIZE
 
 QueryValue = str | int | bool
-
-
-# --- wire shapes of the public API (Huawei v3 / v1) -------------------------
-
-
-class RuleJSON(TypedDict):
-    id: str
-    project_id: str
-    traffic_mirror_filter_id: str
-    direction: str
-    priority: int
-    action: str
-    ethertype: str
-    protocol: str
-    source_cidr_block: NotRequired[str]
-    destination_cidr_block: NotRequired[str]
-    source_port_range: NotRequired[str]
-    destination_port_range: NotRequired[str]
-    description: NotRequired[str]
-    created_at: str
-    updated_at: str
-
-
-class FilterJSON(TypedDict):
-    id: str
-    project_id: str
-    name: str
-    description: NotRequired[str]
-    ingress_rules: list[RuleJSON]
-    egress_rules: list[RuleJSON]
-    created_at: str
-    updated_at: str
-
-
-class SessionJSON(TypedDict):
-    id: str
-    project_id: str
-    name: str
-    description: NotRequired[str]
-    traffic_mirror_filter_id: str
-    traffic_mirror_sources: list[str]
-    traffic_mirror_target_id: str
-    traffic_mirror_target_type: str
-    virtual_network_id: int
-    packet_length: int
-    priority: int
-    enabled: bool
-    type: NotRequired[str]
-    created_at: str
-    updated_at: str
-
-
-class FixedIpJSON(TypedDict):
-    ip_address: str
-    subnet_id: NotRequired[str]
-
-
-# Huawei's v1 port has a key with a colon ("binding:host_id"), so the
-# functional TypedDict syntax is the only way to spell it.
-PortV1JSON = TypedDict(
-    "PortV1JSON",
-    {
-        "id": str,
-        "name": str,
-        "mac_address": NotRequired[str],
-        "fixed_ips": list[FixedIpJSON],
-        "binding:host_id": str,
-        "status": NotRequired[str],
-    },
-)
-
-
-class HostJSON(TypedDict):
-    """One host of the fleet as `GET /internal/v1/{project}/hosts` answers it."""
-
-    host: str
-    enrolment: str | None  # "api", "credentials file", or None (reported, no key)
-    access_key: str | None
-    enrolled_at: str | None
-    agent_version: str | None
-    last_contact: str | None
-    desired_revision: str
-    applied_revision: str | None
-    sync: str  # "in sync", "behind", "failing", "no report"
-    apply_error: str | None
-    drift_repairs: int
-    held_request: bool | None  # None: not known
-
-
-class AgentCredentialJSON(TypedDict):
-    ak: str
-    sk: str
-    project_id: str
-    host: str
-
-
-ItemT = TypeVar("ItemT")
-
-
-@dataclass(frozen=True)
-class Page(Generic[ItemT]):
-    """One page of a list answer, with Huawei's `page_info` unpacked."""
-
-    items: list[ItemT]
-    previous_marker: str | None
-    next_marker: str | None  # None on the last page
-    current_count: int
-
-
-# --- internal API values -----------------------------------------------------
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Interface(_Wire):
-    """What an agent reports about one of its host's network interfaces."""
-
-    device: str
-    mac: str | None = None
-    ipv4: tuple[str, ...] = ()
-    ipv6: tuple[str, ...] = ()
-
-
-class Counter(_Wire):
-    packets: int
-    bytes: int
-    # Sessions only: copies not sent because they could not be cut to packet_length
-    # (docs/dataplane.md, "Truncation: exact, always"). Written only when not 0, as the
-    # server answers them.
-    uncut_packets: int = 0
-    uncut_bytes: int = 0
-
-    @model_serializer(mode="wrap")
-    def _without_zero_uncut(self, handler: SerializerFunctionWrapHandler) -> dict[str, int]:
-        data: dict[str, int] = handler(self)
-        if not (self.uncut_packets or self.uncut_bytes):
-            data.pop("uncut_packets", None)
-            data.pop("uncut_bytes", None)
-        return data
-
-
-class SessionStats(_Wire):
-    """Counters summed over all hosts, and when each host last reported."""
-
-    sessions: dict[str, Counter]
-    rules: dict[str, Counter]
-    hosts: dict[str, str]
 
 
 # --- errors --------------------------------------------------------------------
@@ -508,23 +364,23 @@ class VxtapClient:
 
     # --- filters ---
 
-    def create_filter(self, name: str, description: str | None = None) -> FilterJSON:
+    def create_filter(self, name: str, description: str | None = None) -> FilterOut:
         body = {"traffic_mirror_filter": _without_none({"name": name, "description": description})}
         answer = self._request("POST", f"{self._v3}/traffic-mirror-filters", body=body)
-        return cast(FilterJSON, answer["traffic_mirror_filter"])
+        return cast(FilterOut, answer["traffic_mirror_filter"])
 
-    def show_filter(self, filter_id: str) -> FilterJSON:
+    def show_filter(self, filter_id: str) -> FilterOut:
         answer = self._request("GET", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}")
-        return cast(FilterJSON, answer["traffic_mirror_filter"])
+        return cast(FilterOut, answer["traffic_mirror_filter"])
 
     def update_filter(
         self, filter_id: str, *, name: str | None = None, description: str | None = None
-    ) -> FilterJSON:
+    ) -> FilterOut:
         body = {"traffic_mirror_filter": _without_none({"name": name, "description": description})}
         answer = self._request(
             "PUT", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}", body=body
         )
-        return cast(FilterJSON, answer["traffic_mirror_filter"])
+        return cast(FilterOut, answer["traffic_mirror_filter"])
 
     def delete_filter(self, filter_id: str) -> None:
         self._request("DELETE", f"{self._v3}/traffic-mirror-filters/{quote(filter_id)}")
@@ -535,7 +391,7 @@ class VxtapClient:
         limit: int | None = None,
         marker: str | None = None,
         where: Mapping[str, QueryValue] | None = None,
-    ) -> Page[FilterJSON]:
+    ) -> Page[FilterOut]:
         answer = self._request(
             "GET", f"{self._v3}/traffic-mirror-filters", params=_query(limit, marker, where or {})
         )
@@ -543,7 +399,7 @@ class VxtapClient:
 
     def iter_filters(
         self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
-    ) -> Iterator[FilterJSON]:
+    ) -> Iterator[FilterOut]:
         return self._pages(lambda m: self.list_filters(limit=page_size, marker=m, where=where))
 
     # --- rules ---
@@ -562,7 +418,7 @@ class VxtapClient:
         source_port_range: str | None = None,
         destination_port_range: str | None = None,
         description: str | None = None,
-    ) -> RuleJSON:
+    ) -> RuleOut:
         fields = {
             "traffic_mirror_filter_id": filter_id,
             "direction": direction,
@@ -578,11 +434,11 @@ class VxtapClient:
         }
         body = {"traffic_mirror_filter_rule": _without_none(fields)}
         answer = self._request("POST", f"{self._v3}/traffic-mirror-filter-rules", body=body)
-        return cast(RuleJSON, answer["traffic_mirror_filter_rule"])
+        return cast(RuleOut, answer["traffic_mirror_filter_rule"])
 
-    def show_rule(self, rule_id: str) -> RuleJSON:
+    def show_rule(self, rule_id: str) -> RuleOut:
         answer = self._request("GET", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}")
-        return cast(RuleJSON, answer["traffic_mirror_filter_rule"])
+        return cast(RuleOut, answer["traffic_mirror_filter_rule"])
 
     def update_rule(
         self,
@@ -597,7 +453,7 @@ class VxtapClient:
         source_port_range: str | None = None,
         destination_port_range: str | None = None,
         description: str | None = None,
-    ) -> RuleJSON:
+    ) -> RuleOut:
         """Change the given fields; None leaves a field as it is.
 
         Direction and filter are fixed at creation (docs/behaviour.md §1.3).
@@ -617,7 +473,7 @@ class VxtapClient:
         answer = self._request(
             "PUT", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}", body=body
         )
-        return cast(RuleJSON, answer["traffic_mirror_filter_rule"])
+        return cast(RuleOut, answer["traffic_mirror_filter_rule"])
 
     def delete_rule(self, rule_id: str) -> None:
         self._request("DELETE", f"{self._v3}/traffic-mirror-filter-rules/{quote(rule_id)}")
@@ -628,7 +484,7 @@ class VxtapClient:
         limit: int | None = None,
         marker: str | None = None,
         where: Mapping[str, QueryValue] | None = None,
-    ) -> Page[RuleJSON]:
+    ) -> Page[RuleOut]:
         answer = self._request(
             "GET",
             f"{self._v3}/traffic-mirror-filter-rules",
@@ -638,7 +494,7 @@ class VxtapClient:
 
     def iter_rules(
         self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
-    ) -> Iterator[RuleJSON]:
+    ) -> Iterator[RuleOut]:
         return self._pages(lambda m: self.list_rules(limit=page_size, marker=m, where=where))
 
     # --- sessions ---
@@ -657,7 +513,7 @@ class VxtapClient:
         enabled: bool | None = None,
         description: str | None = None,
         type: str | None = None,
-    ) -> SessionJSON:
+    ) -> SessionOut:
         """Create a session; VNI, packet length and enabled default on the server (1, 96, true)."""
         fields = {
             "name": name,
@@ -674,11 +530,11 @@ class VxtapClient:
         }
         body = {"traffic_mirror_session": _without_none(fields)}
         answer = self._request("POST", f"{self._v3}/traffic-mirror-sessions", body=body)
-        return cast(SessionJSON, answer["traffic_mirror_session"])
+        return cast(SessionOut, answer["traffic_mirror_session"])
 
-    def show_session(self, session_id: str) -> SessionJSON:
+    def show_session(self, session_id: str) -> SessionOut:
         answer = self._request("GET", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}")
-        return cast(SessionJSON, answer["traffic_mirror_session"])
+        return cast(SessionOut, answer["traffic_mirror_session"])
 
     def update_session(
         self,
@@ -694,7 +550,7 @@ class VxtapClient:
         priority: int | None = None,
         enabled: bool | None = None,
         type: str | None = None,
-    ) -> SessionJSON:
+    ) -> SessionOut:
         """Change the given fields; sources change only through add/remove_sources."""
         fields = {
             "name": name,
@@ -712,20 +568,20 @@ class VxtapClient:
         answer = self._request(
             "PUT", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}", body=body
         )
-        return cast(SessionJSON, answer["traffic_mirror_session"])
+        return cast(SessionOut, answer["traffic_mirror_session"])
 
-    def add_sources(self, session_id: str, sources: Iterable[str]) -> SessionJSON:
+    def add_sources(self, session_id: str, sources: Iterable[str]) -> SessionOut:
         return self._change_sources(session_id, "add-sources", sources)
 
-    def remove_sources(self, session_id: str, sources: Iterable[str]) -> SessionJSON:
+    def remove_sources(self, session_id: str, sources: Iterable[str]) -> SessionOut:
         return self._change_sources(session_id, "remove-sources", sources)
 
-    def _change_sources(self, session_id: str, verb: str, sources: Iterable[str]) -> SessionJSON:
+    def _change_sources(self, session_id: str, verb: str, sources: Iterable[str]) -> SessionOut:
         body = {"traffic_mirror_session": {"traffic_mirror_sources": list(sources)}}
         answer = self._request(
             "PUT", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}/{verb}", body=body
         )
-        return cast(SessionJSON, answer["traffic_mirror_session"])
+        return cast(SessionOut, answer["traffic_mirror_session"])
 
     def delete_session(self, session_id: str) -> None:
         self._request("DELETE", f"{self._v3}/traffic-mirror-sessions/{quote(session_id)}")
@@ -736,7 +592,7 @@ class VxtapClient:
         limit: int | None = None,
         marker: str | None = None,
         where: Mapping[str, QueryValue] | None = None,
-    ) -> Page[SessionJSON]:
+    ) -> Page[SessionOut]:
         answer = self._request(
             "GET", f"{self._v3}/traffic-mirror-sessions", params=_query(limit, marker, where or {})
         )
@@ -744,7 +600,7 @@ class VxtapClient:
 
     def iter_sessions(
         self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
-    ) -> Iterator[SessionJSON]:
+    ) -> Iterator[SessionOut]:
         return self._pages(lambda m: self.list_sessions(limit=page_size, marker=m, where=where))
 
     # --- ports (public, read-only, Huawei v1 shape) ---
@@ -755,7 +611,7 @@ class VxtapClient:
         limit: int | None = None,
         marker: str | None = None,
         where: Mapping[str, QueryValue] | None = None,
-    ) -> Page[PortV1JSON]:
+    ) -> Page[PortV1Out]:
         answer = self._request(
             "GET", f"{self._v1}/ports", params=_query(limit, marker, where or {})
         )
@@ -763,12 +619,12 @@ class VxtapClient:
 
     def iter_ports(
         self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
-    ) -> Iterator[PortV1JSON]:
+    ) -> Iterator[PortV1Out]:
         return self._pages(lambda m: self.list_ports(limit=page_size, marker=m, where=where))
 
-    def show_port(self, port_id: str) -> PortV1JSON:
+    def show_port(self, port_id: str) -> PortV1Out:
         answer = self._request("GET", f"{self._v1}/ports/{quote(port_id)}")
-        return cast(PortV1JSON, answer["port"])
+        return cast(PortV1Out, answer["port"])
 
     # --- internal API (agents, and ports by hand) ---
 
@@ -903,21 +759,21 @@ class VxtapClient:
 
     # --- the fleet (administrators) ---
 
-    def enrol_host(self, host: str) -> tuple[AgentCredentialJSON, HostJSON]:
+    def enrol_host(self, host: str) -> tuple[AgentCredentialOut, HostOut]:
         """Issue `host`'s agent credential; the secret is in this answer only."""
         answer = self._request("POST", f"{self._internal}/hosts", body={"host": host})
-        return cast(AgentCredentialJSON, answer["credential"]), cast(HostJSON, answer["host"])
+        return cast(AgentCredentialOut, answer["credential"]), cast(HostOut, answer["host"])
 
     def revoke_host(self, host: str) -> None:
         self._request("DELETE", f"{self._internal}/hosts/{quote(host, safe='')}")
 
-    def list_hosts(self) -> list[HostJSON]:
+    def list_hosts(self) -> list[HostOut]:
         answer = self._request("GET", f"{self._internal}/hosts")
-        return cast(list[HostJSON], answer["hosts"])
+        return cast(list[HostOut], answer["hosts"])
 
-    def show_host(self, host: str) -> HostJSON:
+    def show_host(self, host: str) -> HostOut:
         answer = self._request("GET", f"{self._internal}/hosts/{quote(host, safe='')}")
-        return cast(HostJSON, answer["host"])
+        return cast(HostOut, answer["host"])
 
     def session_stats(self) -> SessionStats:
         answer = self._request("GET", f"{self._internal}/session-stats")

@@ -13,7 +13,14 @@ import ipaddress
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -29,6 +36,11 @@ DEFAULT_VNI = 1
 # (docs/control-plane.md, docs/benchmarks.md).
 DEFAULT_MAX_RULES_PER_DIRECTION = 50
 DEFAULT_PACKET_LENGTH = 96
+# A list answers at most this many items a page (docs/behaviour.md §1.8).
+MAX_PAGE_SIZE = 2000
+# Counters are stored as 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT).
+COUNTER_MAX = 2**63 - 1
+CounterValue = Annotated[int, Field(ge=0, le=COUNTER_MAX, strict=True)]
 
 
 class Direction(StrEnum):
@@ -265,3 +277,40 @@ class DesiredState(_Value):
     sessions: tuple[Session, ...] = ()
     filters: tuple[Filter, ...] = ()
     targets: tuple[Port, ...] = ()
+
+
+class Interface(_Value):
+    """What an agent reports about one of its host's network interfaces."""
+
+    device: str
+    mac: str | None = None
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+
+
+class Counter(_Value):
+    # No docstring: the class is documented in the OpenAPI document as the counter report's
+    # item, pinned by tests/api/test_openapi_snapshot.py.
+    packets: CounterValue
+    bytes: CounterValue
+    # Sessions only: copies not sent because they could not be cut to packet_length
+    # (docs/dataplane.md, "Truncation: exact, always"). Written only when not 0, as the
+    # server answers them.
+    uncut_packets: CounterValue = 0
+    uncut_bytes: CounterValue = 0
+
+    @model_serializer(mode="wrap")
+    def _without_zero_uncut(self, handler: SerializerFunctionWrapHandler) -> dict[str, int]:
+        data: dict[str, int] = handler(self)
+        if not (self.uncut_packets or self.uncut_bytes):
+            data.pop("uncut_packets", None)
+            data.pop("uncut_bytes", None)
+        return data
+
+
+class SessionStats(_Value):
+    """Counters summed over all hosts, and when each host last reported."""
+
+    sessions: dict[str, Counter]
+    rules: dict[str, Counter]
+    hosts: dict[str, str]

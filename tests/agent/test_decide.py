@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vxtap.agent import decide
-from vxtap.client import Interface
-from vxtap.model import DesiredState
+from vxtap.model import DesiredState, Interface
 
 
 def state(revision: str) -> DesiredState:

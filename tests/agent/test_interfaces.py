@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vxtap.agent.interfaces import discover, local_broadcasts, select_interfaces
-from vxtap.client import Interface
+from vxtap.model import Interface
 from vxtap.netns import Namespace, veth
 
 

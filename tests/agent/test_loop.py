@@ -18,8 +18,8 @@ from vxtap.agent.decide import APPLY_RETRY_S
 from vxtap.agent.events import Changes
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
-from vxtap.client import ApiError, Counter, Fetched, Interface, ServerUnreachable
-from vxtap.model import DesiredState, Port, Session
+from vxtap.client import ApiError, Fetched, ServerUnreachable
+from vxtap.model import Counter, DesiredState, Interface, Port, Session
 
 
 class Server:

@@ -26,15 +26,17 @@ from vxtap.agent.daemon import Agent
 from vxtap.agent.interfaces import local_broadcasts
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
-from vxtap.client import Counter, Fetched, Interface
+from vxtap.client import Fetched
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import (
     Action,
+    Counter,
     DesiredState,
     Direction,
     EtherType,
     Filter,
+    Interface,
     Port,
     Protocol,
     Rule,

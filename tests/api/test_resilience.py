@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from vxtap.api.serve import REQUEST_TIMEOUT_S
-from vxtap.client import ApiError, Counter, VxtapClient
+from vxtap.client import ApiError, VxtapClient
+from vxtap.model import Counter
 
 SERVICE_SOFT_LIMIT = 1024
 

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from vxtap.cli import main
-from vxtap.client import Interface, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.model import Interface
 
 CREDS = ["--endpoint", "http://127.0.0.1:9", "--ak", "a", "--sk", "s", "--project-id", "p"]
 

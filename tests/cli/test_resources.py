@@ -22,7 +22,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from vxtap.cli import main
-from vxtap.client import Counter, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.model import Counter
 
 UNKNOWN_ID = "00000000-0000-0000-0000-000000000000"
 ENV_NAMES = ("VXTAP_ENDPOINT", "VXTAP_AK", "VXTAP_SK", "VXTAP_PROJECT_ID", "VXTAP_CREDENTIALS")

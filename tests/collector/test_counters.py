@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from vxtap.collector.counters import OTHER, Counters
+from vxtap.collector.counters import OTHER, CollectorCounters
 from vxtap.collector.decode import NO_VNI
 
 
 def test_series_beyond_the_limit_are_folded_into_other() -> None:
-    counters = Counters(max_series=3)
+    counters = CollectorCounters(max_series=3)
     with counters.lock:
         for vni in range(10):
             counters.add(vni, b"\x0a\x00\x00\x01", 2, 100, 1, 0)
@@ -27,7 +27,7 @@ def test_series_beyond_the_limit_are_folded_into_other() -> None:
 
 
 def test_no_other_row_while_nothing_was_folded() -> None:
-    counters = Counters(max_series=3)
+    counters = CollectorCounters(max_series=3)
     with counters.lock:
         counters.add(1, b"\x0a\x00\x00\x01", 1, 1, 0, 0)
     snap = counters.snapshot()
@@ -36,4 +36,4 @@ def test_no_other_row_while_nothing_was_folded() -> None:
 
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one counter series"):
-        Counters(max_series=0)
+        CollectorCounters(max_series=0)

@@ -42,7 +42,8 @@ from sqlalchemy import create_engine, select
 
 from support import console as console_support
 from support.console import SEED_RULE, chromium, create_seed_session, fill_form, number
-from vxtap.client import ApiError, Counter, Interface, VxtapClient
+from vxtap.client import ApiError, VxtapClient
+from vxtap.model import Counter, Interface
 from vxtap.store.schema import Base
 
 ApiServer = Any

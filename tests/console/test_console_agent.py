@@ -39,9 +39,10 @@ from support.console import (
     sign_in,
 )
 from vxtap import __version__
-from vxtap.client import HostJSON, VxtapClient
+from vxtap.client import VxtapClient
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.netns import Namespace, NamespaceThread, temporary_namespaces, veth
+from vxtap.wire.answers import HostOut
 
 HOST = "ECS-source"
 HOSTS_LINK = "header nav a[href='/console/hosts']"
@@ -237,7 +238,7 @@ def _session_page_shows_it_applied(page: Page, fleet_status: Callable[[], object
     expect(page.locator(f"#source-hosts [data-sync='{HOST}']")).to_have_text("in sync")
     status = fleet_status()
     assert isinstance(status, dict)
-    host: HostJSON = status  # type: ignore[assignment]
+    host: HostOut = status  # type: ignore[assignment]
     assert host["sync"] == "in sync" and host["applied_revision"] == host["desired_revision"]
     revision = host["desired_revision"]
     expect(page.locator(f"#source-hosts [data-source-host='{HOST}']")).to_contain_text(revision)

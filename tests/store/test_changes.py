@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from vxtap.store import repository as repo
 from vxtap.store.db import Store
-from vxtap.store.errors import ApiError
+from vxtap.store.errors import StoreError
 
 
 def counter(store: Store, project: str = "p") -> int:
@@ -80,7 +80,7 @@ def test_a_refused_write_leaves_the_counter(store: Store) -> None:
     with store.write() as db:
         repo.create_filter(db, "p", {"name": "f"})
     before = counter(store)
-    with pytest.raises(ApiError), store.write() as db:
+    with pytest.raises(StoreError), store.write() as db:
         repo.delete_filter(db, "p", "no-such-filter")
     assert counter(store) == before
 

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
 from vxtap import model
-from vxtap.api import wire
 from vxtap.store import repository as repo
 from vxtap.store.db import Store
 from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
+from vxtap.wire.fields import parse_cidr, parse_port_range
 
 
 def _reference_port(row: PortRow) -> model.Port:
@@ -108,7 +108,7 @@ def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> dict[
         "protocol": fields.pop("protocol", "ALL"),
     }
     for key, value in fields.items():
-        parse = wire.parse_cidr if key.endswith("cidr_block") else wire.parse_port_range
+        parse = parse_cidr if key.endswith("cidr_block") else parse_port_range
         stored[key] = parse(value)
     return stored
 

@@ -12,10 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vxtap import model
-from vxtap.api.app import in_transaction
 from vxtap.store import repository as repo
 from vxtap.store.db import Store
-from vxtap.store.errors import IN_USE, QUOTA, Conflict, NotFound
+from vxtap.store.errors import Conflict, InUse, NotFound, QuotaExceeded
 from vxtap.store.schema import RuleRow
 
 RULE = {"action": "accept", "ethertype": "IPv4", "protocol": "TCP"}
@@ -81,12 +80,12 @@ def rule_count(store: Store, filter_id: str) -> int:
 def test_a_filter_no_session_uses_is_deleted_with_its_rules(store: Store) -> None:
     world = make_world(store)
     # While a session uses it: 409 in use, nothing deleted.
-    with pytest.raises(Conflict) as info:
-        in_transaction(store, lambda db: repo.delete_filter(db, "p", world["filter"]))
-    assert info.value.code == IN_USE and world["session"] in info.value.message
+    with pytest.raises(InUse) as info:
+        store.transaction(lambda db: repo.delete_filter(db, "p", world["filter"]))
+    assert world["session"] in info.value.message
     assert rule_count(store, world["filter"]) == 2
-    in_transaction(store, lambda db: repo.delete_session(db, "p", world["session"]))
-    in_transaction(store, lambda db: repo.delete_filter(db, "p", world["filter"]))
+    store.transaction(lambda db: repo.delete_session(db, "p", world["session"]))
+    store.transaction(lambda db: repo.delete_filter(db, "p", world["filter"]))
     assert rule_count(store, world["filter"]) == 0
     with pytest.raises(NotFound), store.read() as db:
         repo.get_rule(db, "p", world["ingress"])
@@ -119,13 +118,13 @@ def test_an_integrity_error_is_never_answered_as_a_concurrent_change(store: Stor
 
     # NOT NULL: no retry can cure it.
     with pytest.raises(IntegrityError):
-        in_transaction(store, lambda db: insert_rule(db, None))
+        store.transaction(lambda db: insert_rule(db, None))
     assert len(attempts) == 1
     # A reference missing at the write: retried (the checks then word it), and if the
     # write itself is wrong, raised after the retries.
     attempts.clear()
     with pytest.raises(IntegrityError):
-        in_transaction(store, lambda db: insert_rule(db, "no-such-filter"))
+        store.transaction(lambda db: insert_rule(db, "no-such-filter"))
     assert len(attempts) == 5
     assert rule_count(store, world["filter"]) == 2
 
@@ -139,8 +138,7 @@ def report(store: Store, host: str, sessions: dict[str, int], rules: dict[str, i
     def counters(values: dict[str, int]) -> dict[str, dict[str, int]]:
         return {k: {"packets": v, "bytes": v} for k, v in values.items()}
 
-    in_transaction(
-        store,
+    store.transaction(
         lambda db: repo.put_counters(db, "p", host, counters(sessions), counters(rules)),
     )
 
@@ -199,18 +197,16 @@ def test_rules_per_filter_and_direction_stop_at_the_quota(store: Store) -> None:
         filter_id = repo.create_filter(db, "p", {"name": "full"}).id
         for priority in range(1, quota + 1):
             repo.create_rule(db, "p", rule_fields(filter_id, "ingress", priority))
-    with pytest.raises(Conflict) as info:
-        in_transaction(
-            store, lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "ingress", 9999))
+    with pytest.raises(QuotaExceeded) as info:
+        store.transaction(
+            lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "ingress", 9999))
         )
-    assert info.value.code == QUOTA
     assert f"has {quota} ingress rules" in info.value.message
     assert rule_count(store, filter_id) == quota
     # The other direction has its own quota; a smaller quota counts the same rows.
-    in_transaction(store, lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 1)))
-    with pytest.raises(Conflict):
-        in_transaction(
-            store,
+    store.transaction(lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 1)))
+    with pytest.raises(QuotaExceeded):
+        store.transaction(
             lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 2), quota=1),
         )
 
@@ -224,20 +220,19 @@ def test_the_rules_quota_holds_under_concurrent_creates(store: Store) -> None:
 
     def create(priority: int) -> None:
         try:
-            in_transaction(
-                store,
+            store.transaction(
                 lambda db: repo.create_rule(
                     db, "p", rule_fields(filter_id, "ingress", priority), quota=5
                 ),
             )
             outcomes.append("created")
         except Conflict as refusal:
-            outcomes.append(refusal.code)
+            outcomes.append(type(refusal).__name__)
 
     threads = [threading.Thread(target=create, args=(p,)) for p in range(1, 17)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(outcomes) == ["VPC.2903"] * 11 + ["created"] * 5
+    assert sorted(outcomes) == ["QuotaExceeded"] * 11 + ["created"] * 5
     assert rule_count(store, filter_id) == 5

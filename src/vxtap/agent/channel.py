@@ -30,16 +30,8 @@ from typing import Protocol
 from vxtap import __version__
 from vxtap.agent import decide
 from vxtap.agent.metrics import AgentMetrics
-from vxtap.client import (
-    ApiError,
-    Counter,
-    Fetched,
-    Interface,
-    InvalidAnswer,
-    ServerUnreachable,
-    VxtapClientError,
-)
-from vxtap.model import Port
+from vxtap.client import ApiError, Fetched, InvalidAnswer, ServerUnreachable, VxtapClientError
+from vxtap.model import Counter, Interface, Port
 
 log = logging.getLogger("vxtap.agent")
 

@@ -24,8 +24,8 @@ from vxtap.agent.decide import Apply, Timer
 from vxtap.agent.events import Changes, KernelEvents
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
-from vxtap.client import Counter, Fetched, Interface
-from vxtap.model import DesiredState
+from vxtap.client import Fetched
+from vxtap.model import Counter, DesiredState, Interface
 
 log = logging.getLogger("vxtap.agent")
 

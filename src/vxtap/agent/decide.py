@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from vxtap.model import DesiredState
-
-if TYPE_CHECKING:  # a value type; importing the client at run time would pull in httpx
-    from vxtap.client import Interface
+from vxtap.model import DesiredState, Interface
 
 # After a failed apply, the same state is retried this much later.
 APPLY_RETRY_S = 2.0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from vxtap import model
-from vxtap.client import Interface
+from vxtap.model import Interface
 
 
 def select_interfaces(

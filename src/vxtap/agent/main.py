@@ -23,9 +23,10 @@ from vxtap.agent.daemon import Agent
 from vxtap.agent.interfaces import discover, local_broadcasts
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
-from vxtap.client import Counter, VxtapClient, VxtapClientError
+from vxtap.client import VxtapClient, VxtapClientError
 from vxtap.dataplane.kernel import Dataplane, PacketsBytes, is_own_device
 from vxtap.dataplane.plan import PlanCompiler
+from vxtap.model import Counter
 
 log = logging.getLogger("vxtap.agent")
 

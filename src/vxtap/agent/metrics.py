@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from vxtap.client import Counter as Totals
+from vxtap.model import Counter as Totals
 from vxtap.model import DesiredState
 
 

@@ -8,7 +8,7 @@
   ports, manual ports, session statistics, enrolment).
 
 Pure: the middleware passes the method and the decoded path, the project check has
-already been done (`vxtap.api.app.AuthMiddleware`).
+already been done (`vxtap.api.middleware.AuthMiddleware`).
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ from vxtap import auth
 from vxtap.client import (
     DEFAULT_ENDPOINT,
     ApiError,
-    Page,
     QueryValue,
     ServerUnreachable,
     VxtapClient,
     VxtapClientError,
 )
+from vxtap.wire.answers import Page
 
 R = TypeVar("R")
 ItemT = TypeVar("ItemT")

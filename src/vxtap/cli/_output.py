@@ -20,8 +20,8 @@ from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from vxtap.client import FilterJSON, PortV1JSON, RuleJSON, SessionJSON, SessionStats
-from vxtap.model import Port
+from vxtap.model import Port, SessionStats
+from vxtap.wire.answers import FilterOut, PortV1Out, RuleOut, SessionOut
 
 ANY = "any"
 T = TypeVar("T")
@@ -95,7 +95,7 @@ def label(resource_id: str, names: Mapping[str, str]) -> str:
 # --- filters and rules ---
 
 
-def rule_rows(rules: Sequence[RuleJSON], *, with_filter: bool = False) -> Table:
+def rule_rows(rules: Sequence[RuleOut], *, with_filter: bool = False) -> Table:
     columns = ["ID", "DIRECTION", "PRIORITY", "ACTION", "ETHERTYPE", "PROTOCOL"]
     columns += ["SOURCE", "SRC PORTS", "DESTINATION", "DST PORTS"]
     if with_filter:
@@ -120,7 +120,7 @@ def rule_rows(rules: Sequence[RuleJSON], *, with_filter: bool = False) -> Table:
     return table
 
 
-def show_rule(rule: RuleJSON) -> None:
+def show_rule(rule: RuleOut) -> None:
     render(
         _fields(
             [
@@ -143,11 +143,11 @@ def show_rule(rule: RuleJSON) -> None:
     )
 
 
-def list_rules(rules: Sequence[RuleJSON]) -> None:
+def list_rules(rules: Sequence[RuleOut]) -> None:
     render(rule_rows(rules, with_filter=True))
 
 
-def show_filter(item: FilterJSON) -> None:
+def show_filter(item: FilterOut) -> None:
     fields = _fields(
         [
             ("id", item["id"]),
@@ -164,7 +164,7 @@ def show_filter(item: FilterJSON) -> None:
         render(fields, "", "no rules: a session with this filter mirrors nothing")
 
 
-def list_filters(items: Sequence[FilterJSON]) -> None:
+def list_filters(items: Sequence[FilterOut]) -> None:
     table = _table("ID", "NAME", "INGRESS RULES", "EGRESS RULES", "DESCRIPTION")
     for item in items:
         table.add_row(
@@ -181,7 +181,7 @@ def list_filters(items: Sequence[FilterJSON]) -> None:
 
 
 def show_session(
-    session: SessionJSON, port_names: Mapping[str, str], filter_names: Mapping[str, str]
+    session: SessionOut, port_names: Mapping[str, str], filter_names: Mapping[str, str]
 ) -> None:
     sources = session["traffic_mirror_sources"]
     render(
@@ -212,7 +212,7 @@ def show_session(
 
 
 def list_sessions(
-    sessions: Sequence[SessionJSON], port_names: Mapping[str, str], filter_names: Mapping[str, str]
+    sessions: Sequence[SessionOut], port_names: Mapping[str, str], filter_names: Mapping[str, str]
 ) -> None:
     table = _table(
         "ID", "NAME", "ENABLED", "PRIORITY", "VNI", "LENGTH", "FILTER", "SOURCES", "TARGET"
@@ -236,7 +236,7 @@ def list_sessions(
     render(table)
 
 
-def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
+def show_stats(stats: SessionStats, sessions: Sequence[SessionOut]) -> None:
     # UNCUT: copies not sent because they could not be cut to packet_length.
     table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES", "UNCUT")
     for session in sessions:
@@ -268,11 +268,11 @@ def show_stats(stats: SessionStats, sessions: Sequence[SessionJSON]) -> None:
 # --- ports ---
 
 
-def port_addresses(port: PortV1JSON) -> list[str]:
+def port_addresses(port: PortV1Out) -> list[str]:
     return [ip["ip_address"] for ip in port.get("fixed_ips", [])]
 
 
-def show_port(port: PortV1JSON) -> None:
+def show_port(port: PortV1Out) -> None:
     """A port as the v1 API answers it."""
     show_fields(
         [
@@ -299,7 +299,7 @@ def show_created_port(port: Port) -> None:
     )
 
 
-def list_ports(ports: Sequence[PortV1JSON]) -> None:
+def list_ports(ports: Sequence[PortV1Out]) -> None:
     table = _table("ID", "HOST", "DEVICE", "MAC", "ADDRESSES", "STATUS")
     for port in ports:
         table.add_row(

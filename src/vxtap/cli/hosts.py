@@ -15,7 +15,8 @@ import click
 from vxtap import auth, enrolment
 from vxtap.cli import _output as out
 from vxtap.cli._api import CliError, OneLineErrorGroup, connection_options
-from vxtap.client import HostJSON, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.wire.answers import HostOut
 
 
 @click.group("host", cls=OneLineErrorGroup)
@@ -92,7 +93,7 @@ def host_show(client: VxtapClient, as_json: bool, name: str) -> None:
     out.emit(client.show_host(name), as_json, _show)
 
 
-def _show(item: HostJSON) -> None:
+def _show(item: HostOut) -> None:
     out.show_fields(
         [
             ("host", item["host"]),
@@ -115,7 +116,7 @@ def _held(value: bool | None) -> str:
     return "not known" if value is None else ("open" if value else "none")
 
 
-def _table(items: Sequence[HostJSON]) -> None:
+def _table(items: Sequence[HostOut]) -> None:
     table = out.columns(
         "HOST", "SYNC", "DESIRED", "APPLIED", "LAST CONTACT", "VERSION", "REPAIRS", "ERROR"
     )

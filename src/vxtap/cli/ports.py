@@ -14,7 +14,8 @@ import click
 
 from vxtap.cli import _output as out
 from vxtap.cli._api import CliError, OneLineErrorGroup, connection_options, where
-from vxtap.client import PortV1JSON, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.wire.answers import PortV1Out
 
 PORT_HELP = "a port id or HOST/DEVICE"
 
@@ -24,8 +25,8 @@ class PortDirectory:
 
     def __init__(self, client: VxtapClient) -> None:
         self._client = client
-        self._by_host: dict[str, list[PortV1JSON]] = {}
-        self._all: list[PortV1JSON] | None = None
+        self._by_host: dict[str, list[PortV1Out]] = {}
+        self._all: list[PortV1Out] | None = None
 
     def names(self) -> dict[str, str]:
         """Every port's HOST/DEVICE by id, for tables."""
@@ -33,7 +34,7 @@ class PortDirectory:
             self._all = list(self._client.iter_ports())
         return {p["id"]: f"{p['binding:host_id']}/{p['name']}" for p in self._all}
 
-    def on_host(self, host: str) -> list[PortV1JSON]:
+    def on_host(self, host: str) -> list[PortV1Out]:
         if host not in self._by_host:
             where = {"binding:host_id": host}
             self._by_host[host] = list(self._client.iter_ports(where=where))

@@ -14,7 +14,8 @@ import click
 from vxtap.cli import _output as out
 from vxtap.cli._api import CliError, OneLineErrorGroup, connection_options, list_items, where
 from vxtap.cli.ports import PORT_HELP, PortDirectory
-from vxtap.client import SessionJSON, VxtapClient
+from vxtap.client import VxtapClient
+from vxtap.wire.answers import SessionOut
 
 
 @click.group("session", cls=OneLineErrorGroup)
@@ -22,8 +23,8 @@ def session_group() -> None:
     """Mirror sessions: a filter, sources, a target, a VNI."""
 
 
-def _print_session(client: VxtapClient, session: SessionJSON, as_json: bool) -> None:
-    def show(session: SessionJSON) -> None:
+def _print_session(client: VxtapClient, session: SessionOut, as_json: bool) -> None:
+    def show(session: SessionOut) -> None:
         # Names for the table only: --json prints the server's object unchanged.
         filter_id = session["traffic_mirror_filter_id"]
         filter_names = {filter_id: client.show_filter(filter_id)["name"]}
@@ -107,7 +108,7 @@ def session_list(
         client.iter_sessions, client.list_sessions, wanted, limit=limit, marker=marker
     )
 
-    def show(sessions: list[SessionJSON]) -> None:
+    def show(sessions: list[SessionOut]) -> None:
         filter_names = {f["id"]: f["name"] for f in client.iter_filters()}
         out.list_sessions(sessions, ports.names(), filter_names)
 

@@ -56,7 +56,7 @@ class Snapshot:
         return sum(not r.other for r in self.rows)
 
 
-class Counters:
+class CollectorCounters:
     def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
         if max_series < 1:
             raise ValueError(f"at least one counter series must be kept, not {max_series}")

@@ -14,11 +14,11 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from vxtap.collector.counters import Counters
+from vxtap.collector.counters import CollectorCounters
 
 
 class CountersCollector:
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: CollectorCounters) -> None:
         self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
@@ -93,7 +93,7 @@ class CountersCollector:
 
 
 class MetricsServer:
-    def __init__(self, counters: Counters, host: str, port: int) -> None:
+    def __init__(self, counters: CollectorCounters, host: str, port: int) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CountersCollector(counters))
         try:

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from vxtap.collector.blockscan import BlockScan, Bytes, as_array
-from vxtap.collector.counters import DEFAULT_MAX_SERIES, Counters, Snapshot
+from vxtap.collector.counters import DEFAULT_MAX_SERIES, CollectorCounters, Snapshot
 from vxtap.collector.decap import DecapError, DecapInterfaces
 from vxtap.collector.decode import decode, render_line, to_json
 from vxtap.collector.metrics import MetricsServer
@@ -64,7 +64,7 @@ class Collector:
         self.options = options
         self.out = out
         self.err = Console(stderr=True)
-        self.counters = Counters(options.max_series)
+        self.counters = CollectorCounters(options.max_series)
         self.stopping = False
         self.decap: DecapInterfaces | None = None
         self.holder: PortHolder | None = None

@@ -30,10 +30,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth
-from vxtap.client import ApiError, HostJSON, PortV1JSON, SessionJSON, VxtapClient
+from vxtap.client import ApiError, VxtapClient
 from vxtap.console import PREFIX, signin
 from vxtap.console.forms import FormState, optional, port_label, refused
 from vxtap.console.loopback import api_client
+from vxtap.wire.answers import HostOut, PortV1Out, SessionOut
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "vxtap_console"
@@ -71,7 +72,7 @@ class SourceHost:
     change (`status` is the fleet status; None with `unknown` when the API has none)."""
 
     host: str
-    status: HostJSON | None
+    status: HostOut | None
     unknown: str | None
     last_counter_report: str | None
 
@@ -494,7 +495,7 @@ def create_console(
         write: tuple[Visitor, Values],
         session_id: str,
         form: str,
-        action: Callable[[VxtapClient, Values], SessionJSON | None],
+        action: Callable[[VxtapClient, Values], SessionOut | None],
         then: str | None = None,
     ) -> Response:
         who, values = write
@@ -508,7 +509,7 @@ def create_console(
 
     @console.post("/sessions/{session_id}/edit")
     def session_edit(request: Request, write: Write, session_id: str) -> Response:
-        def edit(client: VxtapClient, values: Values) -> SessionJSON:
+        def edit(client: VxtapClient, values: Values) -> SessionOut:
             return client.update_session(
                 session_id,
                 name=_one(values, "name"),
@@ -524,21 +525,21 @@ def create_console(
 
     @console.post("/sessions/{session_id}/enabled")
     def session_enable(request: Request, write: Write, session_id: str) -> Response:
-        def switch(client: VxtapClient, values: Values) -> SessionJSON:
+        def switch(client: VxtapClient, values: Values) -> SessionOut:
             return client.update_session(session_id, enabled=_one(values, "enabled") == "true")
 
         return _session_write(request, write, session_id, "enabled", switch)
 
     @console.post("/sessions/{session_id}/add-sources")
     def session_add_sources(request: Request, write: Write, session_id: str) -> Response:
-        def add(client: VxtapClient, values: Values) -> SessionJSON:
+        def add(client: VxtapClient, values: Values) -> SessionOut:
             return client.add_sources(session_id, _many(values, "traffic_mirror_sources"))
 
         return _session_write(request, write, session_id, "add-sources", add)
 
     @console.post("/sessions/{session_id}/remove-sources")
     def session_remove_sources(request: Request, write: Write, session_id: str) -> Response:
-        def remove(client: VxtapClient, values: Values) -> SessionJSON:
+        def remove(client: VxtapClient, values: Values) -> SessionOut:
             return client.remove_sources(session_id, _many(values, "traffic_mirror_sources"))
 
         return _session_write(request, write, session_id, "remove-sources", remove)
@@ -663,7 +664,7 @@ def _as_typed(values: Values, name: str) -> Any:
     return optional(_one(values, name))
 
 
-def _source_hosts(client: VxtapClient, session: SessionJSON) -> list[SourceHost]:
+def _source_hosts(client: VxtapClient, session: SessionOut) -> list[SourceHost]:
     """The hosts of the session's sources with their fleet status, sorted by name.
 
     One port and one host lookup per source (a session has few), so a refresh does not
@@ -678,7 +679,7 @@ def _source_hosts(client: VxtapClient, session: SessionJSON) -> list[SourceHost]
     found = []
     for host in sorted(hosts):
         try:
-            status: HostJSON | None = client.show_host(host)
+            status: HostOut | None = client.show_host(host)
             unknown = None
         except ApiError as error:  # no agent key here and never reported: the API says so
             status, unknown = None, error.error_msg
@@ -686,7 +687,7 @@ def _source_hosts(client: VxtapClient, session: SessionJSON) -> list[SourceHost]
     return found
 
 
-def _port_uses(ports: list[PortV1JSON], items: list[SessionJSON]) -> dict[str, list[str]]:
+def _port_uses(ports: list[PortV1Out], items: list[SessionOut]) -> dict[str, list[str]]:
     uses: dict[str, list[str]] = {p["id"]: [] for p in ports}
     for s in items:
         for source in s["traffic_mirror_sources"]:

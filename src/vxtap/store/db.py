@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -25,10 +25,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from vxtap import model
+from vxtap.store import errors
 from vxtap.store.schema import Base
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -127,6 +131,66 @@ class Store:
         maker = self._writer if lock_wait is None else self._writer_waiting(lock_wait)
         with maker.begin() as session:
             yield session
+
+    def transaction(
+        self,
+        action: Callable[[Session], T],
+        *,
+        write: bool = True,
+        upsert: bool = False,
+        lock_wait: float | None = None,
+    ) -> T:
+        """Run `action` in one transaction, retried when a concurrent one got in its way;
+        a constraint the database enforced raises the store error that words it, and a
+        lock held past `lock_wait` seconds (SQLite) raises `Busy`.
+
+        `upsert`: create-or-update writes, where two concurrent first inserts of one key
+        race on the primary or unique key; the loser's retry finds the row and updates it.
+        A violation no error words and no retry cures is a check the repository lacks: it
+        is re-raised (a server fault), never passed off as a concurrent change.
+        """
+        retry_constraints = UPSERT_KEYS if upsert else RETRYABLE_CONSTRAINTS
+        attempts = 5
+        for attempt in range(attempts):
+            try:
+                with self.write(lock_wait=lock_wait) if write else self.read() as db:
+                    return action(db)
+            except OperationalError as exc:
+                if is_locked(exc):
+                    raise errors.Busy(
+                        "the database is busy (another writer holds its lock); retry"
+                    ) from exc
+                raise
+            except IntegrityError as exc:
+                name = violated_constraint(exc)
+                retryable = name in retry_constraints or is_foreign_key(name)
+                if retryable and attempt < attempts - 1:
+                    continue
+                refusal = refusal_for(name)
+                if refusal is not None:
+                    raise refusal from exc
+                if name in retry_constraints:
+                    raise errors.ConcurrentChange(
+                        "the request kept conflicting with concurrent changes (another "
+                        "request took the same slot or key each time); retry"
+                    ) from exc
+                raise
+            except DataError as exc:
+                raise unstorable(exc) from exc
+            except DBAPIError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate in RETRYABLE_SQLSTATES and attempt < attempts - 1:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def rows_transaction(self, action: Callable[[Connection], T]) -> T:
+        """Run `action` in one read transaction without an ORM session (`read_rows`)."""
+        try:
+            with self.read_rows() as connection:
+                return action(connection)
+        except DataError as exc:
+            raise unstorable(exc) from exc
 
     def _writer_waiting(self, seconds: float) -> sessionmaker[Session]:
         busy_ms = int(seconds * 1000)
@@ -255,3 +319,51 @@ def violated_constraint(error: IntegrityError) -> str | None:
     if "FOREIGN KEY constraint failed" in message:
         return "foreign_key"
     return None
+
+
+def refusal_for(name: str | None) -> errors.StoreError | None:
+    """The refusal for a constraint the database enforced (a check raced a concurrent
+    write), or None for a constraint no refusal words."""
+    sessions_per_source = (
+        f"a port can be a source of at most {model.MAX_SESSIONS_PER_SOURCE} sessions"
+    )
+    sources_per_session = f"a session can have at most {model.MAX_SOURCES_PER_SESSION} sources"
+    known: dict[str, errors.StoreError] = {
+        "uq_rules_priority": errors.DuplicatePriority(
+            "priority is already used by another rule of this filter and direction"
+        ),
+        "uq_sources_port_priority": errors.DuplicatePriority(
+            "priority is already used by another session sharing a source"
+        ),
+        "uq_sources_port_slot": errors.QuotaExceeded(sessions_per_source),
+        "ck_sources_slot": errors.QuotaExceeded(sessions_per_source),
+        "uq_sources_session_position": errors.QuotaExceeded(sources_per_session),
+        "ck_sources_position": errors.QuotaExceeded(sources_per_session),
+        "ck_sources_not_target": errors.Invalid(
+            "a source and the target of one session must be different ports"
+        ),
+        "uq_ports_host_device": errors.AlreadyExists("a port with this host and device exists"),
+    }
+    return known.get(name or "")
+
+
+def is_foreign_key(name: str | None) -> bool:
+    """A reference that was there when checked and gone at the write (or the reverse, for
+    a delete): a retry runs the repository's checks again, which then word the refusal
+    (NotFound for a missing reference, InUse)."""
+    return name is not None and (name == "foreign_key" or name.startswith("fk_"))
+
+
+# Deadlock / serialization failure (PostgreSQL SQLSTATE): the transaction can simply be retried.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# Constraints that a retry can satisfy: slots and positions chosen from a snapshot another
+# transaction changed meanwhile.
+RETRYABLE_CONSTRAINTS = frozenset({"uq_sources_port_slot", "uq_sources_session_position"})
+# The keys of create-or-update writes (ports a host registers, its report and counters).
+UPSERT_KEYS = frozenset({"uq_ports_host_device", "pk_ports", "pk_host_reports", "pk_counters"})
+
+
+def unstorable(error: DataError) -> errors.Invalid:
+    """A value the database cannot hold that validation let through (e.g. NUL in a path
+    id on PostgreSQL): the client's input, not a server fault."""
+    return errors.Invalid(f"a value cannot be stored: {error.orig}")

@@ -1,59 +1,53 @@
-"""Refusals, each with the HTTP status and Huawei-style error code it answers with.
+"""Why the store refused a change, as domain types: no HTTP status, no Huawei code.
 
-Codes follow Huawei's VPC catalogue where it has one (VPC.0002 bad request,
-VPC.0003 not found, VPC.0008 bad credentials); conflicts have vxtap's own codes,
-documented in docs/control-plane.md.
+The API answers each with a status and a Huawei-style code, from one table
+(`vxtap.api.errors`). The kinds of `Conflict` are types, so a caller picks the one
+it handles by `except`, and a new kind cannot be answered by accident as another.
 """
 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    status = 500
-    code = "VPC.0500"
+class StoreError(Exception):
+    """A refusal worded for the client: `message` says what to change."""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
 
 
-class BadInput(ApiError):
-    status = 400
-    code = "VPC.0002"
+class NotFound(StoreError):
+    """The project has no such filter, rule, session, port or host."""
 
 
-class Unauthorized(ApiError):
-    status = 401
-    code = "VPC.0008"
+class Invalid(StoreError):
+    """The input is well formed but cannot be stored as it is (e.g. a rule's port range
+    on a protocol without ports, a value the database cannot hold)."""
 
 
-class Forbidden(ApiError):
-    status = 403
-    code = "VPC.0007"
+class Busy(StoreError):
+    """Another writer held the database's lock past the time this write may wait."""
 
 
-class NotFound(ApiError):
-    status = 404
-    code = "VPC.0003"
+class Conflict(StoreError):
+    """The change contradicts what is stored; each kind below says how."""
 
 
-class Conflict(ApiError):
-    status = 409
-    code = "VPC.2900"
+class InUse(Conflict):
+    """Deleting a filter or port that a session still names."""
 
 
-class Busy(ApiError):
-    """The database did not let the request through in time (another writer's lock)."""
-
-    status = 503
-    code = "VPC.0503"
+class DuplicatePriority(Conflict):
+    """A rule priority is unique per filter and direction; a session priority per source."""
 
 
-# Conflict codes.
-IN_USE = "VPC.2901"  # deleting a filter or port a session still names
-DUPLICATE_PRIORITY = "VPC.2902"  # rule priority per filter+direction, session priority per source
-QUOTA = "VPC.2903"  # 10 sources per session, 3 sessions per source
-EXISTS = "VPC.2904"  # a port with this host and device exists
-CONCURRENT = "VPC.2905"  # a concurrent change got there first; retry
+class QuotaExceeded(Conflict):
+    """Sources per session, sessions per source, rules per filter and direction."""
+
+
+class AlreadyExists(Conflict):
+    """A port with this host and device, or a host enrolled already."""
+
+
+class ConcurrentChange(Conflict):
+    """Concurrent changes took the same slot or key on every retry."""

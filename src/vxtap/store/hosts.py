@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from vxtap.store.errors import EXISTS, Conflict, NotFound
+from vxtap.store.errors import AlreadyExists, NotFound
 from vxtap.store.repository import bump_change, bump_hosts, desired_state, utc_now
 from vxtap.store.schema import AgentHostRow, HostReportRow, HostStatusRow
 
@@ -37,10 +37,9 @@ def agent_by_access_key(db: Connection, ak: str) -> tuple[str, str] | None:
 def enrol_host(db: Session, project: str, host: str, ak: str) -> AgentHostRow:
     existing = db.get(AgentHostRow, (project, host))
     if existing is not None:
-        raise Conflict(
+        raise AlreadyExists(
             f"host {host} is enrolled already (access key {existing.ak}): "
-            "remove it first to issue a new key",
-            EXISTS,
+            "remove it first to issue a new key"
         )
     row = AgentHostRow(project_id=project, host=host, ak=ak, enrolled_at=utc_now())
     db.add(row)

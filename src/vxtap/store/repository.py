@@ -41,13 +41,12 @@ from sqlalchemy.orm import Session
 from vxtap import model
 from vxtap.store.db import CHANGED_HOSTS
 from vxtap.store.errors import (
-    DUPLICATE_PRIORITY,
-    EXISTS,
-    IN_USE,
-    QUOTA,
-    BadInput,
-    Conflict,
+    AlreadyExists,
+    DuplicatePriority,
+    InUse,
+    Invalid,
     NotFound,
+    QuotaExceeded,
 )
 from vxtap.store.schema import (
     Base,
@@ -220,7 +219,9 @@ def host_revisions(db: Session | Connection, project: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Page:
+class RowPage:
+    """One page of a list's rows, and the marker of the next page (None on the last)."""
+
     rows: Sequence[Any]
     next_marker: str | None
 
@@ -233,21 +234,18 @@ class Page:
         return info
 
 
-MAX_LIMIT = 2000
-
-
 def paginate(
     db: Session | Connection,
     statement: Select[*tuple[Any, ...]],
     id_column: Any,
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     """Keyset pagination by id: stable under concurrent inserts, O(page) per request.
 
     On an ORM session the statement selects one entity; on a Connection, plain columns.
     """
-    size = limit or MAX_LIMIT
+    size = limit or model.MAX_PAGE_SIZE
     if marker:
         statement = statement.where(id_column > marker)
     ordered = statement.order_by(id_column).limit(size + 1)
@@ -256,8 +254,8 @@ def paginate(
     )
     if len(rows) > size:
         rows = rows[:size]
-        return Page(rows, rows[-1].id)
-    return Page(rows, None)
+        return RowPage(rows, rows[-1].id)
+    return RowPage(rows, None)
 
 
 def _equals(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
@@ -322,16 +320,12 @@ def delete_filter(db: Session, project: str, filter_id: str) -> None:
     row = get_filter(db, project, filter_id)
     users = db.scalars(select(SessionRow.id).where(SessionRow.filter_id == filter_id)).all()
     if users:
-        raise Conflict(
+        raise InUse(
             f"mirror filter {filter_id} is used by session(s) {', '.join(users)}: "
-            "delete them or give them another filter first",
-            IN_USE,
+            "delete them or give them another filter first"
         )
     db.delete(row)
     db.flush()
-
-
-FILTER_QUERY_FIELDS = ("id", "name", "description", "created_at", "updated_at")
 
 
 def list_filters(
@@ -340,7 +334,7 @@ def list_filters(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     statement = select(FilterRow).where(FilterRow.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(getattr(FilterRow, key), values))
@@ -355,7 +349,7 @@ def get_rule(db: Session, project: str, rule_id: str) -> RuleRow:
 
 
 def domain_rule(row: RuleRow) -> model.Rule:
-    """The domain value of a rule row; raises BadInput for an inconsistent combination."""
+    """The domain value of a rule row; raises Invalid for an inconsistent combination."""
     try:
         return model.Rule(
             id=row.id,
@@ -375,7 +369,7 @@ def domain_rule(row: RuleRow) -> model.Rule:
             else None,
         )
     except ValidationError as exc:
-        raise BadInput(
+        raise Invalid(
             "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         ) from None
 
@@ -390,10 +384,9 @@ def _check_rule_priority_free(db: Session, row: RuleRow) -> None:
         )
     )
     if other is not None:
-        raise Conflict(
+        raise DuplicatePriority(
             f"priority {row.priority} is already used by rule {other} among the {row.direction} "
-            f"rules of filter {row.filter_id}: rule priorities are unique per filter and direction",
-            DUPLICATE_PRIORITY,
+            f"rules of filter {row.filter_id}: rule priorities are unique per filter and direction"
         )
 
 
@@ -419,11 +412,10 @@ def _check_rule_quota(db: Session, row: RuleRow, quota: int) -> None:
         .where(RuleRow.filter_id == row.filter_id, RuleRow.direction == row.direction)
     )
     if count is not None and count >= quota:
-        raise Conflict(
+        raise QuotaExceeded(
             f"filter {row.filter_id} has {count} {row.direction} rules, the most a filter "
             f"may have per direction (quota {quota}: every packet is compared with the "
-            "rules ahead of the one that decides)",
-            QUOTA,
+            "rules ahead of the one that decides)"
         )
 
 
@@ -512,7 +504,7 @@ def list_rules(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     statement = select(RuleRow).where(RuleRow.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(RULE_QUERY_FIELDS[key], values))
@@ -575,7 +567,7 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
     host, device = fields["host"], fields["device"]
     other = _port_by_device(db, project, host, device)
     if other is not None:
-        raise Conflict(f"port {host}/{device} exists already (id {other.id})", EXISTS)
+        raise AlreadyExists(f"port {host}/{device} exists already (id {other.id})")
     now = utc_now()
     row = PortRow(
         id=new_id(),
@@ -600,10 +592,9 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
         | set(db.scalars(select(SourceRow.session_id).where(SourceRow.port_id == port_id)))
     )
     if users:
-        raise Conflict(
+        raise InUse(
             f"port {port_id} is named by session(s) {', '.join(users)}: "
-            "remove it from them or delete them first",
-            IN_USE,
+            "remove it from them or delete them first"
         )
     bump_hosts(db, project, [row.host])
     db.delete(row)
@@ -624,7 +615,7 @@ def list_ports(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> Page:
+) -> RowPage:
     statement = select(PortRow).where(PortRow.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(PORT_QUERY_FIELDS[key], values))
@@ -641,7 +632,7 @@ def get_session(db: Session, project: str, session_id: str) -> SessionRow:
 def _check_target(db: Session, project: str, target_id: str, sources: Iterable[str]) -> None:
     get_port(db, project, target_id, "traffic_mirror_target_id")
     if target_id in sources:
-        raise BadInput(
+        raise Invalid(
             f"traffic_mirror_target_id {target_id} is also a source of this session: "
             "a source and the target of one session must be different ports"
         )
@@ -659,11 +650,10 @@ def _check_priority_free(db: Session, session_id: str, priority: int, ports: Ite
         )
     ).first()
     if clash is not None:
-        raise Conflict(
+        raise DuplicatePriority(
             f"priority {priority} is already used by session {clash.session_id}, which shares "
             f"source {clash.port_id}: session priorities are unique among sessions "
-            "sharing a source",
-            DUPLICATE_PRIORITY,
+            "sharing a source"
         )
 
 
@@ -672,17 +662,16 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
     for port_id in port_ids:
         get_port(db, project, port_id, "traffic_mirror_sources")
         if port_id in current:
-            raise BadInput(
+            raise Invalid(
                 f"traffic_mirror_sources: port {port_id} is already a source of this session"
             )
     if len(current) + len(port_ids) > model.MAX_SOURCES_PER_SESSION:
-        raise Conflict(
+        raise QuotaExceeded(
             f"traffic_mirror_sources: the session would have {len(current) + len(port_ids)} "
-            f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed",
-            QUOTA,
+            f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed"
         )
     if row.target_id in port_ids:
-        raise BadInput(
+        raise Invalid(
             f"traffic_mirror_sources: port {row.target_id} is this session's target: "
             "a source and the target of one session must be different ports"
         )
@@ -698,10 +687,9 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
     for port_id, position in zip(port_ids, free_positions, strict=False):
         slots = set(range(1, model.MAX_SESSIONS_PER_SOURCE + 1)) - used_slots.get(port_id, set())
         if not slots:
-            raise Conflict(
+            raise QuotaExceeded(
                 f"traffic_mirror_sources: port {port_id} is already a source of "
-                f"{model.MAX_SESSIONS_PER_SOURCE} sessions, the most a port can be",
-                QUOTA,
+                f"{model.MAX_SESSIONS_PER_SOURCE} sessions, the most a port can be"
             )
         # The columns copied from the session are set here rather than by the ORM at
         # flush: create_session inserts these rows itself.
@@ -807,9 +795,7 @@ def remove_sources(
     current = {s.port_id: s for s in row.sources}
     for port_id in port_ids:
         if port_id not in current:
-            raise BadInput(
-                f"traffic_mirror_sources: port {port_id} is not a source of this session"
-            )
+            raise Invalid(f"traffic_mirror_sources: port {port_id} is not a source of this session")
     bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))  # the removed ones too
     for port_id in port_ids:
         row.sources.remove(current[port_id])
@@ -848,7 +834,7 @@ SESSION_QUERY_FIELDS = {
 # of building ORM objects; the column names match SessionRow's attributes, so the
 # same renderer serves both.
 # Table columns, not ORM attributes: selecting ORM-annotated columns makes SQLAlchemy
-# compare them per execution when it adapts a cached statement (2x the cost of a show).
+# compare them per execution when it adapts a cached statement, a cost each show would pay.
 SESSIONS = SessionRow.__table__.c
 SOURCES = SourceRow.__table__.c
 SESSION_COLUMNS_READ = (
@@ -902,7 +888,7 @@ def list_sessions(
     where: Mapping[str, Sequence[Any]],
     limit: int | None,
     marker: str | None,
-) -> tuple[Page, dict[str, list[str]]]:
+) -> tuple[RowPage, dict[str, list[str]]]:
     statement = select(*SESSION_COLUMNS_READ).where(SESSIONS.project_id == project)
     for key, values in where.items():
         statement = statement.where(_equals(SESSIONS[SESSION_QUERY_FIELDS[key].key], values))
@@ -916,7 +902,7 @@ def list_sessions(
 # object loading and pydantic's validation were most of its cost (docs/benchmarks.md,
 # Agent): it is read like the sessions, with prebuilt Core statements rendered by
 # position, straight into the JSON document the endpoint answers with. The rows were
-# validated when written and are stored canonical (wire.parse_cidr, str(PortRange)), so
+# validated when written and are stored canonical (wire.fields.parse_cidr, str(PortRange)), so
 # the document is exactly what `model.DesiredState.model_dump(mode="json")` gave for the
 # same rows (tests/store/test_desired_state.py keeps the model-built reference).
 PORTS = PortRow.__table__.c

@@ -1,0 +1,103 @@
+"""Huawei v3 traffic-mirror filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
+
+from vxtap.api import render
+from vxtap.api.openapi import json_body, query_parameters
+from vxtap.api.routes.common import (
+    ERROR_RESPONSES,
+    V3,
+    answer,
+    context,
+    no_content,
+    parse_query,
+    read_body,
+)
+from vxtap.store import repository as repo
+from vxtap.wire import answers, query
+from vxtap.wire.requests import CreateFilterRequest, UpdateFilterRequest
+
+BODY_MODELS = (CreateFilterRequest, UpdateFilterRequest)
+router = APIRouter(prefix=V3, tags=["filters"], responses=ERROR_RESPONSES)
+
+
+@router.post(
+    "/traffic-mirror-filters",
+    status_code=201,
+    responses={201: {"model": answers.FilterAnswer}},
+    summary="CreateTrafficMirrorFilter",
+    openapi_extra=json_body(CreateFilterRequest),
+)
+async def create_filter(project_id: str, request: Request) -> JSONResponse:
+    option = (await read_body(request, CreateFilterRequest)).traffic_mirror_filter
+    fields = option.model_dump()
+    db = context(request).database
+    result = await db.run(
+        db.write, lambda s: render.filter_json(repo.create_filter(s, project_id, fields))
+    )
+    return answer(201, traffic_mirror_filter=result)
+
+
+@router.get(
+    "/traffic-mirror-filters",
+    summary="ListTrafficMirrorFilters",
+    openapi_extra=query_parameters(query.FILTER_QUERY),
+    responses={200: {"model": answers.FilterListAnswer}},
+)
+async def list_filters(project_id: str, request: Request) -> JSONResponse:
+    where, limit, marker = parse_query(request, query.FILTER_QUERY)
+
+    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        page = repo.list_filters(s, project_id, where, limit, marker)
+        return [render.filter_json(r) for r in page.rows], page.page_info()
+
+    db = context(request).database
+    items, info = await db.run(db.read, action)
+    return answer(200, traffic_mirror_filters=items, page_info=info)
+
+
+@router.get(
+    "/traffic-mirror-filters/{filter_id}",
+    summary="ShowTrafficMirrorFilter",
+    responses={200: {"model": answers.FilterAnswer}},
+)
+async def show_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
+    db = context(request).database
+    result = await db.run(
+        db.read, lambda s: render.filter_json(repo.get_filter(s, project_id, filter_id))
+    )
+    return answer(200, traffic_mirror_filter=result)
+
+
+@router.put(
+    "/traffic-mirror-filters/{filter_id}",
+    summary="UpdateTrafficMirrorFilter",
+    responses={200: {"model": answers.FilterAnswer}},
+    openapi_extra=json_body(UpdateFilterRequest),
+)
+async def update_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
+    option = (await read_body(request, UpdateFilterRequest)).traffic_mirror_filter
+    fields = option.model_dump(exclude_unset=True)
+    db = context(request).database
+    result = await db.run(
+        db.write,
+        lambda s: render.filter_json(repo.update_filter(s, project_id, filter_id, fields)),
+    )
+    return answer(200, traffic_mirror_filter=result)
+
+
+@router.delete(
+    "/traffic-mirror-filters/{filter_id}",
+    status_code=204,
+    summary="DeleteTrafficMirrorFilter",
+)
+async def delete_filter(project_id: str, filter_id: str, request: Request) -> Response:
+    db = context(request).database
+    await db.run(db.write, lambda s: repo.delete_filter(s, project_id, filter_id))
+    return no_content()

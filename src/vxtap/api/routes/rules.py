@@ -1,0 +1,110 @@
+"""Huawei v3 traffic-mirror filter rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
+
+from vxtap.api import render
+from vxtap.api.errors import BadRequest
+from vxtap.api.openapi import json_body, query_parameters
+from vxtap.api.routes.common import (
+    ERROR_RESPONSES,
+    V3,
+    answer,
+    context,
+    no_content,
+    parse_query,
+    read_body,
+)
+from vxtap.store import repository as repo
+from vxtap.wire import answers, query
+from vxtap.wire.requests import CreateRuleRequest, UpdateRuleRequest
+
+BODY_MODELS = (CreateRuleRequest, UpdateRuleRequest)
+router = APIRouter(prefix=V3, tags=["rules"], responses=ERROR_RESPONSES)
+
+
+@router.post(
+    "/traffic-mirror-filter-rules",
+    status_code=201,
+    summary="CreateTrafficMirrorFilterRule",
+    responses={201: {"model": answers.RuleAnswer}},
+    openapi_extra=json_body(CreateRuleRequest),
+)
+async def create_rule(project_id: str, request: Request) -> JSONResponse:
+    option = (await read_body(request, CreateRuleRequest)).traffic_mirror_filter_rule
+    fields = option.model_dump()
+    api = context(request)
+    db = api.database
+    result = await db.run(
+        db.write,
+        lambda s: render.rule_json(
+            repo.create_rule(s, project_id, fields, quota=api.max_rules_per_direction)
+        ),
+    )
+    return answer(201, traffic_mirror_filter_rule=result)
+
+
+@router.get(
+    "/traffic-mirror-filter-rules",
+    summary="ListTrafficMirrorFilterRules",
+    openapi_extra=query_parameters(query.RULE_QUERY),
+    responses={200: {"model": answers.RuleListAnswer}},
+)
+async def list_rules(project_id: str, request: Request) -> JSONResponse:
+    where, limit, marker = parse_query(request, query.RULE_QUERY)
+
+    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        page = repo.list_rules(s, project_id, where, limit, marker)
+        return [render.rule_json(r) for r in page.rows], page.page_info()
+
+    db = context(request).database
+    items, info = await db.run(db.read, action)
+    return answer(200, traffic_mirror_filter_rules=items, page_info=info)
+
+
+@router.get(
+    "/traffic-mirror-filter-rules/{rule_id}",
+    summary="ShowTrafficMirrorFilterRule",
+    responses={200: {"model": answers.RuleAnswer}},
+)
+async def show_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
+    db = context(request).database
+    result = await db.run(
+        db.read, lambda s: render.rule_json(repo.get_rule(s, project_id, rule_id))
+    )
+    return answer(200, traffic_mirror_filter_rule=result)
+
+
+@router.put(
+    "/traffic-mirror-filter-rules/{rule_id}",
+    summary="UpdateTrafficMirrorFilterRule",
+    responses={200: {"model": answers.RuleAnswer}},
+    openapi_extra=json_body(UpdateRuleRequest),
+)
+async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
+    option = (await read_body(request, UpdateRuleRequest)).traffic_mirror_filter_rule
+    fields = option.model_dump(exclude_unset=True)
+    for key in ("priority", "action", "ethertype", "protocol"):
+        if key in fields and fields[key] is None:
+            raise BadRequest(f"traffic_mirror_filter_rule.{key}: must not be null")
+    db = context(request).database
+    result = await db.run(
+        db.write, lambda s: render.rule_json(repo.update_rule(s, project_id, rule_id, fields))
+    )
+    return answer(200, traffic_mirror_filter_rule=result)
+
+
+@router.delete(
+    "/traffic-mirror-filter-rules/{rule_id}",
+    status_code=204,
+    summary="DeleteTrafficMirrorFilterRule",
+)
+async def delete_rule(project_id: str, rule_id: str, request: Request) -> Response:
+    db = context(request).database
+    await db.run(db.write, lambda s: repo.delete_rule(s, project_id, rule_id))
+    return no_content()
