@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dataplane_lan import TARGET6_PORT, rule, session, state
-
+from support.dataplane_lan import TARGET6_PORT, rule, session, state
 from vxtap.dataplane import diff
 from vxtap.dataplane.bpf import asm
 from vxtap.dataplane.kernel import nftables

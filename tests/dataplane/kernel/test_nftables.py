@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from dataplane_lan import rule, session, state
 from recorded_run import Recorded
 
+from support.dataplane_lan import rule, session, state
 from vxtap.dataplane.kernel import DataplaneError, nftables
 from vxtap.dataplane.kernel.snapshot import Changed, TableState
 from vxtap.dataplane.plan import KernelPlan, compile_plan, counter_comment
