@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vxtap import auth, enrolment, model
 from vxtap.api import access, wire
-from vxtap.api.held import HeldRequests
+from vxtap.api.held import MAX_WAIT_S, HeldRenewals, HeldRequests, etags
 from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.console import mount_console
 from vxtap.store import errors, hosts
@@ -57,9 +57,6 @@ LOCK_WAIT_S = 5.0
 # How long a counter report may queue behind others before it is refused (503; the
 # agent reports again later).
 COUNTERS_QUEUE_S = 2.0
-# Held desired-state requests: the longest `wait` accepted (the jitter added to it is
-# `client.HELD_JITTER_FRACTION` of it).
-MAX_WAIT_S = 600.0
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 UNSIGNED_PATHS = frozenset(
     {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -567,19 +564,31 @@ def create_app(
 
     async def agent_lookup(ak: str) -> auth.Credential | None:
         if store.dialect == "sqlite":  # inline, as the routes' SQLite transactions
-            return enrolled_agent(ak)
+            # Remembered until its host's revision moves (revoking moves it): vxtap.api.held
+            found = held.cached_agent(ak)
+            if found is None:
+                found = enrolled_agent(ak)
+                if found is not None:
+                    held.remember_agent(found)
+            return found
         return await run_in_threadpool(enrolled_agent, ak)
-
-    app.add_middleware(
-        AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
-    )
-    _install_error_handlers(app)
 
     async def revoked(credential: auth.Credential) -> bool:
         """An enrolled agent's key removed since its request was let in."""
         if credential.host is None or credential.ak in credentials:
             return False  # administrators' and the credentials file's keys stay
         return await agent_lookup(credential.ak) is None
+
+    app.add_middleware(
+        HeldRenewals,
+        held=held,
+        revoked=revoked,
+        refuse=lambda exc: error_response(exc.status, exc.message, exc.code),
+    )
+    app.add_middleware(
+        AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup
+    )
+    _install_error_handlers(app)
 
     _install_routes(app, store, held, revoked, max_rules_per_direction)
     _install_fleet_routes(app, store, credentials, agent_signing_key, held)
@@ -1088,7 +1097,7 @@ def _install_routes(
         until the host's revision moves (a change to this host's desired state, through
         any server process), or until `wait` plus a little jitter passes: then 304."""
         checked_host = _path_host(host)
-        tags = _etags(request.headers.get("if-none-match"))
+        tags = etags(request.headers.get("if-none-match"))
         loop = asyncio.get_running_loop()
         held_until = None
         if wait and tags:
@@ -1098,7 +1107,12 @@ def _install_routes(
                 _host_state, project=project_id, host=checked_host, tags=tuple(tags)
             )
             seen = held.generation(project_id, checked_host)  # before the read
-            revision, tag, state = await _run(read_rows, action)
+            known = held.unchanged(project_id, checked_host, tags)
+            if known is not None:  # nothing changed since it was last read
+                (revision, tag), state = known, None
+            else:
+                revision, tag, state = await _run(read_rows, action)
+                held.remember(project_id, checked_host, seen, revision)
             etag = f'"{tag}"'
             if (
                 state is not None
@@ -1307,15 +1321,6 @@ def _host_state(
             return revision, tag, None
     state = repo.desired_state(db, project, host)
     return revision, f"{prefix}-{state['revision']}", state
-
-
-def _etags(if_none_match: str | None) -> list[str]:
-    """RFC 9110 13.1.2: the listed entity tags without quotes, compared weakly (a `W/`
-    prefix ignored); `*` stays `*`. Anything unparsable simply matches nothing."""
-    if not if_none_match:
-        return []
-    tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
-    return [t if t == "*" else t.strip('"') for t in tags if t]
 
 
 def _path_host(host: str) -> str:
