@@ -1113,6 +1113,8 @@ def _install_routes(
             else:
                 revision, tag, state = await _run(read_rows, action)
                 held.remember(project_id, checked_host, seen, revision)
+                if state is not None:
+                    held.remember_built(project_id, checked_host, revision, state["revision"])
             etag = f'"{tag}"'
             if (
                 state is not None
@@ -1245,7 +1247,7 @@ def _install_fleet_routes(
         held_here = held_requests(project_id)
         statuses = await run(
             lambda db: hosts.host_statuses(
-                db, project_id, static_hosts(project_id), held=held_here
+                db, project_id, static_hosts(project_id), held=held_here, built=held.built
             ),
             write=False,
         )
@@ -1262,7 +1264,8 @@ def _install_fleet_routes(
         held_here = held_requests(project_id)
         found = await run(
             lambda db: hosts.host_statuses(
-                db, project_id, static_hosts(project_id), only=checked, held=held_here
+                db, project_id, static_hosts(project_id), only=checked, held=held_here,
+                built=held.built,
             ),
             write=False,
         )  # fmt: skip

@@ -98,6 +98,8 @@ class HeldRequests:
         self.known_projects: set[str] = set()
         # SQLite: access key -> (credential, its host's generation when looked up)
         self.agents: dict[str, tuple[auth.Credential, Generation]] = {}
+        # Content revisions of the states built here, by host revision (`vxtap host list`)
+        self.built: dict[tuple[str, str], tuple[int, str]] = {}
 
     @property
     def shutting_down(self) -> bool:
@@ -200,6 +202,12 @@ class HeldRequests:
         prefix = f"h{revision}"
         tag = next((tag for tag in tags if tag.partition("-")[0] == prefix), None)
         return None if tag is None else (revision, tag)
+
+    def remember_built(self, project: str, host: str, revision: int, content: str) -> None:
+        """A state with content revision `content` was built after reading `revision`."""
+        if len(self.built) >= MAX_REMEMBERED:
+            self.built.clear()
+        self.built[(project, host)] = (revision, content)
 
     def cached_agent(self, ak: str) -> auth.Credential | None:
         """An agent key looked up before, if its host's revision has not moved since."""
