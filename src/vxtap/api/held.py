@@ -31,9 +31,10 @@ The same generations keep what this process knows without asking the database
 - on SQLite only, each enrolled agent key as last looked up (`cached_agent`): valid
   while its host's generation stays. Revoking a host moves its revision, and on
   SQLite every write goes through this one process and moves the generation before
-  the write's answer is sent, so a revoked key is refused at once. On PostgreSQL
-  another process may revoke, and a notification is not instant: keys are read from
-  the database on every request there.
+  the write's answer is sent, so a revoked key is refused at once (several processes
+  on one SQLite file: within the periodic look, as their held requests). On
+  PostgreSQL another process may revoke, and a notification is not instant: keys are
+  read from the database on every request there.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class HeldRequests:
         self.listener: threading.Thread | None = None
         # (project, host) -> (generation when its read began, revision read)
         self.known: dict[tuple[str, str], tuple[Generation, int]] = {}
-        self.known_projects: set[str] = set()
+        # Projects of `known` and `agents`: the periodic look watches them
+        self.remembered_projects: set[str] = set()
         # SQLite: access key -> (credential, its host's generation when looked up)
         self.agents: dict[str, tuple[auth.Credential, Generation]] = {}
         # Content revisions of the states built here, by host revision (`vxtap host list`)
@@ -189,9 +191,8 @@ class HeldRequests:
         """`revision` was read after `generation` gave `seen` (on the event loop)."""
         if len(self.known) >= MAX_REMEMBERED:
             self.known.clear()
-            self.known_projects.clear()
         self.known[(project, host)] = (seen, revision)
-        self.known_projects.add(project)
+        self.remembered_projects.add(project)
 
     def unchanged(self, project: str, host: str, tags: Iterable[str]) -> tuple[int, str] | None:
         """(the host's known revision, the first of `tags` naming it), or None (not
@@ -225,11 +226,12 @@ class HeldRequests:
         """SQLite only: `credential` was just read on the event loop (no write between)."""
         assert credential.host is not None
         if len(self.agents) >= MAX_REMEMBERED:
-            self.agents.clear()
+            self.agents.clear()  # (their projects stay watched: harmless)
         self.agents[credential.ak] = (
             credential,
             self.generation(credential.project_id, credential.host),
         )
+        self.remembered_projects.add(credential.project_id)
 
     # --- waking ---
 
@@ -291,8 +293,8 @@ class HeldRequests:
                     waiter.woken.set()
 
     def watched(self) -> set[str]:
-        """Projects with waiters here or revisions remembered."""
-        return {p for p, _ in self.waiters} | self.known_projects
+        """Projects with waiters here, or revisions or agent keys remembered."""
+        return {p for p, _ in self.waiters} | self.remembered_projects
 
     async def _periodic(self) -> None:
         while True:
