@@ -579,6 +579,8 @@ def create_app(
             return False  # administrators' and the credentials file's keys stay
         return await agent_lookup(credential.ak) is None
 
+    # Added before AuthMiddleware, so it runs after it (the last added runs first): a
+    # renewal it answers was signed and allowed like any request.
     app.add_middleware(
         HeldRenewals,
         held=held,
