@@ -367,6 +367,25 @@ def test_an_unchanged_renewal_reads_nothing_and_a_revoked_key_is_still_refused_a
             renewal = send(c, key, "GET", f"{path}?wait=0.05", headers={"If-None-Match": tag})
             assert (renewal.status_code, renewal.headers["etag"]) == (304, tag)
         assert reads == []
+        # Another host's change moves the project's counter; the periodic look that sees
+        # it re-reads the revisions, and the unchanged host still renews without reading
+        # its revision.
+        other = send(c, admin, "POST", "/internal/v1/p1/hosts", json={"host": "web-2"})
+        assert other.status_code == 201
+        assert send(c, admin, "DELETE", "/internal/v1/p1/hosts/web-2").status_code == 204
+        held = app.state.held
+        with store.read_rows() as db:
+            counter = repo.change_counter(db, "p1")
+        deadline = time.monotonic() + 30
+        while held.counters.get("p1") != counter or held.dirty:
+            assert time.monotonic() < deadline, "no periodic look"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the re-read it started
+        reads.clear()
+        for _ in range(2):  # the key is looked up again once (a project-wide re-read)
+            renewal = send(c, key, "GET", f"{path}?wait=0.05", headers={"If-None-Match": tag})
+            assert renewal.status_code == 304
+        assert reads == ["agent_by_access_key"]
         # The host's ports change: the next renewal gets the new state.
         ports = [{"device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}]
         put = send(c, key, "PUT", "/internal/v1/p1/hosts/web-1/ports", json={"ports": ports})

@@ -262,7 +262,7 @@ class HeldRequests:
     def changed(self, project: str) -> None:
         """Some hosts of `project` moved, which is not known (call on the event loop)."""
         self.project_generations[project] = self.project_generations.get(project, 0) + 1
-        if any(p == project for p, _ in self.waiters):
+        if project in self.remembered_projects or any(p == project for p, _ in self.waiters):
             self.dirty.add(project)
             self.kick.set()
 
@@ -282,6 +282,11 @@ class HeldRequests:
             with self.store.read_rows() as db:
                 return repo.change_counter(db, project), repo.host_revisions(db, project)
 
+        # `changed` moved the project's generation, so every remembered revision of it
+        # is invalid; those the read confirms are valid again, under the generation taken
+        # before the read (a project's counter moves with every write to it, also through
+        # this process, and each would otherwise cost every host a read on its renewal).
+        before = {h: self.generation(project, h) for p, h in self.known if p == project}
         counter, revisions = await asyncio.to_thread(read)
         self.counters[project] = counter
         for (waiting_project, host), waiters in list(self.waiters.items()):
@@ -291,6 +296,10 @@ class HeldRequests:
             for waiter in waiters:
                 if waiter.revision != current:
                     waiter.woken.set()
+        for host, seen in before.items():
+            entry = self.known.get((project, host))
+            if entry is not None and entry[1] == revisions.get(host, 0):
+                self.known[(project, host)] = (seen, entry[1])
 
     def watched(self) -> set[str]:
         """Projects with waiters here, or revisions or agent keys remembered."""
