@@ -2,7 +2,10 @@
 
 Measures, in namespaces (a management namespace with `vxtap server`, a source
 host with the real `vxtap agent` and 334 ifb interfaces as sources; this kernel
-has no dummy driver):
+has no dummy driver), over HTTPS (a throwaway CA made for the run, given to the
+agent with --cacert), the agent signing with its own host credential (enrolled
+through the API, as `vxtap host add` does) and following its desired state with
+held requests:
 - change latency: a session update's API call returning -> the agent finished
   applying it (the agent's own `vxtap_agent_last_apply_timestamp_seconds`);
 - apply duration (the agent's histogram), per change;
@@ -29,11 +32,13 @@ from typing import Any
 
 import httpx
 
+from vxtap import auth, enrolment
 from vxtap.client import VxtapClient
+from vxtap.lab.certificates import make_certificates
 from vxtap.netns import NamespaceThread, temporary_namespaces, veth
 
 VXTAP = str(Path(sys.executable).with_name("vxtap"))
-ENDPOINT = "http://10.201.0.1:9696"
+ENDPOINT = "https://10.201.0.1:9696"
 METRICS = "http://10.201.0.2:9697/metrics"
 HOST = "bench-host"
 SESSIONS = 1000
@@ -131,13 +136,16 @@ def main() -> None:
         creds = {"ak": secrets.token_hex(8), "sk": secrets.token_hex(16), "project_id": "bench"}
         (work / "credentials.json").write_text(json.dumps([creds]))
         (work / "credentials.json").chmod(0o600)  # the server refuses a readable one
+        tls = make_certificates(work / "tls", addresses=["10.201.0.1"])
         in_mgmt = NamespaceThread(mgmt)
         processes: list[subprocess.Popen[bytes]] = []
         rows: dict[str, dict[str, Any]] = {}
 
         def api(call: Callable[[VxtapClient], Any]) -> Any:
             def run() -> Any:
-                with VxtapClient(ENDPOINT, creds["ak"], creds["sk"], creds["project_id"]) as c:
+                with VxtapClient(
+                    ENDPOINT, creds["ak"], creds["sk"], creds["project_id"], ca_bundle=tls.ca
+                ) as c:
                     return call(c)
 
             return in_mgmt(run)
@@ -155,6 +163,10 @@ def main() -> None:
                         f"sqlite:///{work / 'db.sqlite'}",
                         "--credentials",
                         str(work / "credentials.json"),
+                        "--tls-cert",
+                        str(tls.cert),
+                        "--tls-key",
+                        str(tls.key),
                     ],
                     stdout=log,
                     stderr=log,
@@ -169,6 +181,10 @@ def main() -> None:
                 return True
 
             wait_for(server_up, 30, "the server")
+            issued, _ = api(lambda c: c.enrol_host(HOST))
+            enrolment.write_credential_file(
+                work / "agent-credentials.json", auth.Credential(**issued)
+            )
             agent_log = (work / "agent.log").open("ab")
             processes.append(
                 source.popen(
@@ -179,7 +195,9 @@ def main() -> None:
                         "--server",
                         ENDPOINT,
                         "--credentials",
-                        str(work / "credentials.json"),
+                        str(work / "agent-credentials.json"),
+                        "--cacert",
+                        str(tls.ca),
                         "--host-name",
                         HOST,
                         "--metrics",

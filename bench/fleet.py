@@ -1,12 +1,17 @@
 """A fleet of simulated agents against one `vxtap server` process: held requests vs polling.
 
     .venv/bin/python bench/fleet.py [--agents 1000 10000] [--idle-seconds 10] [--changes 20]
+        [--src NAME=PATH ...] [--runs MODE@NAME ...]
 
 For each fleet size, a fresh SQLite database holds one project of N hosts, each with one
 source port and one session (one shared filter and target). One real `vxtap server`
-process serves it. The load generator (this process, one asyncio loop, raw HTTP/1.1 on
-one keep-alive connection per agent, every request signed like the SDK) simulates N
-agents that follow their desired state in one of two modes, interleaved in one run:
+process serves it, from the source tree `--src NAME=PATH` names (its `src` directory on
+PYTHONPATH; default: this checkout's). Every host is enrolled, and its agent signs with
+its own key, as `vxtap agent` does with the credential `vxtap host add` wrote. The load
+generator (this process, one asyncio loop, raw HTTP/1.1 on one keep-alive connection
+per agent, every request signed like the SDK) simulates N agents that follow their
+desired state in one of two modes; `--runs MODE@NAME` lists the runs, done one after
+another for each size (the order rotated from one size to the next):
 
 - `poll`: what agents did before: `If-None-Match` every 0.2 s, answered at once.
 - `held`: what `vxtap agent` does now: `If-None-Match` with `?wait=300` (`--hold`); the
@@ -48,9 +53,11 @@ from pathlib import Path
 
 import httpx
 
+from vxtap import enrolment
 from vxtap.agent.channel import HOLD_S
 from vxtap.auth import sign
 from vxtap.client import VxtapClient
+from vxtap.store import hosts as host_store
 from vxtap.store import repository
 from vxtap.store.db import Store
 
@@ -64,8 +71,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def seed(db_url: str, hosts: int) -> tuple[str, str, list[str]]:
-    """N hosts with one source port and one session each; (filter id, rule id, session ids)."""
+def seed(
+    db_url: str, hosts: int, signing_key: bytes
+) -> tuple[str, str, list[str], list[tuple[str, str]]]:
+    """N hosts with one source port and one session each, each enrolled; (filter id,
+    rule id, session ids, each host's (ak, sk))."""
+    keys: list[tuple[str, str]] = []
     store = Store(db_url)
     store.upgrade()
     sessions: list[str] = []
@@ -94,8 +105,11 @@ def seed(db_url: str, hosts: int) -> tuple[str, str, list[str]]:
                  "packet_length": 96, "priority": 1, "enabled": True, "type": "eni"},
             )  # fmt: skip
             sessions.append(row.id)
+            ak = enrolment.new_access_key()
+            host_store.enrol_host(db, PROJECT, f"host{i:05d}", ak)
+            keys.append((ak, enrolment.agent_secret(signing_key, PROJECT, f"host{i:05d}", ak)))
     store.dispose()
-    return shared.id, rule.id, sessions
+    return shared.id, rule.id, sessions, keys
 
 
 @dataclass
@@ -103,6 +117,7 @@ class ServerProcess:
     db_url: str
     credentials: Path
     port: int
+    src: str
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,6 +129,7 @@ class ServerProcess:
             [sys.executable, "-m", "vxtap", "server", "--listen", f"127.0.0.1:{self.port}",
              "--db", self.db_url, "--credentials", str(self.credentials),
              "--log-level", "warning"],
+            env={**os.environ, "PYTHONPATH": self.src},
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -141,6 +157,8 @@ class ServerProcess:
 @dataclass
 class Agent:
     host: str
+    ak: str
+    sk: str
     tag: str | None = None
     new_states: list[float] = field(default_factory=list)  # monotonic times of 200 answers
     answered: list[float] = field(default_factory=list)  # monotonic times of any 2xx/304
@@ -148,11 +166,11 @@ class Agent:
 
 
 class Fleet:
-    def __init__(self, port: int, hosts: int, mode: str, hold: float) -> None:
+    def __init__(self, port: int, keys: list[tuple[str, str]], mode: str, hold: float) -> None:
         self.port = port
         self.hold = hold
         self.mode = mode
-        self.agents = [Agent(f"host{i:05d}") for i in range(hosts)]
+        self.agents = [Agent(f"host{i:05d}", ak, sk) for i, (ak, sk) in enumerate(keys)]
         self.requests = 0
         self.failures: dict[str, int] = {}
         self.running = True
@@ -164,9 +182,8 @@ class Fleet:
         headers = {"Content-Type": "application/json"}
         if agent.tag:
             headers["If-None-Match"] = f'"{agent.tag}"'
-        headers.update(
-            sign("GET", f"http://127.0.0.1:{self.port}{path}{query}", headers, b"", AK, SK, PROJECT)
-        )
+        url = f"http://127.0.0.1:{self.port}{path}{query}"
+        headers.update(sign("GET", url, headers, b"", agent.ak, agent.sk, PROJECT))
         lines = [f"GET {path}{query} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -243,19 +260,25 @@ async def until(condition: object, timeout: float) -> bool:
     return False
 
 
-async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str, object]) -> None:
+async def measure(hosts: int, run: str, args: argparse.Namespace, out: dict[str, object]) -> None:
+    mode, _, tree = run.partition("@")
     directory = Path(tempfile.mkdtemp(prefix="vxtap-fleet-"))
     db_url = f"sqlite:///{directory / 'vxtap.db'}"
-    started = time.monotonic()
-    _, rule_id, sessions = await asyncio.to_thread(seed, db_url, hosts)
-    print(f"[{mode} {hosts}] seeded in {time.monotonic() - started:.0f} s", flush=True)
     credentials = directory / "credentials.json"
     credentials.write_text(json.dumps([{"ak": AK, "sk": SK, "project_id": PROJECT}]))
-    server = ServerProcess(db_url, credentials, free_port())
+    credentials.chmod(0o600)
+    signing_key, _ = enrolment.load_signing_key(
+        credentials.with_name(enrolment.SIGNING_KEY_FILE), create=True
+    )
+    started = time.monotonic()
+    _, rule_id, sessions, keys = await asyncio.to_thread(seed, db_url, hosts, signing_key)
+    label = f"{run} {hosts}"
+    print(f"[{label}] seeded in {time.monotonic() - started:.0f} s; load {os.getloadavg()}")
+    server = ServerProcess(db_url, credentials, free_port(), args.trees[tree])
     server.start()
-    fleet = Fleet(server.port, hosts, mode, args.hold)
+    fleet = Fleet(server.port, keys, mode, args.hold)
     result: dict[str, object] = {}
-    out[f"{mode} {hosts}"] = result
+    out[label] = result
     try:
         fleet.start()
         connected = await until(lambda: all(a.answered for a in fleet.agents), 120)
@@ -278,7 +301,7 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
         result["server CPU ms per request"] = round(
             1000 * (server.cpu_seconds() - cpu0) / max(1, fleet.requests - req0), 3
         )
-        print(f"[{mode} {hosts}] idle: {result}", flush=True)
+        print(f"[{label}] idle: {result}", flush=True)
         if mode != "held":
             return
         with VxtapClient(server.endpoint, AK, SK, PROJECT, timeout=30) as api:
@@ -302,7 +325,7 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
             result["one-host change p50 ms"] = round(1000 * statistics.median(latencies), 1)
             result["one-host change p99 ms"] = round(1000 * pct(latencies, 0.99), 1)
             result["agents answered per one-host change"] = sorted(set(answered_counts))
-            print(f"[{mode} {hosts}] one-host: {result}", flush=True)
+            print(f"[{label}] one-host: {result}", flush=True)
             # A change every agent must see: the shared filter's rule.
             before = [len(a.new_states) for a in fleet.agents]
             await asyncio.to_thread(api.update_rule, rule_id, destination_port_range="4001-4001")
@@ -322,7 +345,7 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
             result["every-agent change p50 ms"] = round(1000 * statistics.median(everyone))
             result["every-agent change p99 ms"] = round(1000 * pct(everyone, 0.99))
             result["every-agent change max ms"] = round(1000 * max(everyone))
-            print(f"[{mode} {hosts}] every-agent: {result}", flush=True)
+            print(f"[{label}] every-agent: {result}", flush=True)
         # Reconnect storm: restart the server.
         errors_before = sum(a.errors_5xx for a in fleet.agents)
         server.stop()
@@ -334,7 +357,7 @@ async def measure(hosts: int, mode: str, args: argparse.Namespace, out: dict[str
         result["storm: everyone back"] = back
         result["storm: all back after s"] = round(time.monotonic() - restarted, 1)
         result["storm: 5xx"] = sum(a.errors_5xx for a in fleet.agents) - errors_before
-        print(f"[{mode} {hosts}] storm: {result}", flush=True)
+        print(f"[{label}] storm: {result}", flush=True)
     finally:
         await fleet.stop()
         server.stop()
@@ -349,7 +372,19 @@ async def main() -> None:
     parser.add_argument("--agents", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--changes", type=int, default=20)
-    parser.add_argument("--modes", nargs="+", default=["poll", "held"])
+    parser.add_argument(
+        "--src",
+        nargs="+",
+        default=[f"this={Path(__file__).resolve().parent.parent / 'src'}"],
+        help="NAME=PATH: a source tree the server runs from (PATH is its src directory)",
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="MODE@NAME (poll or held, a --src name); default: poll with the first tree, "
+        "held with each",
+    )
     parser.add_argument("--hold", type=float, default=HOLD_S, help="held requests' wait")
     parser.add_argument(
         "--settle", type=float, default=2.0, help="seconds after connecting, before idle"
@@ -359,9 +394,12 @@ async def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out: dict[str, object] = {}
     print(f"load: {os.getloadavg()}", flush=True)
-    for hosts in args.agents:
-        for mode in args.modes:
-            await measure(hosts, mode, args, out)
+    args.trees = dict(item.split("=", 1) for item in args.src)
+    first = next(iter(args.trees))
+    runs = args.runs or [f"poll@{first}", *(f"held@{name}" for name in args.trees)]
+    for size, hosts in enumerate(args.agents):
+        for run in runs[size % len(runs) :] + runs[: size % len(runs)]:
+            await measure(hosts, run, args, out)
     print(f"load: {os.getloadavg()}")
     print(json.dumps(out, indent=2))
     print("command: python bench/fleet.py " + " ".join(sys.argv[1:]))

@@ -3,17 +3,27 @@ on one real PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 from support.api import ApiServer, unique
+from vxtap import auth
+from vxtap.api.app import create_app
+from vxtap.auth import sign
 from vxtap.client import ApiError, Fetched, VxtapClient
+from vxtap.store import hosts as host_store
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
 
 
 @dataclass
@@ -312,3 +322,81 @@ def test_revoking_a_host_ends_its_held_request_at_once(server: ApiServer) -> Non
     thread.join(20)  # well before the 60 s wait: the revocation answered it
     assert not thread.is_alive(), "the revoked host's held request was not ended"
     assert isinstance(answer[0], ApiError) and answer[0].status == 401, answer
+
+
+def test_an_unchanged_renewal_reads_nothing_and_a_revoked_key_is_still_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle agent's renewal is answered from what the server process knows (the host's
+    revision, the agent's key): no database read. What the server knows moves with every
+    write, so a change is still answered with the new state, and revoking the key
+    refuses it at once. (In process, to count the reads.)"""
+    store = Store(f"sqlite:///{tmp_path / 'vxtap.db'}")
+    store.upgrade()
+    admin = auth.Credential("admin-ak", "admin-sk-" + "x" * 24, "p1")
+    app = create_app(store, {admin.ak: admin}, agent_signing_key=b"k" * 32)
+    reads: list[str] = []
+    for module, name in ((repo, "host_revision"), (host_store, "agent_by_access_key")):
+        original = getattr(module, name)
+
+        def counted(*args: object, _original: Any = original, _name: str = name) -> object:
+            reads.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, counted)
+
+    def send(
+        client: TestClient, key: auth.Credential, method: str, path: str, **kw: Any
+    ) -> httpx.Response:
+        body = json.dumps(kw.pop("json")).encode() if "json" in kw else b""
+        headers = {"Content-Type": "application/json", **kw.pop("headers", {})}
+        url = f"http://testserver{path}"
+        headers.update(sign(method, url, headers, body, key.ak, key.sk, key.project_id))
+        return client.request(method, url, content=body, headers=headers)
+
+    with TestClient(app) as c:
+        enrolled = send(c, admin, "POST", "/internal/v1/p1/hosts", json={"host": "web-1"})
+        assert enrolled.status_code == 201, enrolled.text
+        key = auth.Credential(**enrolled.json()["credential"])
+        path = "/internal/v1/p1/hosts/web-1/desired-state"
+        first = send(c, key, "GET", path)
+        assert first.status_code == 200
+        tag = first.headers["etag"]
+        reads.clear()
+        for _ in range(3):
+            renewal = send(c, key, "GET", f"{path}?wait=0.05", headers={"If-None-Match": tag})
+            assert (renewal.status_code, renewal.headers["etag"]) == (304, tag)
+        assert reads == []
+        # Another host's change moves the project's counter; the periodic look that sees
+        # it re-reads the revisions, and the unchanged host still renews without reading
+        # its revision.
+        other = send(c, admin, "POST", "/internal/v1/p1/hosts", json={"host": "web-2"})
+        assert other.status_code == 201
+        assert send(c, admin, "DELETE", "/internal/v1/p1/hosts/web-2").status_code == 204
+        held = app.state.held
+        with store.read_rows() as db:
+            counter = repo.change_counter(db, "p1")
+        deadline = time.monotonic() + 30
+        while held.counters.get("p1") != counter or held.dirty:
+            assert time.monotonic() < deadline, "no periodic look"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the re-read it started
+        reads.clear()
+        for _ in range(2):  # the key is looked up again once (a project-wide re-read)
+            renewal = send(c, key, "GET", f"{path}?wait=0.05", headers={"If-None-Match": tag})
+            assert renewal.status_code == 304
+        assert reads == ["agent_by_access_key"]
+        # The host's ports change: the next renewal gets the new state.
+        ports = [{"device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}]
+        put = send(c, key, "PUT", "/internal/v1/p1/hosts/web-1/ports", json={"ports": ports})
+        assert put.status_code == 200, put.text
+        changed = send(c, key, "GET", f"{path}?wait=5", headers={"If-None-Match": tag})
+        assert changed.status_code == 200
+        assert [p["device"] for p in changed.json()["ports"]] == ["eth0"]
+        # Revoked: refused at once, the renewal and any request.
+        assert send(c, admin, "DELETE", "/internal/v1/p1/hosts/web-1").status_code == 204
+        tag = changed.headers["etag"]
+        refused = send(c, key, "GET", f"{path}?wait=5", headers={"If-None-Match": tag})
+        assert refused.status_code == 401
+        assert "unknown access key" in refused.json()["error_msg"]
+    store.dispose()

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from vxtap import auth, enrolment, model
 from vxtap.api import openapi
 from vxtap.api.db import Database
-from vxtap.api.errors import install_error_handlers
-from vxtap.api.held import HeldRequests
+from vxtap.api.errors import install_error_handlers, refusal_response
+from vxtap.api.held import HeldRenewals, HeldRequests
 from vxtap.api.middleware import AuthMiddleware
 from vxtap.api.routes import filters, fleet, internal, ports, rules, sessions
 from vxtap.api.routes.common import ApiContext
@@ -67,7 +67,15 @@ def create_app(
         )
 
     async def agent_lookup(ak: str) -> auth.Credential | None:
-        return await database.call(enrolled_agent, ak)
+        if store.dialect != "sqlite":
+            return await database.call(enrolled_agent, ak)
+        # Remembered until its host's revision moves (revoking moves it): vxtap.api.held
+        found = held.cached_agent(ak)
+        if found is None:
+            found = await database.call(enrolled_agent, ak)
+            if found is not None:
+                held.remember_agent(found)
+        return found
 
     async def revoked(credential: auth.Credential) -> bool:
         """An enrolled agent's key removed since its request was let in."""
@@ -82,6 +90,14 @@ def create_app(
         credentials=credentials,
         agent_signing_key=agent_signing_key,
         max_rules_per_direction=max_rules_per_direction,
+    )
+    # Added before AuthMiddleware, so it runs after it (the last added runs first): a
+    # renewal it answers was signed and allowed like any request.
+    app.add_middleware(
+        HeldRenewals,
+        held=held,
+        revoked=revoked,
+        refuse=refusal_response,
     )
     app.add_middleware(
         AuthMiddleware, credentials=credentials, clock=clock, agent_lookup=agent_lookup

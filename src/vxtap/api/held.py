@@ -20,6 +20,21 @@ A request reads its host's revision before it waits; a wake-up that lands in bet
 is not lost: each (project, host) and each project has a generation, counted up by
 every wake-up, and a request that registers with an older generation than the
 current one does not wait (it reads again).
+
+The same generations keep what this process knows without asking the database
+(docs/control-plane.md, "What a renewal costs"):
+
+- each host's revision as last read (`known_revision`): valid while neither the
+  host's nor its project's generation moved since the read began, so a renewal whose
+  tag names it is held and answered 304 with no database read (`HeldRenewals`, an
+  ASGI layer in front of the routes; anything else goes on to the route);
+- on SQLite only, each enrolled agent key as last looked up (`cached_agent`): valid
+  while its host's generation stays. Revoking a host moves its revision, and on
+  SQLite every write goes through this one process and moves the generation before
+  the write's answer is sent, so a revoked key is refused at once (several processes
+  on one SQLite file: within the periodic look, as their held requests). On
+  PostgreSQL another process may revoke, and a notification is not instant: keys are
+  read from the database on every request there.
 """
 
 from __future__ import annotations
@@ -27,20 +42,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import psycopg
 from sqlalchemy.engine import make_url
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vxtap import auth
+from vxtap.api.errors import Refusal, Unauthorized
+from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.store import repository as repo
 from vxtap.store.db import Store
+from vxtap.wire.fields import parse_host
 
 log = logging.getLogger("vxtap.api")
 
 RECHECK_S = 2.0
 LISTEN_RETRY_S = 1.0
+# The longest `wait` a desired-state request may ask for (the jitter added to it is
+# `client.HELD_JITTER_FRACTION` of it).
+MAX_WAIT_S = 600.0
+# Revisions and agent keys remembered at most (a client naming ever new hosts must not
+# grow memory without bound); past it they are forgotten and read again.
+MAX_REMEMBERED = 200_000
 
 
 @dataclass
@@ -65,6 +94,14 @@ class HeldRequests:
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = threading.Event()
         self.listener: threading.Thread | None = None
+        # (project, host) -> (generation when its read began, revision read)
+        self.known: dict[tuple[str, str], tuple[Generation, int]] = {}
+        # Projects of `known` and `agents`: the periodic look watches them
+        self.remembered_projects: set[str] = set()
+        # SQLite: access key -> (credential, its host's generation when looked up)
+        self.agents: dict[str, tuple[auth.Credential, Generation]] = {}
+        # Content revisions of the states built here, by host revision (`vxtap host list`)
+        self.built: dict[tuple[str, str], tuple[int, str]] = {}
 
     @property
     def shutting_down(self) -> bool:
@@ -141,6 +178,61 @@ class HeldRequests:
             if not waiters:
                 self.waiters.pop(key, None)
 
+    # --- what this process knows without a read ---
+
+    def known_revision(self, project: str, host: str) -> int | None:
+        """The host's revision, if no change may have happened since it was read."""
+        entry = self.known.get((project, host))
+        if entry is None or entry[0] != self.generation(project, host):
+            return None
+        return entry[1]
+
+    def remember(self, project: str, host: str, seen: Generation, revision: int) -> None:
+        """`revision` was read after `generation` gave `seen` (on the event loop)."""
+        if len(self.known) >= MAX_REMEMBERED:
+            self.known.clear()
+        self.known[(project, host)] = (seen, revision)
+        self.remembered_projects.add(project)
+
+    def unchanged(self, project: str, host: str, tags: Iterable[str]) -> tuple[int, str] | None:
+        """(the host's known revision, the first of `tags` naming it), or None (not
+        known, or no tag names it); with it, the request gets 304 without a read."""
+        revision = self.known_revision(project, host)
+        if revision is None:
+            return None
+        prefix = f"h{revision}"
+        tag = next((tag for tag in tags if tag.partition("-")[0] == prefix), None)
+        return None if tag is None else (revision, tag)
+
+    def remember_built(self, project: str, host: str, revision: int, content: str) -> None:
+        """A state with content revision `content` was built after reading `revision`."""
+        if len(self.built) >= MAX_REMEMBERED:
+            self.built.clear()
+        self.built[(project, host)] = (revision, content)
+
+    def cached_agent(self, ak: str) -> auth.Credential | None:
+        """An agent key looked up before, if its host's revision has not moved since."""
+        entry = self.agents.get(ak)
+        if entry is None:
+            return None
+        credential, seen = entry
+        assert credential.host is not None
+        if self.generation(credential.project_id, credential.host) != seen:
+            del self.agents[ak]
+            return None
+        return credential
+
+    def remember_agent(self, credential: auth.Credential) -> None:
+        """SQLite only: `credential` was just read on the event loop (no write between)."""
+        assert credential.host is not None
+        if len(self.agents) >= MAX_REMEMBERED:
+            self.agents.clear()  # (their projects stay watched: harmless)
+        self.agents[credential.ak] = (
+            credential,
+            self.generation(credential.project_id, credential.host),
+        )
+        self.remembered_projects.add(credential.project_id)
+
     # --- waking ---
 
     def committed(self, changes: Mapping[str, Iterable[str]]) -> None:
@@ -170,7 +262,7 @@ class HeldRequests:
     def changed(self, project: str) -> None:
         """Some hosts of `project` moved, which is not known (call on the event loop)."""
         self.project_generations[project] = self.project_generations.get(project, 0) + 1
-        if any(p == project for p, _ in self.waiters):
+        if project in self.remembered_projects or any(p == project for p, _ in self.waiters):
             self.dirty.add(project)
             self.kick.set()
 
@@ -190,6 +282,11 @@ class HeldRequests:
             with self.store.read_rows() as db:
                 return repo.change_counter(db, project), repo.host_revisions(db, project)
 
+        # `changed` moved the project's generation, so every remembered revision of it
+        # is invalid; those the read confirms are valid again, under the generation taken
+        # before the read (a project's counter moves with every write to it, also through
+        # this process, and each would otherwise cost every host a read on its renewal).
+        before = {h: self.generation(project, h) for p, h in self.known if p == project}
         counter, revisions = await asyncio.to_thread(read)
         self.counters[project] = counter
         for (waiting_project, host), waiters in list(self.waiters.items()):
@@ -199,12 +296,20 @@ class HeldRequests:
             for waiter in waiters:
                 if waiter.revision != current:
                     waiter.woken.set()
+        for host, seen in before.items():
+            entry = self.known.get((project, host))
+            if entry is not None and entry[1] == revisions.get(host, 0):
+                self.known[(project, host)] = (seen, entry[1])
+
+    def watched(self) -> set[str]:
+        """Projects with waiters here, or revisions or agent keys remembered."""
+        return {p for p, _ in self.waiters} | self.remembered_projects
 
     async def _periodic(self) -> None:
         while True:
             await asyncio.sleep(RECHECK_S)
-            waiting = {p for p, _ in self.waiters}
-            for project in waiting:
+            watched = self.watched()
+            for project in watched:
                 try:
                     counter = await asyncio.to_thread(self._counter, project)
                 except Exception as error:
@@ -214,7 +319,10 @@ class HeldRequests:
                     # Changed since the last look: by this process (its waiters were woken
                     # already; the re-read is cheap insurance) or by a notification lost.
                     self.changed(project)
-            for project in set(self.counters) - waiting:
+                    # Read after that change: the next look compares with this (the
+                    # re-read that `changed` started reads the revisions afresh anyway).
+                    self.counters[project] = counter
+            for project in set(self.counters) - watched:
                 del self.counters[project]
 
     def _counter(self, project: str) -> int:
@@ -259,5 +367,100 @@ class HeldRequests:
                 self.stopping.wait(LISTEN_RETRY_S)
 
     def _all_changed(self) -> None:
-        for project in {p for p, _ in self.waiters}:
+        for project in self.watched():
             self.changed(project)
+
+
+def etags(if_none_match: str | None) -> list[str]:
+    """RFC 9110 13.1.2: the listed entity tags without quotes, compared weakly (a `W/`
+    prefix ignored); `*` stays `*`. Anything unparsable simply matches nothing."""
+    if not if_none_match:
+        return []
+    tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+    return [t if t == "*" else t.strip('"') for t in tags if t]
+
+
+# `wait=SECONDS` as the only query parameter, in a form every float parser reads alike.
+_WAIT_ONLY = re.compile(rb"wait=(\d{1,4}(?:\.\d{1,6})?)")
+
+
+class HeldRenewals:
+    """ASGI, between the signature check and the routes: an idle agent's renewal,
+    answered without the web framework and without a database read.
+
+    A renewal is `GET /internal/v1/{project}/hosts/{host}/desired-state?wait=S` whose
+    `If-None-Match` names the host's revision as this process knows it
+    (`HeldRequests.unchanged`): it is held here, and answered 304 when the wait passes
+    (or the server shuts down) with nothing changed. Every other request, and a
+    renewal whose host moved while it was held, goes on to the route (which reads,
+    builds and answers as documented there); a moved one goes on with what is left of
+    its wait, after its agent key is checked again (a revoked key gets 401).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        held: HeldRequests,
+        revoked: Callable[[auth.Credential], Awaitable[bool]],
+        refuse: Callable[[Refusal], ASGIApp],
+    ) -> None:
+        self.app = app
+        self.held = held
+        self.revoked = revoked
+        self.refuse = refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self._renewal(scope)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        project, host, wait, (revision, tag) = found
+        loop = asyncio.get_running_loop()
+        held = self.held
+        hold_until = loop.time() + wait * (1 + random.uniform(0, HELD_JITTER_FRACTION))
+        if not held.shutting_down:
+            seen = held.generation(project, host)
+            await held.wait(project, host, revision, seen, hold_until - loop.time())
+        if held.known_revision(project, host) == revision:  # waited out, or shutting down
+            await Response(status_code=304, headers={"ETag": f'"{tag}"'})(scope, receive, send)
+            return
+        credential = scope.get("state", {}).get("credential")
+        if credential is not None and await self.revoked(credential):
+            refusal = Unauthorized(f"access key {credential.ak} was revoked")
+            await self.refuse(refusal)(scope, receive, send)
+            return
+        left = min(wait, hold_until - loop.time())
+        query = f"wait={left:.3f}".encode() if left > 0 else b""
+        await self.app({**scope, "query_string": query}, receive, send)
+
+    def _renewal(self, scope: Scope) -> tuple[str, str, float, tuple[int, str]] | None:
+        """(project, host, wait, (known revision, the tag naming it)) of a renewal."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        segments = scope["path"].split("/")
+        if (
+            len(segments) != 7
+            or segments[1:3] != ["internal", "v1"]
+            or segments[4] != "hosts"
+            or segments[6] != "desired-state"
+        ):
+            return None
+        wait_match = _WAIT_ONLY.fullmatch(scope["query_string"])
+        if wait_match is None:
+            return None
+        wait = float(wait_match[1])
+        if not 0 < wait <= MAX_WAIT_S:
+            return None
+        project, host = segments[3], segments[5]
+        try:
+            parse_host(host)
+        except ValueError:
+            return None
+        if_none_match = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"if-none-match"), None
+        )
+        tags = etags(if_none_match)
+        if "*" in tags:
+            return None
+        known = self.held.unchanged(project, host, tags)
+        return None if known is None else (project, host, wait, known)

@@ -111,6 +111,10 @@ def serve(app: Any, held: HeldRequests, *, host: str, port: int, **options: Any)
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
         backlog=BACKLOG,
         server_header=False,
+        # vxtap terminates TLS itself and uses no client address: X-Forwarded-* headers
+        # would only let a client choose the address in access logs, at a cost on
+        # every request (docs/control-plane.md).
+        proxy_headers=False,
         **options,
     )
     _Server(config, held).run()

@@ -7,7 +7,7 @@ server would send the host now with the one its agent reported.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
@@ -16,13 +16,26 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap.store.errors import AlreadyExists, NotFound
-from vxtap.store.repository import bump_change, bump_hosts, desired_state, utc_now
+from vxtap.store.repository import (
+    bump_change,
+    bump_hosts,
+    desired_state,
+    host_revision,
+    host_revisions,
+    utc_now,
+)
 from vxtap.store.schema import AgentHostRow, HostReportRow, HostStatusRow
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_APPLY_ERROR = 1024
 
 IN_SYNC, BEHIND, FAILING, NO_REPORT = "in sync", "behind", "failing", "no report"
+
+# (project, host) -> (host revision, the revision of the desired state built at it). A
+# host's revision moves with every write that can change its desired state, in the
+# write's transaction, and never goes back, so a state's content revision once built at
+# a host revision holds as long as the host's revision stays.
+StateRevisions = MutableMapping[tuple[str, str], tuple[int, str]]
 
 _AGENT = AgentHostRow.__table__.c
 _AGENT_BY_AK = select(_AGENT.project_id, _AGENT.host).where(_AGENT.ak == bindparam("ak"))
@@ -101,6 +114,7 @@ def host_statuses(
     static_hosts: Mapping[str, str],
     only: str | None = None,
     held: Container[str] | None = None,
+    built: StateRevisions | None = None,
 ) -> list[dict[str, Any]]:
     """Every host with a key (enrolled here, or in the credentials file: `static_hosts`
     maps those hosts to their access keys) or a status report, sorted by name; `only`
@@ -108,6 +122,8 @@ def host_statuses(
 
     `held`: the hosts with a held desired-state request open on this server process
     (`held_request: true`; others false); None: `held_request: null` (not known).
+    `built`: content revisions known already (e.g. from answering the agents); a host's
+    desired state is built only when its revision is not there, and then added.
     """
 
     def scoped(row: Any) -> Any:
@@ -119,11 +135,25 @@ def host_statuses(
     counters = {r.host: r.reported_at for r in db.scalars(scoped(HostReportRow))}
     names = set(enrolled) | set(statuses) | {h for h in static_hosts if only in (None, h)}
     connection = db.connection()
+    # Read before any state is built, so that each state is at least as new as the
+    # revision it is remembered under.
+    revisions = (
+        host_revisions(connection, project)
+        if only is None
+        else {only: host_revision(connection, project, only)}
+    )
+    known: StateRevisions = {} if built is None else built
     answers = []
     for host in sorted(names):
         key = enrolled.get(host)
         status = statuses.get(host)
-        desired = str(desired_state(connection, project, host)["revision"])
+        revision = revisions.get(host, 0)
+        remembered = known.get((project, host))
+        if remembered is not None and remembered[0] == revision:
+            desired = remembered[1]
+        else:
+            desired = str(desired_state(connection, project, host)["revision"])
+            known[(project, host)] = (revision, desired)
         contacts = [t for t in (status and status.reported_at, counters.get(host)) if t]
         enrolment = "api" if key else ("credentials file" if host in static_hosts else None)
         answers.append(

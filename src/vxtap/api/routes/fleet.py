@@ -77,7 +77,7 @@ async def list_hosts(project_id: str, request: Request) -> JSONResponse:
     held_here = held_requests(api, project_id)
     statuses = await api.database.run_waiting(
         lambda db: hosts.host_statuses(
-            db, project_id, static_hosts(api, project_id), held=held_here
+            db, project_id, static_hosts(api, project_id), held=held_here, built=api.held.built
         ),
         write=False,
     )
@@ -91,7 +91,12 @@ async def show_host(project_id: str, host: str, request: Request) -> JSONRespons
     held_here = held_requests(api, project_id)
     found = await api.database.run_waiting(
         lambda db: hosts.host_statuses(
-            db, project_id, static_hosts(api, project_id), only=checked, held=held_here
+            db,
+            project_id,
+            static_hosts(api, project_id),
+            only=checked,
+            held=held_here,
+            built=api.held.built,
         ),
         write=False,
     )

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vxtap.api import render
 from vxtap.api.errors import Unauthorized, Unavailable
+from vxtap.api.held import MAX_WAIT_S, etags
 from vxtap.api.openapi import json_body, query_parameters
 from vxtap.api.routes.common import (
     ERROR_RESPONSES,
@@ -35,9 +36,6 @@ from vxtap.wire.requests import CountersRequest, CreatePortRequest, RegisterPort
 # How long a counter report may queue behind others before it is refused (503; the
 # agent reports again later).
 COUNTERS_QUEUE_S = 2.0
-# Held desired-state requests: the longest `wait` accepted (the jitter added to it is
-# `client.HELD_JITTER_FRACTION` of it).
-MAX_WAIT_S = 600.0
 
 BODY_MODELS = (RegisterPortsRequest, CreatePortRequest, CountersRequest)
 router = APIRouter(prefix=INTERNAL, tags=["internal"], responses=ERROR_RESPONSES)
@@ -131,7 +129,7 @@ async def desired_state(
     api = context(request)
     db, held = api.database, api.held
     checked_host = path_host(host)
-    tags = _etags(request.headers.get("if-none-match"))
+    tags = etags(request.headers.get("if-none-match"))
     loop = asyncio.get_running_loop()
     held_until = None
     if wait and tags:
@@ -141,7 +139,14 @@ async def desired_state(
             _host_state, project=project_id, host=checked_host, tags=tuple(tags)
         )
         seen = held.generation(project_id, checked_host)  # before the read
-        revision, tag, state = await db.run(db.read_rows, action)
+        known = held.unchanged(project_id, checked_host, tags)
+        if known is not None:  # nothing changed since it was last read
+            (revision, tag), state = known, None
+        else:
+            revision, tag, state = await db.run(db.read_rows, action)
+            held.remember(project_id, checked_host, seen, revision)
+            if state is not None:
+                held.remember_built(project_id, checked_host, revision, state["revision"])
         etag = f'"{tag}"'
         if (
             state is not None
@@ -171,15 +176,6 @@ def _host_state(
             return revision, tag, None
     state = repo.desired_state(db, project, host)
     return revision, f"{prefix}-{state['revision']}", state
-
-
-def _etags(if_none_match: str | None) -> list[str]:
-    """RFC 9110 13.1.2: the listed entity tags without quotes, compared weakly (a `W/`
-    prefix ignored); `*` stays `*`. Anything unparsable simply matches nothing."""
-    if not if_none_match:
-        return []
-    tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
-    return [t if t == "*" else t.strip('"') for t in tags if t]
 
 
 @router.put(

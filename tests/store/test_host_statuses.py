@@ -1,0 +1,67 @@
+"""`vxtap.store.hosts.host_statuses` with the content revisions a server remembers."""
+
+from __future__ import annotations
+
+import pytest
+
+from vxtap.store import hosts
+from vxtap.store import repository as repo
+from vxtap.store.db import Store
+
+PROJECT = "p1"
+
+
+def two_hosts(store: Store) -> str:
+    """Hosts web-1 and web-2, each the source of a session; web-1's session id."""
+    with store.write() as db:
+        target = repo.create_port(
+            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.9.0.1"], "ipv6": []}
+        )
+        flt = repo.create_filter(db, PROJECT, {"name": "f"})
+        sessions = []
+        for i, host in enumerate(("web-1", "web-2")):
+            [port] = repo.register_host_ports(
+                db, PROJECT, host, [{"device": "eth0", "ipv4": [f"10.0.0.{i + 1}"], "ipv6": []}]
+            )
+            sessions.append(
+                repo.create_session(
+                    db, PROJECT,
+                    {"name": f"s{i}", "traffic_mirror_filter_id": flt.id,
+                     "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
+                     "traffic_mirror_target_type": "eni", "virtual_network_id": i + 1,
+                     "packet_length": 96, "priority": 1, "enabled": True, "type": "eni"},
+                ).id
+            )  # fmt: skip
+            hosts.enrol_host(db, PROJECT, host, f"AK{i}")
+    return sessions[0]
+
+
+def test_remembered_content_revisions_spare_the_builds_and_change_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = two_hosts(store)
+    builds: list[str] = []
+    build = hosts.desired_state
+
+    def counted(db: object, project: str, host: str) -> dict[str, object]:
+        builds.append(host)
+        return build(db, project, host)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hosts, "desired_state", counted)
+    built: hosts.StateRevisions = {}
+    with store.read() as db:
+        cold = hosts.host_statuses(db, PROJECT, {}, built=built)
+        assert sorted(builds) == ["web-1", "web-2"]
+        builds.clear()
+        assert hosts.host_statuses(db, PROJECT, {}, built=built) == cold
+        assert hosts.host_statuses(db, PROJECT, {}, only="web-2", built=built) == [cold[1]]
+    assert builds == []
+    # A change of web-1's state moves its revision: only web-1 is built again.
+    with store.write() as db:
+        repo.update_session(db, PROJECT, session, {"enabled": False})
+    with store.read() as db:
+        warm = hosts.host_statuses(db, PROJECT, {}, built=built)
+        assert builds == ["web-1"]
+        assert warm == hosts.host_statuses(db, PROJECT, {})  # as if nothing were remembered
+    assert warm[0]["desired_revision"] != cold[0]["desired_revision"]
+    assert warm[1] == cold[1]
