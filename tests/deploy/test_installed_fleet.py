@@ -238,7 +238,7 @@ def test_server_two_agents_and_a_collector_from_the_wheel_mirror_packets(
             {"control.example": CONTROL, "/etc/vxtap/": f"{etc(ns_name)}/"},
         )
         assert tomllib.loads(agent_toml) == {
-            "server": ENDPOINT, "cacert": str(etc(ns_name) / "ca.pem")
+            "endpoint": ENDPOINT, "cacert": str(etc(ns_name) / "ca.pem")
         }  # fmt: skip
         (etc(ns_name) / "agent.toml").write_text(agent_toml)
 

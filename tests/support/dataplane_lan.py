@@ -175,14 +175,20 @@ def nsenter(ns: Namespace, argv: Sequence[str]) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT (tcpdump flushes its file and reports drops), then wait."""
+def stop(proc: subprocess.Popen[bytes]) -> bytes:
+    """SIGINT (tcpdump flushes its file and reports drops), then wait; what is left on
+    its stderr pipe, which is then closed (as every pipe of it)."""
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    left = proc.stderr.read() if proc.stderr is not None else b""
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return left
 
 
 # A sender run inside a namespace: many datagrams in one process (batching).
@@ -243,9 +249,7 @@ class Lan:
             yield result
             time.sleep(0.3)  # let the last mirrors arrive
         finally:
-            stop(proc)
-        assert proc.stderr is not None
-        report = proc.stderr.read().decode()
+            report = stop(proc).decode()
         assert "\n0 packets dropped by kernel" in report, report
         result.extend(decode_pcap(path.read_bytes()))
 

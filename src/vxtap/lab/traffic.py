@@ -35,6 +35,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if proc.stdin is not None:  # our end of its pipe: one descriptor per conversation
+        proc.stdin.close()
 
 
 def converse(
