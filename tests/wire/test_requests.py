@@ -177,10 +177,10 @@ def test_sources_requests_carry_only_sources() -> None:
     body = {"traffic_mirror_session": {"traffic_mirror_sources": ["p1"]}}
     assert requests.SourcesRequest.model_validate(
         body
-    ).traffic_mirror_session.traffic_mirror_sources == ["p1"]  # noqa: E501
+    ).traffic_mirror_session.traffic_mirror_sources == ["p1"]
     assert refused(
         requests.SourcesRequest,
-        {"traffic_mirror_session": {"traffic_mirror_sources": ["p1"], "name": "x"}},  # fmt: skip
+        {"traffic_mirror_session": {"traffic_mirror_sources": ["p1"], "name": "x"}},
     ) == [(("traffic_mirror_session", "name"), "extra_forbidden")]
 
 
