@@ -51,7 +51,10 @@ import httpx
 from vxtap.agent.channel import HOLD_S
 from vxtap.auth import sign
 from vxtap.client import VxtapClient
-from vxtap.store import repository
+from vxtap.store import filters as filter_store
+from vxtap.store import ports as port_store
+from vxtap.store import rules as rule_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 
 AK, SK, PROJECT = "fleet-ak", "fleet-sk-" + "x" * 24, "fleet0project"
@@ -70,23 +73,23 @@ def seed(db_url: str, hosts: int) -> tuple[str, str, list[str]]:
     store.upgrade()
     sessions: list[str] = []
     with store.write() as db:
-        shared = repository.create_filter(db, PROJECT, {"name": "fleet"})
-        rule = repository.create_rule(
+        shared = filter_store.create_filter(db, PROJECT, {"name": "fleet"})
+        rule = rule_store.create_rule(
             db, PROJECT,
             {"traffic_mirror_filter_id": shared.id, "direction": "ingress", "priority": 1,
              "action": "accept", "ethertype": "IPv4", "protocol": "UDP",
              "destination_port_range": "4000-4000"},
         )  # fmt: skip
-        target = repository.create_port(
+        target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
         )
         for i in range(hosts):
-            port = repository.create_port(
+            port = port_store.create_port(
                 db, PROJECT,
                 {"host": f"host{i:05d}", "device": "eth0",
                  "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"], "ipv6": []},
             )  # fmt: skip
-            row = repository.create_session(
+            row = session_store.create_session(
                 db, PROJECT,
                 {"name": f"s{i}", "traffic_mirror_filter_id": shared.id,
                  "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,

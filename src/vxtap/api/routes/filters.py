@@ -19,7 +19,7 @@ from vxtap.api.routes.common import (
     parse_query,
     read_body,
 )
-from vxtap.store import repository as repo
+from vxtap.store import filters as filter_store
 from vxtap.wire import answers, query
 from vxtap.wire.requests import CreateFilterRequest, UpdateFilterRequest
 
@@ -39,7 +39,7 @@ async def create_filter(project_id: str, request: Request) -> JSONResponse:
     fields = option.model_dump()
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.filter_json(repo.create_filter(s, project_id, fields))
+        db.write, lambda s: render.filter_json(filter_store.create_filter(s, project_id, fields))
     )
     return answer(201, traffic_mirror_filter=result)
 
@@ -54,7 +54,7 @@ async def list_filters(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.FILTER_QUERY)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = repo.list_filters(s, project_id, where, limit, marker)
+        page = filter_store.list_filters(s, project_id, where, limit, marker)
         return [render.filter_json(r) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -70,7 +70,7 @@ async def list_filters(project_id: str, request: Request) -> JSONResponse:
 async def show_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
-        db.read, lambda s: render.filter_json(repo.get_filter(s, project_id, filter_id))
+        db.read, lambda s: render.filter_json(filter_store.get_filter(s, project_id, filter_id))
     )
     return answer(200, traffic_mirror_filter=result)
 
@@ -87,7 +87,7 @@ async def update_filter(project_id: str, filter_id: str, request: Request) -> JS
     db = context(request).database
     result = await db.run(
         db.write,
-        lambda s: render.filter_json(repo.update_filter(s, project_id, filter_id, fields)),
+        lambda s: render.filter_json(filter_store.update_filter(s, project_id, filter_id, fields)),
     )
     return answer(200, traffic_mirror_filter=result)
 
@@ -99,5 +99,5 @@ async def update_filter(project_id: str, filter_id: str, request: Request) -> JS
 )
 async def delete_filter(project_id: str, filter_id: str, request: Request) -> Response:
     db = context(request).database
-    await db.run(db.write, lambda s: repo.delete_filter(s, project_id, filter_id))
+    await db.run(db.write, lambda s: filter_store.delete_filter(s, project_id, filter_id))
     return no_content()

@@ -20,7 +20,7 @@ from vxtap.api.routes.common import (
     parse_query,
     read_body,
 )
-from vxtap.store import repository as repo
+from vxtap.store import rules as rule_store
 from vxtap.wire import answers, query
 from vxtap.wire.requests import CreateRuleRequest, UpdateRuleRequest
 
@@ -43,7 +43,7 @@ async def create_rule(project_id: str, request: Request) -> JSONResponse:
     result = await db.run(
         db.write,
         lambda s: render.rule_json(
-            repo.create_rule(s, project_id, fields, quota=api.max_rules_per_direction)
+            rule_store.create_rule(s, project_id, fields, quota=api.max_rules_per_direction)
         ),
     )
     return answer(201, traffic_mirror_filter_rule=result)
@@ -59,7 +59,7 @@ async def list_rules(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.RULE_QUERY)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = repo.list_rules(s, project_id, where, limit, marker)
+        page = rule_store.list_rules(s, project_id, where, limit, marker)
         return [render.rule_json(r) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -75,7 +75,7 @@ async def list_rules(project_id: str, request: Request) -> JSONResponse:
 async def show_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
-        db.read, lambda s: render.rule_json(repo.get_rule(s, project_id, rule_id))
+        db.read, lambda s: render.rule_json(rule_store.get_rule(s, project_id, rule_id))
     )
     return answer(200, traffic_mirror_filter_rule=result)
 
@@ -94,7 +94,7 @@ async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONRe
             raise BadRequest(f"traffic_mirror_filter_rule.{key}: must not be null")
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.rule_json(repo.update_rule(s, project_id, rule_id, fields))
+        db.write, lambda s: render.rule_json(rule_store.update_rule(s, project_id, rule_id, fields))
     )
     return answer(200, traffic_mirror_filter_rule=result)
 
@@ -106,5 +106,5 @@ async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONRe
 )
 async def delete_rule(project_id: str, rule_id: str, request: Request) -> Response:
     db = context(request).database
-    await db.run(db.write, lambda s: repo.delete_rule(s, project_id, rule_id))
+    await db.run(db.write, lambda s: rule_store.delete_rule(s, project_id, rule_id))
     return no_content()
