@@ -50,12 +50,15 @@ from pathlib import Path
 
 import httpx
 
+from vxtap import model
 from vxtap.auth import sign
 from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 
 AK, SK, PROJECT = "bench-ak", "bench-sk", "bench0project"
 
@@ -119,20 +122,20 @@ def seed(db_url: str, sessions: int) -> str:
     store.upgrade()
     first = ""
     with store.write() as db:
-        mirror_filter = filter_store.create_filter(db, PROJECT, {"name": "bench"})
+        mirror_filter = filter_store.create_filter(db, PROJECT, FilterSpec("bench"))
         for priority in (1, 2):
             rule_store.create_rule(
                 db,
                 PROJECT,
-                {
-                    "traffic_mirror_filter_id": mirror_filter.id,
-                    "direction": "ingress",
-                    "priority": priority,
-                    "action": "accept",
-                    "ethertype": "IPv4",
-                    "protocol": "TCP",
-                    "destination_port_range": f"{priority}-{priority}",
-                },
+                RuleSpec(
+                    filter_id=mirror_filter.id,
+                    direction=model.Direction.INGRESS,
+                    priority=priority,
+                    action=model.Action.ACCEPT,
+                    ethertype=model.EtherType.IPV4,
+                    protocol=model.Protocol.TCP,
+                    destination_ports=f"{priority}-{priority}",
+                ),
             )
         target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}

@@ -18,12 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from vxtap import model
 from vxtap.store import agent_view
 from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 
 PROJECT, HOST = "bench", "bench-host"
 
@@ -42,15 +45,15 @@ def fill(store: Store) -> None:
         )
         filters = []
         for f in range(100):
-            flt = filter_store.create_filter(db, PROJECT, {"name": f"bench-{f}"})
+            flt = filter_store.create_filter(db, PROJECT, FilterSpec(f"bench-{f}"))
             for r in range(10):
-                rule_store.create_rule(db, PROJECT, {
-                    "traffic_mirror_filter_id": flt.id, "priority": r + 1,
-                    "direction": "ingress" if r % 2 else "egress", "action": "accept",
-                    "ethertype": "IPv4", "protocol": "TCP",
-                    "source_cidr_block": f"10.{f}.{r}.0/24",
-                    "destination_port_range": f"{1000 + r}-{2000 + r}",
-                })  # fmt: skip
+                rule_store.create_rule(db, PROJECT, RuleSpec(
+                    filter_id=flt.id, priority=r + 1,
+                    direction=model.Direction.INGRESS if r % 2 else model.Direction.EGRESS,
+                    action=model.Action.ACCEPT, ethertype=model.EtherType.IPV4,
+                    protocol=model.Protocol.TCP, source_cidr=f"10.{f}.{r}.0/24",
+                    destination_ports=f"{1000 + r}-{2000 + r}",
+                ))  # fmt: skip
             filters.append(flt.id)
         for i in range(1000):
             session_store.create_session(db, PROJECT, {

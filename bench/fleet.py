@@ -48,6 +48,7 @@ from pathlib import Path
 
 import httpx
 
+from vxtap import model
 from vxtap.agent.channel import HOLD_S
 from vxtap.auth import sign
 from vxtap.client import VxtapClient
@@ -56,6 +57,8 @@ from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 
 AK, SK, PROJECT = "fleet-ak", "fleet-sk-" + "x" * 24, "fleet0project"
 POLL_S = 0.2
@@ -73,12 +76,12 @@ def seed(db_url: str, hosts: int) -> tuple[str, str, list[str]]:
     store.upgrade()
     sessions: list[str] = []
     with store.write() as db:
-        shared = filter_store.create_filter(db, PROJECT, {"name": "fleet"})
+        shared = filter_store.create_filter(db, PROJECT, FilterSpec("fleet"))
         rule = rule_store.create_rule(
             db, PROJECT,
-            {"traffic_mirror_filter_id": shared.id, "direction": "ingress", "priority": 1,
-             "action": "accept", "ethertype": "IPv4", "protocol": "UDP",
-             "destination_port_range": "4000-4000"},
+            RuleSpec(filter_id=shared.id, direction=model.Direction.INGRESS, priority=1,
+                     action=model.Action.ACCEPT, ethertype=model.EtherType.IPV4,
+                     protocol=model.Protocol.UDP, destination_ports="4000-4000"),
         )  # fmt: skip
         target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}

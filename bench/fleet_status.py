@@ -22,6 +22,7 @@ from vxtap.store import hosts
 from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
 
 PROJECT = "bench"
 
@@ -31,7 +32,7 @@ def fill(store: Store, count: int) -> None:
         target = port_store.create_port(
             db, PROJECT, {"host": "target", "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
         )
-        flt = filter_store.create_filter(db, PROJECT, {"name": "f", "description": ""})
+        flt = filter_store.create_filter(db, PROJECT, FilterSpec("f", ""))
         for i in range(count):
             host = f"h{i}"
             address = f"10.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from vxtap.store import common
 from vxtap.store import filters as filter_store
 from vxtap.store.db import MIGRATIONS, Store, violated_constraint
+from vxtap.store.filters import FilterSpec
 from vxtap.store.schema import Base, FilterRow, PortRow, RuleRow, SessionRow, SourceRow
 
 
@@ -66,7 +67,7 @@ def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
             assert row is not None and row.name == "kept"
             assert common.change_counter(db, "p") == 0
         with store.write() as db:
-            filter_store.create_filter(db, "p", {"name": "new"})
+            filter_store.create_filter(db, "p", FilterSpec("new"))
         with store.read() as db:
             assert common.change_counter(db, "p") == 1
     finally:

@@ -18,6 +18,8 @@ from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
 from vxtap.wire.fields import parse_cidr, parse_port_range
 
@@ -103,20 +105,22 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
     return unrevised.model_copy(update={"revision": revision})
 
 
-def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> dict[str, Any]:
-    """A rule's fields as the API stores them (CIDRs and port ranges canonicalised)."""
-    stored: dict[str, Any] = {
-        "traffic_mirror_filter_id": filter_id,
-        "direction": direction,
-        "priority": priority,
-        "action": fields.pop("action", "accept"),
-        "ethertype": fields.pop("ethertype", "IPv4"),
-        "protocol": fields.pop("protocol", "ALL"),
+def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> RuleSpec:
+    """A rule as the API stores it (CIDRs and port ranges canonicalised)."""
+    parsed = {
+        key: (parse_cidr if key.endswith("cidr") else parse_port_range)(value)
+        for key, value in fields.items()
+        if key not in ("action", "ethertype", "protocol")
     }
-    for key, value in fields.items():
-        parse = parse_cidr if key.endswith("cidr_block") else parse_port_range
-        stored[key] = parse(value)
-    return stored
+    return RuleSpec(
+        filter_id=filter_id,
+        direction=model.Direction(direction),
+        priority=priority,
+        action=model.Action(fields.get("action", "accept")),
+        ethertype=model.EtherType(fields.get("ethertype", "IPv4")),
+        protocol=model.Protocol(fields.get("protocol", "ALL")),
+        **parsed,
+    )
 
 
 def _session(
@@ -168,21 +172,21 @@ def fill_varied(store: Store) -> None:
         collector = port_store.create_port(
             db, "p", {"host": "c", "device": "eth0", "ipv4": [], "ipv6": ["2001:db8:ff::2"]}
         ).id
-        rich = filter_store.create_filter(db, "p", {"name": "rich", "description": "every kind"}).id
-        bare = filter_store.create_filter(db, "p", {"name": "bare"}).id
-        unused = filter_store.create_filter(db, "p", {"name": "unused"}).id
+        rich = filter_store.create_filter(db, "p", FilterSpec("rich", "every kind")).id
+        bare = filter_store.create_filter(db, "p", FilterSpec("bare")).id
+        unused = filter_store.create_filter(db, "p", FilterSpec("unused")).id
         for rule in (
-            _rule(rich, "ingress", 30, protocol="TCP", destination_port_range="80-80"),
-            _rule(rich, "egress", 5, protocol="ICMP", source_cidr_block="192.168.7.9/16"),
+            _rule(rich, "ingress", 30, protocol="TCP", destination_ports="80-80"),
+            _rule(rich, "egress", 5, protocol="ICMP", source_cidr="192.168.7.9/16"),
             _rule(
                 rich,
                 "ingress",
                 2,
                 action="reject",
                 protocol="UDP",
-                source_port_range="1000-2000",
-                destination_port_range="53-53",
-                destination_cidr_block="10.0.0.0/8",
+                source_ports="1000-2000",
+                destination_ports="53-53",
+                destination_cidr="10.0.0.0/8",
             ),
             _rule(
                 rich,
@@ -190,8 +194,8 @@ def fill_varied(store: Store) -> None:
                 65535,
                 ethertype="IPv6",
                 protocol="ICMPV6",
-                source_cidr_block="2001:DB8:0::1/32",
-                destination_cidr_block="::/0",
+                source_cidr="2001:DB8:0::1/32",
+                destination_cidr="::/0",
             ),
             _rule(rich, "ingress", 1),
             _rule(unused, "ingress", 1, protocol="TCP"),

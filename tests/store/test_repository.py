@@ -19,18 +19,20 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.errors import Conflict, InUse, NotFound, QuotaExceeded
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import RuleRow
 
-RULE = {"action": "accept", "ethertype": "IPv4", "protocol": "TCP"}
 
-
-def rule_fields(filter_id: str, direction: str, priority: int) -> dict[str, Any]:
-    return {
-        **RULE,
-        "traffic_mirror_filter_id": filter_id,
-        "direction": direction,
-        "priority": priority,
-    }
+def rule_fields(filter_id: str, direction: str, priority: int) -> RuleSpec:
+    return RuleSpec(
+        filter_id=filter_id,
+        direction=model.Direction(direction),
+        priority=priority,
+        action=model.Action.ACCEPT,
+        ethertype=model.EtherType.IPV4,
+        protocol=model.Protocol.TCP,
+    )
 
 
 def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, str]:
@@ -39,7 +41,7 @@ def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, s
         port = {"host": host, "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
         source = port_store.create_port(db, project, port).id
         target = port_store.create_port(db, project, {**port, "host": f"{host}-t"}).id
-        filter_id = filter_store.create_filter(db, project, {"name": "f"}).id
+        filter_id = filter_store.create_filter(db, project, FilterSpec("f")).id
         ingress = rule_store.create_rule(db, project, rule_fields(filter_id, "ingress", 1)).id
         egress = rule_store.create_rule(db, project, rule_fields(filter_id, "egress", 1)).id
         session = session_store.create_session(
@@ -155,7 +157,7 @@ def stats(store: Store) -> dict[str, Any]:
 def test_counters_keep_only_what_the_hosts_desired_state_holds(store: Store) -> None:
     world = make_world(store)
     with store.write() as db:  # a filter and rule no session of host h uses
-        idle = filter_store.create_filter(db, "p", {"name": "idle"}).id
+        idle = filter_store.create_filter(db, "p", FilterSpec("idle")).id
         idle_rule = rule_store.create_rule(db, "p", rule_fields(idle, "ingress", 1)).id
     made_up = "01a24000-0000-7000-8000-000000000000"
     everything = {world["session"]: 5, made_up: 6}
@@ -198,7 +200,7 @@ def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
 def test_rules_per_filter_and_direction_stop_at_the_quota(store: Store) -> None:
     quota = model.DEFAULT_MAX_RULES_PER_DIRECTION
     with store.write() as db:
-        filter_id = filter_store.create_filter(db, "p", {"name": "full"}).id
+        filter_id = filter_store.create_filter(db, "p", FilterSpec("full")).id
         for priority in range(1, quota + 1):
             rule_store.create_rule(db, "p", rule_fields(filter_id, "ingress", priority))
     with pytest.raises(QuotaExceeded) as info:
@@ -223,7 +225,7 @@ def test_the_rules_quota_holds_under_concurrent_creates(store: Store) -> None:
     """No constraint holds the quota: the project's change counter, which every rule
     write takes first, serializes the count and the insert."""
     with store.write() as db:
-        filter_id = filter_store.create_filter(db, "p", {"name": "raced"}).id
+        filter_id = filter_store.create_filter(db, "p", FilterSpec("raced")).id
     outcomes: list[str] = []
 
     def create(priority: int) -> None:

@@ -10,6 +10,7 @@ back: either way nothing changes.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import time
@@ -37,6 +38,15 @@ from vxtap.store.schema import (
     SessionRow,
     SourceRow,
 )
+
+
+class Keep(enum.Enum):
+    """An update's "leave this field as it is", apart from None, which clears an optional field."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 def new_id() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -24,18 +25,34 @@ from vxtap.store.errors import InUse
 from vxtap.store.schema import FilterRow, SessionRow
 
 
+@dataclass(frozen=True)
+class FilterSpec:
+    """A new mirror filter."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FilterChange:
+    """What an update sets; None leaves a field as it is."""
+
+    name: str | None = None
+    description: str | None = None
+
+
 def get_filter(db: Session, project: str, filter_id: str, field: str | None = None) -> FilterRow:
     return owned_row(db, FilterRow, project, filter_id, "mirror filter", field)
 
 
-def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> FilterRow:
+def create_filter(db: Session, project: str, spec: FilterSpec) -> FilterRow:
     bump_change(db, project)
     now = utc_now()
     row = FilterRow(
         id=new_id(),
         project_id=project,
-        name=fields["name"],
-        description=fields.get("description") or "",
+        name=spec.name,
+        description=spec.description or "",
         created_at=now,
         updated_at=now,
     )
@@ -43,16 +60,15 @@ def create_filter(db: Session, project: str, fields: Mapping[str, Any]) -> Filte
     return insert_row(db, row)
 
 
-def update_filter(
-    db: Session, project: str, filter_id: str, fields: Mapping[str, Any]
-) -> FilterRow:
+def update_filter(db: Session, project: str, filter_id: str, change: FilterChange) -> FilterRow:
     bump_change(db, project)
     row = get_filter(db, project, filter_id)
-    if fields.get("name") not in (None, row.name):  # the name is in the desired state
+    if change.name not in (None, row.name):  # the name is in the desired state
         bump_hosts(db, project, hosts_showing(db, filters=[row.id]))
-    for key in ("name", "description"):
-        if key in fields and fields[key] is not None:
-            setattr(row, key, fields[key])
+    if change.name is not None:
+        row.name = change.name
+    if change.description is not None:
+        row.description = change.description
     row.updated_at = utc_now()
     db.flush()
     return row

@@ -5,6 +5,7 @@ in the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from vxtap import model
 from vxtap.store.common import (
+    KEEP,
+    Keep,
     RowPage,
     bump_change,
     bump_hosts,
@@ -27,6 +30,39 @@ from vxtap.store.common import (
 from vxtap.store.errors import DuplicatePriority, Invalid, QuotaExceeded
 from vxtap.store.filters import get_filter
 from vxtap.store.schema import RuleRow
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A new rule of a mirror filter; ports are range texts ("80-443"), CIDRs canonical."""
+
+    filter_id: str
+    direction: model.Direction
+    priority: int
+    action: model.Action
+    ethertype: model.EtherType
+    protocol: model.Protocol
+    source_cidr: str | None = None
+    destination_cidr: str | None = None
+    source_ports: str | None = None
+    destination_ports: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    """What an update sets: `KEEP` leaves a field as it is, None clears an optional one.
+    The filter and the direction are fixed at creation."""
+
+    priority: int | Keep = KEEP
+    action: model.Action | Keep = KEEP
+    ethertype: model.EtherType | Keep = KEEP
+    protocol: model.Protocol | Keep = KEEP
+    source_cidr: str | Keep | None = KEEP
+    destination_cidr: str | Keep | None = KEEP
+    source_ports: str | Keep | None = KEEP
+    destination_ports: str | Keep | None = KEEP
+    description: str | Keep | None = KEEP
 
 
 def get_rule(db: Session, project: str, rule_id: str) -> RuleRow:
@@ -75,17 +111,18 @@ def _check_rule_priority_free(db: Session, row: RuleRow) -> None:
         )
 
 
-RULE_FIELDS = (
-    "priority",
-    "action",
-    "ethertype",
-    "protocol",
-    "source_cidr_block",
-    "destination_cidr_block",
-    "source_port_range",
-    "destination_port_range",
-    "description",
-)
+# The fields a rule's spec and change share, each with its column.
+RULE_COLUMNS = {
+    "priority": "priority",
+    "action": "action",
+    "ethertype": "ethertype",
+    "protocol": "protocol",
+    "source_cidr": "source_cidr_block",
+    "destination_cidr": "destination_cidr_block",
+    "source_ports": "source_port_range",
+    "destination_ports": "destination_port_range",
+    "description": "description",
+}
 
 
 def _check_rule_quota(db: Session, row: RuleRow, quota: int) -> None:
@@ -107,19 +144,19 @@ def _check_rule_quota(db: Session, row: RuleRow, quota: int) -> None:
 def create_rule(
     db: Session,
     project: str,
-    fields: Mapping[str, Any],
+    spec: RuleSpec,
     *,
     quota: int = model.DEFAULT_MAX_RULES_PER_DIRECTION,
 ) -> RuleRow:
     """`quota`: the most rules a filter may have in one direction."""
     bump_change(db, project)
-    parent = get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
+    parent = get_filter(db, project, spec.filter_id, "traffic_mirror_filter_id")
     now = utc_now()
     row = RuleRow(
         id=new_id(),
         project_id=project,
         filter_id=parent.id,
-        direction=fields["direction"],
+        direction=spec.direction,
         created_at=now,
         updated_at=now,
         description="",
@@ -128,9 +165,9 @@ def create_rule(
         source_port_range=None,
         destination_port_range=None,
     )
-    for key in RULE_FIELDS:
-        if fields.get(key) is not None:
-            setattr(row, key, fields[key])
+    for name, column in RULE_COLUMNS.items():
+        if getattr(spec, name) is not None:
+            setattr(row, column, getattr(spec, name))
     domain_rule(row)
     _check_rule_quota(db, row, quota)
     _check_rule_priority_free(db, row)
@@ -139,12 +176,14 @@ def create_rule(
     return insert_row(db, row)
 
 
-def update_rule(db: Session, project: str, rule_id: str, fields: Mapping[str, Any]) -> RuleRow:
+def update_rule(db: Session, project: str, rule_id: str, change: RuleChange) -> RuleRow:
     bump_change(db, project)
     row = get_rule(db, project, rule_id)
     # Validate the merged result before touching the row, so a refusal changes nothing.
-    merged = {key: getattr(row, key) for key in RULE_FIELDS}
-    merged.update({key: value for key, value in fields.items() if key in RULE_FIELDS})
+    merged = {column: getattr(row, column) for column in RULE_COLUMNS.values()}
+    for name, column in RULE_COLUMNS.items():
+        if getattr(change, name) is not KEEP:
+            merged[column] = getattr(change, name)
     merged["description"] = merged["description"] or ""
     candidate = RuleRow(id=row.id, filter_id=row.filter_id, direction=row.direction, **merged)
     domain_rule(candidate)

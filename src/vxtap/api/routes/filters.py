@@ -20,6 +20,7 @@ from vxtap.api.routes.common import (
     read_body,
 )
 from vxtap.store import filters as filter_store
+from vxtap.store.filters import FilterChange, FilterSpec
 from vxtap.wire import answers, query
 from vxtap.wire.requests import CreateFilterRequest, UpdateFilterRequest
 
@@ -36,10 +37,10 @@ router = APIRouter(prefix=V3, tags=["filters"], responses=ERROR_RESPONSES)
 )
 async def create_filter(project_id: str, request: Request) -> JSONResponse:
     option = (await read_body(request, CreateFilterRequest)).traffic_mirror_filter
-    fields = option.model_dump()
+    spec = FilterSpec(name=option.name, description=option.description)
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.filter_json(filter_store.create_filter(s, project_id, fields))
+        db.write, lambda s: render.filter_json(filter_store.create_filter(s, project_id, spec))
     )
     return answer(201, traffic_mirror_filter=result)
 
@@ -83,11 +84,11 @@ async def show_filter(project_id: str, filter_id: str, request: Request) -> JSON
 )
 async def update_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
     option = (await read_body(request, UpdateFilterRequest)).traffic_mirror_filter
-    fields = option.model_dump(exclude_unset=True)
+    change = FilterChange(name=option.name, description=option.description)
     db = context(request).database
     result = await db.run(
         db.write,
-        lambda s: render.filter_json(filter_store.update_filter(s, project_id, filter_id, fields)),
+        lambda s: render.filter_json(filter_store.update_filter(s, project_id, filter_id, change)),
     )
     return answer(200, traffic_mirror_filter=result)
 
