@@ -50,9 +50,15 @@ from pathlib import Path
 
 import httpx
 
+from vxtap import model
 from vxtap.auth import sign
-from vxtap.store import repository
+from vxtap.store import filters as filter_store
+from vxtap.store import ports as port_store
+from vxtap.store import rules as rule_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 
 AK, SK, PROJECT = "bench-ak", "bench-sk", "bench0project"
 
@@ -111,31 +117,31 @@ def running(
 
 
 def seed(db_url: str, sessions: int) -> str:
-    """Store `sessions` sessions straight through the repository (fast), return one id."""
+    """Store `sessions` sessions straight through the store (fast), return one id."""
     store = Store(db_url)
     store.upgrade()
     first = ""
     with store.write() as db:
-        mirror_filter = repository.create_filter(db, PROJECT, {"name": "bench"})
+        mirror_filter = filter_store.create_filter(db, PROJECT, FilterSpec("bench"))
         for priority in (1, 2):
-            repository.create_rule(
+            rule_store.create_rule(
                 db,
                 PROJECT,
-                {
-                    "traffic_mirror_filter_id": mirror_filter.id,
-                    "direction": "ingress",
-                    "priority": priority,
-                    "action": "accept",
-                    "ethertype": "IPv4",
-                    "protocol": "TCP",
-                    "destination_port_range": f"{priority}-{priority}",
-                },
+                RuleSpec(
+                    filter_id=mirror_filter.id,
+                    direction=model.Direction.INGRESS,
+                    priority=priority,
+                    action=model.Action.ACCEPT,
+                    ethertype=model.EtherType.IPV4,
+                    protocol=model.Protocol.TCP,
+                    destination_ports=f"{priority}-{priority}",
+                ),
             )
-        target = repository.create_port(
+        target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
         )
         sources = [
-            repository.create_port(
+            port_store.create_port(
                 db,
                 PROJECT,
                 {
@@ -148,7 +154,7 @@ def seed(db_url: str, sessions: int) -> str:
             for i in range((sessions + 2) // 3)
         ]
         for n in range(sessions):
-            row = repository.create_session(
+            row = session_store.create_session(
                 db,
                 PROJECT,
                 {
@@ -291,7 +297,7 @@ def _seeded_copy(directory: Path) -> str:
     try:
         with store.read() as db:
             return str(
-                repository.list_sessions(db.connection(), PROJECT, {}, 1, None)[0].rows[0].id
+                session_store.list_sessions(db.connection(), PROJECT, {}, 1, None)[0].rows[0].id
             )
     finally:
         store.dispose()

@@ -2,7 +2,7 @@
 
 The store is filled like bench/agent.py fills it through the API (334 ports of one
 host, 100 filters of 10 rules, 1,000 sessions, 3 per port), in a SQLite file, then
-`repository.desired_state` is timed in one read transaction per build, as the
+`agent_view.desired_state` is timed in one read transaction per build, as the
 desired-state endpoint runs it after a change.
 
 Usage: .venv/bin/python bench/desired_state.py [--builds 7] [--profile]
@@ -18,8 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from vxtap.store import repository as repo
+from vxtap import model
+from vxtap.store import agent_view
+from vxtap.store import filters as filter_store
+from vxtap.store import ports as port_store
+from vxtap.store import rules as rule_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 
 PROJECT, HOST = "bench", "bench-host"
 
@@ -30,24 +37,26 @@ def fill(store: Store) -> None:
             {"device": f"d{i}", "ipv4": [f"10.98.{i // 250}.{i % 250 + 1}"], "ipv6": []}
             for i in range(334)
         ]
-        ports = {p.device: p.id for p in repo.register_host_ports(db, PROJECT, HOST, interfaces)}
-        target = repo.create_port(
+        ports = {
+            p.device: p.id for p in port_store.register_host_ports(db, PROJECT, HOST, interfaces)
+        }
+        target = port_store.create_port(
             db, PROJECT, {"host": "collector", "device": "eth0", "ipv4": ["10.99.0.2"], "ipv6": []}
         )
         filters = []
         for f in range(100):
-            flt = repo.create_filter(db, PROJECT, {"name": f"bench-{f}"})
+            flt = filter_store.create_filter(db, PROJECT, FilterSpec(f"bench-{f}"))
             for r in range(10):
-                repo.create_rule(db, PROJECT, {
-                    "traffic_mirror_filter_id": flt.id, "priority": r + 1,
-                    "direction": "ingress" if r % 2 else "egress", "action": "accept",
-                    "ethertype": "IPv4", "protocol": "TCP",
-                    "source_cidr_block": f"10.{f}.{r}.0/24",
-                    "destination_port_range": f"{1000 + r}-{2000 + r}",
-                })  # fmt: skip
+                rule_store.create_rule(db, PROJECT, RuleSpec(
+                    filter_id=flt.id, priority=r + 1,
+                    direction=model.Direction.INGRESS if r % 2 else model.Direction.EGRESS,
+                    action=model.Action.ACCEPT, ethertype=model.EtherType.IPV4,
+                    protocol=model.Protocol.TCP, source_cidr=f"10.{f}.{r}.0/24",
+                    destination_ports=f"{1000 + r}-{2000 + r}",
+                ))  # fmt: skip
             filters.append(flt.id)
         for i in range(1000):
-            repo.create_session(db, PROJECT, {
+            session_store.create_session(db, PROJECT, {
                 "name": f"bench-{i}", "traffic_mirror_filter_id": filters[i % 100],
                 "traffic_mirror_sources": [ports[f"d{i // 3}"]],
                 "traffic_mirror_target_id": target.id, "traffic_mirror_target_type": "eni",
@@ -69,7 +78,7 @@ def main() -> None:
         for _ in range(args.builds):
             started = time.perf_counter()
             with store.read_rows() as db:
-                state = repo.desired_state(db, PROJECT, HOST)
+                state = agent_view.desired_state(db, PROJECT, HOST)
             times.append(time.perf_counter() - started)
         print(
             f"desired_state, {len(state['sessions'])} sessions: median "
@@ -79,7 +88,7 @@ def main() -> None:
         if args.profile:
             profile = cProfile.Profile()
             with store.read_rows() as db:
-                profile.runcall(repo.desired_state, db, PROJECT, HOST)
+                profile.runcall(agent_view.desired_state, db, PROJECT, HOST)
             pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
         store.dispose()
 

@@ -53,13 +53,18 @@ from pathlib import Path
 
 import httpx
 
-from vxtap import enrolment
+from vxtap import enrolment, model
 from vxtap.agent.channel import HOLD_S
 from vxtap.auth import sign
 from vxtap.client import VxtapClient
+from vxtap.store import filters as filter_store
 from vxtap.store import hosts as host_store
-from vxtap.store import repository
+from vxtap.store import ports as port_store
+from vxtap.store import rules as rule_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 
 AK, SK, PROJECT = "fleet-ak", "fleet-sk-" + "x" * 24, "fleet0project"
 POLL_S = 0.2
@@ -81,23 +86,23 @@ def seed(
     store.upgrade()
     sessions: list[str] = []
     with store.write() as db:
-        shared = repository.create_filter(db, PROJECT, {"name": "fleet"})
-        rule = repository.create_rule(
+        shared = filter_store.create_filter(db, PROJECT, FilterSpec("fleet"))
+        rule = rule_store.create_rule(
             db, PROJECT,
-            {"traffic_mirror_filter_id": shared.id, "direction": "ingress", "priority": 1,
-             "action": "accept", "ethertype": "IPv4", "protocol": "UDP",
-             "destination_port_range": "4000-4000"},
+            RuleSpec(filter_id=shared.id, direction=model.Direction.INGRESS, priority=1,
+                     action=model.Action.ACCEPT, ethertype=model.EtherType.IPV4,
+                     protocol=model.Protocol.UDP, destination_ports="4000-4000"),
         )  # fmt: skip
-        target = repository.create_port(
+        target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
         )
         for i in range(hosts):
-            port = repository.create_port(
+            port = port_store.create_port(
                 db, PROJECT,
                 {"host": f"host{i:05d}", "device": "eth0",
                  "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"], "ipv6": []},
             )  # fmt: skip
-            row = repository.create_session(
+            row = session_store.create_session(
                 db, PROJECT,
                 {"name": f"s{i}", "traffic_mirror_filter_id": shared.id,
                  "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,

@@ -19,26 +19,29 @@ import tempfile
 import time
 from pathlib import Path
 
+from vxtap.store import filters as filter_store
 from vxtap.store import hosts
-from vxtap.store import repository as repo
+from vxtap.store import ports as port_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
 
 PROJECT = "bench"
 
 
 def fill(store: Store, count: int) -> None:
     with store.write() as db:
-        target = repo.create_port(
+        target = port_store.create_port(
             db, PROJECT, {"host": "target", "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
         )
-        flt = repo.create_filter(db, PROJECT, {"name": "f", "description": ""})
+        flt = filter_store.create_filter(db, PROJECT, FilterSpec("f", ""))
         for i in range(count):
             host = f"h{i}"
             address = f"10.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
-            [port] = repo.register_host_ports(
+            [port] = port_store.register_host_ports(
                 db, PROJECT, host, [{"device": "eth0", "ipv4": [address], "ipv6": []}]
             )
-            repo.create_session(
+            session_store.create_session(
                 db,
                 PROJECT,
                 {

@@ -41,9 +41,12 @@ import httpx
 
 from vxtap import enrolment
 from vxtap.auth import sign
+from vxtap.store import filters as filter_store
 from vxtap.store import hosts as host_store
-from vxtap.store import repository
+from vxtap.store import ports as port_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fleet import PROJECT, free_port, read_response
@@ -61,18 +64,18 @@ def seed(directory: Path, count: int) -> tuple[str, list[tuple[str, str, str]]]:
     store.upgrade()
     agents = []
     with store.write() as db:
-        shared = repository.create_filter(db, PROJECT, {"name": "cost"})
-        target = repository.create_port(
+        shared = filter_store.create_filter(db, PROJECT, FilterSpec(name="cost"))
+        target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
         )
         for i in range(count):
             host = f"host{i:05d}"
-            port = repository.create_port(
+            port = port_store.create_port(
                 db, PROJECT,
                 {"host": host, "device": "eth0", "ipv4": [f"10.0.{i // 256}.{i % 256}"],
                  "ipv6": []},
             )  # fmt: skip
-            repository.create_session(
+            session_store.create_session(
                 db, PROJECT,
                 {"name": f"s{i}", "traffic_mirror_filter_id": shared.id,
                  "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,

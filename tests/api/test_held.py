@@ -21,8 +21,8 @@ from vxtap import auth
 from vxtap.api.app import create_app
 from vxtap.auth import sign
 from vxtap.client import ApiError, Fetched, VxtapClient
+from vxtap.store import common
 from vxtap.store import hosts as host_store
-from vxtap.store import repository as repo
 from vxtap.store.db import Store
 
 
@@ -336,7 +336,7 @@ def test_an_unchanged_renewal_reads_nothing_and_a_revoked_key_is_still_refused_a
     admin = auth.Credential("admin-ak", "admin-sk-" + "x" * 24, "p1")
     app = create_app(store, {admin.ak: admin}, agent_signing_key=b"k" * 32)
     reads: list[str] = []
-    for module, name in ((repo, "host_revision"), (host_store, "agent_by_access_key")):
+    for module, name in ((common, "host_revision"), (host_store, "agent_by_access_key")):
         original = getattr(module, name)
 
         def counted(*args: object, _original: Any = original, _name: str = name) -> object:
@@ -375,7 +375,7 @@ def test_an_unchanged_renewal_reads_nothing_and_a_revoked_key_is_still_refused_a
         assert send(c, admin, "DELETE", "/internal/v1/p1/hosts/web-2").status_code == 204
         held = app.state.held
         with store.read_rows() as db:
-            counter = repo.change_counter(db, "p1")
+            counter = common.change_counter(db, "p1")
         deadline = time.monotonic() + 30
         while held.counters.get("p1") != counter or held.dirty:
             assert time.monotonic() < deadline, "no periodic look"

@@ -1,5 +1,5 @@
 """The schema as migrated, the database settings, and the constraints on their own
-(written straight to the database, past the repository's checks)."""
+(written straight to the database, past the store's checks)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 
-from vxtap.store import repository
+from vxtap.store import common
+from vxtap.store import filters as filter_store
 from vxtap.store.db import MIGRATIONS, Store, violated_constraint
+from vxtap.store.filters import FilterSpec
 from vxtap.store.schema import Base, FilterRow, PortRow, RuleRow, SessionRow, SourceRow
 
 
@@ -63,11 +65,11 @@ def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
         with store.read() as db:
             row = db.get(FilterRow, "f1")
             assert row is not None and row.name == "kept"
-            assert repository.change_counter(db, "p") == 0
+            assert common.change_counter(db, "p") == 0
         with store.write() as db:
-            repository.create_filter(db, "p", {"name": "new"})
+            filter_store.create_filter(db, "p", FilterSpec("new"))
         with store.read() as db:
-            assert repository.change_counter(db, "p") == 1
+            assert common.change_counter(db, "p") == 1
     finally:
         store.dispose()
 

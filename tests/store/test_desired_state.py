@@ -12,8 +12,14 @@ from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse
 
 from vxtap import model
-from vxtap.store import repository as repo
+from vxtap.store import agent_view
+from vxtap.store import filters as filter_store
+from vxtap.store import ports as port_store
+from vxtap.store import rules as rule_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
 from vxtap.wire.fields import parse_cidr, parse_port_range
 
@@ -85,7 +91,9 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
             for s in sessions
         ),
         "filters": tuple(
-            model.Filter(id=f.id, name=f.name, rules=tuple(repo.domain_rule(r) for r in f.rules))
+            model.Filter(
+                id=f.id, name=f.name, rules=tuple(rule_store.domain_rule(r) for r in f.rules)
+            )
             for f in filters
         ),
         "targets": tuple(_reference_port(t) for t in targets),
@@ -97,20 +105,22 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
     return unrevised.model_copy(update={"revision": revision})
 
 
-def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> dict[str, Any]:
-    """A rule's fields as the API stores them (CIDRs and port ranges canonicalised)."""
-    stored: dict[str, Any] = {
-        "traffic_mirror_filter_id": filter_id,
-        "direction": direction,
-        "priority": priority,
-        "action": fields.pop("action", "accept"),
-        "ethertype": fields.pop("ethertype", "IPv4"),
-        "protocol": fields.pop("protocol", "ALL"),
+def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> RuleSpec:
+    """A rule as the API stores it (CIDRs and port ranges canonicalised)."""
+    parsed = {
+        key: (parse_cidr if key.endswith("cidr") else parse_port_range)(value)
+        for key, value in fields.items()
+        if key not in ("action", "ethertype", "protocol")
     }
-    for key, value in fields.items():
-        parse = parse_cidr if key.endswith("cidr_block") else parse_port_range
-        stored[key] = parse(value)
-    return stored
+    return RuleSpec(
+        filter_id=filter_id,
+        direction=model.Direction(direction),
+        priority=priority,
+        action=model.Action(fields.get("action", "accept")),
+        ethertype=model.EtherType(fields.get("ethertype", "IPv4")),
+        protocol=model.Protocol(fields.get("protocol", "ALL")),
+        **parsed,
+    )
 
 
 def _session(
@@ -136,7 +146,7 @@ def fill_varied(store: Store) -> None:
     with store.write() as db:
         local = {
             p.device: p.id
-            for p in repo.register_host_ports(
+            for p in port_store.register_host_ports(
                 db,
                 "p",
                 "h",
@@ -155,28 +165,28 @@ def fill_varied(store: Store) -> None:
         }
         remote = {
             p.device: p.id
-            for p in repo.register_host_ports(
+            for p in port_store.register_host_ports(
                 db, "p", "h2", [{"device": "x0", "ipv4": ["10.0.1.1"], "ipv6": []}]
             )
         }
-        collector = repo.create_port(
+        collector = port_store.create_port(
             db, "p", {"host": "c", "device": "eth0", "ipv4": [], "ipv6": ["2001:db8:ff::2"]}
         ).id
-        rich = repo.create_filter(db, "p", {"name": "rich", "description": "every kind"}).id
-        bare = repo.create_filter(db, "p", {"name": "bare"}).id
-        unused = repo.create_filter(db, "p", {"name": "unused"}).id
+        rich = filter_store.create_filter(db, "p", FilterSpec("rich", "every kind")).id
+        bare = filter_store.create_filter(db, "p", FilterSpec("bare")).id
+        unused = filter_store.create_filter(db, "p", FilterSpec("unused")).id
         for rule in (
-            _rule(rich, "ingress", 30, protocol="TCP", destination_port_range="80-80"),
-            _rule(rich, "egress", 5, protocol="ICMP", source_cidr_block="192.168.7.9/16"),
+            _rule(rich, "ingress", 30, protocol="TCP", destination_ports="80-80"),
+            _rule(rich, "egress", 5, protocol="ICMP", source_cidr="192.168.7.9/16"),
             _rule(
                 rich,
                 "ingress",
                 2,
                 action="reject",
                 protocol="UDP",
-                source_port_range="1000-2000",
-                destination_port_range="53-53",
-                destination_cidr_block="10.0.0.0/8",
+                source_ports="1000-2000",
+                destination_ports="53-53",
+                destination_cidr="10.0.0.0/8",
             ),
             _rule(
                 rich,
@@ -184,19 +194,19 @@ def fill_varied(store: Store) -> None:
                 65535,
                 ethertype="IPv6",
                 protocol="ICMPV6",
-                source_cidr_block="2001:DB8:0::1/32",
-                destination_cidr_block="::/0",
+                source_cidr="2001:DB8:0::1/32",
+                destination_cidr="::/0",
             ),
             _rule(rich, "ingress", 1),
             _rule(unused, "ingress", 1, protocol="TCP"),
         ):
-            repo.create_rule(db, "p", rule)
-        shared = repo.create_session(
+            rule_store.create_rule(db, "p", rule)
+        shared = session_store.create_session(
             db,
             "p",
             _session("shared", rich, [remote["x0"], local["eth0"]], collector, 7, vni=0),
         ).id
-        repo.create_session(
+        session_store.create_session(
             db,
             "p",
             _session(
@@ -210,18 +220,20 @@ def fill_varied(store: Store) -> None:
                 enabled=False,
             ),
         )
-        repo.create_session(db, "p", _session("remote only", unused, [remote["x0"]], collector, 1))
-        moved = repo.create_session(
+        session_store.create_session(
+            db, "p", _session("remote only", unused, [remote["x0"]], collector, 1)
+        )
+        moved = session_store.create_session(
             db, "p", _session("moved", rich, [local["eth1"], local["eth3"]], collector, 9)
         ).id
-        same_priority = repo.create_session(
+        same_priority = session_store.create_session(
             db, "p", _session("same priority", bare, [local["eth0"]], collector, 8)
         ).id
     with store.write() as db:
-        repo.update_session(db, "p", moved, {"priority": 7, "description": "moved"})
-        repo.remove_sources(db, "p", moved, [local["eth1"]])
-        repo.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
-        repo.update_session(db, "p", shared, {"name": "shared, renamed"})
+        session_store.update_session(db, "p", moved, {"priority": 7, "description": "moved"})
+        session_store.remove_sources(db, "p", moved, [local["eth1"]])
+        session_store.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
+        session_store.update_session(db, "p", shared, {"name": "shared, renamed"})
 
 
 def body(content: Any) -> bytes:
@@ -235,7 +247,7 @@ def test_the_build_answers_what_the_model_did(store: Store) -> None:
         with store.read() as db:
             expected = reference_state(db, "p", host)
         with store.read_rows() as connection:
-            built = repo.desired_state(connection, "p", host)
+            built = agent_view.desired_state(connection, "p", host)
         assert body(built) == body(expected.model_dump(mode="json")), host
         assert built["revision"] == expected.revision
         # And it reads back as the model the agent parses, unchanged.
@@ -243,7 +255,7 @@ def test_the_build_answers_what_the_model_did(store: Store) -> None:
     # The state compared is the varied one meant: sessions by priority, rules by
     # direction then priority, sources by position, references of the host's sessions only.
     with store.read_rows() as connection:
-        state = repo.desired_state(connection, "p", "h")
+        state = agent_view.desired_state(connection, "p", "h")
     assert [s["priority"] for s in state["sessions"]] == [3, 7, 7, 8]
     assert {s["name"] for s in state["sessions"]} == {
         "local target",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from vxtap.store import filters as filter_store
 from vxtap.store import hosts
-from vxtap.store import repository as repo
+from vxtap.store import ports as port_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
+from vxtap.store.filters import FilterSpec
 
 PROJECT = "p1"
 
@@ -14,17 +17,17 @@ PROJECT = "p1"
 def two_hosts(store: Store) -> str:
     """Hosts web-1 and web-2, each the source of a session; web-1's session id."""
     with store.write() as db:
-        target = repo.create_port(
+        target = port_store.create_port(
             db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.9.0.1"], "ipv6": []}
         )
-        flt = repo.create_filter(db, PROJECT, {"name": "f"})
+        flt = filter_store.create_filter(db, PROJECT, FilterSpec(name="f"))
         sessions = []
         for i, host in enumerate(("web-1", "web-2")):
-            [port] = repo.register_host_ports(
+            [port] = port_store.register_host_ports(
                 db, PROJECT, host, [{"device": "eth0", "ipv4": [f"10.0.0.{i + 1}"], "ipv6": []}]
             )
             sessions.append(
-                repo.create_session(
+                session_store.create_session(
                     db, PROJECT,
                     {"name": f"s{i}", "traffic_mirror_filter_id": flt.id,
                      "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
@@ -58,7 +61,7 @@ def test_remembered_content_revisions_spare_the_builds_and_change_nothing(
     assert builds == []
     # A change of web-1's state moves its revision: only web-1 is built again.
     with store.write() as db:
-        repo.update_session(db, PROJECT, session, {"enabled": False})
+        session_store.update_session(db, PROJECT, session, {"enabled": False})
     with store.read() as db:
         warm = hosts.host_statuses(db, PROJECT, {}, built=built)
         assert builds == ["web-1"]

@@ -12,33 +12,39 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vxtap import model
-from vxtap.store import repository as repo
+from vxtap.store import agent_view, common
+from vxtap.store import filters as filter_store
+from vxtap.store import ports as port_store
+from vxtap.store import rules as rule_store
+from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.errors import Conflict, InUse, NotFound, QuotaExceeded
+from vxtap.store.filters import FilterSpec
+from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import RuleRow
 
-RULE = {"action": "accept", "ethertype": "IPv4", "protocol": "TCP"}
 
-
-def rule_fields(filter_id: str, direction: str, priority: int) -> dict[str, Any]:
-    return {
-        **RULE,
-        "traffic_mirror_filter_id": filter_id,
-        "direction": direction,
-        "priority": priority,
-    }
+def rule_fields(filter_id: str, direction: str, priority: int) -> RuleSpec:
+    return RuleSpec(
+        filter_id=filter_id,
+        direction=model.Direction(direction),
+        priority=priority,
+        action=model.Action.ACCEPT,
+        ethertype=model.EtherType.IPV4,
+        protocol=model.Protocol.TCP,
+    )
 
 
 def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, str]:
     """A filter with a rule per direction, a session from a port on `host` to a target."""
     with store.write() as db:
         port = {"host": host, "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
-        source = repo.create_port(db, project, port).id
-        target = repo.create_port(db, project, {**port, "host": f"{host}-t"}).id
-        filter_id = repo.create_filter(db, project, {"name": "f"}).id
-        ingress = repo.create_rule(db, project, rule_fields(filter_id, "ingress", 1)).id
-        egress = repo.create_rule(db, project, rule_fields(filter_id, "egress", 1)).id
-        session = repo.create_session(
+        source = port_store.create_port(db, project, port).id
+        target = port_store.create_port(db, project, {**port, "host": f"{host}-t"}).id
+        filter_id = filter_store.create_filter(db, project, FilterSpec("f")).id
+        ingress = rule_store.create_rule(db, project, rule_fields(filter_id, "ingress", 1)).id
+        egress = rule_store.create_rule(db, project, rule_fields(filter_id, "egress", 1)).id
+        session = session_store.create_session(
             db,
             project,
             {
@@ -81,14 +87,14 @@ def test_a_filter_no_session_uses_is_deleted_with_its_rules(store: Store) -> Non
     world = make_world(store)
     # While a session uses it: 409 in use, nothing deleted.
     with pytest.raises(InUse) as info:
-        store.transaction(lambda db: repo.delete_filter(db, "p", world["filter"]))
+        store.transaction(lambda db: filter_store.delete_filter(db, "p", world["filter"]))
     assert world["session"] in info.value.message
     assert rule_count(store, world["filter"]) == 2
-    store.transaction(lambda db: repo.delete_session(db, "p", world["session"]))
-    store.transaction(lambda db: repo.delete_filter(db, "p", world["filter"]))
+    store.transaction(lambda db: session_store.delete_session(db, "p", world["session"]))
+    store.transaction(lambda db: filter_store.delete_filter(db, "p", world["filter"]))
     assert rule_count(store, world["filter"]) == 0
     with pytest.raises(NotFound), store.read() as db:
-        repo.get_rule(db, "p", world["ingress"])
+        rule_store.get_rule(db, "p", world["ingress"])
 
 
 def test_an_integrity_error_is_never_answered_as_a_concurrent_change(store: Store) -> None:
@@ -102,7 +108,7 @@ def test_an_integrity_error_is_never_answered_as_a_concurrent_change(store: Stor
         db.execute(
             insert(RuleRow),
             {
-                "id": repo.new_id(),
+                "id": common.new_id(),
                 "project_id": "p",
                 "filter_id": filter_id,
                 "direction": "ingress",
@@ -111,8 +117,8 @@ def test_an_integrity_error_is_never_answered_as_a_concurrent_change(store: Stor
                 "ethertype": "IPv4",
                 "protocol": "ALL",
                 "description": "",
-                "created_at": repo.utc_now(),
-                "updated_at": repo.utc_now(),
+                "created_at": common.utc_now(),
+                "updated_at": common.utc_now(),
             },
         )
 
@@ -139,20 +145,20 @@ def report(store: Store, host: str, sessions: dict[str, int], rules: dict[str, i
         return {k: {"packets": v, "bytes": v} for k, v in values.items()}
 
     store.transaction(
-        lambda db: repo.put_counters(db, "p", host, counters(sessions), counters(rules)),
+        lambda db: agent_view.put_counters(db, "p", host, counters(sessions), counters(rules)),
     )
 
 
 def stats(store: Store) -> dict[str, Any]:
     with store.read() as db:
-        return repo.session_stats(db, "p")
+        return agent_view.session_stats(db, "p")
 
 
 def test_counters_keep_only_what_the_hosts_desired_state_holds(store: Store) -> None:
     world = make_world(store)
     with store.write() as db:  # a filter and rule no session of host h uses
-        idle = repo.create_filter(db, "p", {"name": "idle"}).id
-        idle_rule = repo.create_rule(db, "p", rule_fields(idle, "ingress", 1)).id
+        idle = filter_store.create_filter(db, "p", FilterSpec("idle")).id
+        idle_rule = rule_store.create_rule(db, "p", rule_fields(idle, "ingress", 1)).id
     made_up = "01a24000-0000-7000-8000-000000000000"
     everything = {world["session"]: 5, made_up: 6}
     rules = {world["ingress"]: 7, world["egress"]: 8, idle_rule: 9, made_up: 10}
@@ -175,8 +181,8 @@ def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
     world = make_world(store)
     with store.write() as db:
         port = {"host": "h2", "device": "eth0", "ipv4": ["10.0.0.2"], "ipv6": []}
-        second = repo.create_port(db, "p", port).id
-        repo.add_sources(db, "p", world["session"], [second])
+        second = port_store.create_port(db, "p", port).id
+        session_store.add_sources(db, "p", world["session"], [second])
     report(store, "h", {world["session"]: COUNTER_MAX}, {world["ingress"]: COUNTER_MAX})
     report(store, "h2", {world["session"]: COUNTER_MAX}, {world["ingress"]: 2**32 + 1})
     answer = stats(store)
@@ -194,20 +200,24 @@ def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
 def test_rules_per_filter_and_direction_stop_at_the_quota(store: Store) -> None:
     quota = model.DEFAULT_MAX_RULES_PER_DIRECTION
     with store.write() as db:
-        filter_id = repo.create_filter(db, "p", {"name": "full"}).id
+        filter_id = filter_store.create_filter(db, "p", FilterSpec("full")).id
         for priority in range(1, quota + 1):
-            repo.create_rule(db, "p", rule_fields(filter_id, "ingress", priority))
+            rule_store.create_rule(db, "p", rule_fields(filter_id, "ingress", priority))
     with pytest.raises(QuotaExceeded) as info:
         store.transaction(
-            lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "ingress", 9999))
+            lambda db: rule_store.create_rule(db, "p", rule_fields(filter_id, "ingress", 9999))
         )
     assert f"has {quota} ingress rules" in info.value.message
     assert rule_count(store, filter_id) == quota
     # The other direction has its own quota; a smaller quota counts the same rows.
-    store.transaction(lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 1)))
+    store.transaction(
+        lambda db: rule_store.create_rule(db, "p", rule_fields(filter_id, "egress", 1))
+    )
     with pytest.raises(QuotaExceeded):
         store.transaction(
-            lambda db: repo.create_rule(db, "p", rule_fields(filter_id, "egress", 2), quota=1),
+            lambda db: rule_store.create_rule(
+                db, "p", rule_fields(filter_id, "egress", 2), quota=1
+            ),
         )
 
 
@@ -215,13 +225,13 @@ def test_the_rules_quota_holds_under_concurrent_creates(store: Store) -> None:
     """No constraint holds the quota: the project's change counter, which every rule
     write takes first, serializes the count and the insert."""
     with store.write() as db:
-        filter_id = repo.create_filter(db, "p", {"name": "raced"}).id
+        filter_id = filter_store.create_filter(db, "p", FilterSpec("raced")).id
     outcomes: list[str] = []
 
     def create(priority: int) -> None:
         try:
             store.transaction(
-                lambda db: repo.create_rule(
+                lambda db: rule_store.create_rule(
                     db, "p", rule_fields(filter_id, "ingress", priority), quota=5
                 ),
             )

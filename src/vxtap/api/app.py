@@ -3,8 +3,9 @@
 Layers: `AuthMiddleware` (signature, project scope, body size) in front of every
 route except health, the OpenAPI pages and the console; one router per resource
 (`vxtap.api.routes`) whose routes only convert between the wire (`vxtap.wire`) and
-the repository (`vxtap.store.repository`), in one database transaction per request
-(`vxtap.api.db`); every refusal answered in Huawei's error shape (`vxtap.api.errors`).
+the store (`vxtap.store.filters`, `rules`, `ports`, `sessions`, `agent_view`), in one
+database transaction per request (`vxtap.api.db`); every refusal answered in Huawei's
+error shape (`vxtap.api.errors`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Waiters are kept by (project, host); what wakes them:
 - a committed write through this process names the hosts it changed
   (`Store.on_host_changes`): exactly their waiters are woken, no query. SQLite is one
   process, so this is all it needs;
-- on PostgreSQL, a notification on `repository.CHANGES_CHANNEL` from any server
+- on PostgreSQL, a notification on `vxtap.store.common.CHANGES_CHANNEL` from any server
   process (one listening connection per process, on a thread of its own) names the
   project and, when they fit the payload, the hosts: woken the same way; without hosts,
   the project's host revisions are re-read (one query) and the waiters whose host
@@ -56,7 +56,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vxtap import auth
 from vxtap.api.errors import Refusal, Unauthorized
 from vxtap.client import HELD_JITTER_FRACTION
-from vxtap.store import repository as repo
+from vxtap.store import common
 from vxtap.store.db import Store
 from vxtap.wire.fields import parse_host
 
@@ -280,7 +280,7 @@ class HeldRequests:
     async def _recheck(self, project: str) -> None:
         def read() -> tuple[int, dict[str, int]]:
             with self.store.read_rows() as db:
-                return repo.change_counter(db, project), repo.host_revisions(db, project)
+                return common.change_counter(db, project), common.host_revisions(db, project)
 
         # `changed` moved the project's generation, so every remembered revision of it
         # is invalid; those the read confirms are valid again, under the generation taken
@@ -327,7 +327,7 @@ class HeldRequests:
 
     def _counter(self, project: str) -> int:
         with self.store.read_rows() as db:
-            return repo.change_counter(db, project)
+            return common.change_counter(db, project)
 
     # --- PostgreSQL LISTEN, one connection per process ---
 
@@ -352,7 +352,7 @@ class HeldRequests:
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(dsn, autocommit=True) as connection:
-                    connection.execute(f"LISTEN {repo.CHANGES_CHANNEL}")
+                    connection.execute(f"LISTEN {common.CHANGES_CHANNEL}")
                     log.info("listening for changes from other server processes")
                     # Whatever was missed while not listening: re-read every waited-on project.
                     if self.loop is not None:

@@ -61,7 +61,7 @@ def filter_json(row: FilterRow) -> dict[str, Any]:
 
 
 def session_json(row: Any, sources: list[str]) -> dict[str, Any]:
-    """From a row of `repository.SESSION_COLUMNS_READ` (in that order) and its sources.
+    """From a row of `vxtap.store.sessions.SESSION_COLUMNS_READ` (in that order) and its sources.
 
     Unpacked by position: on the hot path (lists of 2,000) that is much cheaper than
     attribute access on SQLAlchemy rows.

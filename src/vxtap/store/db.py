@@ -146,7 +146,7 @@ class Store:
 
         `upsert`: create-or-update writes, where two concurrent first inserts of one key
         race on the primary or unique key; the loser's retry finds the row and updates it.
-        A violation no error words and no retry cures is a check the repository lacks: it
+        A violation no error words and no retry cures is a check the store lacks: it
         is re-raised (a server fault), never passed off as a concurrent change.
         """
         retry_constraints = UPSERT_KEYS if upsert else RETRYABLE_CONSTRAINTS
@@ -207,7 +207,7 @@ class Store:
 
     def on_host_changes(self, callback: Callable[[dict[str, set[str]]], None]) -> None:
         """Call `callback({project: hosts})` after each committed write that changed some
-        hosts' desired states (`repository.bump_hosts`), in the committing thread."""
+        hosts' desired states (`vxtap.store.common.bump_hosts`), in the committing thread."""
 
         def committed(session: Session) -> None:
             changes = session.info.pop(CHANGED_HOSTS, None)
@@ -349,7 +349,7 @@ def refusal_for(name: str | None) -> errors.StoreError | None:
 
 def is_foreign_key(name: str | None) -> bool:
     """A reference that was there when checked and gone at the write (or the reverse, for
-    a delete): a retry runs the repository's checks again, which then word the refusal
+    a delete): a retry runs the store's checks again, which then word the refusal
     (NotFound for a missing reference, InUse)."""
     return name is not None and (name == "foreign_key" or name.startswith("fk_"))
 

@@ -1,6 +1,6 @@
 """The fleet: enrolled hosts (agent access keys) and what each host's agent last applied.
 
-Like `vxtap.store.repository`, every function runs inside the caller's transaction.
+Like the other modules of `vxtap.store`, every function runs inside the caller's transaction.
 The status of a host (`host_status`) is pure: `sync_state` compares the revision the
 server would send the host now with the one its agent reported.
 """
@@ -15,15 +15,9 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from vxtap.store.agent_view import desired_state
+from vxtap.store.common import bump_change, bump_hosts, host_revision, host_revisions, utc_now
 from vxtap.store.errors import AlreadyExists, NotFound
-from vxtap.store.repository import (
-    bump_change,
-    bump_hosts,
-    desired_state,
-    host_revision,
-    host_revisions,
-    utc_now,
-)
 from vxtap.store.schema import AgentHostRow, HostReportRow, HostStatusRow
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

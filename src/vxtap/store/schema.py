@@ -2,7 +2,7 @@
 
 Every uniqueness and quota rule of docs/behaviour.md §1.6 is a constraint here, so that
 concurrent requests (threads of one server, or several servers on one
-PostgreSQL) cannot break it; the repository's Python checks only exist to word
+PostgreSQL) cannot break it; the store's Python checks only exist to word
 the error nicely. How the rules map to constraints:
 
 - rule priority unique per filter and direction: `uq_rules_priority`;

@@ -19,7 +19,8 @@ from vxtap.api.routes.common import (
     parse_query,
     read_body,
 )
-from vxtap.store import repository as repo
+from vxtap.store import filters as filter_store
+from vxtap.store.filters import FilterChange, FilterSpec
 from vxtap.wire import answers, query
 from vxtap.wire.requests import CreateFilterRequest, UpdateFilterRequest
 
@@ -36,10 +37,10 @@ router = APIRouter(prefix=V3, tags=["filters"], responses=ERROR_RESPONSES)
 )
 async def create_filter(project_id: str, request: Request) -> JSONResponse:
     option = (await read_body(request, CreateFilterRequest)).traffic_mirror_filter
-    fields = option.model_dump()
+    spec = FilterSpec(name=option.name, description=option.description)
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.filter_json(repo.create_filter(s, project_id, fields))
+        db.write, lambda s: render.filter_json(filter_store.create_filter(s, project_id, spec))
     )
     return answer(201, traffic_mirror_filter=result)
 
@@ -54,7 +55,7 @@ async def list_filters(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.FILTER_QUERY)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = repo.list_filters(s, project_id, where, limit, marker)
+        page = filter_store.list_filters(s, project_id, where, limit, marker)
         return [render.filter_json(r) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -70,7 +71,7 @@ async def list_filters(project_id: str, request: Request) -> JSONResponse:
 async def show_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
-        db.read, lambda s: render.filter_json(repo.get_filter(s, project_id, filter_id))
+        db.read, lambda s: render.filter_json(filter_store.get_filter(s, project_id, filter_id))
     )
     return answer(200, traffic_mirror_filter=result)
 
@@ -83,11 +84,11 @@ async def show_filter(project_id: str, filter_id: str, request: Request) -> JSON
 )
 async def update_filter(project_id: str, filter_id: str, request: Request) -> JSONResponse:
     option = (await read_body(request, UpdateFilterRequest)).traffic_mirror_filter
-    fields = option.model_dump(exclude_unset=True)
+    change = FilterChange(name=option.name, description=option.description)
     db = context(request).database
     result = await db.run(
         db.write,
-        lambda s: render.filter_json(repo.update_filter(s, project_id, filter_id, fields)),
+        lambda s: render.filter_json(filter_store.update_filter(s, project_id, filter_id, change)),
     )
     return answer(200, traffic_mirror_filter=result)
 
@@ -99,5 +100,5 @@ async def update_filter(project_id: str, filter_id: str, request: Request) -> JS
 )
 async def delete_filter(project_id: str, filter_id: str, request: Request) -> Response:
     db = context(request).database
-    await db.run(db.write, lambda s: repo.delete_filter(s, project_id, filter_id))
+    await db.run(db.write, lambda s: filter_store.delete_filter(s, project_id, filter_id))
     return no_content()

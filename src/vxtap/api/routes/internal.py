@@ -29,7 +29,8 @@ from vxtap.api.routes.common import (
     read_body,
 )
 from vxtap.client import HELD_JITTER_FRACTION
-from vxtap.store import repository as repo
+from vxtap.store import agent_view, common
+from vxtap.store import ports as port_store
 from vxtap.wire import query
 from vxtap.wire.requests import CountersRequest, CreatePortRequest, RegisterPortsRequest
 
@@ -55,7 +56,7 @@ async def register_ports(project_id: str, host: str, request: Request) -> JSONRe
         db.upsert,
         lambda s: [
             render.port_json(r)
-            for r in repo.register_host_ports(s, project_id, checked_host, ports)
+            for r in port_store.register_host_ports(s, project_id, checked_host, ports)
         ],
     )
     return answer(200, ports=result)
@@ -70,7 +71,7 @@ async def list_ports(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.PORT_QUERY)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = repo.list_ports(s, project_id, where, limit, marker)
+        page = port_store.list_ports(s, project_id, where, limit, marker)
         return [render.port_json(r) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -88,7 +89,7 @@ async def create_port(project_id: str, request: Request) -> JSONResponse:
     fields = (await read_body(request, CreatePortRequest)).port.model_dump()
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.port_json(repo.create_port(s, project_id, fields))
+        db.write, lambda s: render.port_json(port_store.create_port(s, project_id, fields))
     )
     return answer(201, port=result)
 
@@ -97,7 +98,7 @@ async def create_port(project_id: str, request: Request) -> JSONResponse:
 async def show_port(project_id: str, port_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
-        db.read, lambda s: render.port_json(repo.get_port(s, project_id, port_id))
+        db.read, lambda s: render.port_json(port_store.get_port(s, project_id, port_id))
     )
     return answer(200, port=result)
 
@@ -105,7 +106,7 @@ async def show_port(project_id: str, port_id: str, request: Request) -> JSONResp
 @router.delete("/ports/{port_id}", status_code=204, summary="Delete a port no session names")
 async def delete_port(project_id: str, port_id: str, request: Request) -> Response:
     db = context(request).database
-    await db.run(db.write, lambda s: repo.delete_port(s, project_id, port_id))
+    await db.run(db.write, lambda s: port_store.delete_port(s, project_id, port_id))
     return no_content()
 
 
@@ -169,12 +170,12 @@ def _host_state(
 ) -> tuple[int, str, dict[str, Any] | None]:
     """(host revision, ETag, state); the state is None, not built, when a tag names the
     host's current revision."""
-    revision = repo.host_revision(db, project, host)
+    revision = common.host_revision(db, project, host)
     prefix = f"h{revision}"
     for tag in tags:
         if tag.partition("-")[0] == prefix:
             return revision, tag, None
-    state = repo.desired_state(db, project, host)
+    state = agent_view.desired_state(db, project, host)
     return revision, f"{prefix}-{state['revision']}", state
 
 
@@ -200,7 +201,7 @@ async def put_counters(project_id: str, host: str, request: Request) -> Response
     try:
         await run_in_threadpool(
             api.database.upsert,
-            lambda s: repo.put_counters(s, project_id, checked_host, sessions, rules),
+            lambda s: agent_view.put_counters(s, project_id, checked_host, sessions, rules),
         )
     finally:
         api.counters_gate.release()
@@ -210,7 +211,7 @@ async def put_counters(project_id: str, host: str, request: Request) -> Response
 @router.get("/session-stats", summary="Counters summed over hosts")
 async def session_stats(project_id: str, request: Request) -> JSONResponse:
     db = context(request).database
-    stats = await db.run(db.read, lambda s: repo.session_stats(s, project_id))
+    stats = await db.run(db.read, lambda s: agent_view.session_stats(s, project_id))
     return answer(200, **stats)
 
 

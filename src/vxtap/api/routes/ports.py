@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from vxtap.api import render
 from vxtap.api.openapi import query_parameters
 from vxtap.api.routes.common import ERROR_RESPONSES, answer, context, parse_query
-from vxtap.store import repository as repo
+from vxtap.store import ports as port_store
 from vxtap.wire import query
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["ports"], responses=ERROR_RESPONSES)
@@ -22,7 +22,7 @@ async def list_v1_ports(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.PORT_QUERY)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = repo.list_ports(s, project_id, where, limit, marker)
+        page = port_store.list_ports(s, project_id, where, limit, marker)
         return [render.v1_port_json(r) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -34,6 +34,6 @@ async def list_v1_ports(project_id: str, request: Request) -> JSONResponse:
 async def show_v1_port(project_id: str, port_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
-        db.read, lambda s: render.v1_port_json(repo.get_port(s, project_id, port_id))
+        db.read, lambda s: render.v1_port_json(port_store.get_port(s, project_id, port_id))
     )
     return answer(200, port=result)

@@ -20,12 +20,46 @@ from vxtap.api.routes.common import (
     parse_query,
     read_body,
 )
-from vxtap.store import repository as repo
+from vxtap.store import rules as rule_store
+from vxtap.store.rules import RuleChange, RuleSpec
 from vxtap.wire import answers, query
-from vxtap.wire.requests import CreateRuleRequest, UpdateRuleRequest
+from vxtap.wire.requests import (
+    CreateRuleOption,
+    CreateRuleRequest,
+    UpdateRuleOption,
+    UpdateRuleRequest,
+)
 
 BODY_MODELS = (CreateRuleRequest, UpdateRuleRequest)
 router = APIRouter(prefix=V3, tags=["rules"], responses=ERROR_RESPONSES)
+
+# A rule's body field → the store's name for it (`RuleSpec`, `RuleChange`).
+DOMAIN_NAMES = {
+    "traffic_mirror_filter_id": "filter_id",
+    "direction": "direction",
+    "priority": "priority",
+    "action": "action",
+    "ethertype": "ethertype",
+    "protocol": "protocol",
+    "source_cidr_block": "source_cidr",
+    "destination_cidr_block": "destination_cidr",
+    "source_port_range": "source_ports",
+    "destination_port_range": "destination_ports",
+    "description": "description",
+}
+
+
+def rule_spec(option: CreateRuleOption) -> RuleSpec:
+    return RuleSpec(**{DOMAIN_NAMES[key]: value for key, value in option.model_dump().items()})
+
+
+def rule_change(option: UpdateRuleOption) -> RuleChange:
+    """Only the fields the body names: an absent field is kept, a null one cleared."""
+    given = option.model_dump(exclude_unset=True)
+    for key in ("priority", "action", "ethertype", "protocol"):
+        if key in given and given[key] is None:
+            raise BadRequest(f"traffic_mirror_filter_rule.{key}: must not be null")
+    return RuleChange(**{DOMAIN_NAMES[key]: value for key, value in given.items()})
 
 
 @router.post(
@@ -36,14 +70,13 @@ router = APIRouter(prefix=V3, tags=["rules"], responses=ERROR_RESPONSES)
     openapi_extra=json_body(CreateRuleRequest),
 )
 async def create_rule(project_id: str, request: Request) -> JSONResponse:
-    option = (await read_body(request, CreateRuleRequest)).traffic_mirror_filter_rule
-    fields = option.model_dump()
+    spec = rule_spec((await read_body(request, CreateRuleRequest)).traffic_mirror_filter_rule)
     api = context(request)
     db = api.database
     result = await db.run(
         db.write,
         lambda s: render.rule_json(
-            repo.create_rule(s, project_id, fields, quota=api.max_rules_per_direction)
+            rule_store.create_rule(s, project_id, spec, quota=api.max_rules_per_direction)
         ),
     )
     return answer(201, traffic_mirror_filter_rule=result)
@@ -59,7 +92,7 @@ async def list_rules(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.RULE_QUERY)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = repo.list_rules(s, project_id, where, limit, marker)
+        page = rule_store.list_rules(s, project_id, where, limit, marker)
         return [render.rule_json(r) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -75,7 +108,7 @@ async def list_rules(project_id: str, request: Request) -> JSONResponse:
 async def show_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
-        db.read, lambda s: render.rule_json(repo.get_rule(s, project_id, rule_id))
+        db.read, lambda s: render.rule_json(rule_store.get_rule(s, project_id, rule_id))
     )
     return answer(200, traffic_mirror_filter_rule=result)
 
@@ -87,14 +120,10 @@ async def show_rule(project_id: str, rule_id: str, request: Request) -> JSONResp
     openapi_extra=json_body(UpdateRuleRequest),
 )
 async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONResponse:
-    option = (await read_body(request, UpdateRuleRequest)).traffic_mirror_filter_rule
-    fields = option.model_dump(exclude_unset=True)
-    for key in ("priority", "action", "ethertype", "protocol"):
-        if key in fields and fields[key] is None:
-            raise BadRequest(f"traffic_mirror_filter_rule.{key}: must not be null")
+    change = rule_change((await read_body(request, UpdateRuleRequest)).traffic_mirror_filter_rule)
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.rule_json(repo.update_rule(s, project_id, rule_id, fields))
+        db.write, lambda s: render.rule_json(rule_store.update_rule(s, project_id, rule_id, change))
     )
     return answer(200, traffic_mirror_filter_rule=result)
 
@@ -106,5 +135,5 @@ async def update_rule(project_id: str, rule_id: str, request: Request) -> JSONRe
 )
 async def delete_rule(project_id: str, rule_id: str, request: Request) -> Response:
     db = context(request).database
-    await db.run(db.write, lambda s: repo.delete_rule(s, project_id, rule_id))
+    await db.run(db.write, lambda s: rule_store.delete_rule(s, project_id, rule_id))
     return no_content()

@@ -20,7 +20,7 @@ from vxtap.api.routes.common import (
     parse_query,
     read_body,
 )
-from vxtap.store import repository as repo
+from vxtap.store import sessions as session_store
 from vxtap.store.schema import SessionRow
 from vxtap.wire import answers, query
 from vxtap.wire.requests import CreateSessionRequest, SourcesRequest, UpdateSessionRequest
@@ -31,7 +31,7 @@ router = APIRouter(prefix=V3, tags=["sessions"], responses=ERROR_RESPONSES)
 
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
     """A session as answered after a write: read back like every session answer."""
-    return render.session_json(*repo.show_session(db.connection(), project_id, row.id))
+    return render.session_json(*session_store.show_session(db.connection(), project_id, row.id))
 
 
 @router.post(
@@ -47,7 +47,9 @@ async def create_session(project_id: str, request: Request) -> JSONResponse:
     db = context(request).database
     result = await db.run(
         db.write,
-        lambda s: _session_answer(s, project_id, repo.create_session(s, project_id, fields)),
+        lambda s: _session_answer(
+            s, project_id, session_store.create_session(s, project_id, fields)
+        ),
     )
     return answer(201, traffic_mirror_session=result)
 
@@ -62,7 +64,7 @@ async def list_sessions(project_id: str, request: Request) -> JSONResponse:
     where, limit, marker = parse_query(request, query.SESSION_QUERY)
 
     def action(connection: Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page, sources = repo.list_sessions(connection, project_id, where, limit, marker)
+        page, sources = session_store.list_sessions(connection, project_id, where, limit, marker)
         return [render.session_json(r, sources[r.id]) for r in page.rows], page.page_info()
 
     db = context(request).database
@@ -80,7 +82,7 @@ async def show_session(project_id: str, session_id: str, request: Request) -> JS
     result = await db.run(
         db.read_rows,
         lambda connection: render.session_json(
-            *repo.show_session(connection, project_id, session_id)
+            *session_store.show_session(connection, project_id, session_id)
         ),
     )
     return answer(200, traffic_mirror_session=result)
@@ -99,7 +101,7 @@ async def update_session(project_id: str, session_id: str, request: Request) -> 
     result = await db.run(
         db.write,
         lambda s: _session_answer(
-            s, project_id, repo.update_session(s, project_id, session_id, fields)
+            s, project_id, session_store.update_session(s, project_id, session_id, fields)
         ),
     )
     return answer(200, traffic_mirror_session=result)
@@ -118,7 +120,7 @@ async def add_sources(project_id: str, session_id: str, request: Request) -> JSO
     result = await db.run(
         db.write,
         lambda s: _session_answer(
-            s, project_id, repo.add_sources(s, project_id, session_id, sources)
+            s, project_id, session_store.add_sources(s, project_id, session_id, sources)
         ),
     )
     return answer(200, traffic_mirror_session=result)
@@ -137,7 +139,7 @@ async def remove_sources(project_id: str, session_id: str, request: Request) -> 
     result = await db.run(
         db.write,
         lambda s: _session_answer(
-            s, project_id, repo.remove_sources(s, project_id, session_id, sources)
+            s, project_id, session_store.remove_sources(s, project_id, session_id, sources)
         ),
     )
     return answer(200, traffic_mirror_session=result)
@@ -150,5 +152,5 @@ async def remove_sources(project_id: str, session_id: str, request: Request) -> 
 )
 async def delete_session(project_id: str, session_id: str, request: Request) -> Response:
     db = context(request).database
-    await db.run(db.write, lambda s: repo.delete_session(s, project_id, session_id))
+    await db.run(db.write, lambda s: session_store.delete_session(s, project_id, session_id))
     return no_content()
