@@ -4,7 +4,7 @@ body or a query, and answering in Huawei's envelope."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -12,11 +12,13 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
 
 from vxtap import auth
 from vxtap.api.db import Database
 from vxtap.api.errors import REQUEST_ID, BadRequest
 from vxtap.api.held import HeldRequests
+from vxtap.store.common import RowPage
 from vxtap.wire import answers, fields, query
 
 M = TypeVar("M", bound=BaseModel)
@@ -74,6 +76,31 @@ def parse_query(
         return query.parse_query(request.query_params.multi_items(), parsers)
     except query.QueryError as exc:
         raise BadRequest(str(exc)) from None
+
+
+# A store's list function: (session, project, filters, limit, marker) -> one page.
+ListRows = Callable[[Session, str, Mapping[str, Sequence[Any]], int | None, str | None], RowPage]
+
+
+async def list_answer(
+    request: Request,
+    project_id: str,
+    parsers: Mapping[str, query.QueryParser],
+    list_rows: ListRows,
+    render_row: Callable[[Any], dict[str, Any]],
+    *,
+    key: str,
+) -> JSONResponse:
+    """One page of a list, rendered, in the envelope `{key: [...], "page_info": ...}`."""
+    where, limit, marker = parse_query(request, parsers)
+
+    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        page = list_rows(s, project_id, where, limit, marker)
+        return [render_row(r) for r in page.rows], page.page_info()
+
+    db = context(request).database
+    items, info = await db.run(db.read, action)
+    return answer(200, **{key: items, "page_info": info})
 
 
 def path_host(host: str) -> str:

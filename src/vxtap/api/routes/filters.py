@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session
 
 from vxtap.api import render
 from vxtap.api.openapi import json_body, query_parameters
@@ -15,8 +12,8 @@ from vxtap.api.routes.common import (
     V3,
     answer,
     context,
+    list_answer,
     no_content,
-    parse_query,
     read_body,
 )
 from vxtap.store import filters as filter_store
@@ -52,15 +49,14 @@ async def create_filter(project_id: str, request: Request) -> JSONResponse:
     responses={200: {"model": answers.FilterListAnswer}},
 )
 async def list_filters(project_id: str, request: Request) -> JSONResponse:
-    where, limit, marker = parse_query(request, query.FILTER_QUERY)
-
-    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = filter_store.list_filters(s, project_id, where, limit, marker)
-        return [render.filter_json(r) for r in page.rows], page.page_info()
-
-    db = context(request).database
-    items, info = await db.run(db.read, action)
-    return answer(200, traffic_mirror_filters=items, page_info=info)
+    return await list_answer(
+        request,
+        project_id,
+        query.FILTER_QUERY,
+        filter_store.list_filters,
+        render.filter_json,
+        key="traffic_mirror_filters",
+    )
 
 
 @router.get(

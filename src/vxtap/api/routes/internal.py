@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from vxtap.api import render
@@ -23,8 +22,8 @@ from vxtap.api.routes.common import (
     INTERNAL,
     answer,
     context,
+    list_answer,
     no_content,
-    parse_query,
     path_host,
     read_body,
 )
@@ -68,15 +67,9 @@ async def register_ports(project_id: str, host: str, request: Request) -> JSONRe
     openapi_extra=query_parameters(query.PORT_QUERY),
 )
 async def list_ports(project_id: str, request: Request) -> JSONResponse:
-    where, limit, marker = parse_query(request, query.PORT_QUERY)
-
-    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = port_store.list_ports(s, project_id, where, limit, marker)
-        return [render.port_json(r) for r in page.rows], page.page_info()
-
-    db = context(request).database
-    items, info = await db.run(db.read, action)
-    return answer(200, ports=items, page_info=info)
+    return await list_answer(
+        request, project_id, query.PORT_QUERY, port_store.list_ports, render.port_json, key="ports"
+    )
 
 
 @router.post(

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 
 from vxtap.api import render
 from vxtap.api.openapi import query_parameters
-from vxtap.api.routes.common import ERROR_RESPONSES, answer, context, parse_query
+from vxtap.api.routes.common import ERROR_RESPONSES, answer, context, list_answer
 from vxtap.store import ports as port_store
 from vxtap.wire import query
 
@@ -19,15 +16,14 @@ router = APIRouter(prefix="/v1/{project_id}", tags=["ports"], responses=ERROR_RE
 
 @router.get("/ports", summary="ListPorts", openapi_extra=query_parameters(query.PORT_QUERY))
 async def list_v1_ports(project_id: str, request: Request) -> JSONResponse:
-    where, limit, marker = parse_query(request, query.PORT_QUERY)
-
-    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = port_store.list_ports(s, project_id, where, limit, marker)
-        return [render.v1_port_json(r) for r in page.rows], page.page_info()
-
-    db = context(request).database
-    items, info = await db.run(db.read, action)
-    return answer(200, ports=items, page_info=info)
+    return await list_answer(
+        request,
+        project_id,
+        query.PORT_QUERY,
+        port_store.list_ports,
+        render.v1_port_json,
+        key="ports",
+    )
 
 
 @router.get("/ports/{port_id}", summary="ShowPort")

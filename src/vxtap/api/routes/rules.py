@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session
 
 from vxtap.api import render
 from vxtap.api.errors import BadRequest
@@ -16,8 +13,8 @@ from vxtap.api.routes.common import (
     V3,
     answer,
     context,
+    list_answer,
     no_content,
-    parse_query,
     read_body,
 )
 from vxtap.store import rules as rule_store
@@ -89,15 +86,14 @@ async def create_rule(project_id: str, request: Request) -> JSONResponse:
     responses={200: {"model": answers.RuleListAnswer}},
 )
 async def list_rules(project_id: str, request: Request) -> JSONResponse:
-    where, limit, marker = parse_query(request, query.RULE_QUERY)
-
-    def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = rule_store.list_rules(s, project_id, where, limit, marker)
-        return [render.rule_json(r) for r in page.rows], page.page_info()
-
-    db = context(request).database
-    items, info = await db.run(db.read, action)
-    return answer(200, traffic_mirror_filter_rules=items, page_info=info)
+    return await list_answer(
+        request,
+        project_id,
+        query.RULE_QUERY,
+        rule_store.list_rules,
+        render.rule_json,
+        key="traffic_mirror_filter_rules",
+    )
 
 
 @router.get(
