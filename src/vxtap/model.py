@@ -36,6 +36,9 @@ DEFAULT_VNI = 1
 # (docs/control-plane.md, docs/benchmarks.md).
 DEFAULT_MAX_RULES_PER_DIRECTION = 50
 DEFAULT_PACKET_LENGTH = 96
+# A target group's members are numbered 0-255: a member's number is one byte of the
+# kernel's placement table (vxtap.dataplane.placement, docs/elb.md).
+MAX_GROUP_MEMBERS = 256
 # A list answers at most this many items a page (docs/behaviour.md §1.8).
 MAX_PAGE_SIZE = 2000
 # Counters are stored as 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT).
@@ -250,12 +253,40 @@ class Port(_Value):
         return None
 
 
+class TargetKind(StrEnum):
+    """What a session's `target_id` names (Huawei's `traffic_mirror_target_type`)."""
+
+    ENI = "eni"  # a port
+    ELB = "elb"  # a target group of collector ports sharing the flows (docs/elb.md)
+
+
+class GroupMember(_Value):
+    """One collector port of a target group, as an agent needs it.
+
+    `number` is given by the server when the port joins the group and kept while it
+    stays: it is what the kernel's placement table holds and what names the member's
+    kernel entry and counters, so a change of the others' membership or health leaves it
+    alone. `healthy` is the server's latest view (collector heartbeats, docs/elb.md)."""
+
+    port_id: str
+    number: Annotated[int, Field(ge=0, lt=MAX_GROUP_MEMBERS)]
+    healthy: bool = True
+
+
+class TargetGroup(_Value):
+    """A group of collector ports that `elb` sessions mirror to, flow by flow."""
+
+    id: str
+    members: tuple[GroupMember, ...] = ()
+
+
 class Session(_Value):
     id: str
     name: str
     filter_id: str
     sources: tuple[str, ...] = ()
     target_id: str
+    target_kind: TargetKind = TargetKind.ENI
     vni: Annotated[int, Field(ge=0, le=16_777_215)] = DEFAULT_VNI
     packet_length: Annotated[int, Field(ge=1, le=1460)] = DEFAULT_PACKET_LENGTH
     priority: Annotated[int, Field(ge=1, le=32766)]
@@ -277,6 +308,8 @@ class DesiredState(_Value):
     sessions: tuple[Session, ...] = ()
     filters: tuple[Filter, ...] = ()
     targets: tuple[Port, ...] = ()
+    # The groups that `elb` sessions name; their member ports are in `targets`.
+    groups: tuple[TargetGroup, ...] = ()
 
 
 class Interface(_Value):
@@ -298,13 +331,21 @@ class Counter(_Value):
     # server answers them.
     uncut_packets: CounterValue = 0
     uncut_bytes: CounterValue = 0
+    # `elb` sessions only: copies dropped because the group had no healthy member
+    # (docs/elb.md). Written only when not 0, like the uncut pair.
+    unplaced_packets: CounterValue = 0
+    unplaced_bytes: CounterValue = 0
 
     @model_serializer(mode="wrap")
-    def _without_zero_uncut(self, handler: SerializerFunctionWrapHandler) -> dict[str, int]:
+    def _without_zero_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, int]:
         data: dict[str, int] = handler(self)
-        if not (self.uncut_packets or self.uncut_bytes):
-            data.pop("uncut_packets", None)
-            data.pop("uncut_bytes", None)
+        for packets, octets in (
+            ("uncut_packets", "uncut_bytes"),
+            ("unplaced_packets", "unplaced_bytes"),
+        ):
+            if not (data.get(packets) or data.get(octets)):
+                data.pop(packets, None)
+                data.pop(octets, None)
         return data
 
 
@@ -314,3 +355,5 @@ class SessionStats(_Value):
     sessions: dict[str, Counter]
     rules: dict[str, Counter]
     hosts: dict[str, str]
+    # `elb` sessions: per member, keyed "<session id>/<member port id>".
+    members: dict[str, Counter] = Field(default_factory=dict)

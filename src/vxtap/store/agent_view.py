@@ -119,6 +119,8 @@ def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
             "filter_id": filter_id,
             "sources": sources.get(session_id, []),
             "target_id": target_id,
+            # Only `eni` sessions are stored until target groups land (docs/elb.md).
+            "target_kind": "eni",
             "vni": vni,
             "packet_length": packet_length,
             "priority": priority,
@@ -176,6 +178,7 @@ def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
         "sessions": sessions,
         "filters": filters,
         "targets": targets,
+        "groups": [],
     }
     state["revision"] = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
     return state
