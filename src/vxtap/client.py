@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, overload
@@ -739,6 +739,14 @@ class VxtapClient:
         }
         self._request("PUT", f"{self._internal}/hosts/{quote(host, safe='')}/counters", body=body)
 
+    def collector_heartbeat(self, host: str, devices: Sequence[str] | None = None) -> None:
+        """`host`'s collector receives on `devices` (None: on all of the host's ports):
+        the target-group members that are those ports are healthy (docs/elb.md)."""
+        body: dict[str, Any] = {} if devices is None else {"devices": list(devices)}
+        self._request(
+            "PUT", f"{self._internal}/hosts/{quote(host, safe='')}/collector-heartbeat", body=body
+        )
+
     def report_status(
         self,
         host: str,
@@ -778,5 +786,5 @@ class VxtapClient:
     def session_stats(self) -> SessionStats:
         answer = self._request("GET", f"{self._internal}/session-stats")
         return SessionStats.model_validate(
-            {k: answer.get(k, {}) for k in ("sessions", "rules", "hosts")}
+            {k: answer.get(k, {}) for k in ("sessions", "rules", "hosts", "members")}
         )

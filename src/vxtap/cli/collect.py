@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import click
 
+from vxtap.cli._api import (
+    ENDPOINT_HELP,
+    CliError,
+    ca_bundle_option,
+    check_endpoint,
+    credential_from_file,
+)
 from vxtap.cli._config import config_option
+from vxtap.client import VxtapClientError, tls_context
 from vxtap.collector.counters import DEFAULT_MAX_SERIES
 from vxtap.collector.decap import DecapError
+from vxtap.collector.heartbeat import HeartbeatSettings
 from vxtap.collector.pcap import DEFAULT_MAX_VNIS
 from vxtap.collector.ring import parse_listen
 from vxtap.collector.run import Collector, Options, Output
@@ -50,6 +60,41 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise click.BadParameter(f"{value!r}: expected ADDR:PORT, e.g. 127.0.0.1:9477")
     return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def heartbeat_settings(
+    endpoint: str | None,
+    credentials_file: Path | None,
+    ca_bundle: Path | None,
+    host_name: str | None,
+    interface: str | None,
+) -> HeartbeatSettings | None:
+    """Heartbeats with --endpoint and --credentials, none with neither; CliError otherwise."""
+    if endpoint is None and credentials_file is None:
+        return None
+    if endpoint is None:
+        raise CliError("--credentials is for heartbeats: give --endpoint URL too")
+    check_endpoint(endpoint, "--endpoint")
+    if credentials_file is None:
+        raise CliError("--endpoint needs --credentials FILE (the host's agent credential)")
+    credential = credential_from_file(credentials_file, None, None)
+    if credential.host is not None and host_name not in (None, credential.host):
+        raise CliError(
+            f"--host-name {host_name} is not the host of the credential in {credentials_file} "
+            f"({credential.host}): an agent key serves its own host only"
+        )
+    if endpoint.startswith("https://"):
+        try:
+            tls_context(ca_bundle)  # a bad bundle is named before anything starts
+        except VxtapClientError as error:
+            raise CliError(str(error)) from None
+    return HeartbeatSettings(
+        endpoint=endpoint,
+        credential=credential,
+        host=credential.host or host_name or socket.gethostname(),
+        devices=None if interface is None else (interface,),
+        ca_bundle=ca_bundle,
+    )
 
 
 @click.command()
@@ -122,6 +167,26 @@ def _metrics(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     show_default=True,
     help="Kernel receive ring size in MiB (absorbs bursts).",
 )
+@click.option(
+    "--endpoint",
+    envvar="VXTAP_ENDPOINT",
+    help=f"{ENDPOINT_HELP[:-1]}: send it heartbeats, so that the target-group members "
+    "this collector receives for are healthy (needs --credentials). Without it, no "
+    "heartbeats.",
+)
+@click.option(
+    "--credentials",
+    "credentials_file",
+    envvar="VXTAP_CREDENTIALS",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The host's agent credential file (as for `vxtap agent`), to sign the heartbeats.",
+)
+@ca_bundle_option
+@click.option(
+    "--host-name",
+    help="Host the heartbeats speak for [default: the credential's host, else this "
+    "machine's host name].",
+)
 @log_options
 def collect(
     listen: object,
@@ -140,13 +205,18 @@ def collect(
     metrics: object,
     decap: bool,
     ring_mb: int,
+    endpoint: str | None,
+    credentials_file: Path | None,
+    ca_bundle: Path | None,
+    host_name: str | None,
     log_level: str,
     log_format: LogFormat,
 ) -> None:
     """Receive mirrored traffic (VXLAN, RFC 7348): show, count and store it.
 
     Prints one line per packet (like `tcpdump -nne`), or JSON, or nothing;
-    a summary of the counters on exit (Ctrl-C, SIGTERM).
+    a summary of the counters on exit (Ctrl-C, SIGTERM). With --endpoint and
+    --credentials, tells the server every 0.5 s that it is receiving (target groups).
     """
     from dataclasses import replace
 
@@ -174,6 +244,9 @@ def collect(
         stats=stats,
         decap=decap,
         ring_blocks=ring_mb * 4,  # 256 KiB blocks
+        heartbeat=heartbeat_settings(
+            endpoint, credentials_file, ca_bundle, host_name, listen.interface
+        ),
     )
     collector = Collector(options)
     try:

@@ -26,6 +26,7 @@ from vxtap.collector.blockscan import BlockScan, Bytes, as_array
 from vxtap.collector.counters import DEFAULT_MAX_SERIES, CollectorCounters, Snapshot
 from vxtap.collector.decap import DecapError, DecapInterfaces
 from vxtap.collector.decode import decode, render_line, to_json
+from vxtap.collector.heartbeat import HeartbeatSettings, ServerHeartbeats
 from vxtap.collector.metrics import MetricsServer
 from vxtap.collector.pcap import DEFAULT_MAX_VNIS, PcapStore
 from vxtap.collector.ring import (
@@ -57,6 +58,8 @@ class Options:
     max_series: int = DEFAULT_MAX_SERIES  # counter series (VNI, source); the rest folded
     pcap_max_open: int | None = None  # None: from the descriptor limit (pcap.py)
     pcap_max_vnis: int = DEFAULT_MAX_VNIS
+    # Heartbeats to the server while receiving (target-group health); None: none sent.
+    heartbeat: HeartbeatSettings | None = None
 
 
 class Collector:
@@ -76,6 +79,7 @@ class Collector:
         self.warned_vnis = False  # said once that further VNIs are not stored
         self.metrics: MetricsServer | None = None
         self.live: Live | None = None
+        self.heartbeats: ServerHeartbeats | None = None
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stopping = True
@@ -109,11 +113,17 @@ class Collector:
                     max_open_files=o.pcap_max_open,
                     max_vnis=o.pcap_max_vnis,
                 )
+            if o.heartbeat is not None:  # last: beats say the collector is receiving
+                self.heartbeats = ServerHeartbeats(o.heartbeat)
+                self.heartbeats.start()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
+        if self.heartbeats is not None:  # first: a collector that stops beats no more
+            self.heartbeats.stop()
+            self.heartbeats = None
         if self.live is not None:
             self.live.stop()
             self.live = None
@@ -277,6 +287,8 @@ class Collector:
             text += f", metrics at http://{o.metrics[0]}:{o.metrics[1]}/metrics"
         if self.decap is not None:
             text += ", decap interfaces vxtap-vni<N>"
+        if o.heartbeat is not None:
+            text += f", {o.heartbeat.describe()}"
         return text
 
     def summary(self, snap: Snapshot) -> None:
