@@ -3,7 +3,8 @@
 - An administrator's key (`vxtap.auth.is_administrator`) may do everything in its project.
 - A host agent's key may do exactly what an agent needs, for its own host only:
   register or refresh the host's ports, read the host's desired state, report the
-  host's counters and its own status (what it applied). The host is the credential's;
+  host's counters and its own status (what it applied), and send the heartbeats of
+  the host's collector (target-group health). The host is the credential's;
   a path naming another host is refused, as is every other route (the v3 API, v1
   ports, manual ports, session statistics, enrolment).
 
@@ -23,6 +24,7 @@ AGENT_OPERATIONS = frozenset(
         ("HEAD", "desired-state"),
         ("PUT", "counters"),
         ("PUT", "status"),
+        ("PUT", "collector-heartbeat"),
     }
 )
 
@@ -47,6 +49,6 @@ def refusal(credential: Credential, method: str, path: str) -> str | None:
         )
     return (
         f"access key {credential.ak} is host {credential.host}'s agent key: it may only "
-        "register that host's ports, read its desired state and report its counters and "
-        f"status, not {method.upper()} {path}"
+        "register that host's ports, read its desired state, report its counters and "
+        f"status and send its collector's heartbeats, not {method.upper()} {path}"
     )

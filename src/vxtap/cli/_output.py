@@ -250,6 +250,13 @@ def show_stats(stats: SessionStats, sessions: Sequence[SessionOut]) -> None:
             str(counter.uncut_packets if counter else 0),
         )
     parts: list[RenderableType] = [table]
+    if stats.members:
+        # `elb` sessions: the copies sent to each member of the session's target group.
+        members = _table("SESSION", "MEMBER PORT", "PACKETS", "BYTES")
+        for key, counter in sorted(stats.members.items()):
+            session_id, _, port_id = key.partition("/")
+            members.add_row(session_id, port_id, str(counter.packets), str(counter.bytes))
+        parts += ["", members]
     if stats.rules:
         rules = _table("RULE", "PACKETS", "BYTES")
         for rule_id, counter in sorted(stats.rules.items()):

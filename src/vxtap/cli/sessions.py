@@ -217,7 +217,7 @@ def session_delete(client: VxtapClient, session_ids: Sequence[str]) -> None:
 @out.json_option
 @connection_options
 def session_stats(client: VxtapClient, as_json: bool, session_ids: Sequence[str]) -> None:
-    """Mirrored packets and bytes per session and rule.
+    """Mirrored packets and bytes per session, rule and target-group member.
 
     Summed over the latest report of every host's agent; without SESSION_ID, all sessions.
     """
@@ -233,7 +233,10 @@ def session_stats(client: VxtapClient, as_json: bool, session_ids: Sequence[str]
             for rule in client.iter_rules(where={"traffic_mirror_filter_id": filter_id})
         }
         rules = {r: c for r, c in stats.rules.items() if r in rule_ids}
-        stats = stats.model_copy(update={"sessions": kept, "rules": rules})
+        members = {
+            k: c for k, c in stats.members.items() if k.partition("/")[0] in session_ids
+        }
+        stats = stats.model_copy(update={"sessions": kept, "rules": rules, "members": members})
     else:
         sessions = list(client.iter_sessions())
     out.emit(stats, as_json, lambda stats: out.show_stats(stats, sessions))

@@ -336,5 +336,9 @@ IPv6List = Annotated[
 
 # Keys of a counter report are session or rule ids (UUIDs, 36 characters; the column is as wide).
 CounterKey = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[^\x00]+$")]
+# "<session id>/<member port id>": two ids of at most 36 characters each.
+MemberCounterKey = Annotated[
+    str, Field(min_length=3, max_length=73, pattern=r"^[^\x00/]{1,36}/[^\x00/]{1,36}$")
+]
 # Revisions are 16 hex digits today; the column holds 64 characters.
 Revision = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z._-]+$")]

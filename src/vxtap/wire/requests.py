@@ -11,6 +11,7 @@ from vxtap.wire.fields import (
     ActionIn,
     Cidr,
     CounterKey,
+    MemberCounterKey,
     Description,
     Device,
     DirectionIn,
@@ -187,6 +188,15 @@ class CreatePortRequest(RequestBody):
 class CountersRequest(RequestBody):
     sessions: dict[CounterKey, model.Counter] = Field(default_factory=dict)
     rules: dict[CounterKey, model.Counter] = Field(default_factory=dict)
+    # `elb` sessions: the copies sent to each member, "<session id>/<member port id>".
+    members: dict[MemberCounterKey, model.Counter] = Field(default_factory=dict)
+
+
+class CollectorHeartbeatRequest(RequestBody):
+    """The devices (of the host's ports) the host's collector receives on; absent or
+    null: all of the host's ports (docs/elb.md, "Health")."""
+
+    devices: Annotated[list[Device], Field(min_length=1, max_length=1024)] | None = None
 
 
 # -- the fleet: enrolment and what agents report about themselves ----------------------
