@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vxtap.cli.collect import collect, heartbeat_settings
 from vxtap.cli._api import CliError
+from vxtap.cli.collect import collect, heartbeat_settings
 from vxtap.client import ApiError, ServerUnreachable
 from vxtap.collector.heartbeat import Heartbeats
 

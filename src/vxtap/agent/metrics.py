@@ -20,6 +20,9 @@ class KernelCounters:
     sessions: Mapping[str, Totals] = field(default_factory=dict)
     rules: Mapping[str, Totals] = field(default_factory=dict)
     state: DesiredState | None = None
+    # `elb` sessions: the copies sent to each member, "<session id>/<member port id>"
+    # (as reported to the server, docs/elb.md).
+    members: Mapping[str, Totals] = field(default_factory=dict)
 
 
 class _KernelCounterCollector(Collector):
@@ -78,7 +81,45 @@ class _KernelCounterCollector(Collector):
             labels = [rule_id, rule_filter.get(rule_id, "")]
             rule_packets.add_metric(labels, totals.packets)
             rule_octets.add_metric(labels, totals.bytes)
+        unplaced_packets = CounterMetricFamily(
+            "vxtap_session_unplaced_packets",
+            "Copies dropped because the session's target group had no healthy member",
+            labels=session_labels,
+        )
+        unplaced_octets = CounterMetricFamily(
+            "vxtap_session_unplaced_bytes",
+            "Bytes of the copies dropped because the target group had no healthy member",
+            labels=session_labels,
+        )
+        for session_id, totals in sorted(latest.sessions.items()):
+            if totals.unplaced_packets or totals.unplaced_bytes:
+                session = names.get(session_id)
+                labels = [
+                    session_id,
+                    session.name if session else "",
+                    str(session.vni) if session else "",
+                ]
+                unplaced_packets.add_metric(labels, totals.unplaced_packets)
+                unplaced_octets.add_metric(labels, totals.unplaced_bytes)
+        member_labels = ["session_id", "session_name", "port_id"]
+        member_packets = CounterMetricFamily(
+            "vxtap_member_packets",
+            "Copies an elb session sent to each member of its target group",
+            labels=member_labels,
+        )
+        member_octets = CounterMetricFamily(
+            "vxtap_member_bytes",
+            "Bytes (before truncation) an elb session sent to each member of its target group",
+            labels=member_labels,
+        )
+        for key, totals in sorted(latest.members.items()):
+            session_id, _, port_id = key.partition("/")
+            session = names.get(session_id)
+            labels = [session_id, session.name if session else "", port_id]
+            member_packets.add_metric(labels, totals.packets)
+            member_octets.add_metric(labels, totals.bytes)
         yield from (packets, octets, uncut_packets, uncut_octets, rule_packets, rule_octets)
+        yield from (unplaced_packets, unplaced_octets, member_packets, member_octets)
 
 
 class AgentMetrics:

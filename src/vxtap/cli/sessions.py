@@ -233,9 +233,7 @@ def session_stats(client: VxtapClient, as_json: bool, session_ids: Sequence[str]
             for rule in client.iter_rules(where={"traffic_mirror_filter_id": filter_id})
         }
         rules = {r: c for r, c in stats.rules.items() if r in rule_ids}
-        members = {
-            k: c for k, c in stats.members.items() if k.partition("/")[0] in session_ids
-        }
+        members = {k: c for k, c in stats.members.items() if k.partition("/")[0] in session_ids}
         stats = stats.model_copy(update={"sessions": kept, "rules": rules, "members": members})
     else:
         sessions = list(client.iter_sessions())
