@@ -332,3 +332,19 @@ def columns(*names: str) -> Table:
 
 def done(message: str) -> None:
     click.echo(message)
+
+
+# --- target groups ---
+
+
+def table_shares(healthy_port_ids: Iterable[str]) -> dict[str, float]:
+    """Each healthy member's share of the placement table, in percent (slots / 65,537):
+    the part of the flows it receives (`vxtap.dataplane.placement`); {} without one."""
+    from vxtap.dataplane import placement  # the table costs ~10-30 ms: only when shown
+
+    members = sorted(set(healthy_port_ids))
+    if not members:
+        return {}
+    table = placement.build_table(members)
+    slots = len(table.slots)
+    return {member: 100.0 * count / slots for member, count in table.shares().items()}
