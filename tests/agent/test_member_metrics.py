@@ -21,5 +21,6 @@ def test_member_series_and_unplaced_copies() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'vxtap_member_packets_total{port_id="p1",session_id="s1",session_name=""} 5.0' in text
     assert 'vxtap_member_bytes_total{port_id="p2",session_id="s1",session_name=""} 300.0' in text
-    assert 'vxtap_session_unplaced_packets_total{session_id="s1",session_name="",vni=""} 2.0' in text
+    unplaced = 'vxtap_session_unplaced_packets_total{session_id="s1",session_name="",vni=""} 2.0'
+    assert unplaced in text
     assert 'vxtap_session_unplaced_packets_total{session_id="s2"' not in text  # none: no series
