@@ -21,6 +21,7 @@ from vxtap.api import openapi
 from vxtap.api.db import Database
 from vxtap.api.errors import install_error_handlers, refusal_response
 from vxtap.api.held import HeldRenewals, HeldRequests
+from vxtap.api.member_health import MemberHealthChecker
 from vxtap.api.middleware import AuthMiddleware
 from vxtap.api.routes import filters, fleet, internal, ports, rules, sessions
 from vxtap.api.routes.common import ApiContext
@@ -41,11 +42,15 @@ def create_app(
     agents' secrets derive from (`vxtap.enrolment`)."""
     held = HeldRequests(store)
     database = Database(store)
+    # Target-group members whose collector fell silent are marked down (docs/elb.md).
+    member_health = MemberHealthChecker(database)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await held.start()
+        await member_health.start()
         yield
+        await member_health.stop()
         await held.stop()
 
     app = FastAPI(
@@ -55,6 +60,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.held = held
+    app.state.member_health = member_health
     store.on_host_changes(held.committed)
 
     def enrolled_agent(ak: str) -> auth.Credential | None:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap.store.common import utc_now
+from vxtap.store.health import MEMBERS
 from vxtap.store.schema import CounterRow, FilterRow, HostReportRow, PortRow, RuleRow
 from vxtap.store.sessions import SESSIONS, SOURCES
 
@@ -74,6 +75,10 @@ _STATE_RULES = (
     )
     .where(RULES.filter_id.in_(_STATE_FILTER_IDS))
     .order_by(RULES.filter_id, RULES.direction, RULES.priority)
+)
+# (session, member port) of the host's sessions' target groups: member counters' keys.
+_HOST_SESSION_MEMBERS = select(SESSIONS.id, MEMBERS.port_id).where(
+    MEMBERS.group_id == SESSIONS.target_id, SESSIONS.id.in_(_HOST_SESSIONS)
 )
 _STATE_TARGETS = (
     select(*_PORT_COLUMNS)
@@ -190,11 +195,13 @@ def put_counters(
     host: str,
     sessions: Mapping[str, Mapping[str, int]],
     rules: Mapping[str, Mapping[str, int]],
+    members: Mapping[str, Mapping[str, int]] | None = None,
 ) -> None:
     """Replace the host's latest report (totals since its kernel state was created).
 
     Only what the host's desired state holds is kept: its sessions (a source port on
-    the host) and their filters' rules. Anything else (an id that does not exist, was
+    the host), their filters' rules, and the members of their target groups
+    ("<session id>/<member port id>"). Anything else (an id that does not exist, was
     deleted meanwhile, or belongs to another host's sessions) is dropped, and a host
     without ports stores nothing, not even its report time: made-up hosts and ids
     cannot fill the table or show up in `session_stats`.
@@ -208,6 +215,9 @@ def put_counters(
     if rules:
         served = set(db.scalars(_HOST_RULES, where))
         rules = {k: v for k, v in rules.items() if k in served}
+    if members:
+        pairs = {f"{s}/{p}" for s, p in db.execute(_HOST_SESSION_MEMBERS, where).all()}
+        members = {k: v for k, v in members.items() if k in pairs}
     report = db.get(HostReportRow, (project, host))
     if report is None:
         db.add(HostReportRow(project_id=project, host=host, reported_at=utc_now()))
@@ -226,7 +236,7 @@ def put_counters(
             "uncut_packets": value.get("uncut_packets", 0),
             "uncut_bytes": value.get("uncut_bytes", 0),
         }
-        for kind, values in (("session", sessions), ("rule", rules))
+        for kind, values in (("session", sessions), ("rule", rules), ("member", members or {}))
         for object_id, value in values.items()
     ]
     if rows:  # one executemany, no ORM objects: a 12,000-entry report is one cheap statement
@@ -243,8 +253,11 @@ def _split_sum(column: Any) -> tuple[Any, Any]:
     return func.sum(high), func.sum(low)
 
 
+_STATS_KEY = {"session": "sessions", "rule": "rules", "member": "members"}
+
+
 def session_stats(db: Session, project: str) -> dict[str, Any]:
-    stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}}
+    stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}, "members": {}}
     for (
         kind,
         object_id,
@@ -277,7 +290,7 @@ def session_stats(db: Session, project: str) -> dict[str, Any]:
         uncut_bytes = (int(uncut_bytes_high) << 32) + int(uncut_bytes_low)
         if kind == "session" and (uncut_packets or uncut_bytes):  # only when there are any
             totals.update(uncut_packets=uncut_packets, uncut_bytes=uncut_bytes)
-        stats["sessions" if kind == "session" else "rules"][object_id] = totals
+        stats[_STATS_KEY[kind]][object_id] = totals
     for host, reported_at in db.execute(
         select(HostReportRow.host, HostReportRow.reported_at)
         .where(HostReportRow.project_id == project)

@@ -29,15 +29,27 @@ from vxtap.api.routes.common import (
 )
 from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.store import agent_view, common
+from vxtap.store import health as member_health
 from vxtap.store import ports as port_store
+from vxtap.store.errors import NotFound
 from vxtap.wire import query
-from vxtap.wire.requests import CountersRequest, CreatePortRequest, RegisterPortsRequest
+from vxtap.wire.requests import (
+    CollectorHeartbeatRequest,
+    CountersRequest,
+    CreatePortRequest,
+    RegisterPortsRequest,
+)
 
 # How long a counter report may queue behind others before it is refused (503; the
 # agent reports again later).
 COUNTERS_QUEUE_S = 2.0
 
-BODY_MODELS = (RegisterPortsRequest, CreatePortRequest, CountersRequest)
+BODY_MODELS = (
+    RegisterPortsRequest,
+    CreatePortRequest,
+    CountersRequest,
+    CollectorHeartbeatRequest,
+)
 router = APIRouter(prefix=INTERNAL, tags=["internal"], responses=ERROR_RESPONSES)
 health = APIRouter(tags=["health"])
 
@@ -183,6 +195,9 @@ async def put_counters(project_id: str, host: str, request: Request) -> Response
     body = await read_body(request, CountersRequest)
     sessions = {k: v.model_dump() for k, v in body.sessions.items()}
     rules = {k: v.model_dump() for k, v in body.rules.items()}
+    members = {k: v.model_dump() for k, v in body.members.items()}
+    if not request.app.state.member_health.enabled:
+        members = {}  # no target groups in this database: no members to count
     api = context(request)
     # One report stored at a time per process, on a worker thread: a flood of large
     # reports queues here (and is shed with 503 past COUNTERS_QUEUE_S) instead of
@@ -194,10 +209,33 @@ async def put_counters(project_id: str, host: str, request: Request) -> Response
     try:
         await run_in_threadpool(
             api.database.upsert,
-            lambda s: agent_view.put_counters(s, project_id, checked_host, sessions, rules),
+            lambda s: agent_view.put_counters(
+                s, project_id, checked_host, sessions, rules, members
+            ),
         )
     finally:
         api.counters_gate.release()
+    return no_content()
+
+
+@router.put(
+    "/hosts/{host}/collector-heartbeat",
+    status_code=204,
+    summary="The host's collector is receiving (target-group member health)",
+    openapi_extra=json_body(CollectorHeartbeatRequest),
+)
+async def collector_heartbeat(project_id: str, host: str, request: Request) -> Response:
+    """The target-group members that are the named devices' ports (all of the host's
+    ports when none are named) heard from now: healthy until `member_health.SILENCE_S` passes
+    without another heartbeat (docs/elb.md, "Health"). A device that is not one of the
+    host's ports is refused (404) and nothing is recorded."""
+    checked_host = path_host(host)
+    body = await read_body(request, CollectorHeartbeatRequest)
+    if not request.app.state.member_health.enabled:
+        raise NotFound("this server's database has no target groups yet")
+    devices = None if body.devices is None else tuple(body.devices)
+    db = context(request).database
+    await db.run(db.write, lambda s: member_health.heartbeat(s, project_id, checked_host, devices))
     return no_content()
 
 
