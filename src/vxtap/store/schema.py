@@ -42,10 +42,9 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
-    event,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -178,7 +177,7 @@ class SessionRow(Base):
     filter_id: Mapped[str] = mapped_column(ID, index=True)
     target_id: Mapped[str] = mapped_column(ID, index=True)
     target_type: Mapped[str] = mapped_column(String(8), server_default="eni")
-    # Set from target_id and target_type on every flush (`_typed_target` below).
+    # Copies of target_id by kind, set whenever target_id or target_type is (`_typed`).
     target_port_id: Mapped[str | None] = mapped_column(ID, index=True)
     target_group_id: Mapped[str | None] = mapped_column(ID, index=True)
     virtual_network_id: Mapped[int] = mapped_column(Integer)
@@ -189,6 +188,19 @@ class SessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
+    @validates("target_id", "target_type")
+    def _typed(self, key: str, value: str) -> str:
+        """Keep the typed target columns in step with target_id and target_type: the
+        store sets only those two, and the database checks the copy
+        (`ck_sessions_target`). A validator, not a flush event, so that Core inserts of
+        the row's attributes (`common.insert_row`) carry them too."""
+        target_id = value if key == "target_id" else self.__dict__.get("target_id")
+        target_type = value if key == "target_type" else self.__dict__.get("target_type")
+        is_group = target_type == "elb"
+        self.target_group_id = target_id if is_group else None
+        self.target_port_id = None if is_group else target_id
+        return value
+
     sources: Mapped[list[SourceRow]] = relationship(
         back_populates="session",
         order_by="SourceRow.position",
@@ -196,16 +208,6 @@ class SessionRow(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
-
-
-@event.listens_for(SessionRow, "before_insert")
-@event.listens_for(SessionRow, "before_update")
-def _typed_target(_mapper: object, _connection: object, row: SessionRow) -> None:
-    """The typed target columns follow target_id and target_type: the store sets only
-    those two, and the database checks the copy (`ck_sessions_target`)."""
-    is_group = row.target_type == "elb"
-    row.target_group_id = row.target_id if is_group else None
-    row.target_port_id = None if is_group else row.target_id
 
 
 class TargetGroupRow(Base):
