@@ -50,6 +50,10 @@ FILTER_QUERY: dict[str, QueryParser] = {
     "created_at": _time,
     "updated_at": _time,
 }
+TARGET_GROUP_QUERY: dict[str, QueryParser] = {
+    "id": _text,
+    "name": _text,
+}
 RULE_QUERY: dict[str, QueryParser] = {
     "id": _text,
     "description": _text,
