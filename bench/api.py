@@ -52,6 +52,7 @@ import httpx
 
 from vxtap import model
 from vxtap.auth import sign
+from vxtap.model import TargetKind
 from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
@@ -59,6 +60,7 @@ from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
 from vxtap.store.rules import RuleSpec
+from vxtap.store.sessions import SessionSpec
 
 AK, SK, PROJECT = "bench-ak", "bench-sk", "bench0project"
 
@@ -157,18 +159,15 @@ def seed(db_url: str, sessions: int) -> str:
             row = session_store.create_session(
                 db,
                 PROJECT,
-                {
-                    "name": f"s{n}",
-                    "traffic_mirror_filter_id": mirror_filter.id,
-                    "traffic_mirror_sources": [sources[n // 3].id],
-                    "traffic_mirror_target_id": target.id,
-                    "traffic_mirror_target_type": "eni",
-                    "virtual_network_id": n,
-                    "packet_length": 96,
-                    "priority": n % 3 + 1,
-                    "enabled": True,
-                    "type": "eni",
-                },
+                SessionSpec(
+                    name=f"s{n}",
+                    filter_id=mirror_filter.id,
+                    sources=(sources[n // 3].id,),
+                    target_id=target.id,
+                    target_kind=TargetKind.ENI,
+                    vni=n,
+                    priority=n % 3 + 1,
+                ),
             )
             first = first or row.id
     store.dispose()

@@ -27,6 +27,7 @@ from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
 from vxtap.store.rules import RuleSpec
+from vxtap.store.sessions import SessionSpec
 
 PROJECT, HOST = "bench", "bench-host"
 
@@ -56,13 +57,11 @@ def fill(store: Store) -> None:
                 ))  # fmt: skip
             filters.append(flt.id)
         for i in range(1000):
-            session_store.create_session(db, PROJECT, {
-                "name": f"bench-{i}", "traffic_mirror_filter_id": filters[i % 100],
-                "traffic_mirror_sources": [ports[f"d{i // 3}"]],
-                "traffic_mirror_target_id": target.id, "traffic_mirror_target_type": "eni",
-                "priority": i % 3 + 1, "virtual_network_id": 100 + i, "packet_length": 96,
-                "enabled": True, "type": "eni",
-            })  # fmt: skip
+            session_store.create_session(db, PROJECT, SessionSpec(
+                name=f"bench-{i}", filter_id=filters[i % 100], sources=(ports[f"d{i // 3}"],),
+                target_id=target.id, target_kind=model.TargetKind.ENI,
+                priority=i % 3 + 1, vni=100 + i,
+            ))  # fmt: skip
 
 
 def main() -> None:

@@ -19,12 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from vxtap.model import TargetKind
 from vxtap.store import filters as filter_store
 from vxtap.store import hosts
 from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.sessions import SessionSpec
 
 PROJECT = "bench"
 
@@ -44,13 +46,16 @@ def fill(store: Store, count: int) -> None:
             session_store.create_session(
                 db,
                 PROJECT,
-                {
-                    "name": f"s{i}", "description": "", "traffic_mirror_filter_id": flt.id,
-                    "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
-                    "traffic_mirror_target_type": "eni", "virtual_network_id": 1,
-                    "packet_length": 96, "priority": 1, "enabled": True, "type": "eni",
-                },
-            )  # fmt: skip
+                SessionSpec(
+                    name=f"s{i}",
+                    filter_id=flt.id,
+                    sources=(port.id,),
+                    target_id=target.id,
+                    target_kind=TargetKind.ENI,
+                    vni=1,
+                    priority=1,
+                ),
+            )
             hosts.enrol_host(db, PROJECT, host, f"AK{i}")
             hosts.put_status(
                 db,

@@ -21,6 +21,7 @@ from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
+from vxtap.store.sessions import SessionChange, SessionSpec
 from vxtap.wire.fields import parse_cidr, parse_port_range
 
 
@@ -125,19 +126,10 @@ def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> RuleS
 
 def _session(
     name: str, filter_id: str, sources: list[str], target: str, priority: int, **fields: Any
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "traffic_mirror_filter_id": filter_id,
-        "traffic_mirror_sources": sources,
-        "traffic_mirror_target_id": target,
-        "traffic_mirror_target_type": "eni",
-        "virtual_network_id": fields.get("vni", 1),
-        "packet_length": fields.get("packet_length", 96),
-        "priority": priority,
-        "enabled": fields.get("enabled", True),
-        "type": "eni",
-    }
+) -> SessionSpec:
+    return SessionSpec(
+        name, filter_id, tuple(sources), target, model.TargetKind.ENI, priority, **fields
+    )
 
 
 def fill_varied(store: Store) -> None:
@@ -230,10 +222,10 @@ def fill_varied(store: Store) -> None:
             db, "p", _session("same priority", bare, [local["eth0"]], collector, 8)
         ).id
     with store.write() as db:
-        session_store.update_session(db, "p", moved, {"priority": 7, "description": "moved"})
+        session_store.update_session(db, "p", moved, SessionChange(priority=7, description="moved"))
         session_store.remove_sources(db, "p", moved, [local["eth1"]])
         session_store.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
-        session_store.update_session(db, "p", shared, {"name": "shared, renamed"})
+        session_store.update_session(db, "p", shared, SessionChange(name="shared, renamed"))
 
 
 def body(content: Any) -> bytes:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vxtap import model
+from vxtap.model import TargetKind
 from vxtap.store import agent_view, common
 from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
@@ -22,6 +23,7 @@ from vxtap.store.errors import Conflict, InUse, NotFound, QuotaExceeded
 from vxtap.store.filters import FilterSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import RuleRow
+from vxtap.store.sessions import SessionSpec
 
 
 def rule_fields(filter_id: str, direction: str, priority: int) -> RuleSpec:
@@ -44,22 +46,8 @@ def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, s
         filter_id = filter_store.create_filter(db, project, FilterSpec("f")).id
         ingress = rule_store.create_rule(db, project, rule_fields(filter_id, "ingress", 1)).id
         egress = rule_store.create_rule(db, project, rule_fields(filter_id, "egress", 1)).id
-        session = session_store.create_session(
-            db,
-            project,
-            {
-                "name": "s",
-                "traffic_mirror_filter_id": filter_id,
-                "traffic_mirror_sources": [source],
-                "traffic_mirror_target_id": target,
-                "traffic_mirror_target_type": "eni",
-                "virtual_network_id": 1,
-                "packet_length": 96,
-                "priority": 1,
-                "enabled": True,
-                "type": "eni",
-            },
-        ).id
+        spec = SessionSpec("s", filter_id, (source,), target, TargetKind.ENI, priority=1)
+        session = session_store.create_session(db, project, spec).id
     return {
         "source": source,
         "target": target,
