@@ -59,6 +59,7 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.sessions import SessionSpec
 
@@ -140,18 +141,16 @@ def seed(db_url: str, sessions: int) -> str:
                 ),
             )
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.255.0.1",))
         )
         sources = [
             port_store.create_port(
                 db,
                 PROJECT,
-                {
-                    "host": f"h{i // 1000}",
-                    "device": f"eth{i % 1000}",
-                    "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"],
-                    "ipv6": [],
-                },
+                f"h{i // 1000}",
+                PortSpec(
+                    device=f"eth{i % 1000}", ipv4=(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",)
+                ),
             )
             for i in range((sessions + 2) // 3)
         ]

@@ -26,6 +26,7 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.sessions import SessionSpec
 
@@ -35,14 +36,13 @@ PROJECT, HOST = "bench", "bench-host"
 def fill(store: Store) -> None:
     with store.write() as db:
         interfaces = [
-            {"device": f"d{i}", "ipv4": [f"10.98.{i // 250}.{i % 250 + 1}"], "ipv6": []}
-            for i in range(334)
+            PortSpec(device=f"d{i}", ipv4=(f"10.98.{i // 250}.{i % 250 + 1}",)) for i in range(334)
         ]
         ports = {
             p.device: p.id for p in port_store.register_host_ports(db, PROJECT, HOST, interfaces)
         }
         target = port_store.create_port(
-            db, PROJECT, {"host": "collector", "device": "eth0", "ipv4": ["10.99.0.2"], "ipv6": []}
+            db, PROJECT, "collector", PortSpec(device="eth0", ipv4=("10.99.0.2",))
         )
         filters = []
         for f in range(100):

@@ -65,6 +65,7 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.sessions import SessionSpec
 
@@ -96,13 +97,13 @@ def seed(
                      protocol=model.Protocol.UDP, destination_ports="4000-4000"),
         )  # fmt: skip
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.255.0.1",))
         )
         for i in range(hosts):
             port = port_store.create_port(
                 db, PROJECT,
-                {"host": f"host{i:05d}", "device": "eth0",
-                 "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"], "ipv6": []},
+                f"host{i:05d}",
+                PortSpec("eth0", ipv4=(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",)),
             )  # fmt: skip
             row = session_store.create_session(
                 db,

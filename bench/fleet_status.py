@@ -26,6 +26,7 @@ from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.sessions import SessionSpec
 
 PROJECT = "bench"
@@ -34,14 +35,14 @@ PROJECT = "bench"
 def fill(store: Store, count: int) -> None:
     with store.write() as db:
         target = port_store.create_port(
-            db, PROJECT, {"host": "target", "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
+            db, PROJECT, "target", PortSpec(device="eth0", ipv4=("10.0.0.1",))
         )
         flt = filter_store.create_filter(db, PROJECT, FilterSpec("f", ""))
         for i in range(count):
             host = f"h{i}"
             address = f"10.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
             [port] = port_store.register_host_ports(
-                db, PROJECT, host, [{"device": "eth0", "ipv4": [address], "ipv6": []}]
+                db, PROJECT, host, [PortSpec(device="eth0", ipv4=(address,))]
             )
             session_store.create_session(
                 db,

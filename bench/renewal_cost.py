@@ -48,6 +48,7 @@ from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.sessions import SessionSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -68,14 +69,13 @@ def seed(directory: Path, count: int) -> tuple[str, list[tuple[str, str, str]]]:
     with store.write() as db:
         shared = filter_store.create_filter(db, PROJECT, FilterSpec(name="cost"))
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.255.0.1",))
         )
         for i in range(count):
             host = f"host{i:05d}"
             port = port_store.create_port(
                 db, PROJECT,
-                {"host": host, "device": "eth0", "ipv4": [f"10.0.{i // 256}.{i % 256}"],
-                 "ipv6": []},
+                host, PortSpec(device="eth0", ipv4=(f"10.0.{i // 256}.{i % 256}",)),
             )  # fmt: skip
             session_store.create_session(
                 db,

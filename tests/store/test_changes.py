@@ -20,6 +20,7 @@ from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.errors import StoreError
 from vxtap.store.filters import FilterChange, FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleChange, RuleSpec
 from vxtap.store.sessions import SessionChange, SessionSpec
 
@@ -51,7 +52,7 @@ def test_every_desired_state_write_bumps_and_nothing_else(store: Store) -> None:
         return counter(store) - before
 
     port = lambda db, name: port_store.create_port(  # noqa: E731
-        db, "p", {"host": "h", "device": name, "ipv4": ["10.0.0.1"], "ipv6": []}
+        db, "p", "h", PortSpec(device=name, ipv4=("10.0.0.1",))
     )
     assert step(lambda db: ids.update(src=port(db, "eth0").id)) == 1
     assert step(lambda db: ids.update(dst=port(db, "eth1").id)) == 1

@@ -19,6 +19,7 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
 from vxtap.store.sessions import SessionChange, SessionSpec
@@ -143,26 +144,26 @@ def fill_varied(store: Store) -> None:
                 "p",
                 "h",
                 [
-                    {
-                        "device": "eth0",
-                        "mac": "fa:16:3e:00:00:01",
-                        "ipv4": ["10.0.0.1", "10.0.0.2"],
-                        "ipv6": ["2001:db8::1"],
-                    },
-                    {"device": "eth1", "ipv4": [], "ipv6": []},
-                    {"device": "eth2", "ipv4": ["10.0.0.3"], "ipv6": []},
-                    {"device": "eth3", "ipv4": ["10.0.0.4"], "ipv6": []},
+                    PortSpec(
+                        device="eth0",
+                        mac="fa:16:3e:00:00:01",
+                        ipv4=("10.0.0.1", "10.0.0.2"),
+                        ipv6=("2001:db8::1",),
+                    ),
+                    PortSpec(device="eth1"),
+                    PortSpec(device="eth2", ipv4=("10.0.0.3",)),
+                    PortSpec(device="eth3", ipv4=("10.0.0.4",)),
                 ],
             )
         }
         remote = {
             p.device: p.id
             for p in port_store.register_host_ports(
-                db, "p", "h2", [{"device": "x0", "ipv4": ["10.0.1.1"], "ipv6": []}]
+                db, "p", "h2", [PortSpec(device="x0", ipv4=("10.0.1.1",))]
             )
         }
         collector = port_store.create_port(
-            db, "p", {"host": "c", "device": "eth0", "ipv4": [], "ipv6": ["2001:db8:ff::2"]}
+            db, "p", "c", PortSpec(device="eth0", ipv6=("2001:db8:ff::2",))
         ).id
         rich = filter_store.create_filter(db, "p", FilterSpec("rich", "every kind")).id
         bare = filter_store.create_filter(db, "p", FilterSpec("bare")).id

@@ -11,6 +11,7 @@ from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.sessions import SessionChange, SessionSpec
 
 PROJECT = "p1"
@@ -20,13 +21,13 @@ def two_hosts(store: Store) -> str:
     """Hosts web-1 and web-2, each the source of a session; web-1's session id."""
     with store.write() as db:
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.9.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.9.0.1",))
         )
         flt = filter_store.create_filter(db, PROJECT, FilterSpec(name="f"))
         sessions = []
         for i, host in enumerate(("web-1", "web-2")):
             [port] = port_store.register_host_ports(
-                db, PROJECT, host, [{"device": "eth0", "ipv4": [f"10.0.0.{i + 1}"], "ipv6": []}]
+                db, PROJECT, host, [PortSpec(device="eth0", ipv4=(f"10.0.0.{i + 1}",))]
             )
             sessions.append(
                 session_store.create_session(

@@ -21,6 +21,7 @@ from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.errors import Conflict, InUse, NotFound, QuotaExceeded
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import RuleRow
 from vxtap.store.sessions import SessionSpec
@@ -40,9 +41,9 @@ def rule_fields(filter_id: str, direction: str, priority: int) -> RuleSpec:
 def make_world(store: Store, project: str = "p", host: str = "h") -> dict[str, str]:
     """A filter with a rule per direction, a session from a port on `host` to a target."""
     with store.write() as db:
-        port = {"host": host, "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
-        source = port_store.create_port(db, project, port).id
-        target = port_store.create_port(db, project, {**port, "host": f"{host}-t"}).id
+        port = PortSpec(device="eth0", ipv4=("10.0.0.1",))
+        source = port_store.create_port(db, project, host, port).id
+        target = port_store.create_port(db, project, f"{host}-t", port).id
         filter_id = filter_store.create_filter(db, project, FilterSpec("f")).id
         ingress = rule_store.create_rule(db, project, rule_fields(filter_id, "ingress", 1)).id
         egress = rule_store.create_rule(db, project, rule_fields(filter_id, "egress", 1)).id
@@ -168,8 +169,8 @@ def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
     sum is exact (SQLite's sum() failed with "integer overflow", a 500)."""
     world = make_world(store)
     with store.write() as db:
-        port = {"host": "h2", "device": "eth0", "ipv4": ["10.0.0.2"], "ipv6": []}
-        second = port_store.create_port(db, "p", port).id
+        port = PortSpec(device="eth0", ipv4=("10.0.0.2",))
+        second = port_store.create_port(db, "p", "h2", port).id
         session_store.add_sources(db, "p", world["session"], [second])
     report(store, "h", {world["session"]: COUNTER_MAX}, {world["ingress"]: COUNTER_MAX})
     report(store, "h2", {world["session"]: COUNTER_MAX}, {world["ingress"]: 2**32 + 1})
