@@ -123,11 +123,12 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
     db.flush()
 
 
-PORT_QUERY_FIELDS = {
+# A list's filters, by the domain's names (wire.query renames Huawei's), as columns.
+_QUERY_COLUMNS = {
     "id": PortRow.id,
-    "name": PortRow.device,
-    "mac_address": PortRow.mac,
-    "binding:host_id": PortRow.host,
+    "device": PortRow.device,
+    "mac": PortRow.mac,
+    "host": PortRow.host,
 }
 
 
@@ -140,5 +141,5 @@ def list_ports(
 ) -> RowPage:
     statement = select(PortRow).where(PortRow.project_id == project)
     for key, values in where.items():
-        statement = statement.where(column_matches(PORT_QUERY_FIELDS[key], values))
+        statement = statement.where(column_matches(_QUERY_COLUMNS[key], values))
     return paginate(db, statement, PortRow.id, limit, marker)
