@@ -29,6 +29,7 @@ from vxtap.store.errors import DuplicatePriority, Invalid, NotFound, QuotaExceed
 from vxtap.store.filters import get_filter
 from vxtap.store.ports import get_port
 from vxtap.store.schema import SessionRow, SourceRow
+from vxtap.store.target_groups import check_no_source_is_member, get_target_group
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,20 @@ def get_session(db: Session, project: str, session_id: str) -> SessionRow:
     return owned_row(db, SessionRow, project, session_id, "mirror session", None)
 
 
-def _check_target(db: Session, project: str, target_id: str, sources: Iterable[str]) -> None:
+def _check_target(
+    db: Session, project: str, kind: model.TargetKind, target_id: str, sources: Iterable[str]
+) -> None:
+    """The target exists in the project and shares no port with the sources: a port
+    ('eni'), or a group with members of which none is a source ('elb', docs/elb.md)."""
+    if kind is model.TargetKind.ELB:
+        group = get_target_group(db, project, target_id, "traffic_mirror_target_id")
+        if not group.members:
+            raise Invalid(
+                f"traffic_mirror_target_id: target group {target_id} has no members: "
+                "add collector ports to it first"
+            )
+        check_no_source_is_member(db, target_id, sources, "traffic_mirror_target_id")
+        return
     get_port(db, project, target_id, "traffic_mirror_target_id")
     if target_id in sources:
         raise Invalid(
@@ -130,7 +144,9 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
             f"traffic_mirror_sources: the session would have {len(current) + len(port_ids)} "
             f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed"
         )
-    if row.target_id in port_ids:
+    if row.target_type == model.TargetKind.ELB:
+        check_no_source_is_member(db, row.target_id, port_ids, "traffic_mirror_sources")
+    elif row.target_id in port_ids:
         raise Invalid(
             f"traffic_mirror_sources: port {row.target_id} is this session's target: "
             "a source and the target of one session must be different ports"
@@ -169,7 +185,7 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
 def create_session(db: Session, project: str, spec: SessionSpec) -> SessionRow:
     bump_change(db, project)
     get_filter(db, project, spec.filter_id, "traffic_mirror_filter_id")
-    _check_target(db, project, spec.target_id, spec.sources)
+    _check_target(db, project, spec.target_kind, spec.target_id, spec.sources)
     now = utc_now()
     row = SessionRow(
         id=new_id(),
@@ -207,8 +223,14 @@ def update_session(db: Session, project: str, session_id: str, change: SessionCh
     sources = [s.port_id for s in row.sources]
     if change.filter_id is not None:
         get_filter(db, project, change.filter_id, "traffic_mirror_filter_id")
-    if change.target_id is not None:
-        _check_target(db, project, change.target_id, sources)
+    if change.target_id is not None or change.target_kind is not None:
+        _check_target(
+            db,
+            project,
+            change.target_kind or model.TargetKind(row.target_type),
+            change.target_id or row.target_id,
+            sources,
+        )
     if change.priority not in (None, row.priority):
         _check_priority_free(db, row.id, change.priority, sources)
     shown = {_CHANGE_COLUMNS[name] for name in _SHOWN}
