@@ -17,10 +17,14 @@ from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
+from vxtap.store import target_groups as group_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
-from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
+from vxtap.store.schema import FilterRow, MemberRow, PortRow, SessionRow, SourceRow, TargetGroupRow
+from vxtap.store.sessions import SessionChange, SessionSpec
+from vxtap.store.target_groups import TargetGroupSpec
 from vxtap.wire.fields import parse_cidr, parse_port_range
 
 
@@ -61,7 +65,14 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
         else []
     )
     filter_ids = sorted({s.filter_id for s in sessions})
-    target_ids = sorted({s.target_id for s in sessions})
+    group_ids = sorted({s.target_id for s in sessions if s.target_type == "elb"})
+    groups = [
+        db.get_one(TargetGroupRow, group_id) for group_id in group_ids
+    ]  # members load ordered by number
+    target_ids = sorted(
+        {s.target_id for s in sessions if s.target_type == "eni"}
+        | {m.port_id for g in groups for m in g.members}
+    )
     filters = (
         list(
             db.scalars(select(FilterRow).where(FilterRow.id.in_(filter_ids)).order_by(FilterRow.id))
@@ -83,6 +94,7 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
                 filter_id=s.filter_id,
                 sources=tuple(src.port_id for src in s.sources),
                 target_id=s.target_id,
+                target_kind=model.TargetKind(s.target_type),
                 vni=s.virtual_network_id,
                 packet_length=s.packet_length,
                 priority=s.priority,
@@ -97,6 +109,16 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
             for f in filters
         ),
         "targets": tuple(_reference_port(t) for t in targets),
+        "groups": tuple(
+            model.TargetGroup(
+                id=g.id,
+                members=tuple(
+                    model.GroupMember(port_id=m.port_id, number=m.number, healthy=m.healthy)
+                    for m in g.members
+                ),
+            )
+            for g in groups
+        ),
     }
     unrevised = model.DesiredState(host=host, revision="", **content)
     revision = hashlib.sha256(
@@ -125,24 +147,16 @@ def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> RuleS
 
 def _session(
     name: str, filter_id: str, sources: list[str], target: str, priority: int, **fields: Any
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "traffic_mirror_filter_id": filter_id,
-        "traffic_mirror_sources": sources,
-        "traffic_mirror_target_id": target,
-        "traffic_mirror_target_type": "eni",
-        "virtual_network_id": fields.get("vni", 1),
-        "packet_length": fields.get("packet_length", 96),
-        "priority": priority,
-        "enabled": fields.get("enabled", True),
-        "type": "eni",
-    }
+) -> SessionSpec:
+    return SessionSpec(
+        name, filter_id, tuple(sources), target, model.TargetKind.ENI, priority, **fields
+    )
 
 
 def fill_varied(store: Store) -> None:
-    """Two hosts sharing sessions, local and remote targets, every kind of rule, filters
-    without rules or unused, a moved priority and removed sources."""
+    """Two hosts sharing sessions, local and remote targets, a target group (members out
+    of joining order, one healthy), every kind of rule, filters without rules or unused,
+    a moved priority and removed sources."""
     with store.write() as db:
         local = {
             p.device: p.id
@@ -151,26 +165,26 @@ def fill_varied(store: Store) -> None:
                 "p",
                 "h",
                 [
-                    {
-                        "device": "eth0",
-                        "mac": "fa:16:3e:00:00:01",
-                        "ipv4": ["10.0.0.1", "10.0.0.2"],
-                        "ipv6": ["2001:db8::1"],
-                    },
-                    {"device": "eth1", "ipv4": [], "ipv6": []},
-                    {"device": "eth2", "ipv4": ["10.0.0.3"], "ipv6": []},
-                    {"device": "eth3", "ipv4": ["10.0.0.4"], "ipv6": []},
+                    PortSpec(
+                        device="eth0",
+                        mac="fa:16:3e:00:00:01",
+                        ipv4=("10.0.0.1", "10.0.0.2"),
+                        ipv6=("2001:db8::1",),
+                    ),
+                    PortSpec(device="eth1"),
+                    PortSpec(device="eth2", ipv4=("10.0.0.3",)),
+                    PortSpec(device="eth3", ipv4=("10.0.0.4",)),
                 ],
             )
         }
         remote = {
             p.device: p.id
             for p in port_store.register_host_ports(
-                db, "p", "h2", [{"device": "x0", "ipv4": ["10.0.1.1"], "ipv6": []}]
+                db, "p", "h2", [PortSpec(device="x0", ipv4=("10.0.1.1",))]
             )
         }
         collector = port_store.create_port(
-            db, "p", {"host": "c", "device": "eth0", "ipv4": [], "ipv6": ["2001:db8:ff::2"]}
+            db, "p", "c", PortSpec(device="eth0", ipv6=("2001:db8:ff::2",))
         ).id
         rich = filter_store.create_filter(db, "p", FilterSpec("rich", "every kind")).id
         bare = filter_store.create_filter(db, "p", FilterSpec("bare")).id
@@ -230,10 +244,31 @@ def fill_varied(store: Store) -> None:
             db, "p", _session("same priority", bare, [local["eth0"]], collector, 8)
         ).id
     with store.write() as db:
-        session_store.update_session(db, "p", moved, {"priority": 7, "description": "moved"})
+        session_store.update_session(db, "p", moved, SessionChange(priority=7, description="moved"))
         session_store.remove_sources(db, "p", moved, [local["eth1"]])
         session_store.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
-        session_store.update_session(db, "p", shared, {"name": "shared, renamed"})
+        session_store.update_session(db, "p", shared, SessionChange(name="shared, renamed"))
+    with store.write() as db:
+        collectors = [
+            port_store.create_port(
+                db, "p", "c", PortSpec(device=f"col{i}", ipv4=(f"10.9.0.{i}",))
+            ).id
+            for i in range(3)
+        ]
+        group = group_store.create_target_group(
+            db, "p", TargetGroupSpec("ids", ports=tuple(collectors))
+        ).id
+        group_store.remove_members(db, "p", group, [collectors[0]])
+        group_store.add_members(db, "p", group, [collectors[0]])  # number 0 again
+        db.get_one(MemberRow, (group, collectors[2])).healthy = True
+        port = local["eth3"]
+        session_store.create_session(
+            db,
+            "p",
+            SessionSpec("to a group", bare, (port,), group, model.TargetKind.ELB, 20),
+        )
+        # An unused group is in no state.
+        group_store.create_target_group(db, "p", TargetGroupSpec("idle", ports=(collector,)))
 
 
 def body(content: Any) -> bytes:
@@ -256,13 +291,21 @@ def test_the_build_answers_what_the_model_did(store: Store) -> None:
     # direction then priority, sources by position, references of the host's sessions only.
     with store.read_rows() as connection:
         state = agent_view.desired_state(connection, "p", "h")
-    assert [s["priority"] for s in state["sessions"]] == [3, 7, 7, 8]
+    assert [s["priority"] for s in state["sessions"]] == [3, 7, 7, 8, 20]
     assert {s["name"] for s in state["sessions"]} == {
         "local target",
         "moved",
         "shared, renamed",
         "same priority",
+        "to a group",
     }
+    assert [s["target_kind"] for s in state["sessions"]] == ["eni"] * 4 + ["elb"]
+    (group,) = state["groups"]
+    assert [(m["number"], m["healthy"]) for m in group["members"]] == [
+        (0, False),
+        (1, False),
+        (2, True),
+    ]
     assert [len(s["sources"]) for s in state["sessions"] if s["name"] == "same priority"] == [3]
     rules = {
         f["name"]: [(r["direction"], r["priority"]) for r in f["rules"]] for f in state["filters"]
@@ -271,4 +314,4 @@ def test_the_build_answers_what_the_model_did(store: Store) -> None:
         "rich": [("egress", 5), ("egress", 65535), ("ingress", 1), ("ingress", 2), ("ingress", 30)],
         "bare": [],
     }
-    assert len(state["ports"]) == 4 and len(state["targets"]) == 2
+    assert len(state["ports"]) == 4 and len(state["targets"]) == 2 + 3
