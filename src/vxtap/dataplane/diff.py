@@ -23,6 +23,7 @@ from vxtap.dataplane.plan import (
     TABLE,
     VXLAN_DEVICE,
     KernelPlan,
+    chunk_key,
     snap_length,
 )
 from vxtap.model import VXLAN_PORT
@@ -146,7 +147,11 @@ def expected_tunnel_map(
 
     Each snap length is clamped to what fits the MTU of the route to its target now
     (docs/dataplane.md, "Truncation"): a changed MTU shows as drift and is applied."""
+    # In the order they are written: a group entry only after its table and members.
     entries: dict[int, bytes] = {}
+    for table_id, table in plan.tables:
+        for chunk, value in enumerate(asm.chunk_values(table)):
+            entries[chunk_key(table_id, chunk)] = value
     for t in plan.tunnels:
         route = routes.get(t.remote)
         snaplen = snap_length(t.snaplen, t.remote, route.mtu if route else None)
@@ -172,6 +177,13 @@ def expected_tunnel_map(
                 vni=t.vni, remote=t.remote, local=t.local, snaplen=snaplen, ifindex=vxlan_index
             )
         entries[t.key] = value
+    for g in plan.groups:
+        entries[g.key] = asm.group_value(
+            table_base=g.table_base,
+            member_base=g.member_base,
+            snaplen=g.snaplen,
+            has_member=g.table_id is not None,
+        )
     return entries
 
 

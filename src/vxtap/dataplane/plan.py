@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vxtap.dataplane import placement
 from vxtap.model import (
     IP_PROTOCOL_NUMBER,
     VXLAN_PORT,
@@ -40,6 +41,9 @@ from vxtap.model import (
     Port,
     Protocol,
     Rule,
+    Session,
+    TargetGroup,
+    TargetKind,
 )
 
 TABLE = "vxtap"
@@ -67,6 +71,16 @@ VXLAN_OVERHEAD_IPV6 = 40 + 8 + 8
 # IPv4 fragment offset bits: a packet with a non-zero offset is a non-first fragment.
 IPV4_FRAGMENT_OFFSET_MASK = 0x1FFF
 MAX_KEY = 0x7FFF_FFFF
+# Group sessions (docs/elb.md, "Placement in the kernel"): keys of the tunnel map above
+# MAX_KEY. A member entry's key is MEMBER_KEY_FLAG | index << 8 | its number, with one
+# index per (session, source); a placement table's chunks are CHUNK_KEY_FLAG | table
+# << 11 | chunk. Mirrors of vxtap.dataplane.bpf.asm's constants (this module stays pure;
+# tests check they agree).
+MEMBER_KEY_FLAG = 0x8000_0000
+MEMBER_INDEXES = 1 << 22
+CHUNK_KEY_FLAG = 0xC000_0000
+CHUNK_KEY_SHIFT = 11
+TABLE_IDS = 1 << 19
 
 _L4PROTO_NAME = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.ICMP: "icmp"}
 _L4PROTO_NAME[Protocol.ICMPV6] = "ipv6-icmp"
@@ -86,10 +100,35 @@ class Tunnel:
     remote: str
     local: str | None
     snaplen: int
+    # A group member's entry (the session's target is a group): the member's port id.
+    member_port_id: str | None = None
 
     @property
     def ipv6(self) -> bool:
         return ":" in self.remote
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTunnel:
+    """A (session, source) pair whose target is a group: one entry of the tunnel map that
+    sends each copy on to the member its flow's slot names. `table_id` None: the group
+    has no healthy member (copies are counted and dropped)."""
+
+    key: int
+    session_id: str
+    source_port_id: str
+    group_id: str
+    table_id: int | None
+    member_base: int
+    snaplen: int
+
+    @property
+    def table_base(self) -> int:
+        return 0 if self.table_id is None else chunk_key(self.table_id, 0)
+
+
+def chunk_key(table_id: int, chunk: int) -> int:
+    return CHUNK_KEY_FLAG | table_id << CHUNK_KEY_SHIFT | chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +171,9 @@ class KernelPlan:
     counters: tuple[CounterRef, ...]
     tunnels: tuple[Tunnel, ...]
     skipped: tuple[str, ...] = ()
+    groups: tuple[GroupTunnel, ...] = ()
+    # (table id, the member number of each of placement.TABLE_SLOTS slots)
+    tables: tuple[tuple[int, bytes], ...] = ()
     table: str = TABLE
     devices: tuple[str, ...] = DEVICES
 
@@ -146,7 +188,7 @@ class KernelPlan:
 
     @property
     def is_empty(self) -> bool:
-        return not self.tunnels
+        return not self.tunnels and not self.groups
 
 
 def counter_comment(ref: CounterRef) -> str:
@@ -420,6 +462,8 @@ class PlanCompiler:
 
     def __init__(self) -> None:
         self._pieces: dict[tuple[int, str, str], _Piece] = {}
+        # Placement tables by their healthy members ((port id, number), ...): 10-34 ms each.
+        self._tables: dict[tuple[tuple[str, int], ...], bytes] = {}
         self._match_texts = functools.lru_cache(maxsize=MATCH_CACHE_SIZE)(_match_texts)
 
     def compile(self, state: DesiredState, *, underlay_mtu: int | None = None) -> KernelPlan:
@@ -492,6 +536,8 @@ class PlanCompiler:
         rules_by_filter: dict[str, dict[Direction, tuple[Rule, ...]]] = {}
         signatures: dict[str, str] = {}
         pieces: dict[tuple[int, str, str], _Piece] = {}
+        groups = {g.id: g for g in state.groups}
+        placing = _Placing(self._tables, skipped)
 
         for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
             if not session.enabled:
@@ -507,13 +553,23 @@ class PlanCompiler:
                 signatures[flt.id] = _filter_signature(by_direction)
             if not any(by_direction.values()):
                 continue  # docs/behaviour.md §2.5: a filter without rules mirrors nothing
-            remote = _target_address(targets.get(session.target_id))
-            if remote is None:
-                skipped.append(
-                    f"session {session.id}: target {session.target_id} is unknown or has no address"
-                )
-                continue
-            snaplen = snap_length(session.packet_length, remote, underlay_mtu)
+            group = groups.get(session.target_id) if session.target_kind is TargetKind.ELB else None
+            if session.target_kind is TargetKind.ELB:
+                if group is None:
+                    skipped.append(
+                        f"session {session.id}: target group {session.target_id} is unknown"
+                    )
+                    continue
+                remote, snaplen = None, session.packet_length
+            else:
+                remote = _target_address(targets.get(session.target_id))
+                if remote is None:
+                    skipped.append(
+                        f"session {session.id}: target {session.target_id} is unknown or has "
+                        "no address"
+                    )
+                    continue
+                snaplen = snap_length(session.packet_length, remote, underlay_mtu)
             for source_id in sorted(set(session.sources)):
                 source = ports.get(source_id)
                 if source is None:
@@ -522,18 +578,22 @@ class PlanCompiler:
                 while key in used_keys:  # a hash collision: the next free key, deterministically
                     key = key % MAX_KEY + 1
                 used_keys.add(key)
-                family = source.ipv6 if ":" in remote else source.ipv4
-                tunnels.append(
-                    Tunnel(
-                        key=key,
-                        session_id=session.id,
-                        source_port_id=source.id,
-                        vni=session.vni,
-                        remote=remote,
-                        local=family[0] if family else None,
-                        snaplen=snaplen,
+                if group is not None:
+                    placing.add(session, source, key, group, targets, underlay_mtu)
+                else:
+                    assert remote is not None
+                    family = source.ipv6 if ":" in remote else source.ipv4
+                    tunnels.append(
+                        Tunnel(
+                            key=key,
+                            session_id=session.id,
+                            source_port_id=source.id,
+                            vni=session.vni,
+                            remote=remote,
+                            local=family[0] if family else None,
+                            snaplen=snaplen,
+                        )
                     )
-                )
                 piece_key = (key, session.id, signatures[session.filter_id])
                 piece = self._pieces.get(piece_key)
                 if piece is None:
@@ -550,7 +610,7 @@ class PlanCompiler:
         base_chains: list[Chain] = []
         own_output = [
             [expr_text(e) for e in rule]
-            for rule in _own_output_exclusion(t.remote for t in tunnels)
+            for rule in _own_output_exclusion(t.remote for t in (*tunnels, *placing.members))
         ]
         for (direction, device), session_chains in sorted(dispatch.items()):
             name = chain_name_for_device(direction, device)
@@ -586,16 +646,107 @@ class PlanCompiler:
             chain_rules=(*base_chain_rules, *(r for p in pieces.values() for r in p.chain_rules)),
             chains=(*chains, *base_chains),
             counters=tuple(counters),
-            tunnels=tuple(tunnels),
+            tunnels=(*tunnels, *placing.members),
             skipped=tuple(skipped),
+            groups=tuple(placing.groups),
+            tables=tuple(sorted((i, t) for t, i in placing.table_ids.items())),
         )
+        self._tables = placing.tables_used
         digest = hashlib.sha256(plan.nft_text.encode())
-        for t in tunnels:
+        for t in plan.tunnels:
             digest.update(
                 f"{t.key} {t.vni} {t.remote} {t.local} {t.snaplen} {t.session_id} "
-                f"{t.source_port_id}\n".encode()
+                f"{t.source_port_id} {t.member_port_id}\n".encode()
             )
+        for g in plan.groups:
+            digest.update(f"g {g.key} {g.table_id} {g.member_base} {g.snaplen}\n".encode())
+        for table_id, table in plan.tables:
+            digest.update(f"t {table_id} ".encode() + hashlib.sha256(table).digest())
         return dataclasses.replace(plan, digest=digest.hexdigest()[:32])
+
+
+class _Placing:
+    """What one compile builds for sessions whose target is a group: their group entries,
+    the member entries (one per member with an address, healthy or not, so that a
+    member's counters outlive a spell of bad health) and the placement tables."""
+
+    def __init__(
+        self, tables: dict[tuple[tuple[str, int], ...], bytes], skipped: list[str]
+    ) -> None:
+        self.known_tables = tables
+        self.tables_used: dict[tuple[tuple[str, int], ...], bytes] = {}
+        self.skipped = skipped
+        self.groups: list[GroupTunnel] = []
+        self.members: list[Tunnel] = []
+        self.table_ids: dict[bytes, int] = {}
+        self.used_indexes: set[int] = set()
+
+    def add(
+        self,
+        session: Session,
+        source: Port,
+        key: int,
+        group: TargetGroup,
+        targets: dict[str, Port],
+        underlay_mtu: int | None,
+    ) -> None:
+        addressed = [
+            (member, address)
+            for member in sorted(group.members, key=lambda m: m.number)
+            if (address := _target_address(targets.get(member.port_id))) is not None
+        ]
+        # A stable index per (session, source): the same member keys on every apply.
+        index = (key * 0x9E3779B1 >> 7) % MEMBER_INDEXES
+        while index in self.used_indexes:
+            index = (index + 1) % MEMBER_INDEXES
+        self.used_indexes.add(index)
+        member_base = MEMBER_KEY_FLAG | index << 8
+        for member, address in addressed:
+            family = source.ipv6 if ":" in address else source.ipv4
+            self.members.append(
+                Tunnel(
+                    key=member_base | member.number,
+                    session_id=session.id,
+                    source_port_id=source.id,
+                    vni=session.vni,
+                    remote=address,
+                    local=family[0] if family else None,
+                    snaplen=snap_length(session.packet_length, address, underlay_mtu),
+                    member_port_id=member.port_id,
+                )
+            )
+        healthy = tuple((m.port_id, m.number) for m, _ in addressed if m.healthy)
+        table_id = self._table_id(healthy) if healthy else None
+        self.groups.append(
+            GroupTunnel(
+                key=key,
+                session_id=session.id,
+                source_port_id=source.id,
+                group_id=group.id,
+                table_id=table_id,
+                member_base=member_base,
+                snaplen=session.packet_length,
+            )
+        )
+
+    def _table_id(self, healthy: tuple[tuple[str, int], ...]) -> int:
+        table = self.known_tables.get(healthy) or self.tables_used.get(healthy)
+        if table is None:
+            built = placement.build_table(port for port, _ in healthy)
+            number_of = dict(healthy)
+            numbers = bytes(number_of[port] for port in built.members).ljust(256, b"\0")
+            table = built.slots.translate(numbers)
+        self.tables_used[healthy] = table
+        found = self.table_ids.get(table)
+        if found is not None:
+            return found
+        # Named after its content: a changed table is written under a new id before the
+        # group entries switch to it, so no packet sees half of a table.
+        table_id = int.from_bytes(hashlib.sha256(table).digest()[:4], "little") % TABLE_IDS
+        while table_id in self.table_ids.values():
+            table_id = (table_id + 1) % TABLE_IDS
+        self.table_ids[table] = table_id
+        return table_id
 
 
 def compile_plan(state: DesiredState, *, underlay_mtu: int | None = None) -> KernelPlan:

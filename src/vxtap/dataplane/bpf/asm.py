@@ -86,6 +86,7 @@ class Op(IntEnum):
     OR_K = 0x47  # BPF_ALU64 | BPF_OR | BPF_K
     XOR_K = 0xA7  # BPF_ALU64 | BPF_XOR | BPF_K
     MUL_X = 0x2F  # BPF_ALU64 | BPF_MUL | BPF_X
+    MOD_K = 0x97  # BPF_ALU64 | BPF_MOD | BPF_K
     RSH_K = 0x77  # BPF_ALU64 | BPF_RSH | BPF_K
     TO_BE = 0xDC  # BPF_ALU | BPF_END | BPF_TO_BE: imm 16 or 32 bits to network order
     STX_H = 0x6B  # BPF_STX | BPF_MEM | BPF_H
@@ -232,7 +233,28 @@ VALUE_PORT_MIN: Final = 32
 VALUE_PORT_COUNT: Final = 36
 VALUE_UNCUT_PACKETS: Final = 56  # u64: copies dropped because they could not be cut
 VALUE_UNCUT_BYTES: Final = 64  # u64: their lengths
-VALUE_SIZE: Final = 72
+# u64 pair: a group member's entry counts the copies placed on it; a group entry counts
+# the copies it could not place (no healthy member).
+VALUE_PLACED_PACKETS: Final = 72
+VALUE_PLACED_BYTES: Final = 80
+VALUE_SIZE: Final = 88
+# A session whose target is a group of collectors (docs/elb.md, "Placement in the
+# kernel"): its entry has FLAG_GROUP and, where a target's entry has the remote address,
+# the key of its placement table's first chunk (VALUE_TABLE_BASE) and the key of its
+# member 0 (VALUE_MEMBER_BASE). The program takes slot = flow hash % TABLE_SLOTS, reads
+# the member number at byte slot % CHUNK_SLOTS of the chunk entry TABLE_BASE +
+# slot / CHUNK_SLOTS, and continues with the entry MEMBER_BASE | number as if it were
+# the session's target. FLAG_NO_MEMBER: no healthy member, every copy is counted and
+# dropped. Keys below 2^31 are session marks (plan.MAX_KEY), so members and chunks use
+# the upper half of the key space.
+FLAG_GROUP: Final = 1 << 17
+FLAG_NO_MEMBER: Final = 1 << 18
+VALUE_TABLE_BASE: Final = 4
+VALUE_MEMBER_BASE: Final = 8
+TABLE_SLOTS: Final = 65537  # = placement.TABLE_SLOTS (tests check they agree)
+CHUNK_SLOTS: Final = 64  # a power of two: the verifier then knows the byte is in bounds
+MEMBER_KEY_FLAG: Final = 0x8000_0000
+CHUNK_KEY_FLAG: Final = 0xC000_0000
 MAP_MAX_ENTRIES: Final = 65536
 # The per-CPU buffer that holds a copy's first snaplen bytes while it is rewritten.
 SCRATCH_SIZE: Final = 1536
@@ -248,6 +270,7 @@ _STACK_OFFSET = -12  # the L4 header offset while parsing; the IP base length wh
 _STACK_LENGTH = -16  # the copy's length as it arrived
 _STACK_HASH = -20  # the flow hash, set again when the copy's protocol is switched
 _STACK_AS_IPV4 = -24  # 1: an IPv6 copy shorter than 54 bytes (see _cut)
+_STACK_PLACE_KEY = -28  # a chunk's key, then a member's, while placing a group's copy
 _STACK_BUFFER = -64  # 48 bytes for headers read while hashing
 # 64 bytes: outer Ethernet, IPv4, UDP, VXLAN, then the inner Ethernet header (the copy's
 # own, saved while hashing). Placed so that each field's store is aligned to its size,
@@ -311,6 +334,7 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.load32(r2, r6, SkbField.LEN)
     a.store32(fp, _STACK_LENGTH, r2)
     _flow_hash(a)  # skb->hash: before the cut, which may remove the ports
+    _place(a, map_fd)
     _cut(a, scratch_fd)
     a.label("encapsulate")
     a.load32(r2, r7, VALUE_FLAGS)
@@ -336,6 +360,75 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
     return a.assemble()
+
+
+def _place(a: Assembler, map_fd: int) -> None:
+    """For a group entry: r7 := the member entry the flow's slot names (see FLAG_GROUP),
+    counted there; without one the copy is counted in the group entry and dropped."""
+    r0, r1, r2, r3, r6, r7, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R6, Reg.R7, Reg.FP
+    a.load32(r2, r7, VALUE_FLAGS)
+    a.jump(Op.JSET_K, r2, FLAG_GROUP, "group")
+    a.emit(Op.JA, to="placed")
+    a.label("group")
+    a.jump(Op.JSET_K, r2, FLAG_NO_MEMBER, "unplaced")
+    a.load32(r2, fp, _STACK_HASH)  # 32 bits, zero-extended
+    a.emit(Op.MOD_K, r2, imm=TABLE_SLOTS)
+    a.movx(r3, r2)
+    a.emit(Op.RSH_K, r3, imm=CHUNK_SLOTS.bit_length() - 1)
+    a.load32(r1, r7, VALUE_TABLE_BASE)
+    a.emit(Op.ADD_X, r1, r3)
+    a.store32(fp, _STACK_PLACE_KEY, r1)
+    a.emit(Op.AND_K, r2, imm=CHUNK_SLOTS - 1)
+    a.store32(fp, _STACK_OFFSET, r2)  # free until the cut sets it
+    a.load_map_fd(r1, map_fd)
+    a.movx(r2, fp)
+    a.emit(Op.ADD_K, r2, imm=_STACK_PLACE_KEY)
+    a.call(Helper.MAP_LOOKUP_ELEM)
+    a.jump(Op.JEQ_K, r0, 0, "unplaced")
+    a.load32(r2, fp, _STACK_OFFSET)
+    a.emit(Op.AND_K, r2, imm=CHUNK_SLOTS - 1)  # the verifier's bound on the offset
+    a.emit(Op.ADD_X, r0, r2)
+    a.load8(r2, r0, 0)  # the member's number
+    a.load32(r1, r7, VALUE_MEMBER_BASE)
+    a.emit(Op.OR_X, r1, r2)
+    a.store32(fp, _STACK_PLACE_KEY, r1)
+    a.load_map_fd(r1, map_fd)
+    a.movx(r2, fp)
+    a.emit(Op.ADD_K, r2, imm=_STACK_PLACE_KEY)
+    a.call(Helper.MAP_LOOKUP_ELEM)
+    a.jump(Op.JEQ_K, r0, 0, "unplaced")
+    a.movx(r7, r0)
+    a.mov(r1, 1)
+    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_PACKETS)
+    a.load32(r1, fp, _STACK_LENGTH)
+    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_BYTES)
+    a.emit(Op.JA, to="placed")
+    a.label("unplaced")
+    a.mov(r1, 1)
+    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_PACKETS)
+    a.load32(r1, fp, _STACK_LENGTH)
+    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_BYTES)
+    a.mov(r0, TC_ACT_SHOT)
+    a.emit(Op.EXIT)
+    a.label("placed")
+    del r6
+
+
+def group_value(*, table_base: int, member_base: int, snaplen: int, has_member: bool) -> bytes:
+    """The map value of a (session, source) whose target is a group (see FLAG_GROUP)."""
+    value = bytearray(VALUE_SIZE)
+    struct.pack_into("<II", value, VALUE_TABLE_BASE, table_base, member_base)
+    flags = FLAG_GROUP | (0 if has_member else FLAG_NO_MEMBER)
+    struct.pack_into("<II", value, VALUE_SNAPLEN, snaplen, flags)
+    return bytes(value)
+
+
+def chunk_values(table: bytes) -> list[bytes]:
+    """A placement table (one member number per slot) as map values of CHUNK_SLOTS slots."""
+    return [
+        table[start : start + CHUNK_SLOTS].ljust(VALUE_SIZE, b"\0")
+        for start in range(0, len(table), CHUNK_SLOTS)
+    ]
 
 
 def _encapsulate(a: Assembler) -> None:

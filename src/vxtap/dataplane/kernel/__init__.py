@@ -86,6 +86,11 @@ class Counters:
     # the snap length (shorter than Ethernet + IPv4 header, or marked encapsulated by the
     # kernel): a copy is never sent longer than asked. From the tunnel map entries.
     uncut: dict[str, PacketsBytes] = field(default_factory=dict)
+    # Sessions whose target is a group (docs/elb.md): per (session, member port), the
+    # copies placed on the member; per session, those dropped for want of a healthy
+    # member. From the tunnel map entries, named by the plan this object applied last.
+    members: dict[tuple[str, str], PacketsBytes] = field(default_factory=dict)
+    unplaced: dict[str, PacketsBytes] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, dict[str, dict[str, int]]]:
         def dump(d: dict[str, PacketsBytes]) -> dict[str, dict[str, int]]:
@@ -239,9 +244,12 @@ class Dataplane:
         way, the map gets its previous entries back and nft keeps its rules (one
         transaction); a first apply that fails (nothing of vxtap's was here) removes
         what it made. Returns the snapshot as the kernel shows it afterwards."""
-        if len(plan.tunnels) > asm.MAP_MAX_ENTRIES:
+        entries = len(plan.tunnels) + len(plan.groups)
+        entries += sum(-(-len(table) // asm.CHUNK_SLOTS) for _, table in plan.tables)
+        if entries > asm.MAP_MAX_ENTRIES:
             raise DataplaneError(
-                f"the plan has {len(plan.tunnels):,} (session, source) pairs; "
+                f"the plan has {entries:,} tunnel map entries (session and source pairs, "
+                "group members, placement table chunks); "
                 f"the tunnel map holds {asm.MAP_MAX_ENTRIES:,}"
             )
         snapshot = self.read(plan)
@@ -326,7 +334,17 @@ class Dataplane:
             else:
                 bucket, key = result.unmirrorable, ref.session_id
             bucket[key] = bucket.get(key, PacketsBytes()) + value
-        if session_of_key:
+        applied = self._applied
+        placed: dict[int, tuple[str, str]] = {}
+        unplaced: dict[int, str] = {}
+        if applied is not None:
+            placed = {
+                t.key: (t.session_id, t.member_port_id)
+                for t in applied.tunnels
+                if t.member_port_id is not None
+            }
+            unplaced = {g.key: g.session_id for g in applied.groups}
+        if session_of_key or placed:
             links, _, _ = devices.read_links(self.run)
             tunnel_map = None
             for device, hook, kind in diff.PROGRAMS:  # the first mirror hook with the map
@@ -334,8 +352,18 @@ class Dataplane:
                     found = {(device, hook): programs.read_filters(self.run, device, hook)}
                     tunnel_map = programs.read_tunnel_map(links, found)
             for tunnel_key, entry in (tunnel_map.entries if tunnel_map else {}).items():
-                session = session_of_key.get(tunnel_key)
-                if session is None or len(entry) < asm.VALUE_SIZE:
+                if len(entry) < asm.VALUE_SIZE:
+                    continue
+                placed_count = PacketsBytes(
+                    *struct.unpack_from("<QQ", entry, asm.VALUE_PLACED_PACKETS)
+                )
+                if tunnel_key in placed:
+                    result.members[placed[tunnel_key]] = placed_count
+                elif tunnel_key in unplaced and placed_count.packets:
+                    result.unplaced[unplaced[tunnel_key]] = placed_count
+                # A group's copies are cut on the member's entry: its uncut count is the session's.
+                session = session_of_key.get(tunnel_key) or placed.get(tunnel_key, (None, ""))[0]
+                if session is None:
                     continue
                 packets, octets = struct.unpack_from("<QQ", entry, asm.VALUE_UNCUT_PACKETS)
                 if packets:
