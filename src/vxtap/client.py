@@ -787,13 +787,20 @@ class VxtapClient:
             ) from None
 
     def report_counters(
-        self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+        self,
+        host: str,
+        sessions: Mapping[str, Counter],
+        rules: Mapping[str, Counter],
+        members: Mapping[str, Counter] | None = None,
     ) -> None:
-        """Totals since the agent's kernel state was created (the server keeps the latest)."""
+        """Totals since the agent's kernel state was created (the server keeps the latest).
+        `members`: per "<session id>/<member port id>" of group sessions (docs/elb.md)."""
         body = {
             "sessions": {k: v.model_dump() for k, v in sessions.items()},
             "rules": {k: v.model_dump() for k, v in rules.items()},
         }
+        if members:
+            body["members"] = {k: v.model_dump() for k, v in members.items()}
         self._request("PUT", f"{self._internal}/hosts/{quote(host, safe='')}/counters", body=body)
 
     def collector_heartbeat(self, host: str, devices: Sequence[str] | None = None) -> None:

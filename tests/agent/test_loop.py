@@ -20,6 +20,7 @@ from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
 from vxtap.client import ApiError, Fetched, ServerUnreachable
 from vxtap.model import Counter, DesiredState, Interface, Port, Session
+from vxtap.wire.requests import CountersRequest
 
 
 class Server:
@@ -72,7 +73,11 @@ class Server:
         return Fetched(tag, self.state)
 
     def report_counters(
-        self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+        self,
+        host: str,
+        sessions: Mapping[str, Counter],
+        rules: Mapping[str, Counter],
+        members: Mapping[str, Counter] | None = None,
     ) -> None:
         self._check()
         self.reports += 1
@@ -124,7 +129,7 @@ def make_agent(parts: Parts) -> Agent[str]:
         server=server,
         kernel=kernel,
         compile_plan=lambda state: state.revision,  # the plan is the revision, for the fake
-        read_counters=lambda: ({"s": Counter(packets=1, bytes=2)}, {}),
+        read_counters=lambda: CountersRequest(sessions={"s": Counter(packets=1, bytes=2)}),
         discover=lambda: interfaces[-1],
         state_file=state_file,
         metrics=AgentMetrics(),
@@ -162,7 +167,7 @@ def test_counters_are_reported_when_they_changed_and_not_too_often(parts: Parts)
     server, _, _, _ = parts
     totals = {"s": Counter(packets=1, bytes=2)}
     agent = make_agent(parts)
-    agent.read_counters = lambda: (dict(totals), {})
+    agent.read_counters = lambda: CountersRequest(sessions=dict(totals))
     agent.start()
     turn(agent, 0.0)
     assert server.reports == 1

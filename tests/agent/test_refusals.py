@@ -43,6 +43,7 @@ from vxtap.model import (
     Session,
 )
 from vxtap.netns import Namespace, veth
+from vxtap.wire.requests import CountersRequest
 
 pytestmark = pytest.mark.netns
 
@@ -104,7 +105,11 @@ class Server:
         return Fetched(tag, None if if_none_match == tag else self.state)
 
     def report_counters(
-        self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+        self,
+        host: str,
+        sessions: Mapping[str, Counter],
+        rules: Mapping[str, Counter],
+        members: Mapping[str, Counter] | None = None,
     ) -> None:
         pass
 
@@ -138,7 +143,7 @@ class Segment:
             server=server,
             kernel=self.dataplane,  # type: ignore[arg-type]
             compile_plan=compile_plan,
-            read_counters=lambda: ({}, {}),
+            read_counters=CountersRequest,
             discover=lambda: (),
             state_file=StateFile(self.workdir / "agent"),
             metrics=metrics,

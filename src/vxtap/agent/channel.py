@@ -32,6 +32,7 @@ from vxtap.agent import decide
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.client import ApiError, Fetched, InvalidAnswer, ServerUnreachable, VxtapClientError
 from vxtap.model import Counter, Interface, Port
+from vxtap.wire.requests import CountersRequest
 
 log = logging.getLogger("vxtap.agent")
 
@@ -75,7 +76,11 @@ class ControlPlane(Protocol):
     ) -> Fetched: ...
 
     def report_counters(
-        self, host: str, sessions: Mapping[str, Counter], rules: Mapping[str, Counter]
+        self,
+        host: str,
+        sessions: Mapping[str, Counter],
+        rules: Mapping[str, Counter],
+        members: Mapping[str, Counter] | None = None,
     ) -> None: ...
 
     def report_status(
@@ -209,8 +214,8 @@ class Channel:
         # Sender: what the loop wants registered / reported, and what the server has.
         self.interfaces: tuple[Interface, ...] | None = None
         self.registered: tuple[Interface, ...] | None = None
-        self.counters: tuple[dict[str, Counter], dict[str, Counter]] | None = None
-        self.reported: tuple[dict[str, Counter], dict[str, Counter]] | None = None
+        self.counters: CountersRequest | None = None
+        self.reported: CountersRequest | None = None
         self.last_report = -float("inf")
         self.agent_status: AgentStatus | None = None  # the loop's latest
         self.reported_status: AgentStatus | None = None
@@ -232,9 +237,9 @@ class Channel:
             self.interfaces = interfaces
             self.lock.notify_all()
 
-    def report(self, sessions: dict[str, Counter], rules: dict[str, Counter]) -> None:
+    def report(self, counters: CountersRequest) -> None:
         with self.lock:
-            self.counters = (sessions, rules)
+            self.counters = counters
             self.lock.notify_all()
 
     def status(
@@ -360,9 +365,7 @@ class Channel:
         self.reachability.ok()
         return None
 
-    def _send_counters(
-        self, counters: tuple[dict[str, Counter], dict[str, Counter]] | None, now: float
-    ) -> float | None:
+    def _send_counters(self, counters: CountersRequest | None, now: float) -> float | None:
         if counters is None:
             return None
         wait = self.last_report + self.report_interval - now
@@ -373,7 +376,9 @@ class Channel:
             return self.report_interval
         self.last_report = now
         try:
-            self.server.report_counters(self.host, *counters)
+            self.server.report_counters(
+                self.host, counters.sessions, counters.rules, counters.members
+            )
         except VxtapClientError as error:
             self.metrics.errors.labels("report").inc()
             self.reachability.failed(error)

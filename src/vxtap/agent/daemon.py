@@ -25,7 +25,8 @@ from vxtap.agent.events import Changes, KernelEvents
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.agent.statefile import StateFile
 from vxtap.client import Fetched
-from vxtap.model import Counter, DesiredState, Interface
+from vxtap.model import DesiredState, Interface
+from vxtap.wire.requests import CountersRequest
 
 log = logging.getLogger("vxtap.agent")
 
@@ -74,7 +75,7 @@ class Kernel(Protocol[PlanT_contra]):
     def drift(self, plan: PlanT_contra) -> list[str]: ...
 
 
-CountersReader = Callable[[], tuple[dict[str, Counter], dict[str, Counter]]]
+CountersReader = Callable[[], CountersRequest]
 
 
 class Agent(Generic[PlanT]):
@@ -343,10 +344,15 @@ class Agent(Generic[PlanT]):
         if self.applied is None:
             return
         try:
-            sessions, rules = self.read_counters()
+            counters = self.read_counters()
         except Exception as error:  # reading counters must not stop mirroring
             self.metrics.errors.labels("counters").inc()
             log.error("reading kernel counters failed: %s", error)
             return
-        self.metrics.kernel.sessions, self.metrics.kernel.rules = sessions, rules
-        self.channel.report(sessions, rules)
+        kernel = self.metrics.kernel
+        kernel.sessions, kernel.rules, kernel.members = (
+            counters.sessions,
+            counters.rules,
+            counters.members,
+        )
+        self.channel.report(counters)

@@ -27,6 +27,7 @@ from vxtap.client import VxtapClient, VxtapClientError
 from vxtap.dataplane.kernel import Dataplane, PacketsBytes, is_own_device
 from vxtap.dataplane.plan import PlanCompiler
 from vxtap.model import Counter
+from vxtap.wire.requests import CountersRequest
 
 log = logging.getLogger("vxtap.agent")
 
@@ -86,7 +87,7 @@ def run(settings: AgentSettings) -> None:
             shown = f"[{address}]" if ":" in address else address
             raise StartError(f"cannot serve metrics at {shown}:{port}: {error.strerror}") from None
 
-    def read_counters() -> tuple[dict[str, Counter], dict[str, Counter]]:
+    def read_counters() -> CountersRequest:
         return counters_for_the_server(dataplane)
 
     stop = threading.Event()
@@ -136,8 +137,9 @@ def run(settings: AgentSettings) -> None:
         agent.run(stop)
 
 
-def counters_for_the_server(dataplane: Dataplane) -> tuple[dict[str, Counter], dict[str, Counter]]:
-    """The kernel's counters as the agent API reports them: per session, per rule."""
+def counters_for_the_server(dataplane: Dataplane) -> CountersRequest:
+    """The kernel's counters as the agent API reports them: per session, per rule, per
+    member of a group session."""
     totals = dataplane.counters()
     none = PacketsBytes()
     sessions = {
@@ -146,8 +148,14 @@ def counters_for_the_server(dataplane: Dataplane) -> tuple[dict[str, Counter], d
             bytes=totals.sessions.get(k, none).bytes,
             uncut_packets=totals.uncut.get(k, none).packets,
             uncut_bytes=totals.uncut.get(k, none).bytes,
+            unplaced_packets=totals.unplaced.get(k, none).packets,
+            unplaced_bytes=totals.unplaced.get(k, none).bytes,
         )
-        for k in totals.sessions.keys() | totals.uncut.keys()
+        for k in totals.sessions.keys() | totals.uncut.keys() | totals.unplaced.keys()
     }
     rules = {k: Counter(packets=v.packets, bytes=v.bytes) for k, v in totals.rules.items()}
-    return sessions, rules
+    members = {
+        f"{session}/{port}": Counter(packets=v.packets, bytes=v.bytes)
+        for (session, port), v in totals.members.items()
+    }
+    return CountersRequest(sessions=sessions, rules=rules, members=members)
