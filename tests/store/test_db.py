@@ -20,7 +20,16 @@ from vxtap.store import common
 from vxtap.store import filters as filter_store
 from vxtap.store.db import MIGRATIONS, Store, violated_constraint
 from vxtap.store.filters import FilterSpec
-from vxtap.store.schema import Base, FilterRow, PortRow, RuleRow, SessionRow, SourceRow
+from vxtap.store.schema import (
+    Base,
+    FilterRow,
+    MemberRow,
+    PortRow,
+    RuleRow,
+    SessionRow,
+    SourceRow,
+    TargetGroupRow,
+)
 
 
 def test_migrations_build_exactly_the_declared_schema(store: Store) -> None:
@@ -219,7 +228,9 @@ def test_priority_cascade_and_slots(store: Store) -> None:
     _refused(store, source("s3", "port4", 4, slot=1), "ck_sources_not_target")
     _refused(
         store,
-        update(SessionRow).where(SessionRow.id == "s0").values(target_id="port0"),
+        update(SessionRow)
+        .where(SessionRow.id == "s0")
+        .values(target_id="port0", target_port_id="port0"),
         "ck_sources_not_target",
     )
     # A filter or port in use cannot be deleted.
@@ -232,6 +243,90 @@ def test_priority_cascade_and_slots(store: Store) -> None:
         assert db.get(SourceRow, ("s2", "port0")) is None
         s1 = db.get(SessionRow, "s1")
         assert s1 is not None and [s.priority for s in s1.sources] == [2]
+
+
+def member(port: str, number: int, group: str = "g") -> MemberRow:
+    return MemberRow(group_id=group, port_id=port, project_id="p", number=number)
+
+
+def test_target_group_constraints(store: Store) -> None:
+    _seed(store)
+    with store.write() as db:
+        db.add(
+            TargetGroupRow(
+                id="g", project_id="p", name="g", description="", created_at=NOW, updated_at=NOW
+            )
+        )
+        db.flush()
+        db.add(member("port1", 0))
+        db.flush()
+        # s3 mirrors to the group: the typed columns follow target_id and target_type.
+        s3 = db.get(SessionRow, "s3")
+        assert s3 is not None
+        s3.target_type, s3.target_id = "elb", "g"
+    with store.read() as db:
+        s3 = db.get(SessionRow, "s3")
+        assert s3 is not None and (s3.target_port_id, s3.target_group_id) == (None, "g")
+        m = db.get(MemberRow, ("g", "port1"))
+        assert m is not None and m.healthy is False and m.last_heartbeat is None
+    _refused(store, member("port2", 0), "uq_members_number")
+    _refused(store, member("port2", 256), "ck_members_number")
+    _refused(store, member("port1", 1), "pk_target_group_members")
+    _refused(store, member("port2", 1, group="nope"), "fk_members_group")
+    # A member port, and a group a session targets, cannot be deleted.
+    _refused(store, text("DELETE FROM ports WHERE id = 'port1'"), "fk_members_port")
+    _refused(store, text("DELETE FROM target_groups WHERE id = 'g'"), "fk_sessions_target_group")
+    # Past the ORM, the typed copy must agree with target_id and target_type.
+    _refused(
+        store,
+        update(SessionRow).where(SessionRow.id == "s3").values(target_type="eni"),
+        "ck_sessions_target",
+    )
+    _refused(
+        store,
+        update(SessionRow).where(SessionRow.id == "s2").values(target_id="port3"),
+        "ck_sessions_target",
+    )
+    # Deleting the session frees the group; deleting the group takes its members along.
+    with store.write() as db:
+        db.execute(text("DELETE FROM sessions WHERE id = 's3'"))
+        db.execute(text("DELETE FROM target_groups WHERE id = 'g'"))
+    with store.read() as db:
+        assert db.get(MemberRow, ("g", "port1")) is None
+
+
+def test_upgrade_to_target_groups_keeps_sessions_and_sources(tmp_path: Path) -> None:
+    """Migration 0006 rebuilds `sessions` on SQLite: its sources must survive."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+        for statement in (
+            "INSERT INTO filters VALUES ('f', 'p', 'f', '', '2026-01-01', '2026-01-01')",
+            "INSERT INTO ports (id, project_id, host, device, ipv4, ipv6, created_at,"
+            " updated_at) VALUES ('a', 'p', 'h', 'a', '[]', '[]', '2026-01-01', '2026-01-01'),"
+            " ('b', 'p', 'h', 'b', '[]', '[]', '2026-01-01', '2026-01-01')",
+            "INSERT INTO sessions (id, project_id, name, description, filter_id, target_id,"
+            " target_type, virtual_network_id, packet_length, priority, enabled, type,"
+            " created_at, updated_at) VALUES ('s', 'p', 's', '', 'f', 'b', 'eni', 1, 96, 1,"
+            " 1, 'eni', '2026-01-01', '2026-01-01')",
+            "INSERT INTO session_sources VALUES ('s', 'a', 'p', 1, 'b', 1, 1)",
+        ):
+            connection.execute(text(statement))
+    old.dispose()
+    store = Store(url)
+    try:
+        store.upgrade()
+        with store.read() as db:
+            session = db.get(SessionRow, "s")
+            assert session is not None and session.target_port_id == "b"
+            assert [s.port_id for s in session.sources] == ["a"]
+        _refused(store, text("DELETE FROM ports WHERE id = 'b'"), "fk_sessions_target")
+    finally:
+        store.dispose()
 
 
 @pytest.mark.parametrize(

@@ -32,11 +32,13 @@ from vxtap.store.schema import (
     Base,
     FilterRow,
     HostRevisionRow,
+    MemberRow,
     PortRow,
     ProjectChangeRow,
     RuleRow,
     SessionRow,
     SourceRow,
+    TargetGroupRow,
 )
 
 
@@ -132,11 +134,22 @@ def hosts_showing(
     sessions: Iterable[str] = (),
     filters: Iterable[str] = (),
     ports: Iterable[str] = (),
+    groups: Iterable[str] = (),
 ) -> set[str]:
     """The hosts whose desired state shows any of these objects (see `desired_state`): a
-    session is shown on the hosts of its sources, a filter wherever a session using it
-    is, a port on its own host and wherever a session targeting it is."""
+    session is shown on the hosts of its sources, a filter or target group wherever a
+    session using it is, a port on its own host and wherever a session targeting it (or
+    a group it is a member of) is."""
     session_ids, filter_ids, port_ids = set(sessions), set(filters), set(ports)
+    group_ids = set(groups)
+    if port_ids:
+        group_ids |= set(
+            db.scalars(select(MemberRow.group_id).where(MemberRow.port_id.in_(port_ids)))
+        )
+    if group_ids:
+        session_ids |= set(
+            db.scalars(select(SessionRow.id).where(SessionRow.target_group_id.in_(group_ids)))
+        )
     if filter_ids:
         session_ids |= set(
             db.scalars(select(SessionRow.id).where(SessionRow.filter_id.in_(filter_ids)))
@@ -144,7 +157,7 @@ def hosts_showing(
     hosts: set[str] = set()
     if port_ids:
         session_ids |= set(
-            db.scalars(select(SessionRow.id).where(SessionRow.target_id.in_(port_ids)))
+            db.scalars(select(SessionRow.id).where(SessionRow.target_port_id.in_(port_ids)))
         )
         hosts |= set(db.scalars(select(PortRow.host).where(PortRow.id.in_(port_ids))))
     if session_ids:
@@ -250,7 +263,7 @@ def column_matches(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
     return condition
 
 
-_OwnedRow = TypeVar("_OwnedRow", FilterRow, RuleRow, PortRow, SessionRow)
+_OwnedRow = TypeVar("_OwnedRow", FilterRow, RuleRow, PortRow, SessionRow, TargetGroupRow)
 
 
 def owned_row(

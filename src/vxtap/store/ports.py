@@ -21,7 +21,7 @@ from vxtap.store.common import (
     utc_now,
 )
 from vxtap.store.errors import AlreadyExists, InUse
-from vxtap.store.schema import PortRow, SessionRow, SourceRow
+from vxtap.store.schema import MemberRow, PortRow, SessionRow, SourceRow
 
 
 def get_port(db: Session, project: str, port_id: str, field: str | None = None) -> PortRow:
@@ -105,6 +105,12 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
         raise InUse(
             f"port {port_id} is named by session(s) {', '.join(users)}: "
             "remove it from them or delete them first"
+        )
+    groups = sorted(db.scalars(select(MemberRow.group_id).where(MemberRow.port_id == port_id)))
+    if groups:
+        raise InUse(
+            f"port {port_id} is a member of target group(s) {', '.join(groups)}: "
+            "remove it from them first"
         )
     bump_hosts(db, project, [row.host])
     db.delete(row)

@@ -15,7 +15,13 @@ the error nicely. How the rules map to constraints:
   of the port's `slot`s 1-3 (`uq_sources_port_slot`, `ck_sources_slot`);
 - at most 10 sources per session: `position` 1-10, unique per session;
 - references stay inside one project: foreign keys include `project_id`;
-- a filter or port still named by a session cannot be deleted: ON DELETE RESTRICT.
+- a filter or port still named by a session cannot be deleted: ON DELETE RESTRICT;
+- a session's target is a port (`target_type` 'eni') or a target group ('elb'):
+  `target_id` names either (the sources' composite key copies it), and exactly one of
+  `target_port_id`/`target_group_id` repeats it with a foreign key of its kind
+  (`ck_sessions_target`), so a port or group a session targets cannot be deleted;
+- a group's member numbers are 0-255 and unique in the group, a port joins a group once,
+  and a port that is a member cannot be deleted (`fk_members_port`).
 
 Any change here needs a new Alembic migration in `vxtap/store/migrations`
 (tests/store compares the migrated schema with this one).
@@ -36,8 +42,9 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -137,10 +144,22 @@ class SessionRow(Base):
             ondelete="RESTRICT",
         ),
         ForeignKeyConstraint(
-            ["project_id", "target_id"],
+            ["project_id", "target_port_id"],
             ["ports.project_id", "ports.id"],
             name="fk_sessions_target",
             ondelete="RESTRICT",
+        ),
+        ForeignKeyConstraint(
+            ["project_id", "target_group_id"],
+            ["target_groups.project_id", "target_groups.id"],
+            name="fk_sessions_target_group",
+            ondelete="RESTRICT",
+        ),
+        CheckConstraint(
+            "(target_type = 'eni' AND target_port_id = target_id AND target_group_id IS NULL)"
+            " OR (target_type = 'elb' AND target_group_id = target_id"
+            " AND target_port_id IS NULL)",
+            name="ck_sessions_target",
         ),
         # Target of the composite foreign key from session_sources.
         UniqueConstraint("id", "priority", "target_id", name="uq_sessions_id_priority_target"),
@@ -157,7 +176,10 @@ class SessionRow(Base):
     description: Mapped[str] = mapped_column(String(255))
     filter_id: Mapped[str] = mapped_column(ID, index=True)
     target_id: Mapped[str] = mapped_column(ID, index=True)
-    target_type: Mapped[str] = mapped_column(String(8))
+    target_type: Mapped[str] = mapped_column(String(8), server_default="eni")
+    # Copies of target_id by kind, set whenever target_id or target_type is (`_typed`).
+    target_port_id: Mapped[str | None] = mapped_column(ID, index=True)
+    target_group_id: Mapped[str | None] = mapped_column(ID, index=True)
     virtual_network_id: Mapped[int] = mapped_column(Integer)
     packet_length: Mapped[int] = mapped_column(Integer)
     priority: Mapped[int] = mapped_column(Integer)
@@ -166,6 +188,19 @@ class SessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
+    @validates("target_id", "target_type")
+    def _typed(self, key: str, value: str) -> str:
+        """Keep the typed target columns in step with target_id and target_type: the
+        store sets only those two, and the database checks the copy
+        (`ck_sessions_target`). A validator, not a flush event, so that Core inserts of
+        the row's attributes (`common.insert_row`) carry them too."""
+        target_id = value if key == "target_id" else self.__dict__.get("target_id")
+        target_type = value if key == "target_type" else self.__dict__.get("target_type")
+        is_group = target_type == "elb"
+        self.target_group_id = target_id if is_group else None
+        self.target_port_id = None if is_group else target_id
+        return value
+
     sources: Mapped[list[SourceRow]] = relationship(
         back_populates="session",
         order_by="SourceRow.position",
@@ -173,6 +208,60 @@ class SessionRow(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+
+
+class TargetGroupRow(Base):
+    """A group of collector ports a session can mirror to (docs/elb.md)."""
+
+    __tablename__ = "target_groups"
+    __table_args__ = (UniqueConstraint("project_id", "id", name="uq_target_groups_project_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(PROJECT, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    members: Mapped[list[MemberRow]] = relationship(
+        back_populates="group",
+        order_by="MemberRow.number",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class MemberRow(Base):
+    """One port of one target group, with the number placement tables hold, and its
+    health as the server last judged it from collector heartbeats (docs/elb.md)."""
+
+    __tablename__ = "target_group_members"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["project_id", "group_id"],
+            ["target_groups.project_id", "target_groups.id"],
+            name="fk_members_group",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["project_id", "port_id"],
+            ["ports.project_id", "ports.id"],
+            name="fk_members_port",
+            ondelete="RESTRICT",
+        ),
+        UniqueConstraint("group_id", "number", name="uq_members_number"),
+        CheckConstraint("number BETWEEN 0 AND 255", name="ck_members_number"),
+    )
+
+    group_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    port_id: Mapped[str] = mapped_column(ID, primary_key=True, index=True)
+    project_id: Mapped[str] = mapped_column(PROJECT)
+    number: Mapped[int] = mapped_column(Integer)
+    healthy: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+
+    group: Mapped[TargetGroupRow] = relationship(back_populates="members")
 
 
 class SourceRow(Base):
@@ -249,7 +338,7 @@ class HostReportRow(Base):
 
 
 class CounterRow(Base):
-    """The latest totals one host reported for one session or rule."""
+    """The latest totals one host reported for one session, rule or (session, member)."""
 
     __tablename__ = "counters"
     __table_args__ = (
@@ -259,13 +348,14 @@ class CounterRow(Base):
             name="fk_counters_host",
             ondelete="CASCADE",
         ),
-        CheckConstraint("kind IN ('session', 'rule')", name="ck_counters_kind"),
+        CheckConstraint("kind IN ('session', 'rule', 'member')", name="ck_counters_kind"),
     )
 
     project_id: Mapped[str] = mapped_column(PROJECT, primary_key=True)
     host: Mapped[str] = mapped_column(String(255), primary_key=True)
     kind: Mapped[str] = mapped_column(String(7), primary_key=True)
-    object_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    # Members: "<session id>/<port id>".
+    object_id: Mapped[str] = mapped_column(String(73), primary_key=True)
     packets: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
     # Sessions: copies not sent because they could not be cut (rules: 0).
