@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from vxtap.lab.verify import Finding
+
 Endpoint = tuple[str, int]
 # protocol, and the two endpoints in sorted order: the same for both directions.
 Flow = tuple[str, Endpoint, Endpoint]
@@ -272,3 +274,205 @@ FIELDS = (
     "udp.srcport",
     "udp.dstport",
 )
+
+
+# --- the verdicts, as the lab prints them --------------------------------------------
+
+# Issue 12's aim: a member that stops receiving is out of every source's table within 3 s.
+FAILOVER_AIM_S = 3.0
+
+
+@dataclass(frozen=True)
+class OutageTimes:
+    """When `verify` stopped a member's collector, started it again, and when the
+    source's agent had applied the member as healthy again."""
+
+    member: str
+    stopped: float
+    restarted: float
+    placed_again: float
+
+
+def _flows_text(items: Iterable[Flow], limit: int = 3) -> str:
+    listed = sorted(items)
+    sample = "; ".join(describe_flow(f) for f in listed[:limit])
+    return f"{len(listed)}, e.g. {sample}" if listed else "none"
+
+
+def group_findings(
+    sent: Sequence[Packet],
+    copies: Sequence[Packet],
+    members: Sequence[str],
+    *,
+    flows_expected: int,
+    counted: Mapping[str, int] | None,
+    stored: Mapping[str, int],
+    down: OutageTimes | None = None,
+) -> list[Finding]:
+    """Every check of the `elb` scenario: `sent` are the packets the source sent and
+    received on the loads' ports, `copies` what each member's eth0 received, `counted`
+    the agent's per-member counters (`vxtap session stats`; None: not reported),
+    `stored` what each member's collector stored (members left out are not checked)."""
+    findings: list[Finding] = []
+    sent_flows = {p.flow for p in sent}
+    findings.append(
+        Finding(
+            len(sent_flows) >= flows_expected,
+            f"the source sent and received {len(sent)} packets in at least {flows_expected} flows",
+            f"{len(sent_flows)} flows",
+        )
+    )
+    arrived = delivery(sent, copies)
+    what = "every packet of those flows was mirrored once, to one member"
+    if arrived.exact:
+        findings.append(Finding(True, what, f"{arrived.arrived} copies of {arrived.sent}"))
+    else:
+        findings.append(
+            Finding(
+                False,
+                what,
+                f"{sum(arrived.missing.values())} sent without a copy, "
+                f"{sum(arrived.extra.values())} copies too many (of {arrived.sent} sent)",
+            )
+        )
+    by_flow = members_by_flow(copies)
+    stray_flows = {p.flow for p in copies} - sent_flows
+    findings.append(
+        Finding(
+            not stray_flows, "no copy of a flow the source did not send", _flows_text(stray_flows)
+        )
+    )
+    result: Outage | None = None
+    if down is None:
+        several = flows_on_several(by_flow)
+        findings.append(
+            Finding(
+                not several,
+                "every flow's packets, both directions, reached exactly one member",
+                f"on several: {_flows_text(several)}" if several else f"{len(by_flow)} flows",
+            )
+        )
+        owners = {flow: next(iter(at)) for flow, at in by_flow.items()}
+    else:
+        settle = max(0.0, down.placed_again - down.restarted)
+        result = outage(copies, down.member, down.stopped, down.restarted, settle)
+        owners = owner_before(sorted(copies, key=lambda c: c.time), down.stopped)
+    flows_per_member = Counter({m: 0 for m in members})
+    flows_per_member.update(owners.values())
+    packets_per_member = Counter({m: 0 for m in members})
+    packets_per_member.update(c.at for c in copies)
+    bound = balance_bound(len(owners), len(members))
+    ratio = max_over_mean(flows_per_member)
+    flow_shares, packet_shares = shares(flows_per_member), shares(packets_per_member)
+    spread = ", ".join(
+        f"{m} {flows_per_member[m]} flows ({flow_shares[m]:.0%}), "
+        f"{packets_per_member[m]} copies ({packet_shares[m]:.0%})"
+        for m in members
+    )
+    findings.append(
+        Finding(
+            all(flows_per_member[m] > 0 for m in members) and ratio <= bound,
+            f"the load is spread: every member has flows, max/mean of flows per member "
+            f"<= {bound:.2f} (a fair hash's binomial spread + {BALANCE_SIGMAS:g} sigma)",
+            f"max/mean {ratio:.2f}; {spread}",
+        )
+    )
+    if counted is not None:
+        for member in members:
+            findings.append(
+                Finding(
+                    counted.get(member) == packets_per_member[member],
+                    f"vxtap session stats counts for {member} the copies that arrived there",
+                    f"counted {counted.get(member, 'nothing')}, "
+                    f"arrived {packets_per_member[member]}",
+                )
+            )
+    else:
+        findings.append(
+            Finding(False, "vxtap session stats counts every member's copies", "no report")
+        )
+    for member, count in stored.items():
+        findings.append(
+            Finding(
+                count == packets_per_member[member],
+                f"the collector on {member} stored every copy that arrived there",
+                f"stored {count}, arrived {packets_per_member[member]}",
+            )
+        )
+    if down is not None and result is not None:
+        findings += _outage_findings(sent, copies, result)
+    return findings
+
+
+def _outage_findings(
+    sent: Sequence[Packet], copies: Sequence[Packet], result: Outage
+) -> list[Finding]:
+    member = result.member
+    findings: list[Finding] = []
+    failover = result.failover
+    findings.append(
+        Finding(
+            failover is not None and failover <= FAILOVER_AIM_S,
+            f"{member} was out of the placement within {FAILOVER_AIM_S:g} s "
+            "of its collector's stop",
+            "no copy of its flows after the stop"
+            if failover is None
+            else f"failover {failover:.2f} s (last copy to it {_seconds(result.out_after)}, "
+            f"first of its flows elsewhere {_seconds(result.moved_after)})",
+        )
+    )
+    unmoved = result.its_flows - set(result.moved_to)
+    findings.append(
+        Finding(
+            bool(result.its_flows) and bool(result.moved_to),
+            f"the {len(result.its_flows)} flows of {member} moved to the other members",
+            f"{len(result.moved_to)} moved ("
+            + ", ".join(f"{m} {n}" for m, n in sorted(Counter(result.moved_to.values()).items()))
+            + f"); without copies during the outage: {len(unmoved)}",
+        )
+    )
+    findings.append(
+        Finding(
+            not result.strays,
+            "no other flow changed member",
+            _flows_text(result.strays),
+        )
+    )
+    window_end = result.stopped + FAILOVER_AIM_S
+    late = [
+        c
+        for c in copies
+        if c.at == member
+        and result.stopped <= c.time
+        and (result.restarted is None or c.time < result.restarted)
+        and c.time > window_end
+    ]
+    lost_count = sum(
+        1
+        for c in copies
+        if c.at == member
+        and result.stopped <= c.time
+        and (result.restarted is None or c.time < result.restarted)
+    )
+    findings.append(
+        Finding(
+            not late,
+            "nothing was lost beyond the failover window",
+            f"{lost_count} copies went to {member} while its collector was stopped, "
+            f"{len(late)} of them later than {FAILOVER_AIM_S:g} s after the stop",
+        )
+    )
+    if result.restarted is not None:
+        findings.append(
+            Finding(
+                bool(result.returned) and not result.not_returned,
+                f"after {member}'s collector was back, its flows returned to it",
+                f"{len(result.returned)} returned, "
+                f"still elsewhere: {_flows_text(result.not_returned)}",
+            )
+        )
+    return findings
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"

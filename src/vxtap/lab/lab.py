@@ -22,6 +22,7 @@ from vxtap.lab.control import (
     write_certificates,
     write_credentials,
 )
+from vxtap.lab.elb import GroupVerify
 from vxtap.lab.runtime import (
     DEFAULT_LAB_DIR,
     DEFAULT_NAMESPACE_PREFIX,
@@ -154,6 +155,9 @@ class Lab:
             if not (d := self.dir.path / f"verify-{stamp}{f'-{n}' if n else ''}").exists()
         )
         run_dir.mkdir(parents=True)
+        if scenario.groups:
+            group_verify = GroupVerify(self.dir, record, scenario, t, run_dir, self.say)
+            return self._report(scenario, group_verify.run())
         watches: list[_Watch] = []
         try:
             for name in scenario.targets:
@@ -194,6 +198,9 @@ class Lab:
             findings.append(_agree(w.target, captured[w.target], stored))
         dropped = topo.dropped_by_groups(t)
         findings = check(scenario, captured, deliveries, dropped) + findings
+        return self._report(scenario, findings)
+
+    def _report(self, scenario: Scenario, findings: list[Finding]) -> Report:
         report = Report(scenario.name, findings)
         self.say("")
         for finding in findings:
