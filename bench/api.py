@@ -52,13 +52,16 @@ import httpx
 
 from vxtap import model
 from vxtap.auth import sign
+from vxtap.model import TargetKind
 from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
+from vxtap.store.sessions import SessionSpec
 
 AK, SK, PROJECT = "bench-ak", "bench-sk", "bench0project"
 
@@ -138,18 +141,16 @@ def seed(db_url: str, sessions: int) -> str:
                 ),
             )
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.255.0.1",))
         )
         sources = [
             port_store.create_port(
                 db,
                 PROJECT,
-                {
-                    "host": f"h{i // 1000}",
-                    "device": f"eth{i % 1000}",
-                    "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"],
-                    "ipv6": [],
-                },
+                f"h{i // 1000}",
+                PortSpec(
+                    device=f"eth{i % 1000}", ipv4=(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",)
+                ),
             )
             for i in range((sessions + 2) // 3)
         ]
@@ -157,18 +158,15 @@ def seed(db_url: str, sessions: int) -> str:
             row = session_store.create_session(
                 db,
                 PROJECT,
-                {
-                    "name": f"s{n}",
-                    "traffic_mirror_filter_id": mirror_filter.id,
-                    "traffic_mirror_sources": [sources[n // 3].id],
-                    "traffic_mirror_target_id": target.id,
-                    "traffic_mirror_target_type": "eni",
-                    "virtual_network_id": n,
-                    "packet_length": 96,
-                    "priority": n % 3 + 1,
-                    "enabled": True,
-                    "type": "eni",
-                },
+                SessionSpec(
+                    name=f"s{n}",
+                    filter_id=mirror_filter.id,
+                    sources=(sources[n // 3].id,),
+                    target_id=target.id,
+                    target_kind=TargetKind.ENI,
+                    vni=n,
+                    priority=n % 3 + 1,
+                ),
             )
             first = first or row.id
     store.dispose()

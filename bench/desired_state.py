@@ -26,7 +26,9 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
+from vxtap.store.sessions import SessionSpec
 
 PROJECT, HOST = "bench", "bench-host"
 
@@ -34,14 +36,13 @@ PROJECT, HOST = "bench", "bench-host"
 def fill(store: Store) -> None:
     with store.write() as db:
         interfaces = [
-            {"device": f"d{i}", "ipv4": [f"10.98.{i // 250}.{i % 250 + 1}"], "ipv6": []}
-            for i in range(334)
+            PortSpec(device=f"d{i}", ipv4=(f"10.98.{i // 250}.{i % 250 + 1}",)) for i in range(334)
         ]
         ports = {
             p.device: p.id for p in port_store.register_host_ports(db, PROJECT, HOST, interfaces)
         }
         target = port_store.create_port(
-            db, PROJECT, {"host": "collector", "device": "eth0", "ipv4": ["10.99.0.2"], "ipv6": []}
+            db, PROJECT, "collector", PortSpec(device="eth0", ipv4=("10.99.0.2",))
         )
         filters = []
         for f in range(100):
@@ -56,13 +57,11 @@ def fill(store: Store) -> None:
                 ))  # fmt: skip
             filters.append(flt.id)
         for i in range(1000):
-            session_store.create_session(db, PROJECT, {
-                "name": f"bench-{i}", "traffic_mirror_filter_id": filters[i % 100],
-                "traffic_mirror_sources": [ports[f"d{i // 3}"]],
-                "traffic_mirror_target_id": target.id, "traffic_mirror_target_type": "eni",
-                "priority": i % 3 + 1, "virtual_network_id": 100 + i, "packet_length": 96,
-                "enabled": True, "type": "eni",
-            })  # fmt: skip
+            session_store.create_session(db, PROJECT, SessionSpec(
+                name=f"bench-{i}", filter_id=filters[i % 100], sources=(ports[f"d{i // 3}"],),
+                target_id=target.id, target_kind=model.TargetKind.ENI,
+                priority=i % 3 + 1, vni=100 + i,
+            ))  # fmt: skip
 
 
 def main() -> None:

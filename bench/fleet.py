@@ -57,6 +57,7 @@ from vxtap import enrolment, model
 from vxtap.agent.channel import HOLD_S
 from vxtap.auth import sign
 from vxtap.client import VxtapClient
+from vxtap.model import TargetKind
 from vxtap.store import filters as filter_store
 from vxtap.store import hosts as host_store
 from vxtap.store import ports as port_store
@@ -64,7 +65,9 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
+from vxtap.store.sessions import SessionSpec
 
 AK, SK, PROJECT = "fleet-ak", "fleet-sk-" + "x" * 24, "fleet0project"
 POLL_S = 0.2
@@ -94,21 +97,27 @@ def seed(
                      protocol=model.Protocol.UDP, destination_ports="4000-4000"),
         )  # fmt: skip
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.255.0.1",))
         )
         for i in range(hosts):
             port = port_store.create_port(
                 db, PROJECT,
-                {"host": f"host{i:05d}", "device": "eth0",
-                 "ipv4": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"], "ipv6": []},
+                f"host{i:05d}",
+                PortSpec("eth0", ipv4=(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",)),
             )  # fmt: skip
             row = session_store.create_session(
-                db, PROJECT,
-                {"name": f"s{i}", "traffic_mirror_filter_id": shared.id,
-                 "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
-                 "traffic_mirror_target_type": "eni", "virtual_network_id": 100,
-                 "packet_length": 96, "priority": 1, "enabled": True, "type": "eni"},
-            )  # fmt: skip
+                db,
+                PROJECT,
+                SessionSpec(
+                    name=f"s{i}",
+                    filter_id=shared.id,
+                    sources=(port.id,),
+                    target_id=target.id,
+                    target_kind=TargetKind.ENI,
+                    vni=100,
+                    priority=1,
+                ),
+            )
             sessions.append(row.id)
             ak = enrolment.new_access_key()
             host_store.enrol_host(db, PROJECT, f"host{i:05d}", ak)

@@ -19,12 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from vxtap.model import TargetKind
 from vxtap.store import filters as filter_store
 from vxtap.store import hosts
 from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
+from vxtap.store.sessions import SessionSpec
 
 PROJECT = "bench"
 
@@ -32,25 +35,28 @@ PROJECT = "bench"
 def fill(store: Store, count: int) -> None:
     with store.write() as db:
         target = port_store.create_port(
-            db, PROJECT, {"host": "target", "device": "eth0", "ipv4": ["10.0.0.1"], "ipv6": []}
+            db, PROJECT, "target", PortSpec(device="eth0", ipv4=("10.0.0.1",))
         )
         flt = filter_store.create_filter(db, PROJECT, FilterSpec("f", ""))
         for i in range(count):
             host = f"h{i}"
             address = f"10.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
             [port] = port_store.register_host_ports(
-                db, PROJECT, host, [{"device": "eth0", "ipv4": [address], "ipv6": []}]
+                db, PROJECT, host, [PortSpec(device="eth0", ipv4=(address,))]
             )
             session_store.create_session(
                 db,
                 PROJECT,
-                {
-                    "name": f"s{i}", "description": "", "traffic_mirror_filter_id": flt.id,
-                    "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
-                    "traffic_mirror_target_type": "eni", "virtual_network_id": 1,
-                    "packet_length": 96, "priority": 1, "enabled": True, "type": "eni",
-                },
-            )  # fmt: skip
+                SessionSpec(
+                    name=f"s{i}",
+                    filter_id=flt.id,
+                    sources=(port.id,),
+                    target_id=target.id,
+                    target_kind=TargetKind.ENI,
+                    vni=1,
+                    priority=1,
+                ),
+            )
             hosts.enrol_host(db, PROJECT, host, f"AK{i}")
             hosts.put_status(
                 db,

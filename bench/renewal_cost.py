@@ -41,12 +41,15 @@ import httpx
 
 from vxtap import enrolment
 from vxtap.auth import sign
+from vxtap.model import TargetKind
 from vxtap.store import filters as filter_store
 from vxtap.store import hosts as host_store
 from vxtap.store import ports as port_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
+from vxtap.store.sessions import SessionSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fleet import PROJECT, free_port, read_response
@@ -66,22 +69,27 @@ def seed(directory: Path, count: int) -> tuple[str, list[tuple[str, str, str]]]:
     with store.write() as db:
         shared = filter_store.create_filter(db, PROJECT, FilterSpec(name="cost"))
         target = port_store.create_port(
-            db, PROJECT, {"host": "capture", "device": "eth0", "ipv4": ["10.255.0.1"], "ipv6": []}
+            db, PROJECT, "capture", PortSpec(device="eth0", ipv4=("10.255.0.1",))
         )
         for i in range(count):
             host = f"host{i:05d}"
             port = port_store.create_port(
                 db, PROJECT,
-                {"host": host, "device": "eth0", "ipv4": [f"10.0.{i // 256}.{i % 256}"],
-                 "ipv6": []},
+                host, PortSpec(device="eth0", ipv4=(f"10.0.{i // 256}.{i % 256}",)),
             )  # fmt: skip
             session_store.create_session(
-                db, PROJECT,
-                {"name": f"s{i}", "traffic_mirror_filter_id": shared.id,
-                 "traffic_mirror_sources": [port.id], "traffic_mirror_target_id": target.id,
-                 "traffic_mirror_target_type": "eni", "virtual_network_id": 100,
-                 "packet_length": 96, "priority": 1, "enabled": True, "type": "eni"},
-            )  # fmt: skip
+                db,
+                PROJECT,
+                SessionSpec(
+                    name=f"s{i}",
+                    filter_id=shared.id,
+                    sources=(port.id,),
+                    target_id=target.id,
+                    target_kind=TargetKind.ENI,
+                    vni=100,
+                    priority=1,
+                ),
+            )
             ak = enrolment.new_access_key()
             host_store.enrol_host(db, PROJECT, host, ak)
             agents.append((host, ak, enrolment.agent_secret(signing_key, PROJECT, host, ak)))

@@ -190,7 +190,9 @@ BAD_SESSIONS: list[tuple[dict[str, Any], int, str]] = [
     ({"priority": None}, 400, "priority: required"),
     ({"enabled": "yes"}, 400, "enabled: must be true or false"),
     ({"enabled": 1}, 400, "enabled"),
-    ({"traffic_mirror_target_type": "elb"}, 400, "traffic_mirror_target_type: must be one of eni"),
+    ({"traffic_mirror_target_type": "nlb"}, 400, "traffic_mirror_target_type: must be one of"),
+    # 'elb' names a target group (docs/elb.md); the world's target is a port.
+    ({"traffic_mirror_target_type": "elb"}, 404, "no such target group"),
     ({"type": "eip"}, 400, "type"),
     ({"traffic_mirror_sources": []}, 400, "list of 1-10 port ids"),
     ({"traffic_mirror_sources": "p"}, 400, "traffic_mirror_sources"),

@@ -19,8 +19,10 @@ from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
 from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
+from vxtap.store.sessions import SessionChange, SessionSpec
 from vxtap.wire.fields import parse_cidr, parse_port_range
 
 
@@ -125,19 +127,10 @@ def _rule(filter_id: str, direction: str, priority: int, **fields: Any) -> RuleS
 
 def _session(
     name: str, filter_id: str, sources: list[str], target: str, priority: int, **fields: Any
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "traffic_mirror_filter_id": filter_id,
-        "traffic_mirror_sources": sources,
-        "traffic_mirror_target_id": target,
-        "traffic_mirror_target_type": "eni",
-        "virtual_network_id": fields.get("vni", 1),
-        "packet_length": fields.get("packet_length", 96),
-        "priority": priority,
-        "enabled": fields.get("enabled", True),
-        "type": "eni",
-    }
+) -> SessionSpec:
+    return SessionSpec(
+        name, filter_id, tuple(sources), target, model.TargetKind.ENI, priority, **fields
+    )
 
 
 def fill_varied(store: Store) -> None:
@@ -151,26 +144,26 @@ def fill_varied(store: Store) -> None:
                 "p",
                 "h",
                 [
-                    {
-                        "device": "eth0",
-                        "mac": "fa:16:3e:00:00:01",
-                        "ipv4": ["10.0.0.1", "10.0.0.2"],
-                        "ipv6": ["2001:db8::1"],
-                    },
-                    {"device": "eth1", "ipv4": [], "ipv6": []},
-                    {"device": "eth2", "ipv4": ["10.0.0.3"], "ipv6": []},
-                    {"device": "eth3", "ipv4": ["10.0.0.4"], "ipv6": []},
+                    PortSpec(
+                        device="eth0",
+                        mac="fa:16:3e:00:00:01",
+                        ipv4=("10.0.0.1", "10.0.0.2"),
+                        ipv6=("2001:db8::1",),
+                    ),
+                    PortSpec(device="eth1"),
+                    PortSpec(device="eth2", ipv4=("10.0.0.3",)),
+                    PortSpec(device="eth3", ipv4=("10.0.0.4",)),
                 ],
             )
         }
         remote = {
             p.device: p.id
             for p in port_store.register_host_ports(
-                db, "p", "h2", [{"device": "x0", "ipv4": ["10.0.1.1"], "ipv6": []}]
+                db, "p", "h2", [PortSpec(device="x0", ipv4=("10.0.1.1",))]
             )
         }
         collector = port_store.create_port(
-            db, "p", {"host": "c", "device": "eth0", "ipv4": [], "ipv6": ["2001:db8:ff::2"]}
+            db, "p", "c", PortSpec(device="eth0", ipv6=("2001:db8:ff::2",))
         ).id
         rich = filter_store.create_filter(db, "p", FilterSpec("rich", "every kind")).id
         bare = filter_store.create_filter(db, "p", FilterSpec("bare")).id
@@ -230,10 +223,10 @@ def fill_varied(store: Store) -> None:
             db, "p", _session("same priority", bare, [local["eth0"]], collector, 8)
         ).id
     with store.write() as db:
-        session_store.update_session(db, "p", moved, {"priority": 7, "description": "moved"})
+        session_store.update_session(db, "p", moved, SessionChange(priority=7, description="moved"))
         session_store.remove_sources(db, "p", moved, [local["eth1"]])
         session_store.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
-        session_store.update_session(db, "p", shared, {"name": "shared, renamed"})
+        session_store.update_session(db, "p", shared, SessionChange(name="shared, renamed"))
 
 
 def body(content: Any) -> bytes:

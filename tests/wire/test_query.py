@@ -22,11 +22,20 @@ def test_values_are_parsed_as_the_body_parses_them() -> None:
     where, _, _ = parse_query(
         [("source_cidr_block", " 10.0.0.7/24 "), ("priority", "7")], RULE_QUERY
     )
-    assert where == {"source_cidr_block": ["10.0.0.0/24"], "priority": [7]}
+    assert where == {"source_cidr": ["10.0.0.0/24"], "priority": [7]}
     where, _, _ = parse_query(
         [("enabled", "TRUE"), ("created_at", "2024-09-10T09:54:28Z")], SESSION_QUERY
     )
     assert where == {"enabled": [True], "created_at": [datetime(2024, 9, 10, 9, 54, 28)]}
+
+
+def test_filters_come_back_under_the_domains_names() -> None:
+    pairs = [("traffic_mirror_target_id", "t"), ("virtual_network_id", "7"), ("type", "eni")]
+    where, _, _ = parse_query(pairs, SESSION_QUERY)
+    assert where == {"target_id": ["t"], "vni": [7], "source_kind": ["eni"]}
+    pairs = [("name", "eth0"), ("binding:host_id", "h1"), ("mac_address", "fa:16:3e:00:00:01")]
+    where, _, _ = parse_query(pairs, PORT_QUERY)
+    assert where == {"device": ["eth0"], "host": ["h1"], "mac": ["fa:16:3e:00:00:01"]}
 
 
 def test_an_empty_marker_is_no_marker_and_no_limit_is_none() -> None:

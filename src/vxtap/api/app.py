@@ -23,7 +23,7 @@ from vxtap.api.errors import install_error_handlers, refusal_response
 from vxtap.api.held import HeldRenewals, HeldRequests
 from vxtap.api.member_health import MemberHealthChecker
 from vxtap.api.middleware import AuthMiddleware
-from vxtap.api.routes import filters, fleet, internal, ports, rules, sessions
+from vxtap.api.routes import filters, fleet, internal, ports, rules, sessions, target_groups
 from vxtap.api.routes.common import ApiContext
 from vxtap.console import mount_console
 from vxtap.store import hosts
@@ -118,6 +118,7 @@ def create_app(
         internal.router,
         internal.health,
         fleet.router,
+        target_groups.router,
     ):
         app.include_router(router)
     openapi.document(
@@ -128,6 +129,7 @@ def create_app(
             *sessions.BODY_MODELS,
             *internal.BODY_MODELS,
             *fleet.BODY_MODELS,
+            *target_groups.BODY_MODELS,
         ],
     )
     mount_console(app, credentials, clock=clock)

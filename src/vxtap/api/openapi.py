@@ -22,10 +22,10 @@ from vxtap import model
 from vxtap.wire import query
 
 
-def query_parameters(parsers: Mapping[str, query.QueryParser]) -> dict[str, Any]:
+def query_parameters(keys: Mapping[str, query.QueryField]) -> dict[str, Any]:
     """`openapi_extra` of a list: its query parameters (parsed by `wire.query`)."""
     parameters = []
-    for name in {**parsers, **query.PAGING_QUERY}:
+    for name in {**keys, **query.PAGING_QUERY}:
         schema: dict[str, Any] = {"type": "string"}
         if name == "limit":
             schema = {"type": "integer", "minimum": 0, "maximum": model.MAX_PAGE_SIZE}

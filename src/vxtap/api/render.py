@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from vxtap.store.schema import FilterRow, PortRow, RuleRow
+from vxtap.store.schema import FilterRow, PortRow, RuleRow, TargetGroupRow
 
 
 def timestamp(value: datetime) -> str:
@@ -98,6 +98,26 @@ def session_json(row: Any, sources: list[str]) -> dict[str, Any]:
         "type": source_type,
         "created_at": timestamp(created_at),
         "updated_at": timestamp(updated_at),
+    }
+
+
+def target_group_json(row: TargetGroupRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "project_id": row.project_id,
+        "name": row.name,
+        "description": row.description,
+        "members": [
+            {
+                "port_id": m.port_id,
+                "number": m.number,
+                "healthy": m.healthy,
+                "last_heartbeat": None if m.last_heartbeat is None else timestamp(m.last_heartbeat),
+            }
+            for m in sorted(row.members, key=lambda m: m.number)
+        ],
+        "created_at": timestamp(row.created_at),
+        "updated_at": timestamp(row.updated_at),
     }
 
 

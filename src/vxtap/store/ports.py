@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,17 @@ from vxtap.store.errors import AlreadyExists, InUse
 from vxtap.store.schema import MemberRow, PortRow, SessionRow, SourceRow
 
 
+@dataclass(frozen=True)
+class PortSpec:
+    """One interface of a host, as its agent reports it or an operator creates it;
+    addresses canonical (the routes validated them)."""
+
+    device: str
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    mac: str | None = None
+
+
 def get_port(db: Session, project: str, port_id: str, field: str | None = None) -> PortRow:
     return owned_row(db, PortRow, project, port_id, "port", field)
 
@@ -37,7 +49,7 @@ def _port_by_device(db: Session, project: str, host: str, device: str) -> PortRo
 
 
 def register_host_ports(
-    db: Session, project: str, host: str, ports: Iterable[Mapping[str, Any]]
+    db: Session, project: str, host: str, ports: Iterable[PortSpec]
 ) -> list[PortRow]:
     """Create or refresh the host's reported interfaces; ids stay the same per device.
 
@@ -53,15 +65,15 @@ def register_host_ports(
     }
     changed: list[str] = []
     for port in ports:
-        row = existing.get(port["device"])
+        row = existing.get(port.device)
         if row is None:
             row = PortRow(
-                id=new_id(), project_id=project, host=host, device=port["device"], created_at=now
+                id=new_id(), project_id=project, host=host, device=port.device, created_at=now
             )
             db.add(row)
             existing[row.device] = row
-        if (row.mac, row.ipv4, row.ipv6) != (port.get("mac"), port["ipv4"], port["ipv6"]):
-            row.mac, row.ipv4, row.ipv6 = port.get("mac"), list(port["ipv4"]), list(port["ipv6"])
+        if (row.mac, row.ipv4, row.ipv6) != (port.mac, list(port.ipv4), list(port.ipv6)):
+            row.mac, row.ipv4, row.ipv6 = port.mac, list(port.ipv4), list(port.ipv6)
             row.updated_at = now
             changed.append(row.id)
         elif row.updated_at is None:
@@ -72,9 +84,9 @@ def register_host_ports(
     return sorted(existing.values(), key=lambda r: r.id)
 
 
-def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow:
+def create_port(db: Session, project: str, host: str, spec: PortSpec) -> PortRow:
     bump_change(db, project)
-    host, device = fields["host"], fields["device"]
+    device = spec.device
     other = _port_by_device(db, project, host, device)
     if other is not None:
         raise AlreadyExists(f"port {host}/{device} exists already (id {other.id})")
@@ -84,9 +96,9 @@ def create_port(db: Session, project: str, fields: Mapping[str, Any]) -> PortRow
         project_id=project,
         host=host,
         device=device,
-        mac=fields.get("mac"),
-        ipv4=list(fields["ipv4"]),
-        ipv6=list(fields["ipv6"]),
+        mac=spec.mac,
+        ipv4=list(spec.ipv4),
+        ipv6=list(spec.ipv6),
         created_at=now,
         updated_at=now,
     )
@@ -117,11 +129,12 @@ def delete_port(db: Session, project: str, port_id: str) -> None:
     db.flush()
 
 
-PORT_QUERY_FIELDS = {
+# A list's filters, by the domain's names (wire.query renames Huawei's), as columns.
+_QUERY_COLUMNS = {
     "id": PortRow.id,
-    "name": PortRow.device,
-    "mac_address": PortRow.mac,
-    "binding:host_id": PortRow.host,
+    "device": PortRow.device,
+    "mac": PortRow.mac,
+    "host": PortRow.host,
 }
 
 
@@ -134,5 +147,5 @@ def list_ports(
 ) -> RowPage:
     statement = select(PortRow).where(PortRow.project_id == project)
     for key, values in where.items():
-        statement = statement.where(column_matches(PORT_QUERY_FIELDS[key], values))
+        statement = statement.where(column_matches(_QUERY_COLUMNS[key], values))
     return paginate(db, statement, PortRow.id, limit, marker)

@@ -206,17 +206,18 @@ def delete_rule(db: Session, project: str, rule_id: str) -> None:
     db.flush()
 
 
-RULE_QUERY_FIELDS = {
+# A list's filters, by the domain's names (wire.query renames Huawei's), as columns.
+_QUERY_COLUMNS = {
     "id": RuleRow.id,
     "description": RuleRow.description,
-    "traffic_mirror_filter_id": RuleRow.filter_id,
+    "filter_id": RuleRow.filter_id,
     "direction": RuleRow.direction,
     "protocol": RuleRow.protocol,
     "ethertype": RuleRow.ethertype,
-    "source_cidr_block": RuleRow.source_cidr_block,
-    "destination_cidr_block": RuleRow.destination_cidr_block,
-    "source_port_range": RuleRow.source_port_range,
-    "destination_port_range": RuleRow.destination_port_range,
+    "source_cidr": RuleRow.source_cidr_block,
+    "destination_cidr": RuleRow.destination_cidr_block,
+    "source_ports": RuleRow.source_port_range,
+    "destination_ports": RuleRow.destination_port_range,
     "action": RuleRow.action,
     "priority": RuleRow.priority,
 }
@@ -231,5 +232,5 @@ def list_rules(
 ) -> RowPage:
     statement = select(RuleRow).where(RuleRow.project_id == project)
     for key, values in where.items():
-        statement = statement.where(column_matches(RULE_QUERY_FIELDS[key], values))
+        statement = statement.where(column_matches(_QUERY_COLUMNS[key], values))
     return paginate(db, statement, RuleRow.id, limit, marker)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -28,13 +29,81 @@ from vxtap.store.errors import DuplicatePriority, Invalid, NotFound, QuotaExceed
 from vxtap.store.filters import get_filter
 from vxtap.store.ports import get_port
 from vxtap.store.schema import SessionRow, SourceRow
+from vxtap.store.target_groups import check_no_source_is_member, get_target_group
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """A new mirror session, in the domain's names (the routes convert the Huawei body)."""
+
+    name: str
+    filter_id: str
+    sources: tuple[str, ...]
+    target_id: str
+    target_kind: model.TargetKind
+    priority: int
+    description: str = ""
+    vni: int = model.DEFAULT_VNI
+    packet_length: int = model.DEFAULT_PACKET_LENGTH
+    enabled: bool = True
+    source_kind: str = "eni"
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    """What an update sets; None leaves a field as it is (none of them can be cleared).
+    Sources change only through add_sources / remove_sources."""
+
+    name: str | None = None
+    description: str | None = None
+    filter_id: str | None = None
+    target_id: str | None = None
+    target_kind: model.TargetKind | None = None
+    vni: int | None = None
+    packet_length: int | None = None
+    priority: int | None = None
+    enabled: bool | None = None
+    source_kind: str | None = None
+
+
+# SessionChange's fields as SessionRow's columns (the VNI and the source kind are named
+# after Huawei's fields in the table).
+_CHANGE_COLUMNS = {
+    "name": "name",
+    "description": "description",
+    "filter_id": "filter_id",
+    "target_id": "target_id",
+    "target_kind": "target_type",
+    "vni": "virtual_network_id",
+    "packet_length": "packet_length",
+    "priority": "priority",
+    "enabled": "enabled",
+    "source_kind": "type",
+}
+assert set(_CHANGE_COLUMNS) == {f.name for f in fields(SessionChange)}
+# What the desired state shows of a session: a change of these reaches its hosts.
+_SHOWN = frozenset(("name", "filter_id", "target_id", "target_kind", "vni", "packet_length",
+                    "priority", "enabled"))  # fmt: skip
 
 
 def get_session(db: Session, project: str, session_id: str) -> SessionRow:
     return owned_row(db, SessionRow, project, session_id, "mirror session", None)
 
 
-def _check_target(db: Session, project: str, target_id: str, sources: Iterable[str]) -> None:
+def _check_target(
+    db: Session, project: str, kind: model.TargetKind, target_id: str, sources: Iterable[str]
+) -> None:
+    """The target exists in the project and shares no port with the sources: a port
+    ('eni'), or a group with members of which none is a source ('elb', docs/elb.md)."""
+    if kind is model.TargetKind.ELB:
+        group = get_target_group(db, project, target_id, "traffic_mirror_target_id")
+        if not group.members:
+            raise Invalid(
+                f"traffic_mirror_target_id: target group {target_id} has no members: "
+                "add collector ports to it first"
+            )
+        check_no_source_is_member(db, target_id, sources, "traffic_mirror_target_id")
+        return
     get_port(db, project, target_id, "traffic_mirror_target_id")
     if target_id in sources:
         raise Invalid(
@@ -75,7 +144,9 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
             f"traffic_mirror_sources: the session would have {len(current) + len(port_ids)} "
             f"sources; at most {model.MAX_SOURCES_PER_SESSION} are allowed"
         )
-    if row.target_id in port_ids:
+    if row.target_type == model.TargetKind.ELB:
+        check_no_source_is_member(db, row.target_id, port_ids, "traffic_mirror_sources")
+    elif row.target_id in port_ids:
         raise Invalid(
             f"traffic_mirror_sources: port {row.target_id} is this session's target: "
             "a source and the target of one session must be different ports"
@@ -111,30 +182,29 @@ def _attach_sources(db: Session, project: str, row: SessionRow, port_ids: Sequen
         )
 
 
-def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> SessionRow:
+def create_session(db: Session, project: str, spec: SessionSpec) -> SessionRow:
     bump_change(db, project)
-    sources: list[str] = list(fields["traffic_mirror_sources"])
-    get_filter(db, project, fields["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
-    _check_target(db, project, fields["traffic_mirror_target_id"], sources)
+    get_filter(db, project, spec.filter_id, "traffic_mirror_filter_id")
+    _check_target(db, project, spec.target_kind, spec.target_id, spec.sources)
     now = utc_now()
     row = SessionRow(
         id=new_id(),
         project_id=project,
-        name=fields["name"],
-        description=fields.get("description") or "",
-        filter_id=fields["traffic_mirror_filter_id"],
-        target_id=fields["traffic_mirror_target_id"],
-        target_type=fields["traffic_mirror_target_type"],
-        virtual_network_id=fields["virtual_network_id"],
-        packet_length=fields["packet_length"],
-        priority=fields["priority"],
-        enabled=fields["enabled"],
-        type=fields["type"],
+        name=spec.name,
+        description=spec.description,
+        filter_id=spec.filter_id,
+        target_id=spec.target_id,
+        target_type=spec.target_kind.value,
+        virtual_network_id=spec.vni,
+        packet_length=spec.packet_length,
+        priority=spec.priority,
+        enabled=spec.enabled,
+        type=spec.source_kind,
         created_at=now,
         updated_at=now,
     )
     row.sources = []
-    _attach_sources(db, project, row, sources)
+    _attach_sources(db, project, row, list(spec.sources))
     insert_row(db, row)
     for source in row.sources:
         insert_row(db, source)
@@ -142,39 +212,32 @@ def create_session(db: Session, project: str, fields: Mapping[str, Any]) -> Sess
     return row
 
 
-SESSION_COLUMNS = {
-    "name": "name",
-    "description": "description",
-    "traffic_mirror_filter_id": "filter_id",
-    "traffic_mirror_target_id": "target_id",
-    "traffic_mirror_target_type": "target_type",
-    "virtual_network_id": "virtual_network_id",
-    "packet_length": "packet_length",
-    "priority": "priority",
-    "enabled": "enabled",
-    "type": "type",
-}
-
-
-def update_session(
-    db: Session, project: str, session_id: str, fields: Mapping[str, Any]
-) -> SessionRow:
+def update_session(db: Session, project: str, session_id: str, change: SessionChange) -> SessionRow:
     bump_change(db, project)
     row = get_session(db, project, session_id)
-    changes = {k: v for k, v in fields.items() if v is not None}
+    changes = {
+        column: value.value if isinstance(value, model.TargetKind) else value
+        for name, column in _CHANGE_COLUMNS.items()
+        if (value := getattr(change, name)) is not None
+    }
     sources = [s.port_id for s in row.sources]
-    if "traffic_mirror_filter_id" in changes:
-        get_filter(db, project, changes["traffic_mirror_filter_id"], "traffic_mirror_filter_id")
-    if "traffic_mirror_target_id" in changes:
-        _check_target(db, project, changes["traffic_mirror_target_id"], sources)
-    if changes.get("priority", row.priority) != row.priority:
-        _check_priority_free(db, row.id, changes["priority"], sources)
-    shown = {"name", "traffic_mirror_filter_id", "traffic_mirror_target_id",
-             "virtual_network_id", "packet_length", "priority", "enabled"}  # fmt: skip
-    if any(getattr(row, SESSION_COLUMNS[k]) != v for k, v in changes.items() if k in shown):
+    if change.filter_id is not None:
+        get_filter(db, project, change.filter_id, "traffic_mirror_filter_id")
+    if change.target_id is not None or change.target_kind is not None:
+        _check_target(
+            db,
+            project,
+            change.target_kind or model.TargetKind(row.target_type),
+            change.target_id or row.target_id,
+            sources,
+        )
+    if change.priority not in (None, row.priority):
+        _check_priority_free(db, row.id, change.priority, sources)
+    shown = {_CHANGE_COLUMNS[name] for name in _SHOWN}
+    if any(getattr(row, column) != value for column, value in changes.items() if column in shown):
         bump_hosts(db, project, hosts_showing(db, sessions=[row.id]))
-    for key, value in changes.items():
-        setattr(row, SESSION_COLUMNS[key], value)
+    for column, value in changes.items():
+        setattr(row, column, value)
     row.updated_at = utc_now()
     db.flush()
     # The database cascaded priority/target into session_sources; the loaded copies are
@@ -217,20 +280,12 @@ def delete_session(db: Session, project: str, session_id: str) -> None:
     db.flush()
 
 
-SESSION_QUERY_FIELDS = {
-    "id": SessionRow.id,
-    "name": SessionRow.name,
-    "description": SessionRow.description,
-    "traffic_mirror_filter_id": SessionRow.filter_id,
-    "traffic_mirror_target_id": SessionRow.target_id,
-    "traffic_mirror_target_type": SessionRow.target_type,
-    "virtual_network_id": SessionRow.virtual_network_id,
-    "packet_length": SessionRow.packet_length,
-    "priority": SessionRow.priority,
-    "enabled": SessionRow.enabled,
-    "type": SessionRow.type,
-    "created_at": SessionRow.created_at,
-    "updated_at": SessionRow.updated_at,
+# A list's filters, by the domain's names (wire.query renames Huawei's), as columns.
+_QUERY_COLUMNS = {
+    **_CHANGE_COLUMNS,
+    "id": "id",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
 }
 
 
@@ -296,6 +351,6 @@ def list_sessions(
 ) -> tuple[RowPage, dict[str, list[str]]]:
     statement = select(*SESSION_COLUMNS_READ).where(SESSIONS.project_id == project)
     for key, values in where.items():
-        statement = statement.where(column_matches(SESSIONS[SESSION_QUERY_FIELDS[key].key], values))
+        statement = statement.where(column_matches(SESSIONS[_QUERY_COLUMNS[key]], values))
     page = paginate(db, statement, SESSIONS.id, limit, marker)
     return page, sources_by_session(db, [row.id for row in page.rows])

@@ -171,6 +171,37 @@ class HostOut(TypedDict):
     held_request: bool | None  # None: not known
 
 
+class MemberOut(TypedDict):
+    """A member of a target group: its number in placement tables and its health as the
+    server last judged it from collector heartbeats (docs/elb.md)."""
+
+    port_id: str
+    number: int
+    healthy: bool
+    last_heartbeat: str | None
+
+
+class TargetGroupOut(TypedDict):
+    id: str
+    project_id: str
+    name: str
+    description: str
+    members: list[MemberOut]  # by number
+    created_at: str
+    updated_at: str
+
+
+class TargetGroupAnswer(TypedDict):
+    request_id: str
+    target_group: TargetGroupOut
+
+
+class TargetGroupListAnswer(TypedDict):
+    request_id: str
+    target_groups: list[TargetGroupOut]
+    page_info: PageInfo
+
+
 class AgentCredentialOut(TypedDict):
     ak: str
     sk: str

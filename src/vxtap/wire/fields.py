@@ -241,8 +241,34 @@ Sources = Annotated[
 ]
 
 
+def _group_ports(value: Any) -> list[str]:
+    limit = model.MAX_GROUP_MEMBERS
+    if not isinstance(value, list) or len(value) > limit:
+        raise ValueError(f"must be a list of at most {limit} port ids, got {shown(value)}")
+    ids = [identifier(v) for v in value]
+    duplicates = sorted({v for v in ids if ids.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"lists port(s) {', '.join(duplicates)} more than once")
+    return ids
+
+
+GroupPorts = Annotated[
+    list[str],
+    BeforeValidator(_group_ports),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 64},
+            "maxItems": model.MAX_GROUP_MEMBERS,
+            "uniqueItems": True,
+        }
+    ),
+]
+
+
 class TargetType(StrEnum):
-    ENI = "eni"
+    ENI = "eni"  # a port
+    ELB = "elb"  # a target group (docs/elb.md)
 
 
 class SourceType(StrEnum):

@@ -16,6 +16,7 @@ from vxtap.wire.fields import (
     DirectionIn,
     EtherTypeIn,
     FlexBool,
+    GroupPorts,
     Host,
     Identifier,
     IPv4List,
@@ -161,6 +162,38 @@ FIXED_FIELDS: dict[tuple[str, ...], str] = {
         "sources change only through the add-sources and remove-sources operations"
     ),
 }
+
+
+# -- target groups (internal API; docs/elb.md) -------------------------------------------
+
+
+class CreateTargetGroupOption(RequestBody):
+    name: Name
+    description: Description = ""
+    ports: GroupPorts = Field(default_factory=list)
+
+
+class CreateTargetGroupRequest(RequestBody):
+    target_group: CreateTargetGroupOption
+
+
+class UpdateTargetGroupOption(RequestBody):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class UpdateTargetGroupRequest(RequestBody):
+    target_group: UpdateTargetGroupOption
+
+
+class MembersOption(RequestBody):
+    ports: Annotated[GroupPorts, Field(min_length=1)]
+
+
+class MembersRequest(RequestBody):
+    """The ports that join (add-members) or leave (remove-members) a group."""
+
+    target_group: MembersOption
 
 
 # -- ports (internal API) -------------------------------------------------------------

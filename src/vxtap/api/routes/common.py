@@ -69,11 +69,11 @@ async def read_body(request: Request, model_type: type[M]) -> M:
 
 
 def parse_query(
-    request: Request, parsers: Mapping[str, query.QueryParser]
+    request: Request, keys: Mapping[str, query.QueryField]
 ) -> tuple[dict[str, list[Any]], int | None, str | None]:
     """A list's filters, limit and marker; 400 if a value is bad."""
     try:
-        return query.parse_query(request.query_params.multi_items(), parsers)
+        return query.parse_query(request.query_params.multi_items(), keys)
     except query.QueryError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -85,14 +85,14 @@ ListRows = Callable[[Session, str, Mapping[str, Sequence[Any]], int | None, str 
 async def list_answer(
     request: Request,
     project_id: str,
-    parsers: Mapping[str, query.QueryParser],
+    keys: Mapping[str, query.QueryField],
     list_rows: ListRows,
     render_row: Callable[[Any], dict[str, Any]],
     *,
     key: str,
 ) -> JSONResponse:
     """One page of a list, rendered, in the envelope `{key: [...], "page_info": ...}`."""
-    where, limit, marker = parse_query(request, parsers)
+    where, limit, marker = parse_query(request, keys)
 
     def action(s: Session) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         page = list_rows(s, project_id, where, limit, marker)

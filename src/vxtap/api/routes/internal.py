@@ -32,11 +32,13 @@ from vxtap.store import agent_view, common
 from vxtap.store import health as member_health
 from vxtap.store import ports as port_store
 from vxtap.store.errors import NotFound
+from vxtap.store.ports import PortSpec
 from vxtap.wire import query
 from vxtap.wire.requests import (
     CollectorHeartbeatRequest,
     CountersRequest,
     CreatePortRequest,
+    HostPortOption,
     RegisterPortsRequest,
 )
 
@@ -54,6 +56,13 @@ router = APIRouter(prefix=INTERNAL, tags=["internal"], responses=ERROR_RESPONSES
 health = APIRouter(tags=["health"])
 
 
+def _port_spec(option: HostPortOption) -> PortSpec:
+    """A validated port body in the store's terms: the one place they are mapped."""
+    return PortSpec(
+        device=option.device, ipv4=tuple(option.ipv4), ipv6=tuple(option.ipv6), mac=option.mac
+    )
+
+
 @router.put(
     "/hosts/{host}/ports",
     summary="Register or refresh a host's ports",
@@ -61,7 +70,7 @@ health = APIRouter(tags=["health"])
 )
 async def register_ports(project_id: str, host: str, request: Request) -> JSONResponse:
     checked_host = path_host(host)
-    ports = [p.model_dump() for p in (await read_body(request, RegisterPortsRequest)).ports]
+    ports = [_port_spec(p) for p in (await read_body(request, RegisterPortsRequest)).ports]
     db = context(request).database
     result = await db.run(
         db.upsert,
@@ -91,10 +100,12 @@ async def list_ports(project_id: str, request: Request) -> JSONResponse:
     openapi_extra=json_body(CreatePortRequest),
 )
 async def create_port(project_id: str, request: Request) -> JSONResponse:
-    fields = (await read_body(request, CreatePortRequest)).port.model_dump()
+    option = (await read_body(request, CreatePortRequest)).port
+    spec = _port_spec(option)
     db = context(request).database
     result = await db.run(
-        db.write, lambda s: render.port_json(port_store.create_port(s, project_id, fields))
+        db.write,
+        lambda s: render.port_json(port_store.create_port(s, project_id, option.host, spec)),
     )
     return answer(201, port=result)
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from vxtap import model
 from vxtap.api import render
 from vxtap.api.openapi import json_body, query_parameters
 from vxtap.api.routes.common import (
@@ -22,11 +23,52 @@ from vxtap.api.routes.common import (
 )
 from vxtap.store import sessions as session_store
 from vxtap.store.schema import SessionRow
+from vxtap.store.sessions import SessionChange, SessionSpec
 from vxtap.wire import answers, query
-from vxtap.wire.requests import CreateSessionRequest, SourcesRequest, UpdateSessionRequest
+from vxtap.wire.requests import (
+    CreateSessionOption,
+    CreateSessionRequest,
+    SourcesRequest,
+    UpdateSessionOption,
+    UpdateSessionRequest,
+)
 
 BODY_MODELS = (CreateSessionRequest, UpdateSessionRequest, SourcesRequest)
 router = APIRouter(prefix=V3, tags=["sessions"], responses=ERROR_RESPONSES)
+
+
+def _spec(option: CreateSessionOption) -> SessionSpec:
+    """The validated Huawei body in the domain's names: the one place they are mapped."""
+    return SessionSpec(
+        name=option.name,
+        description=option.description,
+        filter_id=option.traffic_mirror_filter_id,
+        sources=tuple(option.traffic_mirror_sources),
+        target_id=option.traffic_mirror_target_id,
+        target_kind=model.TargetKind(option.traffic_mirror_target_type.value),
+        vni=option.virtual_network_id,
+        packet_length=option.packet_length,
+        priority=option.priority,
+        enabled=option.enabled,
+        source_kind=option.type.value,
+    )
+
+
+def _change(option: UpdateSessionOption) -> SessionChange:
+    """An update body in the domain's names; a field sent as null is left as it is."""
+    target_type, source_type = option.traffic_mirror_target_type, option.type
+    return SessionChange(
+        name=option.name,
+        description=option.description,
+        filter_id=option.traffic_mirror_filter_id,
+        target_id=option.traffic_mirror_target_id,
+        target_kind=None if target_type is None else model.TargetKind(target_type.value),
+        vni=option.virtual_network_id,
+        packet_length=option.packet_length,
+        priority=option.priority,
+        enabled=option.enabled,
+        source_kind=None if source_type is None else source_type.value,
+    )
 
 
 def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, Any]:
@@ -42,14 +84,11 @@ def _session_answer(db: Session, project_id: str, row: SessionRow) -> dict[str, 
     openapi_extra=json_body(CreateSessionRequest),
 )
 async def create_session(project_id: str, request: Request) -> JSONResponse:
-    option = (await read_body(request, CreateSessionRequest)).traffic_mirror_session
-    fields = option.model_dump()
+    spec = _spec((await read_body(request, CreateSessionRequest)).traffic_mirror_session)
     db = context(request).database
     result = await db.run(
         db.write,
-        lambda s: _session_answer(
-            s, project_id, session_store.create_session(s, project_id, fields)
-        ),
+        lambda s: _session_answer(s, project_id, session_store.create_session(s, project_id, spec)),
     )
     return answer(201, traffic_mirror_session=result)
 
@@ -95,13 +134,12 @@ async def show_session(project_id: str, session_id: str, request: Request) -> JS
     openapi_extra=json_body(UpdateSessionRequest),
 )
 async def update_session(project_id: str, session_id: str, request: Request) -> JSONResponse:
-    option = (await read_body(request, UpdateSessionRequest)).traffic_mirror_session
-    fields = option.model_dump(exclude_unset=True)
+    change = _change((await read_body(request, UpdateSessionRequest)).traffic_mirror_session)
     db = context(request).database
     result = await db.run(
         db.write,
         lambda s: _session_answer(
-            s, project_id, session_store.update_session(s, project_id, session_id, fields)
+            s, project_id, session_store.update_session(s, project_id, session_id, change)
         ),
     )
     return answer(200, traffic_mirror_session=result)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from vxtap import model
+from vxtap.model import TargetKind
 from vxtap.store import agent_view, common
 from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
@@ -19,7 +20,9 @@ from vxtap.store import sessions as session_store
 from vxtap.store.db import Store
 from vxtap.store.errors import StoreError
 from vxtap.store.filters import FilterChange, FilterSpec
+from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleChange, RuleSpec
+from vxtap.store.sessions import SessionChange, SessionSpec
 
 
 def counter(store: Store, project: str = "p") -> int:
@@ -49,7 +52,7 @@ def test_every_desired_state_write_bumps_and_nothing_else(store: Store) -> None:
         return counter(store) - before
 
     port = lambda db, name: port_store.create_port(  # noqa: E731
-        db, "p", {"host": "h", "device": name, "ipv4": ["10.0.0.1"], "ipv6": []}
+        db, "p", "h", PortSpec(device=name, ipv4=("10.0.0.1",))
     )
     assert step(lambda db: ids.update(src=port(db, "eth0").id)) == 1
     assert step(lambda db: ids.update(dst=port(db, "eth1").id)) == 1
@@ -64,20 +67,14 @@ def test_every_desired_state_write_bumps_and_nothing_else(store: Store) -> None:
     rule = rule_spec(ids["f"], 1)
     assert step(lambda db: ids.update(r=rule_store.create_rule(db, "p", rule).id)) == 1
     assert step(lambda db: rule_store.update_rule(db, "p", ids["r"], RuleChange(priority=2))) == 1
-    session = {
-        "name": "s",
-        "traffic_mirror_filter_id": ids["f"],
-        "traffic_mirror_sources": [ids["src"]],
-        "traffic_mirror_target_id": ids["dst"],
-        "traffic_mirror_target_type": "eni",
-        "virtual_network_id": 1,
-        "packet_length": 96,
-        "priority": 1,
-        "enabled": True,
-        "type": "eni",
-    }
+    session = SessionSpec("s", ids["f"], (ids["src"],), ids["dst"], TargetKind.ENI, priority=1)
     assert step(lambda db: ids.update(s=session_store.create_session(db, "p", session).id)) == 1
-    assert step(lambda db: session_store.update_session(db, "p", ids["s"], {"enabled": False})) == 1
+    assert (
+        step(
+            lambda db: session_store.update_session(db, "p", ids["s"], SessionChange(enabled=False))
+        )
+        == 1
+    )
     assert step(lambda db: session_store.add_sources(db, "p", ids["s"], [ids["extra"]])) == 1
     assert step(lambda db: session_store.remove_sources(db, "p", ids["s"], [ids["extra"]])) == 1
     # Counter reports change no desired state.

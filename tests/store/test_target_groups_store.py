@@ -10,16 +10,14 @@ from vxtap.store import ports as port_store
 from vxtap.store import target_groups as group_store
 from vxtap.store.db import Store
 from vxtap.store.errors import InUse, Invalid, NotFound, QuotaExceeded
+from vxtap.store.ports import PortSpec
 from vxtap.store.target_groups import TargetGroupChange, TargetGroupSpec
 
 
 def make_ports(store: Store, count: int, project: str = "p", host: str = "h") -> list[str]:
     with store.write() as db:
         return [
-            port_store.create_port(
-                db, project, {"host": host, "device": f"c{i}", "ipv4": [], "ipv6": []}
-            ).id
-            for i in range(count)
+            port_store.create_port(db, project, host, PortSpec(f"c{i}")).id for i in range(count)
         ]
 
 
