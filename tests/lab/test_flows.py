@@ -165,3 +165,78 @@ def test_parse_fields_reads_a_plain_packet_and_a_syn_without_ack() -> None:
 def test_parse_fields_skips_what_is_not_tcp_or_udp() -> None:
     icmp = "\t".join(["1.0", "192.168.0.230,1.1.1.1", "x,y", "17,1", "0,0", "1,1", *[""] * 6])
     assert flows.parse_fields(icmp, "t1", encapsulated=True) == []
+
+
+def spread_copies(members: tuple[str, ...], flow_count: int) -> tuple[list[Packet], list[Packet]]:
+    """`flow_count` flows of two packets (one each way), flow i on member i % n."""
+    sent: list[Packet] = []
+    copies: list[Packet] = []
+    for i in range(flow_count):
+        for back in (False, True):
+            p = packet("", float(i), 40000 + i, back=back, ip_id=i)
+            sent.append(p)
+            copies.append(Packet(**{**p.__dict__, "at": members[i % len(members)]}))
+    return sent, copies
+
+
+MEMBERS = ("t1", "t2", "t3")
+
+
+def test_group_findings_pass_for_an_even_exact_placement() -> None:
+    sent, copies = spread_copies(MEMBERS, 30)
+    counted = {m: 20 for m in MEMBERS}
+    findings = flows.group_findings(
+        sent, copies, MEMBERS, flows_expected=30, counted=counted, stored=counted
+    )
+    assert all(f.ok for f in findings), [str(f) for f in findings if not f.ok]
+    assert any("t1 10 flows (33%), 20 copies (33%)" in f.detail for f in findings)
+
+
+def test_group_findings_name_a_split_flow_a_double_copy_and_a_wrong_counter() -> None:
+    sent, copies = spread_copies(MEMBERS, 30)
+    split = Packet(**{**copies[1].__dict__, "at": "t2"})  # flow 0's answer went to t2
+    copies = [copies[0], split, *copies[2:], copies[4]]  # and a copy of flow 2 twice
+    counted = {"t1": 20, "t2": 20, "t3": 20}
+    findings = flows.group_findings(
+        sent, copies, MEMBERS, flows_expected=30, counted=counted, stored={}
+    )
+    failures = {f.what: f.detail for f in findings if not f.ok}
+    assert (
+        "on several: 1, e.g. TCP"
+        in failures["every flow's packets, both directions, reached exactly one member"]
+    )
+    assert failures["every packet of those flows was mirrored once, to one member"] == (
+        "0 sent without a copy, 1 copies too many (of 60 sent)"
+    )
+    assert (
+        failures["vxtap session stats counts for t1 the copies that arrived there"]
+        == ("counted 20, arrived 20")
+        or "vxtap session stats counts for t2 the copies that arrived there" in failures
+    )
+
+
+def test_group_findings_fail_when_a_member_gets_no_flow() -> None:
+    sent, copies = spread_copies(("t1", "t2"), 30)
+    findings = flows.group_findings(
+        sent, copies, MEMBERS, flows_expected=30, counted=None, stored={}
+    )
+    (spread,) = [f for f in findings if f.what.startswith("the load is spread")]
+    assert not spread.ok
+    assert "t3 0 flows" in spread.detail
+
+
+def test_group_findings_judge_an_outage() -> None:
+    copies = outage_copies()
+    sent = [Packet(**{**c.__dict__, "at": ""}) for c in copies]
+    down = flows.OutageTimes("t2", stopped=10, restarted=20, placed_again=22.5)
+    counted = {"t1": 60, "t2": 7, "t3": 4}
+    findings = flows.group_findings(
+        sent, copies, MEMBERS, flows_expected=1, counted=counted, stored={}, down=down
+    )
+    by_what = {f.what: f for f in findings}
+    failover = by_what["t2 was out of the placement within 3 s of its collector's stop"]
+    assert failover.ok and failover.detail.startswith("failover 1.50 s")
+    assert by_what["no other flow changed member"].ok
+    assert by_what["after t2's collector was back, its flows returned to it"].ok
+    lost = by_what["nothing was lost beyond the failover window"]
+    assert lost.ok and lost.detail.startswith("2 copies went to t2 while its collector")

@@ -123,6 +123,8 @@ class GroupVerify:
         tls_dir = lab.path / "tls"
         tls = TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key")
         self.control = LabProcesses(lab, record, topology, say, lab.path / "credentials.json", tls)
+        # Figures of the run for benchmarks (seconds): the failover of a stopped member.
+        self.measured: dict[str, float] = {}
         (self.session,) = [s for s in scenario.sessions if s.target_kind is TargetKind.ELB]
         self.group = scenario.target_group(self.session.target_id)
         self.source = scenario.server_by_port(self.session.sources[0])
@@ -256,6 +258,24 @@ class GroupVerify:
             for m in self.members
             if down is None or m.server != down.member
         }
+        if down is not None:
+            result = flows.outage(
+                copies,
+                down.member,
+                down.stopped,
+                down.restarted,
+                down.placed_again - down.restarted,
+            )
+            self.measured = {
+                name: value
+                for name, value in (
+                    ("failover_s", result.failover),
+                    ("last_copy_to_stopped_s", result.out_after),
+                    ("first_moved_copy_s", result.moved_after),
+                    ("placed_again_s", down.placed_again - down.restarted),
+                )
+                if value is not None
+            }
         return flows.group_findings(
             sent,
             copies,

@@ -63,6 +63,8 @@ class _Watch:
 class Report:
     scenario: str
     findings: list[Finding] = field(default_factory=list)
+    # Figures a verify measured (the elb scenario's failover times, in seconds).
+    measured: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -157,7 +159,9 @@ class Lab:
         run_dir.mkdir(parents=True)
         if scenario.groups:
             group_verify = GroupVerify(self.dir, record, scenario, t, run_dir, self.say)
-            return self._report(scenario, group_verify.run())
+            report = self._report(scenario, group_verify.run())
+            report.measured = group_verify.measured
+            return report
         watches: list[_Watch] = []
         try:
             for name in scenario.targets:
