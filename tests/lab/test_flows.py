@@ -238,3 +238,12 @@ def test_group_findings_judge_an_outage() -> None:
     assert by_what["after t2's collector was back, its flows returned to it"].ok
     lost = by_what["nothing was lost beyond the failover window"]
     assert lost.ok and lost.detail.startswith("2 copies went to t2 while its collector")
+
+
+def test_capture_drops_reads_tcpdumps_summary() -> None:
+    log = (
+        "tcpdump: listening on eth0, link-type EN10MB (Ethernet), snapshot length 262144 bytes\n"
+        "11368 packets captured\n11368 packets received by filter\n7 packets dropped by kernel\n"
+    )
+    assert flows.capture_drops(log) == 7
+    assert flows.capture_drops("tcpdump: listening on eth0\n") is None

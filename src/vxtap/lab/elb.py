@@ -284,6 +284,10 @@ class GroupVerify:
             counted=counted,
             stored=stored,
             down=down,
+            capture_logs={
+                server: (self.run_dir / f"tcpdump-{server}.txt").read_text(errors="replace")
+                for server in (self.source.name, *(m.server for m in self.members))
+            },
         )
 
     def _start_loads(self) -> list[ProcessRecord]:

@@ -217,6 +217,16 @@ def lost(sent: Iterable[Packet], copies: Iterable[Packet], member: str) -> list[
     return [p for p in sent if at_member[p.identity] > 0]
 
 
+def capture_drops(log: str) -> int | None:
+    """What tcpdump's closing summary says it dropped ("N packets dropped by kernel"),
+    None when it printed none (it did not end cleanly)."""
+    for line in log.splitlines():
+        words = line.split()
+        if words[1:] == ["packets", "dropped", "by", "kernel"] and words[0].isdigit():
+            return int(words[0])
+    return None
+
+
 def parse_fields(text: str, at: str, *, encapsulated: bool) -> list[Packet]:
     """tshark's fields (`FIELDS`, one frame a line, occurrences joined by ",") ->
     packets; for VXLAN copies the inner headers (the second occurrence of each IP and
@@ -308,12 +318,23 @@ def group_findings(
     counted: Mapping[str, int] | None,
     stored: Mapping[str, int],
     down: OutageTimes | None = None,
+    capture_logs: Mapping[str, str] | None = None,
 ) -> list[Finding]:
     """Every check of the `elb` scenario: `sent` are the packets the source sent and
     received on the loads' ports, `copies` what each member's eth0 received, `counted`
     the agent's per-member counters (`vxtap session stats`; None: not reported),
-    `stored` what each member's collector stored (members left out are not checked)."""
+    `stored` what each member's collector stored (members left out are not checked),
+    `capture_logs` each tcpdump's output by where it ran (its drop count)."""
     findings: list[Finding] = []
+    if capture_logs is not None:
+        drops = {at: capture_drops(log) for at, log in capture_logs.items()}
+        findings.append(
+            Finding(
+                all(d == 0 for d in drops.values()),
+                "tcpdump dropped nothing at the source and the members (it is the judge)",
+                ", ".join(f"{at}: {'no summary' if d is None else d}" for at, d in drops.items()),
+            )
+        )
     sent_flows = {p.flow for p in sent}
     findings.append(
         Finding(
