@@ -38,6 +38,7 @@ from vxtap.wire.answers import (
     PortV1Out,
     RuleOut,
     SessionOut,
+    TargetGroupOut,
 )
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9696"
@@ -625,6 +626,62 @@ class VxtapClient:
     def show_port(self, port_id: str) -> PortV1Out:
         answer = self._request("GET", f"{self._v1}/ports/{quote(port_id)}")
         return cast(PortV1Out, answer["port"])
+
+    # --- target groups (internal API, docs/elb.md) ---
+
+    def _groups(self, group_id: str | None = None, verb: str | None = None) -> str:
+        path = f"{self._internal}/target-groups"
+        if group_id is not None:
+            path += f"/{quote(group_id, safe='')}"
+        return path if verb is None else f"{path}/{verb}"
+
+    def create_target_group(
+        self, name: str, *, description: str | None = None, ports: Iterable[str] = ()
+    ) -> TargetGroupOut:
+        fields = {"name": name, "description": description, "ports": list(ports)}
+        answer = self._request("POST", self._groups(), body={"target_group": _without_none(fields)})
+        return cast(TargetGroupOut, answer["target_group"])
+
+    def show_target_group(self, group_id: str) -> TargetGroupOut:
+        answer = self._request("GET", self._groups(group_id))
+        return cast(TargetGroupOut, answer["target_group"])
+
+    def update_target_group(
+        self, group_id: str, *, name: str | None = None, description: str | None = None
+    ) -> TargetGroupOut:
+        body = {"target_group": _without_none({"name": name, "description": description})}
+        answer = self._request("PUT", self._groups(group_id), body=body)
+        return cast(TargetGroupOut, answer["target_group"])
+
+    def add_members(self, group_id: str, ports: Iterable[str]) -> TargetGroupOut:
+        body = {"target_group": {"ports": list(ports)}}
+        answer = self._request("PUT", self._groups(group_id, "add-members"), body=body)
+        return cast(TargetGroupOut, answer["target_group"])
+
+    def remove_members(self, group_id: str, ports: Iterable[str]) -> TargetGroupOut:
+        body = {"target_group": {"ports": list(ports)}}
+        answer = self._request("PUT", self._groups(group_id, "remove-members"), body=body)
+        return cast(TargetGroupOut, answer["target_group"])
+
+    def delete_target_group(self, group_id: str) -> None:
+        self._request("DELETE", self._groups(group_id))
+
+    def list_target_groups(
+        self,
+        *,
+        limit: int | None = None,
+        marker: str | None = None,
+        where: Mapping[str, QueryValue] | None = None,
+    ) -> Page[TargetGroupOut]:
+        answer = self._request("GET", self._groups(), params=_query(limit, marker, where or {}))
+        return _page_from(answer, "target_groups")
+
+    def iter_target_groups(
+        self, *, page_size: int = MAX_PAGE_SIZE, where: Mapping[str, QueryValue] | None = None
+    ) -> Iterator[TargetGroupOut]:
+        return self._pages(
+            lambda m: self.list_target_groups(limit=page_size, marker=m, where=where)
+        )
 
     # --- internal API (agents, and ports by hand) ---
 

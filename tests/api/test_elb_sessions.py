@@ -155,8 +155,12 @@ def test_updates_and_added_sources_keep_sources_off_the_group(
                 AddSourcesToTrafficMirrorSessionRequestBody(sources_body([world["collectors"][1]])),
             )
         ),
-        lambda: update(vpc, on_port.id, traffic_mirror_target_id=world["group"],
-                       traffic_mirror_target_type="elb"),  # fmt: skip
+        lambda: update(
+            vpc,
+            on_port.id,
+            traffic_mirror_target_id=world["group"],
+            traffic_mirror_target_type="elb",
+        ),
         # The kind alone: the port id is no group, the group id no port.
         lambda: update(vpc, on_port.id, traffic_mirror_target_type="elb"),
         lambda: update(vpc, session.id, traffic_mirror_target_type="eni"),

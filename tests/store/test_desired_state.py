@@ -17,12 +17,14 @@ from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
 from vxtap.store import rules as rule_store
 from vxtap.store import sessions as session_store
+from vxtap.store import target_groups as group_store
 from vxtap.store.db import Store
 from vxtap.store.filters import FilterSpec
 from vxtap.store.ports import PortSpec
 from vxtap.store.rules import RuleSpec
-from vxtap.store.schema import FilterRow, PortRow, SessionRow, SourceRow
+from vxtap.store.schema import FilterRow, MemberRow, PortRow, SessionRow, SourceRow, TargetGroupRow
 from vxtap.store.sessions import SessionChange, SessionSpec
+from vxtap.store.target_groups import TargetGroupSpec
 from vxtap.wire.fields import parse_cidr, parse_port_range
 
 
@@ -63,7 +65,14 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
         else []
     )
     filter_ids = sorted({s.filter_id for s in sessions})
-    target_ids = sorted({s.target_id for s in sessions})
+    group_ids = sorted({s.target_id for s in sessions if s.target_type == "elb"})
+    groups = [
+        db.get_one(TargetGroupRow, group_id) for group_id in group_ids
+    ]  # members load ordered by number
+    target_ids = sorted(
+        {s.target_id for s in sessions if s.target_type == "eni"}
+        | {m.port_id for g in groups for m in g.members}
+    )
     filters = (
         list(
             db.scalars(select(FilterRow).where(FilterRow.id.in_(filter_ids)).order_by(FilterRow.id))
@@ -85,6 +94,7 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
                 filter_id=s.filter_id,
                 sources=tuple(src.port_id for src in s.sources),
                 target_id=s.target_id,
+                target_kind=model.TargetKind(s.target_type),
                 vni=s.virtual_network_id,
                 packet_length=s.packet_length,
                 priority=s.priority,
@@ -99,6 +109,16 @@ def reference_state(db: Session, project: str, host: str) -> model.DesiredState:
             for f in filters
         ),
         "targets": tuple(_reference_port(t) for t in targets),
+        "groups": tuple(
+            model.TargetGroup(
+                id=g.id,
+                members=tuple(
+                    model.GroupMember(port_id=m.port_id, number=m.number, healthy=m.healthy)
+                    for m in g.members
+                ),
+            )
+            for g in groups
+        ),
     }
     unrevised = model.DesiredState(host=host, revision="", **content)
     revision = hashlib.sha256(
@@ -134,8 +154,9 @@ def _session(
 
 
 def fill_varied(store: Store) -> None:
-    """Two hosts sharing sessions, local and remote targets, every kind of rule, filters
-    without rules or unused, a moved priority and removed sources."""
+    """Two hosts sharing sessions, local and remote targets, a target group (members out
+    of joining order, one healthy), every kind of rule, filters without rules or unused,
+    a moved priority and removed sources."""
     with store.write() as db:
         local = {
             p.device: p.id
@@ -227,6 +248,27 @@ def fill_varied(store: Store) -> None:
         session_store.remove_sources(db, "p", moved, [local["eth1"]])
         session_store.add_sources(db, "p", same_priority, [local["eth3"], local["eth1"]])
         session_store.update_session(db, "p", shared, SessionChange(name="shared, renamed"))
+    with store.write() as db:
+        collectors = [
+            port_store.create_port(
+                db, "p", "c", PortSpec(device=f"col{i}", ipv4=(f"10.9.0.{i}",))
+            ).id
+            for i in range(3)
+        ]
+        group = group_store.create_target_group(
+            db, "p", TargetGroupSpec("ids", ports=tuple(collectors))
+        ).id
+        group_store.remove_members(db, "p", group, [collectors[0]])
+        group_store.add_members(db, "p", group, [collectors[0]])  # number 0 again
+        db.get_one(MemberRow, (group, collectors[2])).healthy = True
+        port = local["eth3"]
+        session_store.create_session(
+            db,
+            "p",
+            SessionSpec("to a group", bare, (port,), group, model.TargetKind.ELB, 20),
+        )
+        # An unused group is in no state.
+        group_store.create_target_group(db, "p", TargetGroupSpec("idle", ports=(collector,)))
 
 
 def body(content: Any) -> bytes:
@@ -249,13 +291,21 @@ def test_the_build_answers_what_the_model_did(store: Store) -> None:
     # direction then priority, sources by position, references of the host's sessions only.
     with store.read_rows() as connection:
         state = agent_view.desired_state(connection, "p", "h")
-    assert [s["priority"] for s in state["sessions"]] == [3, 7, 7, 8]
+    assert [s["priority"] for s in state["sessions"]] == [3, 7, 7, 8, 20]
     assert {s["name"] for s in state["sessions"]} == {
         "local target",
         "moved",
         "shared, renamed",
         "same priority",
+        "to a group",
     }
+    assert [s["target_kind"] for s in state["sessions"]] == ["eni"] * 4 + ["elb"]
+    (group,) = state["groups"]
+    assert [(m["number"], m["healthy"]) for m in group["members"]] == [
+        (0, False),
+        (1, False),
+        (2, True),
+    ]
     assert [len(s["sources"]) for s in state["sessions"] if s["name"] == "same priority"] == [3]
     rules = {
         f["name"]: [(r["direction"], r["priority"]) for r in f["rules"]] for f in state["filters"]
@@ -264,4 +314,4 @@ def test_the_build_answers_what_the_model_did(store: Store) -> None:
         "rich": [("egress", 5), ("egress", 65535), ("ingress", 1), ("ingress", 2), ("ingress", 30)],
         "bare": [],
     }
-    assert len(state["ports"]) == 4 and len(state["targets"]) == 2
+    assert len(state["ports"]) == 4 and len(state["targets"]) == 2 + 3

@@ -6,11 +6,16 @@ from __future__ import annotations
 import pytest
 
 from vxtap import model
+from vxtap.store import common
+from vxtap.store import filters as filter_store
 from vxtap.store import ports as port_store
+from vxtap.store import sessions as session_store
 from vxtap.store import target_groups as group_store
 from vxtap.store.db import Store
 from vxtap.store.errors import InUse, Invalid, NotFound, QuotaExceeded
+from vxtap.store.filters import FilterSpec
 from vxtap.store.ports import PortSpec
+from vxtap.store.sessions import SessionSpec
 from vxtap.store.target_groups import TargetGroupChange, TargetGroupSpec
 
 
@@ -105,3 +110,32 @@ def test_delete_takes_the_memberships_along(store: Store) -> None:
         port_store.delete_port(db, "p", a)  # no longer a member
     with pytest.raises(NotFound), store.read() as db:
         group_store.get_target_group(db, "p", group_id)
+
+
+def test_membership_changes_reach_the_hosts_of_sessions_naming_the_group(store: Store) -> None:
+    (source,) = make_ports(store, 1, host="src")
+    a, b = make_ports(store, 2, host="col")
+    make_ports(store, 1, host="idle")  # a host with no session of the group
+    with store.write() as db:
+        filter_id = filter_store.create_filter(db, "p", FilterSpec("f")).id
+        group_id = group_store.create_target_group(db, "p", TargetGroupSpec("g", ports=(a,))).id
+        session_store.create_session(
+            db, "p", SessionSpec("s", filter_id, (source,), group_id, model.TargetKind.ELB, 1)
+        )
+
+    def revisions() -> tuple[int, int]:
+        with store.read() as db:
+            return common.host_revision(db, "p", "src"), common.host_revision(db, "p", "idle")
+
+    steps = [
+        lambda db: group_store.add_members(db, "p", group_id, [b]),
+        lambda db: group_store.remove_members(db, "p", group_id, [a]),
+        # A member's addresses are in the source host's targets.
+        lambda db: port_store.register_host_ports(db, "p", "col", [PortSpec("c1", ("10.1.1.1",))]),
+    ]
+    for step in steps:
+        before = revisions()
+        with store.write() as db:
+            step(db)
+        after = revisions()
+        assert after[0] > before[0] and after[1] == before[1]

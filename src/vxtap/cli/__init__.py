@@ -34,6 +34,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "filter": Subcommand("vxtap.cli.filters:filter_group", "Mirror filters."),
     "rule": Subcommand("vxtap.cli.rules:rule_group", "Mirror filter rules."),
     "session": Subcommand("vxtap.cli.sessions:session_group", "Mirror sessions."),
+    "target-group": Subcommand(
+        "vxtap.cli.target_groups:target_group_group",
+        "Target groups: collector ports sharing a session's flows.",
+    ),
     "port": Subcommand(
         "vxtap.cli.ports:port_group",
         "Ports: the interfaces sessions mirror from and to.",

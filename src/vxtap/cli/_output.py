@@ -21,7 +21,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from vxtap.model import Port, SessionStats
-from vxtap.wire.answers import FilterOut, PortV1Out, RuleOut, SessionOut
+from vxtap.wire.answers import FilterOut, PortV1Out, RuleOut, SessionOut, TargetGroupOut
 
 ANY = "any"
 T = TypeVar("T")
@@ -180,6 +180,17 @@ def list_filters(items: Sequence[FilterOut]) -> None:
 # --- sessions ---
 
 
+def _target(
+    session: SessionOut,
+    names: Mapping[str, str],
+    shown: Callable[[str, Mapping[str, str]], str] = lambda i, n: n.get(i, i),
+) -> str:
+    """A port's HOST/DEVICE, or a target group's name said to be one (no square
+    brackets: rich would read them as markup)."""
+    text = shown(session["traffic_mirror_target_id"], names)
+    return f"group {text}" if session["traffic_mirror_target_type"] == "elb" else text
+
+
 def show_session(
     session: SessionOut, port_names: Mapping[str, str], filter_names: Mapping[str, str]
 ) -> None:
@@ -197,11 +208,7 @@ def show_session(
                     "sources",
                     "\n".join(label(s, port_names) for s in sources) if sources else "none",
                 ),
-                (
-                    "target",
-                    f"{label(session['traffic_mirror_target_id'], port_names)}"
-                    f" [{session['traffic_mirror_target_type']}]",
-                ),
+                ("target", _target(session, port_names, label)),
                 ("vni", str(session["virtual_network_id"])),
                 ("packet length", str(session["packet_length"])),
                 ("created", session["created_at"]),
@@ -229,9 +236,47 @@ def list_sessions(
                 session["traffic_mirror_filter_id"], session["traffic_mirror_filter_id"]
             ),
             ", ".join(port_names.get(s, s) for s in session["traffic_mirror_sources"]) or "none",
-            port_names.get(
-                session["traffic_mirror_target_id"], session["traffic_mirror_target_id"]
-            ),
+            _target(session, port_names),
+        )
+    render(table)
+
+
+# --- target groups ---
+
+
+def show_target_group(group: TargetGroupOut, port_names: Mapping[str, str]) -> None:
+    render(
+        _fields(
+            [
+                ("id", group["id"]),
+                ("name", group["name"]),
+                ("description", group.get("description") or ""),
+                ("created", group["created_at"]),
+                ("updated", group["updated_at"]),
+            ]
+        )
+    )
+    # Health as the server stored it from collector heartbeats (docs/elb.md).
+    table = _table("NUMBER", "PORT", "HEALTHY", "LAST HEARTBEAT")
+    for member in group["members"]:
+        table.add_row(
+            str(member["number"]),
+            label(member["port_id"], port_names),
+            "yes" if member["healthy"] else "no",
+            member["last_heartbeat"] or "never",
+        )
+    render(table if group["members"] else "no members")
+
+
+def list_target_groups(groups: Sequence[TargetGroupOut]) -> None:
+    table = _table("ID", "NAME", "MEMBERS", "HEALTHY")
+    for group in groups:
+        members = group["members"]
+        table.add_row(
+            group["id"],
+            group["name"],
+            str(len(members)),
+            str(sum(1 for m in members if m["healthy"])),
         )
     render(table)
 

@@ -18,6 +18,28 @@ from vxtap.client import VxtapClient
 from vxtap.wire.answers import SessionOut
 
 
+def _target(
+    ports: PortDirectory, target: str | None, target_group: str | None, *, required: bool = True
+) -> tuple[str | None, str | None]:
+    """The target's id and type from --target (a port) or --target-group."""
+    if target is not None and target_group is not None:
+        raise CliError("give --target (a port) or --target-group, not both")
+    if target_group is not None:
+        return target_group, "elb"
+    if target is not None:
+        return ports.resolve(target), "eni"
+    if required:
+        raise CliError("give --target (a port) or --target-group")
+    return None, None
+
+
+def group_names(client: VxtapClient, sessions: Sequence[SessionOut]) -> dict[str, str]:
+    """The names of the target groups `elb` sessions mirror to, by id (for tables)."""
+    if not any(s["traffic_mirror_target_type"] == "elb" for s in sessions):
+        return {}
+    return {g["id"]: g["name"] for g in client.iter_target_groups()}
+
+
 @click.group("session", cls=OneLineErrorGroup)
 def session_group() -> None:
     """Mirror sessions: a filter, sources, a target, a VNI."""
@@ -28,7 +50,8 @@ def _print_session(client: VxtapClient, session: SessionOut, as_json: bool) -> N
         # Names for the table only: --json prints the server's object unchanged.
         filter_id = session["traffic_mirror_filter_id"]
         filter_names = {filter_id: client.show_filter(filter_id)["name"]}
-        out.show_session(session, PortDirectory(client).names(), filter_names)
+        names = {**PortDirectory(client).names(), **group_names(client, [session])}
+        out.show_session(session, names, filter_names)
 
     out.emit(session, as_json, show)
 
@@ -37,7 +60,10 @@ def _print_session(client: VxtapClient, session: SessionOut, as_json: bool) -> N
 @click.argument("name")
 @click.option("--filter", "filter_id", required=True, help="The mirror filter's id.")
 @click.option("--source", "sources", multiple=True, required=True, help=f"Repeatable; {PORT_HELP}.")
-@click.option("--target", required=True, help=f"Where mirrored packets go; {PORT_HELP}.")
+@click.option("--target", help=f"Where mirrored packets go; {PORT_HELP}.")
+@click.option(
+    "--target-group", help="Or: a target group's id, whose members share the flows (elb)."
+)
 @click.option("--priority", type=int, required=True, help="1-32766, unique per shared source.")
 @click.option("--vni", type=int, help="VXLAN network id 0-16777215 [server default 1].")
 @click.option("--packet-length", type=int, help="Bytes kept per packet 1-1460 [default 96].")
@@ -51,7 +77,8 @@ def session_create(
     name: str,
     filter_id: str,
     sources: Sequence[str],
-    target: str,
+    target: str | None,
+    target_group: str | None,
     priority: int,
     vni: int | None,
     packet_length: int | None,
@@ -60,11 +87,14 @@ def session_create(
 ) -> None:
     """Create a mirror session called NAME."""
     ports = PortDirectory(client)
+    target_id, target_type = _target(ports, target, target_group)
+    assert target_id is not None and target_type is not None
     session = client.create_session(
         name,
         filter_id=filter_id,
         sources=ports.resolve_all(sources),
-        target_id=ports.resolve(target),
+        target_id=target_id,
+        target_type=target_type,
         priority=priority,
         virtual_network_id=vni,
         packet_length=packet_length,
@@ -110,7 +140,9 @@ def session_list(
 
     def show(sessions: list[SessionOut]) -> None:
         filter_names = {f["id"]: f["name"] for f in client.iter_filters()}
-        out.list_sessions(sessions, ports.names(), filter_names)
+        out.list_sessions(
+            sessions, {**ports.names(), **group_names(client, sessions)}, filter_names
+        )
 
     out.emit(sessions, as_json, show)
 
@@ -130,6 +162,7 @@ def session_show(client: VxtapClient, as_json: bool, session_id: str) -> None:
 @click.option("--description")
 @click.option("--filter", "filter_id", help="Another mirror filter's id.")
 @click.option("--target", help=PORT_HELP)
+@click.option("--target-group", help="A target group's id (the session then mirrors to it).")
 @click.option("--priority", type=int)
 @click.option("--vni", type=int)
 @click.option("--packet-length", type=int)
@@ -144,6 +177,7 @@ def session_update(
     description: str | None,
     filter_id: str | None,
     target: str | None,
+    target_group: str | None,
     priority: int | None,
     vni: int | None,
     packet_length: int | None,
@@ -153,15 +187,18 @@ def session_update(
 
     Sources change with `vxtap session add-sources` / `remove-sources`.
     """
-    changes = (name, description, filter_id, target, priority, vni, packet_length, enabled)
+    changes = (name, description, filter_id, target, target_group, priority, vni,
+               packet_length, enabled)  # fmt: skip
     if all(v is None for v in changes):
         raise CliError("nothing to update: give at least one option (see --help)")
+    target_id, target_type = _target(PortDirectory(client), target, target_group, required=False)
     session = client.update_session(
         session_id,
         name=name,
         description=description,
         filter_id=filter_id,
-        target_id=None if target is None else PortDirectory(client).resolve(target),
+        target_id=target_id,
+        target_type=target_type,
         priority=priority,
         virtual_network_id=vni,
         packet_length=packet_length,

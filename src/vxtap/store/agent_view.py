@@ -15,8 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vxtap.store.common import utc_now
-from vxtap.store.health import MEMBERS
-from vxtap.store.schema import CounterRow, FilterRow, HostReportRow, PortRow, RuleRow
+from vxtap.store.schema import CounterRow, FilterRow, HostReportRow, MemberRow, PortRow, RuleRow
 from vxtap.store.sessions import SESSIONS, SOURCES
 
 # The desired state is built after every change the agents must see, and the ORM's
@@ -29,6 +28,7 @@ from vxtap.store.sessions import SESSIONS, SOURCES
 PORTS = PortRow.__table__.c
 FILTERS = FilterRow.__table__.c
 RULES = RuleRow.__table__.c
+MEMBERS = MemberRow.__table__.c
 
 _ON_HOST = (PORTS.project_id == bindparam("project"), PORTS.host == bindparam("host"))
 _HOST_PORTS = select(PORTS.id).where(*_ON_HOST)
@@ -41,6 +41,7 @@ _STATE_SESSIONS = (
         SESSIONS.name,
         SESSIONS.filter_id,
         SESSIONS.target_id,
+        SESSIONS.target_type,
         SESSIONS.virtual_network_id,
         SESSIONS.packet_length,
         SESSIONS.priority,
@@ -78,11 +79,21 @@ _STATE_RULES = (
 )
 # (session, member port) of the host's sessions' target groups: member counters' keys.
 _HOST_SESSION_MEMBERS = select(SESSIONS.id, MEMBERS.port_id).where(
-    MEMBERS.group_id == SESSIONS.target_id, SESSIONS.id.in_(_HOST_SESSIONS)
+    MEMBERS.group_id == SESSIONS.target_group_id, SESSIONS.id.in_(_HOST_SESSIONS)
 )
+_STATE_GROUP_IDS = select(SESSIONS.target_group_id).where(SESSIONS.id.in_(_HOST_SESSIONS))
+_STATE_MEMBERS = (
+    select(MEMBERS.group_id, MEMBERS.port_id, MEMBERS.number, MEMBERS.healthy)
+    .where(MEMBERS.group_id.in_(_STATE_GROUP_IDS))
+    .order_by(MEMBERS.group_id, MEMBERS.number)
+)
+# The sessions' target ports, and every member port of their groups.
 _STATE_TARGETS = (
     select(*_PORT_COLUMNS)
-    .where(PORTS.id.in_(select(SESSIONS.target_id).where(SESSIONS.id.in_(_HOST_SESSIONS))))
+    .where(
+        PORTS.id.in_(select(SESSIONS.target_port_id).where(SESSIONS.id.in_(_HOST_SESSIONS)))
+        | PORTS.id.in_(select(MEMBERS.port_id).where(MEMBERS.group_id.in_(_STATE_GROUP_IDS)))
+    )
     .order_by(PORTS.id)
 )
 
@@ -109,7 +120,8 @@ def _port_range_json(text: str | None) -> dict[str, int] | None:
 
 def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
     """What `host`'s agent must program: its ports, the sessions mirroring from them, and
-    the filters and target ports those sessions name, as the JSON document of
+    the filters, target ports and target groups (with their member ports) those sessions
+    name, as the JSON document of
     `model.DesiredState` (its `model_dump(mode="json")`, keys in field order), with
     `revision` the hash of the rest of the content."""
     where = {"project": project, "host": host}
@@ -124,8 +136,7 @@ def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
             "filter_id": filter_id,
             "sources": sources.get(session_id, []),
             "target_id": target_id,
-            # Only `eni` sessions are stored until target groups land (docs/elb.md).
-            "target_kind": "eni",
+            "target_kind": target_kind,
             "vni": vni,
             "packet_length": packet_length,
             "priority": priority,
@@ -136,6 +147,7 @@ def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
             name,
             filter_id,
             target_id,
+            target_kind,
             vni,
             packet_length,
             priority,
@@ -176,6 +188,12 @@ def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
         for filter_id, name in db.execute(_STATE_FILTERS, where).all()
     ]
     targets = [_port_json(row) for row in db.execute(_STATE_TARGETS, where).all()]
+    members: dict[str, list[dict[str, Any]]] = {}
+    for group_id, port_id, number, healthy in db.execute(_STATE_MEMBERS, where).all():
+        members.setdefault(group_id, []).append(
+            {"port_id": port_id, "number": number, "healthy": bool(healthy)}
+        )
+    groups = [{"id": group_id, "members": found} for group_id, found in sorted(members.items())]
     state: dict[str, Any] = {
         "host": host,
         "revision": "",
@@ -183,7 +201,7 @@ def desired_state(db: Connection, project: str, host: str) -> dict[str, Any]:
         "sessions": sessions,
         "filters": filters,
         "targets": targets,
-        "groups": [],
+        "groups": groups,
     }
     state["revision"] = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
     return state
