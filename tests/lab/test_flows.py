@@ -247,3 +247,11 @@ def test_capture_drops_reads_tcpdumps_summary() -> None:
     )
     assert flows.capture_drops(log) == 7
     assert flows.capture_drops("tcpdump: listening on eth0\n") is None
+
+
+def test_group_findings_fail_for_flows_that_reached_no_member() -> None:
+    sent, _ = spread_copies(MEMBERS, 30)
+    findings = flows.group_findings(sent, [], MEMBERS, flows_expected=30, counted=None, stored={})
+    (one,) = [f for f in findings if f.what.startswith("every flow's packets")]
+    assert not one.ok
+    assert one.detail.startswith("on none: 30, e.g. TCP")

@@ -271,15 +271,14 @@ class LabProcesses:
         for group in scenario.groups:
             args = ["target-group", "create", group.name]
             for member in group.members:
-                args += ["--port", port_ids[member]]
+                args += ["--member", port_ids[member]]
             ids[group.name] = self.cli(args)["id"]
         for session in scenario.sessions:
             args = ["session", "create", session.name, "--filter", ids[session.filter_id]]
             for source in session.sources:
                 args += ["--source", source]
             if session.target_kind is TargetKind.ELB:
-                args += ["--target-type", TargetKind.ELB.value]
-                args += ["--target", ids[session.target_id]]
+                args += ["--target-group", ids[session.target_id]]
             else:
                 args += ["--target", session.target_id]
             args += ["--priority", str(session.priority)]

@@ -238,6 +238,9 @@ class GroupVerify:
                 down = self._outage(scenario.outage)
             for client in clients:
                 stop(client)
+            for p in self.record.processes:  # the servers' last packets before the captures end
+                if p.role.startswith("iperf3-server-"):
+                    stop(p)
             time.sleep(0.5)  # copies in flight
         finally:
             for p in self.record.processes:

@@ -364,13 +364,16 @@ def group_findings(
         )
     )
     result: Outage | None = None
+    unreached = sent_flows - set(by_flow)
     if down is None:
         several = flows_on_several(by_flow)
+        problems = [f"on several: {_flows_text(several)}"] if several else []
+        problems += [f"on none: {_flows_text(unreached)}"] if unreached else []
         findings.append(
             Finding(
-                not several,
+                not several and not unreached,
                 "every flow's packets, both directions, reached exactly one member",
-                f"on several: {_flows_text(several)}" if several else f"{len(by_flow)} flows",
+                "; ".join(problems) or f"{len(by_flow)} flows",
             )
         )
         owners = {flow: next(iter(at)) for flow, at in by_flow.items()}
@@ -378,6 +381,13 @@ def group_findings(
         settle = max(0.0, down.placed_again - down.restarted)
         result = outage(copies, down.member, down.stopped, down.restarted, settle)
         owners = owner_before(sorted(copies, key=lambda c: c.time), down.stopped)
+        findings.append(
+            Finding(
+                not unreached,
+                "every flow reached a member",
+                f"on none: {_flows_text(unreached)}" if unreached else f"{len(by_flow)} flows",
+            )
+        )
     flows_per_member = Counter({m: 0 for m in members})
     flows_per_member.update(owners.values())
     packets_per_member = Counter({m: 0 for m in members})
