@@ -50,7 +50,8 @@ def main() -> None:
                 results[name].append(measured[name])
         figures = ", ".join(f"{k} {v:.2f}" for k, v in measured.items())
         print(
-            f"run {run + 1}: {'PASS' if ok else 'FAIL'} {figures} ({time.monotonic() - started:.0f} s)"
+            f"run {run + 1}: {'PASS' if ok else 'FAIL'} {figures} "
+            f"({time.monotonic() - started:.0f} s)"
         )
     print(f"load after: {os.getloadavg()}; {passed}/{args.runs} runs passed every check")
     for name, values in results.items():
