@@ -16,8 +16,6 @@ import contextlib
 import functools
 import logging
 
-from sqlalchemy import inspect
-
 from vxtap.api.db import Database
 from vxtap.store import health
 
@@ -34,18 +32,8 @@ class MemberHealthChecker:
         self.interval = interval
         self.task: asyncio.Task[None] | None = None
         self.failure: str | None = None
-        # Until target groups' tables are in the schema everywhere (migration 0006, merged
-        # from the resource's branch), heartbeats and member counters wait for them.
-        self.enabled = False
 
     async def start(self) -> None:
-        store = self.database.store
-        has_groups = await asyncio.to_thread(
-            lambda: inspect(store.engine).has_table(health.MEMBER_TABLE.name)
-        )
-        self.enabled = has_groups
-        if not has_groups:  # a schema without target groups: nothing to look after
-            return
         self.task = asyncio.create_task(self._run(), name="vxtap-member-health")
 
     async def stop(self) -> None:

@@ -19,20 +19,17 @@ machines, compare one clock) and the server's on SQLite (one machine).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
-    Boolean,
     ColumnElement,
-    DateTime,
-    column,
+    Table,
     func,
     literal,
     or_,
     select,
-    table,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -40,25 +37,15 @@ from sqlalchemy.orm import Session
 
 from vxtap.store.common import bump_change, bump_hosts, hosts_showing
 from vxtap.store.errors import NotFound
-from vxtap.store.schema import PortRow, SessionRow
+from vxtap.store.schema import MemberRow, PortRow
 
 # A member is down after this long without a heartbeat naming it.
 SILENCE_S = 1.5
 _SILENCE = timedelta(seconds=SILENCE_S)
 
 PORTS = PortRow.__table__.c
-# The target-group tables (migration 0006), by name: what health reads and writes of them.
-MEMBER_TABLE = table(
-    "target_group_members",
-    column("group_id"),
-    column("port_id"),
-    column("healthy", Boolean),
-    column("last_heartbeat", DateTime),
-)
+MEMBER_TABLE = cast(Table, MemberRow.__table__)
 MEMBERS = MEMBER_TABLE.c
-GROUP_TABLE = table("target_groups", column("id"), column("project_id"))
-GROUPS = GROUP_TABLE.c
-SESSIONS = SessionRow.__table__.c
 
 
 def _is_postgresql(db: Session | Connection) -> bool:
@@ -82,16 +69,6 @@ def _silent(db: Session | Connection) -> ColumnElement[bool]:
     return condition
 
 
-def hosts_naming_groups(db: Session, groups: Iterable[str]) -> set[str]:
-    """The hosts whose desired state shows these groups: the hosts of the sources of the
-    sessions that mirror to them."""
-    group_ids = sorted(set(groups))
-    if not group_ids:
-        return set()
-    sessions = db.scalars(select(SESSIONS.id).where(SESSIONS.target_id.in_(group_ids)))
-    return hosts_showing(db, sessions=list(sessions))
-
-
 def heartbeat(db: Session, project: str, host: str, devices: Sequence[str] | None) -> None:
     """`host`'s collector receives on `devices` (None: on all of the host's ports).
 
@@ -113,7 +90,7 @@ def heartbeat(db: Session, project: str, host: str, devices: Sequence[str] | Non
     if not port_ids:
         return
     now = _now(db)
-    of_ports = MEMBERS.port_id.in_(port_ids)
+    of_ports = (MEMBERS.project_id == project) & MEMBERS.port_id.in_(port_ids)
     # Usually every member is healthy already: then the UPDATE below is all a beat writes.
     if db.execute(
         select(MEMBERS.port_id).where(of_ports, MEMBERS.healthy.is_(False)).limit(1)
@@ -125,7 +102,7 @@ def heartbeat(db: Session, project: str, host: str, devices: Sequence[str] | Non
             .values(healthy=True, last_heartbeat=now)
             .returning(MEMBERS.group_id)
         ).all()
-        bump_hosts(db, project, hosts_naming_groups(db, groups))
+        bump_hosts(db, project, hosts_showing(db, groups=groups))
     db.execute(update(MEMBER_TABLE).where(of_ports).values(last_heartbeat=now))
 
 
@@ -133,11 +110,7 @@ def projects_with_silent_members(db: Connection) -> list[str]:
     """The projects with a member that `mark_silent_down` would mark down now."""
     return list(
         db.scalars(
-            select(GROUPS.project_id)
-            .join(MEMBER_TABLE, MEMBERS.group_id == GROUPS.id)
-            .where(_silent(db))
-            .distinct()
-            .order_by(GROUPS.project_id)
+            select(MEMBERS.project_id).where(_silent(db)).distinct().order_by(MEMBERS.project_id)
         )
     )
 
@@ -145,7 +118,7 @@ def projects_with_silent_members(db: Connection) -> list[str]:
 def mark_silent_down(db: Session, project: str) -> int:
     """Mark the project's silent members down; how many this call marked (0 when another
     server process was first)."""
-    of_project = MEMBERS.group_id.in_(select(GROUPS.id).where(GROUPS.project_id == project))
+    of_project = MEMBERS.project_id == project
     if db.execute(select(MEMBERS.port_id).where(_silent(db), of_project).limit(1)).first() is None:
         return 0
     bump_change(db, project)  # first: the project's writers queue on its row lock
@@ -155,5 +128,5 @@ def mark_silent_down(db: Session, project: str) -> int:
         .values(healthy=False)
         .returning(MEMBERS.group_id)
     ).all()
-    bump_hosts(db, project, hosts_naming_groups(db, groups))
+    bump_hosts(db, project, hosts_showing(db, groups=groups))
     return len(groups)

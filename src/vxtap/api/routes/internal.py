@@ -31,7 +31,6 @@ from vxtap.client import HELD_JITTER_FRACTION
 from vxtap.store import agent_view, common
 from vxtap.store import health as member_health
 from vxtap.store import ports as port_store
-from vxtap.store.errors import NotFound
 from vxtap.store.ports import PortSpec
 from vxtap.wire import query
 from vxtap.wire.requests import (
@@ -207,8 +206,6 @@ async def put_counters(project_id: str, host: str, request: Request) -> Response
     sessions = {k: v.model_dump() for k, v in body.sessions.items()}
     rules = {k: v.model_dump() for k, v in body.rules.items()}
     members = {k: v.model_dump() for k, v in body.members.items()}
-    if not request.app.state.member_health.enabled:
-        members = {}  # no target groups in this database: no members to count
     api = context(request)
     # One report stored at a time per process, on a worker thread: a flood of large
     # reports queues here (and is shed with 503 past COUNTERS_QUEUE_S) instead of
@@ -242,8 +239,6 @@ async def collector_heartbeat(project_id: str, host: str, request: Request) -> R
     host's ports is refused (404) and nothing is recorded."""
     checked_host = path_host(host)
     body = await read_body(request, CollectorHeartbeatRequest)
-    if not request.app.state.member_health.enabled:
-        raise NotFound("this server's database has no target groups yet")
     devices = None if body.devices is None else tuple(body.devices)
     db = context(request).database
     await db.run(db.write, lambda s: member_health.heartbeat(s, project_id, checked_host, devices))
