@@ -5,8 +5,10 @@ Each run brings the lab up, starts 256 iperf3 flows through ECS-source, kills on
 member's collector (SIGKILL by PID) and measures, on tcpdump's own timestamps at the
 members, the time from the kill to the last copy still sent to the stopped member and
 to the first copy of one of its flows at another member (the failover is the later of
-the two); then the time from the collector's restart until the source's agent had placed
-the member again. Printed per run and as median, min and max, with the machine's load.
+the two); the time from the kill until the source agent's applied state showed the
+member down (the control path alone: heartbeats' silence, the server's checker, the held
+request, the agent's apply); then the time from the collector's restart until the
+source's agent had placed the member again. Printed per run and as median, min and max, with the machine's load.
 
   sudo PYTHONPATH=src .venv/bin/python bench/elb_failover.py --runs 5
 """
@@ -24,7 +26,13 @@ from pathlib import Path
 from vxtap.lab.lab import Lab
 from vxtap.lab.scenario import get
 
-FIGURES = ("failover_s", "last_copy_to_stopped_s", "first_moved_copy_s", "placed_again_s")
+FIGURES = (
+    "failover_s",
+    "last_copy_to_stopped_s",
+    "first_moved_copy_s",
+    "taken_out_at_source_s",  # kill -> the source agent's applied state shows it down
+    "placed_again_s",
+)
 
 
 def one_run(directory: Path) -> tuple[dict[str, float], bool]:

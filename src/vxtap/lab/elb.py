@@ -269,7 +269,7 @@ class GroupVerify:
                 down.restarted,
                 down.placed_again - down.restarted,
             )
-            self.measured = {
+            self.measured |= {
                 name: value
                 for name, value in (
                     ("failover_s", result.failover),
@@ -337,7 +337,11 @@ class GroupVerify:
         self._wait_placed(
             {m.port_id for m in self.members if m is not member}, absent=frozenset({member.port_id})
         )
-        self.say(f"the source's agent took {server} out after {time.time() - stopped:.2f} s")
+        self.measured["taken_out_at_source_s"] = time.time() - stopped
+        self.say(
+            f"the source's agent took {server} out after "
+            f"{self.measured['taken_out_at_source_s']:.2f} s"
+        )
         time.sleep(max(0.0, stopped + STOPPED_S - time.time()))
         stop(member.collector)
         restarted = time.time()
