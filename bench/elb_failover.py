@@ -8,7 +8,8 @@ to the first copy of one of its flows at another member (the failover is the lat
 the two); the time from the kill until the source agent's applied state showed the
 member down (the control path alone: heartbeats' silence, the server's checker, the held
 request, the agent's apply); then the time from the collector's restart until the
-source's agent had placed the member again. Printed per run and as median, min and max, with the machine's load.
+source's agent had placed the member again. Printed per run and as median, min and
+max, with the machine's load.
 
   sudo PYTHONPATH=src .venv/bin/python bench/elb_failover.py --runs 5
 """
