@@ -227,9 +227,17 @@ def test_an_agent_key_beats_for_its_own_host_only(server: ApiServer) -> None:
         (b'{"devices": ["' + b"x" * (1 << 20) + b'"]}', 400, "larger"),
     ],
     ids=[
-        "unknown", "one-unknown", "empty", "not-a-list", "bad-name", "too-long",
-        "too-many", "extra-field", "not-json", "huge",
-    ],  # fmt: skip
+        "unknown",
+        "one-unknown",
+        "empty",
+        "not-a-list",
+        "bad-name",
+        "too-long",
+        "too-many",
+        "extra-field",
+        "not-json",
+        "huge",
+    ],
 )
 def test_hostile_heartbeats_are_refused_and_change_nothing(
     server: ApiServer, body: bytes, status: int, words: str
