@@ -226,6 +226,18 @@ def test_an_agent_key_beats_for_its_own_host_only(server: ApiServer) -> None:
         (b"not json", 400, ""),
         (b'{"devices": ["' + b"x" * (1 << 20) + b'"]}', 400, "larger"),
     ],
+    ids=[
+        "unknown",
+        "one-unknown",
+        "empty",
+        "not-a-list",
+        "bad-name",
+        "too-long",
+        "too-many",
+        "extra-field",
+        "not-json",
+        "huge",
+    ],
 )
 def test_hostile_heartbeats_are_refused_and_change_nothing(
     server: ApiServer, body: bytes, status: int, words: str
@@ -437,3 +449,25 @@ def test_vxtap_collect_logs_a_refused_heartbeat_once_and_keeps_receiving(
     assert text.count("heartbeat failed") == 1, text
     assert "'lo'" in text
     assert g.health() == {"eth1": False}
+
+
+def test_target_group_show_gives_health_and_table_share(server: ApiServer) -> None:
+    from click.testing import CliRunner
+
+    from vxtap.cli import main
+
+    g = setup_group(server)
+    g.beat(["eth1"])
+    env = {
+        "VXTAP_ENDPOINT": server.endpoint, "VXTAP_AK": server.ak, "VXTAP_SK": server.sk,
+        "VXTAP_PROJECT_ID": server.project_id, "COLUMNS": "200",
+    }  # fmt: skip
+    result = CliRunner().invoke(main, ["target-group", "show", g.group_id], env=env)
+    assert result.exit_code == 0, result.output
+    assert "SHARE" in result.output
+    rows = [line for line in result.output.splitlines() if "eth1" in line or "eth2" in line]
+    assert len(rows) == 2, result.output
+    (up,) = [r for r in rows if "eth1" in r]
+    (down,) = [r for r in rows if "eth2" in r]
+    assert "yes" in up and "100.0%" in up
+    assert "no" in down and "%" not in down

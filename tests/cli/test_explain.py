@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, update
 
 from vxtap.cli import main
 from vxtap.client import VxtapClient
+from vxtap.dataplane.placement import build_table, flow_hash, flow_key, placement
 from vxtap.model import Interface
+from vxtap.store.schema import MemberRow
 
 CREDS = ["--endpoint", "http://127.0.0.1:9", "--ak", "a", "--sk", "s", "--project-id", "p"]
 
@@ -172,3 +176,65 @@ def test_explain_over_https_with_a_ca_bundle(
         assert "its certificate is not trusted" in untrusted.output
     finally:
         server.stop()
+
+
+def _ipv4_tcp_frame(src: str, dst: str, sport: int, dport: int) -> bytes:
+    """A real Ethernet/IPv4/TCP frame's first bytes, as the mirror program reads them."""
+    ip = bytes([0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0])
+    ip += ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(16)
+    return bytes(12) + b"\x08\x00" + ip + tcp
+
+
+def test_the_member_of_a_target_group_is_named(api_server: Any) -> None:
+    with VxtapClient(
+        api_server.endpoint, api_server.ak, api_server.sk, api_server.project_id
+    ) as client:
+        (source,) = client.register_ports("elb-src", [Interface(device="eth0", ipv4=("10.7.0.1",))])
+        collectors = [
+            client.create_port("elb-col", f"eth{i}", ipv4=[f"10.7.1.{i}"]).id for i in range(3)
+        ]
+        group = client.create_target_group("ids", ports=collectors)
+        flt = client.create_filter("all")
+        for direction in ("ingress", "egress"):
+            client.create_rule(flt["id"], direction=direction, priority=1, protocol="all")
+        client.create_session(
+            "to-ids", filter_id=flt["id"], sources=[source.id], target_id=group["id"],
+            target_type="elb", priority=1,
+        )  # fmt: skip
+    engine = create_engine(api_server.db_url)
+
+    def set_healthy(ports: list[str]) -> None:
+        with engine.begin() as db:  # what the health part writes
+            db.execute(update(MemberRow).values(healthy=MemberRow.port_id.in_(ports)))
+
+    forward = ["--protocol", "tcp", "--src", "10.7.0.9", "--dst", "10.7.0.1",
+               "--sport", "40000", "--dport", "443"]  # fmt: skip
+    reverse = ["--protocol", "tcp", "--src", "10.7.0.1", "--dst", "10.7.0.9",
+               "--sport", "443", "--dport", "40000"]  # fmt: skip
+
+    def member(direction: str, packet: list[str]) -> Any:
+        result = _explain(api_server, "--port", "elb-src/eth0", "--direction", direction,
+                          *packet, "--json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["target_group"]
+
+    try:
+        assert member("ingress", forward)["member"] is None  # none heard from yet
+        set_healthy(collectors)
+        chosen = member("ingress", forward)
+        assert chosen["group_id"] == group["id"] and chosen["member"] in collectors
+        # Both directions of the flow go to the same member; the pure core agrees on
+        # the real frame's bytes.
+        assert member("egress", reverse) == chosen
+        frame = _ipv4_tcp_frame("10.7.0.9", "10.7.0.1", 40000, 443)
+        expected = placement(build_table(collectors), flow_hash(flow_key(frame)))
+        assert chosen["member"] == expected
+        # The member out of health: the flow moves to one of the others.
+        set_healthy([c for c in collectors if c != chosen["member"]])
+        moved = member("ingress", forward)
+        assert moved["member"] in collectors and moved["member"] != chosen["member"]
+        text = _explain(api_server, "--port", "elb-src/eth0", "--direction", "ingress", *forward)
+        assert f"to target group {group['id']}, member {moved['member']}" in text.output
+    finally:
+        engine.dispose()

@@ -39,6 +39,7 @@ def test_show_lists_and_describes_scenarios() -> None:
     listing = CliRunner().invoke(main, ["lab", "show"])
     assert listing.exit_code == 0
     assert [line.split(":")[0] for line in listing.output.splitlines()] == [
+        "elb",
         "multi-session",
         "reject-rules",
         "seed",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from vxtap.lab.scenario import SCENARIOS, Scenario, broken, get
-from vxtap.model import Action, Direction, EtherType, Protocol
+from vxtap.model import Action, Direction, EtherType, Protocol, TargetKind
 
 
 def test_seed_is_the_users_document() -> None:
@@ -42,12 +42,14 @@ def test_seed_is_the_users_document() -> None:
     )
 
 
-def test_all_four_scenarios_exist() -> None:
-    assert set(SCENARIOS) == {"seed", "two-targets", "reject-rules", "multi-session"}
+def test_all_five_scenarios_exist() -> None:
+    assert set(SCENARIOS) == {"seed", "two-targets", "reject-rules", "multi-session", "elb"}
 
 
 def test_unknown_scenario_names_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="known: multi-session, reject-rules, seed, two-targets"):
+    with pytest.raises(
+        KeyError, match="known: elb, multi-session, reject-rules, seed, two-targets"
+    ):
         get("nope")
 
 
@@ -84,6 +86,26 @@ def test_breaks_apply_to_every_scenario_and_unknown_ones_are_named() -> None:
     wrong = broken(get("seed"), ["wrong-rule"])
     assert str(wrong.filters[0].rules[0].destination_ports) == "4321-4321"
     with pytest.raises(
-        KeyError, match="unknown break 'nope'; known: disabled, no-4789, wrong-rule"
+        KeyError, match="unknown break 'nope'; known: collector-down, disabled, no-4789, wrong-rule"
     ):
         broken(get("seed"), ["nope"])
+
+
+def test_elb_mirrors_to_a_group_of_three_collectors_with_hundreds_of_flows() -> None:
+    elb = get("elb")
+    (session,) = elb.sessions
+    assert session.target_kind is TargetKind.ELB
+    assert elb.targets == ("ECS-target", "ECS-target2", "ECS-target3")
+    assert sum(2 * load.streams for load in elb.loads) == 256
+    assert {load.protocol for load in elb.loads} == {Protocol.TCP, Protocol.UDP}
+    assert elb.outage is None
+    assert broken(elb, ["collector-down"]).outage == "ECS-target2"
+    with pytest.raises(ValueError, match="has no target group: collector-down needs one"):
+        broken(get("seed"), ["collector-down"])
+
+
+def test_a_session_naming_an_unknown_target_group_is_refused() -> None:
+    elb = get("elb")
+    lost = elb.sessions[0].model_copy(update={"target_id": "nowhere"})
+    with pytest.raises(ValueError, match="names unknown target group nowhere"):
+        Scenario(**{**elb.__dict__, "sessions": (lost,)})

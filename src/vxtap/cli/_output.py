@@ -256,13 +256,17 @@ def show_target_group(group: TargetGroupOut, port_names: Mapping[str, str]) -> N
             ]
         )
     )
-    # Health as the server stored it from collector heartbeats (docs/elb.md).
-    table = _table("NUMBER", "PORT", "HEALTHY", "LAST HEARTBEAT")
+    # Health as the server stored it from collector heartbeats (docs/elb.md); SHARE: the
+    # member's slots of the placement table over the healthy members (its part of the flows).
+    shares = table_shares(m["port_id"] for m in group["members"] if m["healthy"])
+    table = _table("NUMBER", "PORT", "HEALTHY", "SHARE", "LAST HEARTBEAT")
     for member in group["members"]:
+        share = shares.get(member["port_id"])
         table.add_row(
             str(member["number"]),
             label(member["port_id"], port_names),
             "yes" if member["healthy"] else "no",
+            "-" if share is None else f"{share:.1f}%",
             member["last_heartbeat"] or "never",
         )
     render(table if group["members"] else "no members")

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from vxtap.cli._api import CliError, connection_options
 from vxtap.client import VxtapClient
+from vxtap.dataplane.placement import (
+    PORT_PROTOCOLS,
+    FlowKey,
+    build_table,
+    flow_hash,
+    placement,
+)
 from vxtap.evaluate import ETHERTYPE_ARP, Packet, Verdict, port_by_name
 from vxtap.evaluate import explain as evaluate
-from vxtap.model import IP_PROTOCOL_NUMBER, DesiredState, Direction, Port, Protocol
+from vxtap.model import IP_PROTOCOL_NUMBER, DesiredState, Direction, Port, Protocol, TargetKind
 
 ETHERTYPE_NAMES = {"arp": ETHERTYPE_ARP, "lldp": 0x88CC, "ipv4": 0x0800, "ipv6": 0x86DD}
 
@@ -87,10 +95,60 @@ def find_port(client: VxtapClient, name: str) -> tuple[str, Port | None, Desired
     return host, port_by_name(state, name), state
 
 
-def render(verdict: Verdict, port: Port) -> str:
+def packet_flow_key(packet: Packet) -> FlowKey | None:
+    """What the mirror program hashes of this packet (`placement.flow_key`), or None when
+    that depends on bytes the packet's fields do not give (ports of protocols other
+    than TCP and UDP)."""
+    if packet.src is None or packet.dst is None or packet.protocol is None:
+        return FlowKey(None)
+    addresses = (packet.src.packed, packet.dst.packed)
+    if packet.non_first_fragment:
+        # An IPv6 fragment's next header is not walked; an IPv4 one keeps its protocol.
+        return FlowKey(addresses, None if packet.src.version == 6 else packet.protocol)
+    if packet.protocol in PORT_PROTOCOLS:
+        if packet.sport is None or packet.dport is None:
+            return None
+        return FlowKey(addresses, packet.protocol, (packet.sport, packet.dport))
+    return FlowKey(addresses, packet.protocol)
+
+
+def group_member(state: DesiredState, group_id: str, packet: Packet) -> dict[str, Any]:
+    """Which member of a target group a packet's copy goes to: the placement table over
+    the healthy members' port ids, indexed by the packet's symmetric flow hash
+    (docs/elb.md, "Placement")."""
+    group = next((g for g in state.groups if g.id == group_id), None)
+    healthy = [] if group is None else [m for m in group.members if m.healthy]
+    answer: dict[str, Any] = {"group_id": group_id, "member": None, "number": None}
+    if not healthy:
+        answer["reason"] = "no healthy member: the copy is dropped and counted as unplaced"
+        return answer
+    key = packet_flow_key(packet)
+    if key is None:
+        answer["reason"] = "the member depends on the ports, which this protocol's fields lack"
+        return answer
+    port_id = placement(build_table(m.port_id for m in healthy), flow_hash(key))
+    answer.update(
+        member=port_id,
+        number=next(m.number for m in healthy if m.port_id == port_id),
+        reason=f"flow hash over both directions, {len(healthy)} healthy member(s)",
+    )
+    return answer
+
+
+def render(verdict: Verdict, port: Port, member: dict[str, Any] | None = None) -> str:
     where = f"{port.host}/{port.device} ({port.id})"
     lines = [f"{verdict.packet}, {verdict.direction} on {where}"]
-    if verdict.mirrored:
+    if verdict.mirrored and member is not None:
+        chosen = (
+            f"member {member['member']} (number {member['number']})"
+            if member["member"]
+            else "no member"
+        )
+        lines.append(
+            f"MIRRORED: {verdict.reason}; VXLAN vni {verdict.vni} to target group "
+            f"{member['group_id']}, {chosen}: {member['reason']}"
+        )
+    elif verdict.mirrored:
         lines.append(
             f"MIRRORED: {verdict.reason}; VXLAN vni {verdict.vni} to port {verdict.target_id}"
         )
@@ -150,9 +208,17 @@ def explain(
     if port is None:
         raise CliError(f"port {port_name!r} is not a port of host {host!r}")
     verdict = evaluate(state, port.id, Direction(direction), packet)
+    kinds = {s.id: s.target_kind for s in state.sessions}
+    member = (
+        group_member(state, verdict.target_id, packet)
+        if verdict.target_id is not None and kinds.get(verdict.session_id or "") == TargetKind.ELB
+        else None
+    )
     if as_json:
         answer = verdict.model_dump(mode="json")
         answer["mirrored"] = verdict.mirrored
+        if member is not None:
+            answer["target_group"] = member
         click.echo(json.dumps(answer, indent=2))
     else:
-        click.echo(render(verdict, port))
+        click.echo(render(verdict, port, member))

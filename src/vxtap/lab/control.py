@@ -23,7 +23,7 @@ from vxtap.lab.certificates import TlsFiles, make_certificates
 from vxtap.lab.runtime import LabDir, LabError, LabRecord, start
 from vxtap.lab.scenario import Scenario
 from vxtap.lab.topology import API_PORT, MGMT_SERVER_ADDRESS, Topology
-from vxtap.model import DesiredState
+from vxtap.model import DesiredState, TargetKind
 
 VXTAP = [sys.executable, "-m", "vxtap"]
 Say = Callable[[str], None]
@@ -211,6 +211,12 @@ class LabProcesses:
             )
         return json.loads(result.stdout) if result.stdout.strip() else None
 
+    def port_ids(self) -> dict[str, str]:
+        """HOST/DEVICE -> the id of every port the agents registered."""
+        ports = self.cli(["port", "list"], show=False)
+        items = ports.get("ports", ports) if isinstance(ports, dict) else ports
+        return {f"{p.get('binding:host_id')}/{p.get('name')}": p["id"] for p in items}
+
     def wait_for_ports(self) -> None:
         wanted = {s.port for s in self.topology.scenario.servers}
 
@@ -260,11 +266,22 @@ class LabProcesses:
                     if value is not None:
                         args += [flag, str(value)]
                 ids[rule.id] = self.cli(args)["id"]
+        if scenario.groups:
+            port_ids = self.port_ids()
+        for group in scenario.groups:
+            args = ["target-group", "create", group.name]
+            for member in group.members:
+                args += ["--member", port_ids[member]]
+            ids[group.name] = self.cli(args)["id"]
         for session in scenario.sessions:
             args = ["session", "create", session.name, "--filter", ids[session.filter_id]]
             for source in session.sources:
                 args += ["--source", source]
-            args += ["--target", session.target_id, "--priority", str(session.priority)]
+            if session.target_kind is TargetKind.ELB:
+                args += ["--target-group", ids[session.target_id]]
+            else:
+                args += ["--target", session.target_id]
+            args += ["--priority", str(session.priority)]
             args += ["--vni", str(session.vni), "--packet-length", str(session.packet_length)]
             args += ["--enabled" if session.enabled else "--disabled"]
             ids[session.id] = self.cli(args)["id"]

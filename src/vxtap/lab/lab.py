@@ -22,6 +22,7 @@ from vxtap.lab.control import (
     write_certificates,
     write_credentials,
 )
+from vxtap.lab.elb import GroupVerify
 from vxtap.lab.runtime import (
     DEFAULT_LAB_DIR,
     DEFAULT_NAMESPACE_PREFIX,
@@ -62,6 +63,8 @@ class _Watch:
 class Report:
     scenario: str
     findings: list[Finding] = field(default_factory=list)
+    # Figures a verify measured (the elb scenario's failover times, in seconds).
+    measured: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -154,6 +157,11 @@ class Lab:
             if not (d := self.dir.path / f"verify-{stamp}{f'-{n}' if n else ''}").exists()
         )
         run_dir.mkdir(parents=True)
+        if scenario.groups:
+            group_verify = GroupVerify(self.dir, record, scenario, t, run_dir, self.say)
+            report = self._report(scenario, group_verify.run())
+            report.measured = group_verify.measured
+            return report
         watches: list[_Watch] = []
         try:
             for name in scenario.targets:
@@ -194,6 +202,9 @@ class Lab:
             findings.append(_agree(w.target, captured[w.target], stored))
         dropped = topo.dropped_by_groups(t)
         findings = check(scenario, captured, deliveries, dropped) + findings
+        return self._report(scenario, findings)
+
+    def _report(self, scenario: Scenario, findings: list[Finding]) -> Report:
         report = Report(scenario.name, findings)
         self.say("")
         for finding in findings:

@@ -24,6 +24,7 @@ from vxtap.model import (
     Protocol,
     Rule,
     Session,
+    TargetKind,
 )
 
 VPC_SUBNET = ipaddress.IPv4Network("192.168.0.0/24")
@@ -88,6 +89,29 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class Load:
+    """`iperf3 -s -p PORT` on `server`, `iperf3 -c ... --bidir -P STREAMS` on `client`:
+    `streams` flows each way (2 x streams flows, plus iperf3's control connection), each
+    paced to `bitrate` in writes of `length` bytes. The packets are the kernel's."""
+
+    client: str
+    server: str
+    port: int
+    protocol: Protocol
+    streams: int
+    bitrate: str = "16K"
+    length: int = 200
+
+
+@dataclass(frozen=True)
+class Group:
+    """A target group of the scenario: its name and its member ports (HOST/DEVICE)."""
+
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Pattern:
     """Which mirrored packets an expectation is about; None matches anything."""
 
@@ -147,6 +171,11 @@ class Scenario:
     traffic: tuple[Conversation, ...]
     expectations: tuple[Expectation, ...]
     notes: tuple[str, ...] = field(default=())
+    groups: tuple[Group, ...] = ()
+    loads: tuple[Load, ...] = ()
+    # The server whose collector `verify` stops mid-run and starts again (the break
+    # `collector-down`), None for none.
+    outage: str | None = None
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -169,10 +198,25 @@ class Scenario:
         host, _, _device = port.partition("/")
         return self.server(host)
 
+    def target_group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"scenario {self.name!r} has no target group {name!r}")
+
+    def target_ports(self, session: Session) -> tuple[str, ...]:
+        """The ports a session mirrors to: its target, or its group's members."""
+        if session.target_kind is TargetKind.ELB:
+            return self.target_group(session.target_id).members
+        return (session.target_id,)
+
     @property
     def targets(self) -> tuple[str, ...]:
-        """Names of the servers that are the target of at least one session."""
-        names = {self.server_by_port(s.target_id).name for s in self.sessions}
+        """Names of the servers that are the target of at least one session (or a
+        member of a group that a session mirrors to)."""
+        names = {
+            self.server_by_port(port).name for s in self.sessions for port in self.target_ports(s)
+        }
         return tuple(s.name for s in self.servers if s.name in names)
 
     def with_session(self, name: str, **changes: object) -> Scenario:
@@ -226,12 +270,29 @@ def _problems(s: Scenario) -> Iterable[str]:
             if r.remote_is_group() and r.remote not in group_names:
                 yield f"group {group.name} rule names unknown group {r.remote}"
     filter_ids = {f.id for f in s.filters}
+    target_group_names = {g.name for g in s.groups}
+    for target_group in s.groups:
+        for port in target_group.members:
+            if port.partition("/")[0] not in names:
+                yield f"target group {target_group.name} names unknown port {port}"
     for sess in s.sessions:
         if sess.filter_id not in filter_ids:
             yield f"session {sess.name} names unknown filter {sess.filter_id}"
-        for port in (*sess.sources, sess.target_id):
+        if sess.target_kind is TargetKind.ELB:
+            if sess.target_id not in target_group_names:
+                yield f"session {sess.name} names unknown target group {sess.target_id}"
+            targets: tuple[str, ...] = ()
+        else:
+            targets = (sess.target_id,)
+        for port in (*sess.sources, *targets):
             if port.partition("/")[0] not in names:
                 yield f"session {sess.name} names unknown port {port}"
+    for load in s.loads:
+        for who in (load.client, load.server):
+            if who not in names:
+                yield f"load names unknown server {who}"
+    if s.outage is not None and s.outage not in s.targets:
+        yield f"the outage names {s.outage}, which is no target"
     for c in s.traffic:
         for who in (c.client, c.server):
             if who not in names:
@@ -304,6 +365,7 @@ SOURCE = Server("ECS-source", "192.168.0.230", "fa:16:3e:7e:d6:bc", ("Sg-source"
 TARGET = Server("ECS-target", "192.168.0.164", "fa:16:3e:7e:d6:7a", ("Sg-target",))
 TARGET2 = Server("ECS-target2", "192.168.0.165", "fa:16:3e:7e:d6:7b", ("Sg-target2",))
 TEST2 = Server("ECS-test2", "192.168.0.162", "fa:16:3e:7e:d6:78", ("Sg-test2",))
+TARGET3 = Server("ECS-target3", "192.168.0.166", "fa:16:3e:7e:d6:7c", ("Sg-target3",))
 
 LONG_LINE = "x" * 299
 TCP_1234_FROM_TEST = allow(Protocol.TCP, 1234, TEST.ipv4, "TCP 1234 from ECS-test")
@@ -603,6 +665,74 @@ def _multi_session() -> Scenario:
     )
 
 
+ELB_TCP_PORT = 5201
+ELB_UDP_PORT = 5202
+ELB_STREAMS = 64  # per load and direction: 2 loads x 2 directions x 64 = 256 flows
+
+
+def _elb() -> Scenario:
+    """One source, one session to a group of three collectors, 256 concurrent flows."""
+    ports = f"{ELB_TCP_PORT}-{ELB_UDP_PORT}"
+    f = "elb-filter"
+    rules = tuple(
+        rule(f"elb-{d.value}-{p.value}", f, d, priority, Action.ACCEPT, p, **{key: ports})
+        for d, key in ((Direction.INGRESS, "dports"), (Direction.EGRESS, "sports"))
+        for priority, p in ((1, Protocol.TCP), (2, Protocol.UDP))
+    )
+    members = (TARGET, TARGET2, TARGET3)
+    return Scenario(
+        name="elb",
+        summary="One session on ECS-source mirrors to a target group of three collectors "
+        f"(elb): {4 * ELB_STREAMS} TCP and UDP flows, both directions, each flow to one "
+        "collector.",
+        servers=(TEST, SOURCE, *members),
+        security_groups=(
+            default_group("Sg-test"),
+            group_with(
+                "Sg-source",
+                *(
+                    GroupRule(
+                        EtherType.IPV4,
+                        p,
+                        f"{TEST.ipv4}/32",
+                        PortRange.parse(ports),
+                        f"iperf3 {p.value} from ECS-test",
+                    )
+                    for p in (Protocol.TCP, Protocol.UDP)
+                ),
+            ),
+            *(group_with(m.groups[0], VXLAN_FROM_SOURCE) for m in members),
+        ),
+        filters=(Filter(id=f, name=f, rules=rules),),
+        sessions=(
+            Session(
+                id="elb-session",
+                name="elb-session",
+                filter_id=f,
+                sources=(SOURCE.port,),
+                target_id="elb-collectors",
+                target_kind=TargetKind.ELB,
+                vni=12,
+                priority=1,
+            ),
+        ),
+        traffic=(),
+        expectations=(),
+        groups=(Group("elb-collectors", tuple(m.port for m in members)),),
+        loads=(
+            Load(TEST.name, SOURCE.name, ELB_TCP_PORT, Protocol.TCP, ELB_STREAMS),
+            Load(TEST.name, SOURCE.name, ELB_UDP_PORT, Protocol.UDP, ELB_STREAMS),
+        ),
+        notes=(
+            "every flow's packets, both directions, reach exactly one collector",
+            "every packet ECS-source sent or received on those ports arrives once",
+            "each collector gets some flows; max/mean of flows per collector within "
+            "the bound of a fair hash (vxtap.lab.flows.balance_bound)",
+            "vxtap session stats counts for each member what arrived there",
+        ),
+    )
+
+
 def describe(scenario: Scenario) -> list[str]:
     """The scenario for people: servers, mirror configuration, traffic, expectations."""
     lines = [f"{scenario.name}: {scenario.summary}", "servers:"]
@@ -625,7 +755,13 @@ def describe(scenario: Scenario) -> list[str]:
     lines.append("sessions:")
     for sess in scenario.sessions:
         lines.append(
-            f"  {sess.name}: {', '.join(sess.sources)} -> {sess.target_id}, "
+            f"  {sess.name}: {', '.join(sess.sources)} -> "
+            + (
+                f"target group {sess.target_id} ({', '.join(scenario.target_ports(sess))})"
+                if sess.target_kind is TargetKind.ELB
+                else sess.target_id
+            )
+            + ", "
             f"filter {sess.filter_id}, priority {sess.priority}, vni {sess.vni}, "
             f"packet_length {sess.packet_length}" + ("" if sess.enabled else ", disabled")
         )
@@ -638,8 +774,18 @@ def describe(scenario: Scenario) -> list[str]:
             f"{scenario.server(c.server).ipv4} {c.port}, types {typed}"
             + (f"; answers {' / '.join(map(shorten, c.replies))}" if c.replies else "")
         )
+    for load in scenario.loads:
+        flag = "-u " if load.protocol is Protocol.UDP else ""
+        lines.append(
+            f"  {load.server}: iperf3 -s -p {load.port}; {load.client}: iperf3 {flag}-c "
+            f"{scenario.server(load.server).ipv4} -p {load.port} --bidir -P {load.streams} "
+            f"-b {load.bitrate} -l {load.length}"
+        )
+    if scenario.outage is not None:
+        lines.append(f"  mid-run: the collector on {scenario.outage} is stopped, later started")
     lines.append("expectations:")
     lines += [f"  {e.describe()}" for e in scenario.expectations]
+    lines += [f"  {note}" for note in scenario.notes]
     return lines
 
 
@@ -665,6 +811,14 @@ def _no_vxlan(s: Scenario) -> Scenario:
     return s
 
 
+def _collector_down(s: Scenario) -> Scenario:
+    """The collector of a group's second member stops mid-run, and starts again later."""
+    if not s.groups:
+        raise ValueError(f"scenario {s.name!r} has no target group: collector-down needs one")
+    member = s.server_by_port(s.groups[0].members[min(1, len(s.groups[0].members) - 1)])
+    return replace(s, outage=member.name)
+
+
 def _disabled(s: Scenario) -> Scenario:
     for session in s.sessions:
         s = s.with_session(session.name, enabled=False)
@@ -675,6 +829,10 @@ BREAKS: dict[str, tuple[Callable[[Scenario], Scenario], str]] = {
     "wrong-rule": (_wrong_rule, f"every TCP/UDP accept rule matches destination port {WRONG_PORT}"),
     "no-4789": (_no_vxlan, "the targets' security groups do not allow UDP 4789"),
     "disabled": (_disabled, "every session is disabled"),
+    "collector-down": (
+        _collector_down,
+        "one collector of the target group is stopped mid-run and started again",
+    ),
 }
 
 
@@ -688,7 +846,7 @@ def broken(scenario: Scenario, breaks: Iterable[str]) -> Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (_seed(), _two_targets(), _reject_rules(), _multi_session())
+    s.name: s for s in (_seed(), _two_targets(), _reject_rules(), _multi_session(), _elb())
 }
 
 
