@@ -201,6 +201,12 @@ class GroupVerify:
         started: list[ProcessRecord] = []
         source_pcap = self.run_dir / f"tcpdump-{self.source.name}.pcap"
         down: flows.OutageTimes | None = None
+        # The judge counts packets at the source as they cross the wire: without these
+        # offloads tcpdump there sees one packet where GRO merged or TSO/GSO will split
+        # several, while vxtap mirrors each wire packet (docs/behaviour.md §2).
+        self.t.server(self.source.name).run(
+            ["ethtool", "-K", "eth0", "gro", "off", "gso", "off", "tso", "off"]
+        )
         try:
             for role, server, argv, log in [
                 (
