@@ -85,3 +85,31 @@ def test_a_timer_can_be_made_due_sooner() -> None:
     timer.fire_in(100.0, decide.SETTLE_CHECK_S)
     assert timer.remaining(100.0) == pytest.approx(decide.SETTLE_CHECK_S)
     assert timer.due(100.0 + decide.SETTLE_CHECK_S + 1e-9)
+
+
+def test_the_first_request_without_a_tag_is_answered_at_once() -> None:
+    assert decide.desired_state_request(None, 0, 300.0) == decide.DesiredStateRequest(None, None)
+
+
+def test_a_known_tag_is_sent_and_the_request_held() -> None:
+    assert decide.desired_state_request('"r1"', 0, 300.0) == decide.DesiredStateRequest(
+        '"r1"', 300.0
+    )
+
+
+def test_after_a_failure_the_tag_is_sent_but_the_request_not_held() -> None:
+    # A held request proves the server is back only when it returns.
+    assert decide.desired_state_request('"r1"', 1, 300.0) == decide.DesiredStateRequest(
+        '"r1"', None
+    )
+
+
+def test_the_answer_s_etag_replaces_the_tag_and_a_missing_one_keeps_it() -> None:
+    assert decide.tag_after_answer('"r1"', '"r2"') == '"r2"'
+    assert decide.tag_after_answer('"r1"', None) == '"r1"'
+    assert decide.tag_after_answer(None, None) is None
+
+
+def test_after_a_restart_the_saved_revision_stands_in_for_the_tag() -> None:
+    assert decide.tag_after_restart(state("r7")) == "r7"
+    assert decide.tag_after_restart(None) is None

@@ -273,12 +273,10 @@ class Channel:
     def follow_once(self) -> float:
         """One desired-state request; the seconds to wait before the next one."""
         started = time.monotonic()
-        # Held once there is something to compare with, and not right after a failure: a
-        # held request proves the server is back only when it returns.
-        held = self.tag is not None and self.follow_backoff.failures == 0
+        request = decide.desired_state_request(self.tag, self.follow_backoff.failures, self.hold)
         try:
             answer = self.server.fetch_desired_state(
-                self.host, if_none_match=self.tag, wait=self.hold if held else None
+                self.host, if_none_match=request.if_none_match, wait=request.wait
             )
         except VxtapClientError as error:
             self.metrics.errors.labels("fetch").inc()
@@ -289,7 +287,7 @@ class Channel:
         self.reachability.ok()
         self.metrics.last_sync.set_to_current_time()
         with self.lock:
-            self.tag = answer.etag or self.tag
+            self.tag = decide.tag_after_answer(self.tag, answer.etag)
             if answer.state is not None:
                 self.received = answer
         if answer.state is not None:

@@ -136,8 +136,7 @@ class Agent(Generic[PlanT]):
         if saved is None:
             log.info("no saved state in %s; waiting for the server", self.state_file.path)
             return
-        # The server's tag is not known after a restart: its content revision stands in.
-        self.channel.tag = saved.revision
+        self.channel.tag = decide.tag_after_restart(saved)
         plan = self._compile(saved)
         try:
             drift = self.kernel.drift(plan)

@@ -69,6 +69,37 @@ def retry_wait(failed: tuple[str, float], now: float) -> float:
     return max(0.0, failed[1] + APPLY_RETRY_S - now)
 
 
+@dataclass(frozen=True)
+class DesiredStateRequest:
+    """How to ask for the desired state: the tag to send as If-None-Match and how long
+    the server may hold the request (None: answer at once)."""
+
+    if_none_match: str | None
+    wait: float | None
+
+
+def desired_state_request(tag: str | None, failures: int, hold: float) -> DesiredStateRequest:
+    """The next desired-state request, given the tag of the last answer (or the saved
+    revision after a restart) and the follower's consecutive failures.
+
+    Held once there is something to compare with, and not right after a failure: a held
+    request proves the server is back only when it returns.
+    """
+    held = tag is not None and failures == 0
+    return DesiredStateRequest(if_none_match=tag, wait=hold if held else None)
+
+
+def tag_after_answer(tag: str | None, answered: str | None) -> str | None:
+    """The tag to send next: the answer's ETag, or the one sent when it carried none."""
+    return answered or tag
+
+
+def tag_after_restart(saved: DesiredState | None) -> str | None:
+    """The tag to send first after a restart: the server's tag is not known, the saved
+    state's content revision stands in for it."""
+    return saved.revision if saved is not None else None
+
+
 def interfaces_to_register(
     registered: Sequence[Interface] | None, current: Sequence[Interface]
 ) -> tuple[Interface, ...] | None:
