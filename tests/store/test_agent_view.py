@@ -72,3 +72,28 @@ def test_session_stats_sum_past_64_bits_exactly(store: Store) -> None:
         "packets": COUNTER_MAX + 2**32 + 1,
         "bytes": COUNTER_MAX + 2**32 + 1,
     }
+
+
+def test_unplaced_copies_are_kept_and_summed_only_where_there_are_any(store: Store) -> None:
+    """A group session's copies dropped for want of a healthy member reach session stats
+    like the uncut ones: summed over hosts, shown only when not 0."""
+    world = make_world(store)
+    with store.write() as db:
+        second = port_store.create_port(db, "p", "h2", PortSpec("eth0", ipv4=("10.0.0.2",))).id
+        session_store.add_sources(db, "p", world["session"], [second])
+    for host, unplaced in (("h", 5), ("h2", COUNTER_MAX)):
+        value = {"packets": 7, "bytes": 700, "unplaced_packets": unplaced, "unplaced_bytes": 1}
+        store.transaction(
+            lambda db, host=host, value=value: agent_view.put_counters(
+                db, "p", host, {world["session"]: value}, {}
+            )
+        )
+    assert stats(store)["sessions"][world["session"]] == {
+        "packets": 14,
+        "bytes": 1400,
+        "unplaced_packets": COUNTER_MAX + 5,
+        "unplaced_bytes": 2,
+    }
+    report(store, "h", {world["session"]: 1}, {})
+    report(store, "h2", {world["session"]: 1}, {})
+    assert stats(store)["sessions"][world["session"]] == {"packets": 2, "bytes": 2}

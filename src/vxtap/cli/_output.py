@@ -286,8 +286,9 @@ def list_target_groups(groups: Sequence[TargetGroupOut]) -> None:
 
 
 def show_stats(stats: SessionStats, sessions: Sequence[SessionOut]) -> None:
-    # UNCUT: copies not sent because they could not be cut to packet_length.
-    table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES", "UNCUT")
+    # UNCUT: copies not sent because they could not be cut to packet_length; UNPLACED:
+    # copies of an `elb` session whose target group had no healthy member.
+    table = _table("SESSION", "NAME", "ENABLED", "PACKETS", "BYTES", "UNCUT", "UNPLACED")
     for session in sessions:
         counter = stats.sessions.get(session["id"])
         table.add_row(
@@ -297,6 +298,7 @@ def show_stats(stats: SessionStats, sessions: Sequence[SessionOut]) -> None:
             str(counter.packets if counter else 0),
             str(counter.bytes if counter else 0),
             str(counter.uncut_packets if counter else 0),
+            str(counter.unplaced_packets if counter else 0),
         )
     parts: list[RenderableType] = [table]
     if stats.members:

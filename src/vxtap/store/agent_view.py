@@ -253,6 +253,8 @@ def put_counters(
             "bytes": value["bytes"],
             "uncut_packets": value.get("uncut_packets", 0),
             "uncut_bytes": value.get("uncut_bytes", 0),
+            "unplaced_packets": value.get("unplaced_packets", 0),
+            "unplaced_bytes": value.get("unplaced_bytes", 0),
         }
         for kind, values in (("session", sessions), ("rule", rules), ("member", members or {}))
         for object_id, value in values.items()
@@ -287,6 +289,10 @@ def session_stats(db: Session, project: str) -> dict[str, Any]:
         uncut_packets_low,
         uncut_bytes_high,
         uncut_bytes_low,
+        unplaced_packets_high,
+        unplaced_packets_low,
+        unplaced_bytes_high,
+        unplaced_bytes_low,
     ) in db.execute(
         select(
             CounterRow.kind,
@@ -295,6 +301,8 @@ def session_stats(db: Session, project: str) -> dict[str, Any]:
             *_split_sum(CounterRow.bytes),
             *_split_sum(CounterRow.uncut_packets),
             *_split_sum(CounterRow.uncut_bytes),
+            *_split_sum(CounterRow.unplaced_packets),
+            *_split_sum(CounterRow.unplaced_bytes),
         )
         .where(CounterRow.project_id == project)
         .group_by(CounterRow.kind, CounterRow.object_id)
@@ -308,6 +316,10 @@ def session_stats(db: Session, project: str) -> dict[str, Any]:
         uncut_bytes = (int(uncut_bytes_high) << 32) + int(uncut_bytes_low)
         if kind == "session" and (uncut_packets or uncut_bytes):  # only when there are any
             totals.update(uncut_packets=uncut_packets, uncut_bytes=uncut_bytes)
+        unplaced_packets = (int(unplaced_packets_high) << 32) + int(unplaced_packets_low)
+        unplaced_bytes = (int(unplaced_bytes_high) << 32) + int(unplaced_bytes_low)
+        if kind == "session" and (unplaced_packets or unplaced_bytes):
+            totals.update(unplaced_packets=unplaced_packets, unplaced_bytes=unplaced_bytes)
         stats[_STATS_KEY[kind]][object_id] = totals
     for host, reported_at in db.execute(
         select(HostReportRow.host, HostReportRow.reported_at)

@@ -361,6 +361,9 @@ class CounterRow(Base):
     # Sessions: copies not sent because they could not be cut (rules: 0).
     uncut_packets: Mapped[int] = mapped_column(BigInteger, server_default="0")
     uncut_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Sessions whose target is a group: copies dropped for want of a healthy member.
+    unplaced_packets: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    unplaced_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class AgentHostRow(Base):
