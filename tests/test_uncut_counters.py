@@ -61,7 +61,7 @@ def test_uncut_copies_are_summed_over_hosts_and_shown(api_server: Any) -> None:
     assert shown.exit_code == 0, shown.output
     assert "UNCUT" in shown.output
     row = next(line for line in shown.output.splitlines() if session["id"] in line)
-    assert row.split()[-3:] == ["20", "2000", "7"]
+    assert row.split()[-4:] == ["20", "2000", "7", "0"]
 
 
 def test_metrics_show_uncut_copies_per_session() -> None:
