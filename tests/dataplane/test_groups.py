@@ -1,5 +1,6 @@
 """Sessions whose target is a group of collectors, in the kernel: each flow's copies, both
-directions, reach the one member that vxtap.dataplane.placement predicts; a member out
+directions (UDP over IPv4 and IPv6, ICMP echo), reach the one member that
+vxtap.dataplane.placement predicts; a member out
 of health moves only its own flows; no healthy member mirrors nothing and counts it.
 
 The three members are addresses of the target namespace (one tcpdump sees them all)."""
@@ -39,16 +40,25 @@ MEMBERS = {  # port id -> (number, IPv4 address, IPv6 address)
     "port-c7": (7, "192.168.0.166", "fd00::166"),
 }
 ADDRESS_OF = {v4: port for port, (_, v4, _) in MEMBERS.items()}
+# UDP both ways over IPv4 and IPv6; ICMP only of the pingers below (the source's port
+# unreachables to the UDP senders are rate-limited, so their count varies from run to run).
 FILTER = Filter(
     id="f",
     name="f",
-    rules=tuple(
-        rule(f"r-{direction.value}-{ethertype.value}", priority, direction=direction,
-             ethertype=ethertype, protocol=Protocol.UDP)
-        for direction in Direction
-        for priority, ethertype in enumerate(EtherType, start=1)
+    rules=(
+        *(
+            rule(f"r-{d.value}-{e.value}", p, direction=d, ethertype=e, protocol=Protocol.UDP)
+            for d in Direction
+            for p, e in enumerate(EtherType, start=1)
+        ),
+        rule("r-in-icmp", 3, protocol=Protocol.ICMP, src="192.168.0.96/27"),
+        rule("r-out-icmp", 3, direction=Direction.EGRESS, protocol=Protocol.ICMP,
+             dst="192.168.0.96/27"),
     ),
 )  # fmt: skip
+# ICMP flows are address pairs: the test host pings the source from these addresses
+# (echo requests ingress, replies egress).
+PINGERS = [f"192.168.0.{i}" for i in range(100, 124)]
 
 
 def group_state(healthy: set[str], revision: str) -> DesiredState:
@@ -83,8 +93,8 @@ def group_state(healthy: set[str], revision: str) -> DesiredState:
 
 # 120 UDP flows over IPv4 and 40 over IPv6, each one datagram from the test host to the
 # source (ingress) and one back with the ports swapped (egress).
-FLOWS4 = [(4, 20000 + i, 5000 + i % 7) for i in range(120)]
-FLOWS6 = [(6, 30000 + i, 6000 + i % 5) for i in range(40)]
+FLOWS4 = [(4, 20000 + i, 5000 + i % 7) for i in range(180)]
+FLOWS6 = [(6, 30000 + i, 6000 + i % 5) for i in range(60)]
 
 
 def send_both_ways(lan: Lan) -> None:
@@ -98,6 +108,8 @@ def send_both_ways(lan: Lan) -> None:
     ]
     lan.send_udp(lan.test, to_source)
     lan.send_udp(lan.source, back)
+    for address in PINGERS:
+        lan.test.run(["ping", "-q", "-c", "1", "-W", "1", "-I", address, SOURCE_IP])
 
 
 def flow_of(m: Mirror) -> tuple[object, ...]:
@@ -105,10 +117,15 @@ def flow_of(m: Mirror) -> tuple[object, ...]:
     return (m.protocol, *ends)
 
 
+def ours(m: Mirror) -> bool:
+    """A copy of the test's traffic (the UDP flows or the pings)."""
+    return (m.protocol == 17 and (m.sport or 0) >= 5000) or m.protocol == 1
+
+
 def members_by_flow(mirrors: list[Mirror]) -> dict[tuple[object, ...], set[str]]:
     found: dict[tuple[object, ...], set[str]] = defaultdict(set)
     for m in mirrors:
-        if m.protocol == 17 and m.sport is not None and m.sport >= 5000:
+        if ours(m):
             found[flow_of(m)].add(ADDRESS_OF[m.outer_dst])
     return found
 
@@ -126,14 +143,18 @@ def test_each_flow_both_ways_goes_to_the_predicted_member_and_only_its_flows_mov
         if member[1] != "192.168.0.164":
             lan.target.run(["ip", "addr", "add", f"{member[1]}/24", "dev", "eth0"])
             lan.target.run(["ip", "addr", "add", f"{member[2]}/64", "dev", "eth0", "nodad"])
+    for address in PINGERS:
+        lan.test.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
     lan.dataplane.apply(compile_plan(group_state(everyone, "1")))
     with lan.capture() as before:
         send_both_ways(lan)
     placed = members_by_flow(before)
-    assert len(placed) == len(FLOWS4) + len(FLOWS6)
+    assert len(placed) == len(FLOWS4) + len(FLOWS6) + len(PINGERS)
+    pings = [m for m in before if m.protocol == 1]
+    assert len(pings) == 2 * len(PINGERS)  # each request and its reply
     assert all(len(members) == 1 for members in placed.values()), "a flow on two members"
     for m in before:
-        if m.protocol == 17 and (m.sport or 0) >= 5000:
+        if ours(m):
             assert ADDRESS_OF[m.outer_dst] == predicted(m, everyone)
             assert m.vni == 77
     shares = defaultdict(int)
@@ -167,4 +188,4 @@ def test_each_flow_both_ways_goes_to_the_predicted_member_and_only_its_flows_mov
     assert none == []
     unplaced = lan.dataplane.counters().unplaced["s-elb"]
     base = unplaced_before.packets if unplaced_before else 0
-    assert unplaced.packets - base == 2 * (len(FLOWS4) + len(FLOWS6))
+    assert unplaced.packets - base == 2 * (len(FLOWS4) + len(FLOWS6) + len(PINGERS))
