@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -205,8 +206,13 @@ def test_the_member_of_a_target_group_is_named(api_server: Any) -> None:
     engine = create_engine(api_server.db_url)
 
     def set_healthy(ports: list[str]) -> None:
-        with engine.begin() as db:  # what the health part writes
-            db.execute(update(MemberRow).values(healthy=MemberRow.port_id.in_(ports)))
+        # What the health part writes; the heartbeat an hour ahead keeps the server's
+        # checker (it marks members down 1.5 s after their last heartbeat) away meanwhile.
+        heard = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+        with engine.begin() as db:
+            db.execute(
+                update(MemberRow).values(healthy=MemberRow.port_id.in_(ports), last_heartbeat=heard)
+            )
 
     forward = ["--protocol", "tcp", "--src", "10.7.0.9", "--dst", "10.7.0.1",
                "--sport", "40000", "--dport", "443"]  # fmt: skip
