@@ -8,16 +8,18 @@ import math
 import pytest
 
 from vxtap.lab import flows
-from vxtap.lab.flows import Packet
+from vxtap.lab.flows import CapturedPacket
 
 A, B = "192.168.0.161", "192.168.0.230"
 
 
-def packet(at: str, time: float, sport: int, *, back: bool = False, ip_id: int = 1) -> Packet:
+def packet(
+    at: str, time: float, sport: int, *, back: bool = False, ip_id: int = 1
+) -> CapturedPacket:
     src, dst = (A, sport), (B, 5201)
     if back:
         src, dst = dst, src
-    return Packet(at, time, "TCP", src, dst, ip_id, 60, seq=ip_id, ack=0)
+    return CapturedPacket(at, time, "TCP", src, dst, ip_id, 60, seq=ip_id, ack=0)
 
 
 def test_both_directions_of_a_connection_are_one_flow() -> None:
@@ -66,7 +68,7 @@ def test_balance_bound_follows_the_binomial_spread() -> None:
     assert flows.balance_bound(0, 3) == math.inf
 
 
-def outage_copies() -> list[Packet]:
+def outage_copies() -> list[CapturedPacket]:
     """Flow 40000 lives on t1 throughout; flow 40001 on t2, which stops at 10, its flow
     moves to t3 at 11.5 and back once t2 is placed again after its restart at 20."""
     copies = [packet("t1", t / 2, 40000) for t in range(0, 60)]
@@ -153,13 +155,17 @@ PLAIN_TCP_SYN = "\t".join(
 
 def test_parse_fields_takes_the_inner_headers_of_a_copy() -> None:
     tcp, udp = flows.parse_fields(f"{VXLAN_TCP}\n{VXLAN_UDP}\n", "t2", encapsulated=True)
-    assert tcp == Packet("t2", 1764870000.25, "TCP", (A, 40000), (B, 5201), 0x1A2B, 60, 1000, 2000)
-    assert udp == Packet("t2", 1764870000.5, "UDP", (B, 5202), (A, 40001), 3, 228)
+    assert tcp == CapturedPacket(
+        "t2", 1764870000.25, "TCP", (A, 40000), (B, 5201), 0x1A2B, 60, 1000, 2000
+    )
+    assert udp == CapturedPacket("t2", 1764870000.5, "UDP", (B, 5202), (A, 40001), 3, 228)
 
 
 def test_parse_fields_reads_a_plain_packet_and_a_syn_without_ack() -> None:
     (syn,) = flows.parse_fields(PLAIN_TCP_SYN + "\n\n", "", encapsulated=False)
-    assert syn == Packet("", 1764870000.1, "TCP", (A, 40000), (B, 5201), 0x1A2B, 60, 1000, 0)
+    assert syn == CapturedPacket(
+        "", 1764870000.1, "TCP", (A, 40000), (B, 5201), 0x1A2B, 60, 1000, 0
+    )
 
 
 def test_parse_fields_skips_what_is_not_tcp_or_udp() -> None:
@@ -167,15 +173,17 @@ def test_parse_fields_skips_what_is_not_tcp_or_udp() -> None:
     assert flows.parse_fields(icmp, "t1", encapsulated=True) == []
 
 
-def spread_copies(members: tuple[str, ...], flow_count: int) -> tuple[list[Packet], list[Packet]]:
+def spread_copies(
+    members: tuple[str, ...], flow_count: int
+) -> tuple[list[CapturedPacket], list[CapturedPacket]]:
     """`flow_count` flows of two packets (one each way), flow i on member i % n."""
-    sent: list[Packet] = []
-    copies: list[Packet] = []
+    sent: list[CapturedPacket] = []
+    copies: list[CapturedPacket] = []
     for i in range(flow_count):
         for back in (False, True):
             p = packet("", float(i), 40000 + i, back=back, ip_id=i)
             sent.append(p)
-            copies.append(Packet(**{**p.__dict__, "at": members[i % len(members)]}))
+            copies.append(CapturedPacket(**{**p.__dict__, "at": members[i % len(members)]}))
     return sent, copies
 
 
@@ -194,7 +202,7 @@ def test_group_findings_pass_for_an_even_exact_placement() -> None:
 
 def test_group_findings_name_a_split_flow_a_double_copy_and_a_wrong_counter() -> None:
     sent, copies = spread_copies(MEMBERS, 30)
-    split = Packet(**{**copies[1].__dict__, "at": "t2"})  # flow 0's answer went to t2
+    split = CapturedPacket(**{**copies[1].__dict__, "at": "t2"})  # flow 0's answer went to t2
     copies = [copies[0], split, *copies[2:], copies[4]]  # and a copy of flow 2 twice
     counted = {"t1": 20, "t2": 20, "t3": 20}
     findings = flows.group_findings(
@@ -225,7 +233,7 @@ def test_group_findings_fail_when_a_member_gets_no_flow() -> None:
 
 def test_group_findings_judge_an_outage() -> None:
     copies = outage_copies()
-    sent = [Packet(**{**c.__dict__, "at": ""}) for c in copies]
+    sent = [CapturedPacket(**{**c.__dict__, "at": ""}) for c in copies]
     down = flows.OutageTimes("t2", stopped=10, restarted=20, placed_again=22.5)
     counted = {"t1": 60, "t2": 7, "t3": 4}
     findings = flows.group_findings(

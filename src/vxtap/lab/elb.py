@@ -75,7 +75,7 @@ def _iperf_client(load: Load, address: str) -> list[str]:
     return argv + (["-u"] if load.protocol is Protocol.UDP else [])
 
 
-def _decode(pcap: Path, at: str, *, encapsulated: bool) -> list[flows.Packet]:
+def _decode(pcap: Path, at: str, *, encapsulated: bool) -> list[flows.CapturedPacket]:
     if not pcap.exists() or pcap.stat().st_size == 0:
         return []
     argv = ["tshark", "-r", str(pcap), "-n", "-T", "fields"]
@@ -89,6 +89,18 @@ def _decode(pcap: Path, at: str, *, encapsulated: bool) -> list[flows.Packet]:
     except subprocess.CalledProcessError as error:
         raise LabError(f"tshark could not read {pcap}: {error.stderr.strip()}") from None
     return flows.parse_fields(out.stdout, at, encapsulated=encapsulated)
+
+
+def _wait_written(pcaps: list[Path], *, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Until no capture file has grown for `quiet_s` (tcpdump -U writes per packet)."""
+    deadline = time.monotonic() + limit_s
+    sizes: list[int] = []
+    while time.monotonic() < deadline:
+        now = [p.stat().st_size if p.exists() else 0 for p in pcaps]
+        if now == sizes:
+            return
+        sizes = now
+        time.sleep(quiet_s)
 
 
 def _stored(directory: Path) -> int:
@@ -248,6 +260,10 @@ class GroupVerify:
                 if p.role.startswith("iperf3-server-"):
                     stop(p)
             time.sleep(0.5)  # copies in flight
+            # tcpdump stopped by a signal drops what it has not read yet without counting
+            # it; on a loaded machine it lags behind the wire, so wait until every
+            # capture file has stopped growing.
+            _wait_written([source_pcap, *(m.pcap for m in self.members)])
         finally:
             for p in self.record.processes:
                 if p.role.startswith(("tcpdump-", "collect-", "iperf3-")):

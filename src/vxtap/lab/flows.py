@@ -3,7 +3,7 @@ mirrored packet once, the spread, and what a stopped collector did to the flows.
 
 Input: the production packets the source sent (tcpdump on its eth0) and the copies
 each member's eth0 received (tcpdump there, `udp port 4789`), decoded by tshark into
-`Packet`s. A *flow* is the direction-less five-tuple (both directions of a connection
+`CapturedPacket`s. A *flow* is the direction-less five-tuple (both directions of a connection
 are one flow, as the placement hashes them); a packet's *identity* is what tells two
 packets of one flow apart (IP id and length, TCP sequence and acknowledgement numbers),
 so a copy can be matched with the packet it copies.
@@ -32,7 +32,7 @@ BALANCE_SIGMAS = 4.0
 
 
 @dataclass(frozen=True)
-class Packet:
+class CapturedPacket:
     """One production packet (`at` = "" at the source) or one copy of it at a member."""
 
     at: str
@@ -60,7 +60,7 @@ def describe_flow(flow: Flow) -> str:
     return f"{protocol} {a}.{ap} <> {b}.{bp}"
 
 
-def members_by_flow(copies: Iterable[Packet]) -> dict[Flow, Counter[str]]:
+def members_by_flow(copies: Iterable[CapturedPacket]) -> dict[Flow, Counter[str]]:
     """Each flow's copies counted per member that received them."""
     out: dict[Flow, Counter[str]] = defaultdict(Counter)
     for copy in copies:
@@ -74,7 +74,7 @@ def flows_on_several(by_flow: Mapping[Flow, Counter[str]]) -> dict[Flow, Counter
 
 
 @dataclass(frozen=True)
-class Delivery:
+class CopyTally:
     """Sent packets against their copies: what arrived nowhere, what arrived twice."""
 
     sent: int
@@ -87,11 +87,11 @@ class Delivery:
         return not self.missing and not self.extra
 
 
-def delivery(sent: Iterable[Packet], copies: Iterable[Packet]) -> Delivery:
+def delivery(sent: Iterable[CapturedPacket], copies: Iterable[CapturedPacket]) -> CopyTally:
     """Every sent packet must have exactly one copy, at any member."""
     want = Counter(p.identity for p in sent)
     got = Counter(c.identity for c in copies)
-    return Delivery(sum(want.values()), sum(got.values()), want - got, got - want)
+    return CopyTally(sum(want.values()), sum(got.values()), want - got, got - want)
 
 
 def shares(counts: Mapping[str, int]) -> dict[str, float]:
@@ -116,7 +116,7 @@ def balance_bound(flows: int, members: int, sigmas: float = BALANCE_SIGMAS) -> f
     return 1.0 + sigmas * math.sqrt((members - 1) / flows)
 
 
-def owner_before(by_time: Iterable[Packet], moment: float) -> dict[Flow, str]:
+def owner_before(by_time: Iterable[CapturedPacket], moment: float) -> dict[Flow, str]:
     """The member each flow's copies went to before `moment` (the last one, when the
     flow reached several)."""
     owner: dict[Flow, tuple[float, str]] = {}
@@ -159,7 +159,7 @@ class Outage:
 
 
 def outage(
-    copies: Sequence[Packet],
+    copies: Sequence[CapturedPacket],
     member: str,
     stopped: float,
     restarted: float | None = None,
@@ -211,7 +211,9 @@ def outage(
     )
 
 
-def lost(sent: Iterable[Packet], copies: Iterable[Packet], member: str) -> list[Packet]:
+def lost(
+    sent: Iterable[CapturedPacket], copies: Iterable[CapturedPacket], member: str
+) -> list[CapturedPacket]:
     """The sent packets whose only copy went to `member` (e.g. while it was down)."""
     at_member = Counter(c.identity for c in copies if c.at == member)
     return [p for p in sent if at_member[p.identity] > 0]
@@ -227,12 +229,12 @@ def capture_drops(log: str) -> int | None:
     return None
 
 
-def parse_fields(text: str, at: str, *, encapsulated: bool) -> list[Packet]:
+def parse_fields(text: str, at: str, *, encapsulated: bool) -> list[CapturedPacket]:
     """tshark's fields (`FIELDS`, one frame a line, occurrences joined by ",") ->
     packets; for VXLAN copies the inner headers (the second occurrence of each IP and
     UDP field). Frames that are not TCP or UDP over IPv4 are skipped."""
     inner = 1 if encapsulated else 0
-    packets: list[Packet] = []
+    packets: list[CapturedPacket] = []
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -255,7 +257,7 @@ def parse_fields(text: str, at: str, *, encapsulated: bool) -> list[Packet]:
         else:
             continue
         packets.append(
-            Packet(
+            CapturedPacket(
                 at=at,
                 time=float(values["frame.time_epoch"][0]),
                 protocol=protocol,
@@ -310,8 +312,8 @@ def _flows_text(items: Iterable[Flow], limit: int = 3) -> str:
 
 
 def group_findings(
-    sent: Sequence[Packet],
-    copies: Sequence[Packet],
+    sent: Sequence[CapturedPacket],
+    copies: Sequence[CapturedPacket],
     members: Sequence[str],
     *,
     flows_expected: int,
@@ -436,7 +438,7 @@ def group_findings(
 
 
 def _outage_findings(
-    sent: Sequence[Packet], copies: Sequence[Packet], result: Outage
+    sent: Sequence[CapturedPacket], copies: Sequence[CapturedPacket], result: Outage
 ) -> list[Finding]:
     member = result.member
     findings: list[Finding] = []

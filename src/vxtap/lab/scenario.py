@@ -104,7 +104,7 @@ class Load:
 
 
 @dataclass(frozen=True)
-class Group:
+class CollectorGroup:
     """A target group of the scenario: its name and its member ports (HOST/DEVICE)."""
 
     name: str
@@ -171,7 +171,7 @@ class Scenario:
     traffic: tuple[Conversation, ...]
     expectations: tuple[Expectation, ...]
     notes: tuple[str, ...] = field(default=())
-    groups: tuple[Group, ...] = ()
+    groups: tuple[CollectorGroup, ...] = ()
     loads: tuple[Load, ...] = ()
     # The server whose collector `verify` stops mid-run and starts again (the break
     # `collector-down`), None for none.
@@ -198,7 +198,7 @@ class Scenario:
         host, _, _device = port.partition("/")
         return self.server(host)
 
-    def target_group(self, name: str) -> Group:
+    def target_group(self, name: str) -> CollectorGroup:
         for group in self.groups:
             if group.name == name:
                 return group
@@ -718,7 +718,7 @@ def _elb() -> Scenario:
         ),
         traffic=(),
         expectations=(),
-        groups=(Group("elb-collectors", tuple(m.port for m in members)),),
+        groups=(CollectorGroup("elb-collectors", tuple(m.port for m in members)),),
         loads=(
             Load(TEST.name, SOURCE.name, ELB_TCP_PORT, Protocol.TCP, ELB_STREAMS),
             Load(TEST.name, SOURCE.name, ELB_UDP_PORT, Protocol.UDP, ELB_STREAMS),
