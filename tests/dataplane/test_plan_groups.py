@@ -5,10 +5,10 @@ their content, and the constants the mirror program shares."""
 from __future__ import annotations
 
 from support.dataplane_lan import SOURCE_PORT, rule
-from vxtap.dataplane import placement
+from vxtap.dataplane import diff, placement
 from vxtap.dataplane import plan as plan_module
 from vxtap.dataplane.bpf import asm
-from vxtap.dataplane.plan import GroupTunnel, PlanCompiler, compile_plan
+from vxtap.dataplane.plan import GroupTunnel, PlanCompiler, chunk_key, compile_plan
 from vxtap.model import (
     DesiredState,
     Filter,
@@ -103,3 +103,17 @@ def test_a_warm_compiler_gives_the_plan_a_fresh_one_gives() -> None:
     one = (MEMBERS[0], MEMBERS[1].model_copy(update={"healthy": False}), MEMBERS[2])
     assert compiler.compile(state(one)) == compile_plan(state(one))
     assert compiler.compile(state(MEMBERS)) == compile_plan(state(MEMBERS))
+
+
+def test_every_slot_of_a_placement_table_chunk_is_compared() -> None:
+    """A chunk holds CHUNK_SLOTS member numbers, more than the settings part of an entry:
+    a chunk whose last slots differ from the plan's is drift and is written again."""
+    plan = compile_plan(state(MEMBERS))
+    ((table_id, _),) = plan.tables
+    expected = diff.expected_tunnel_map(plan, 2, {}, None)
+    key = chunk_key(table_id, 3)
+    for slot in range(asm.CHUNK_SLOTS):
+        damaged = bytearray(expected[key])
+        damaged[slot] ^= 0x0F  # another member's number in this one slot
+        current = {**expected, key: bytes(damaged)}
+        assert diff.differing_entries(current, expected) == [key], slot

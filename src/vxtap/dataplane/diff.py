@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vxtap.dataplane.bpf import asm
 from vxtap.dataplane.plan import (
+    CHUNK_KEY_FLAG,
     FAMILY,
     MARK_COPY_DEVICE,
     MARK_COPY_PEER,
@@ -130,9 +131,15 @@ def program_problems(
     return problems
 
 
-def settings(value: bytes | None) -> bytes | None:
-    """A tunnel map value without the counters the program keeps in it."""
-    return None if value is None else value[: asm.VALUE_SETTINGS_SIZE]
+def settings(key: int, value: bytes | None) -> bytes | None:
+    """What the agent writes into a tunnel map entry and compares: a placement table
+    chunk's CHUNK_SLOTS member numbers (more than an entry's settings), or an entry
+    without the counters the program keeps in it."""
+    if value is None:
+        return None
+    if key & CHUNK_KEY_FLAG == CHUNK_KEY_FLAG:
+        return value[: asm.CHUNK_SLOTS]
+    return value[: asm.VALUE_SETTINGS_SIZE]
 
 
 def expected_tunnel_map(
@@ -189,7 +196,7 @@ def expected_tunnel_map(
 
 def differing_entries(current: Mapping[int, bytes], expected: Mapping[int, bytes]) -> list[int]:
     """The keys whose settings `current` lacks or holds otherwise."""
-    return [k for k, v in expected.items() if settings(current.get(k)) != settings(v)]
+    return [k for k, v in expected.items() if settings(k, current.get(k)) != settings(k, v)]
 
 
 def tunnel_map_problems(
