@@ -1,18 +1,22 @@
 """Sessions whose target is a group of collectors, in the kernel: each flow's copies, both
-directions (UDP over IPv4 and IPv6, ICMP echo), reach the one member that
-vxtap.dataplane.placement predicts; a member out
-of health moves only its own flows; no healthy member mirrors nothing and counts it.
+directions (UDP over IPv4 and IPv6, ICMP echo; real TCP connections over IPv4 and IPv6,
+ICMPv6 echo), reach the one member that vxtap.dataplane.placement predicts; a member out
+of health moves only its own flows; no healthy member mirrors nothing, counts it and
+leaves production alone; member counters are exact, also summed over two sources.
 
 The three members are addresses of the target namespace (one tcpdump sees them all)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import defaultdict
 
 from support.dataplane_lan import (
     SOURCE_IP,
     SOURCE_IP6,
     SOURCE_PORT,
+    TARGET_IP,
     TEST_IP,
     TEST_IP6,
     Lan,
@@ -20,6 +24,7 @@ from support.dataplane_lan import (
     rule,
 )
 from vxtap.dataplane import placement
+from vxtap.dataplane.kernel import PacketsBytes
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import (
     DesiredState,
@@ -33,6 +38,7 @@ from vxtap.model import (
     TargetGroup,
     TargetKind,
 )
+from vxtap.netns import veth
 
 MEMBERS = {  # port id -> (number, IPv4 address, IPv6 address)
     "port-c0": (0, "192.168.0.164", "fd00::164"),
@@ -61,7 +67,12 @@ FILTER = Filter(
 PINGERS = [f"192.168.0.{i}" for i in range(100, 124)]
 
 
-def group_state(healthy: set[str], revision: str) -> DesiredState:
+def group_state(
+    healthy: set[str],
+    revision: str,
+    filter_: Filter = FILTER,
+    sources: tuple[Port, ...] = (SOURCE_PORT,),
+) -> DesiredState:
     members = tuple(
         GroupMember(port_id=port, number=number, healthy=port in healthy)
         for port, (number, _, _) in MEMBERS.items()
@@ -69,20 +80,20 @@ def group_state(healthy: set[str], revision: str) -> DesiredState:
     return DesiredState(
         host="source",
         revision=revision,
-        ports=(SOURCE_PORT,),
+        ports=sources,
         sessions=(
             Session(
                 id="s-elb",
                 name="elb",
                 filter_id="f",
-                sources=(SOURCE_PORT.id,),
+                sources=tuple(p.id for p in sources),
                 target_id="tg-1",
                 target_kind=TargetKind.ELB,
                 vni=77,
                 priority=1,
             ),
         ),
-        filters=(FILTER,),
+        filters=(filter_,),
         targets=tuple(
             Port(id=port, host="collectors", device="eth0", ipv4=(v4,), ipv6=(v6,))
             for port, (_, v4, v6) in MEMBERS.items()
@@ -95,6 +106,14 @@ def group_state(healthy: set[str], revision: str) -> DesiredState:
 # source (ingress) and one back with the ports swapped (egress).
 FLOWS4 = [(4, 20000 + i, 5000 + i % 7) for i in range(180)]
 FLOWS6 = [(6, 30000 + i, 6000 + i % 5) for i in range(60)]
+
+
+def add_member_addresses(lan: Lan) -> None:
+    """The members' addresses on the target (the first one is the target's own)."""
+    for member in MEMBERS.values():
+        if member[1] != TARGET_IP:
+            lan.target.run(["ip", "addr", "add", f"{member[1]}/24", "dev", "eth0"])
+            lan.target.run(["ip", "addr", "add", f"{member[2]}/64", "dev", "eth0", "nodad"])
 
 
 def send_both_ways(lan: Lan) -> None:
@@ -139,10 +158,7 @@ def test_each_flow_both_ways_goes_to_the_predicted_member_and_only_its_flows_mov
     lan: Lan,
 ) -> None:
     everyone = set(MEMBERS)
-    for member in MEMBERS.values():
-        if member[1] != "192.168.0.164":
-            lan.target.run(["ip", "addr", "add", f"{member[1]}/24", "dev", "eth0"])
-            lan.target.run(["ip", "addr", "add", f"{member[2]}/64", "dev", "eth0", "nodad"])
+    add_member_addresses(lan)
     for address in PINGERS:
         lan.test.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
     lan.dataplane.apply(compile_plan(group_state(everyone, "1")))
@@ -189,3 +205,190 @@ def test_each_flow_both_ways_goes_to_the_predicted_member_and_only_its_flows_mov
     unplaced = lan.dataplane.counters().unplaced["s-elb"]
     base = unplaced_before.packets if unplaced_before else 0
     assert unplaced.packets - base == 2 * (len(FLOWS4) + len(FLOWS6) + len(PINGERS))
+
+
+# --- TCP over IPv4 and IPv6 and ICMPv6 echo; production with no healthy member ----------
+
+ECHO_PORT = 7000
+# The test host pings the source from these IPv6 addresses (fd00::200-fd00::217).
+PINGERS6 = [f"fd00::{0x200 + i:x}" for i in range(24)]
+TCP_CONNECTIONS = 80  # per family
+
+_ECHO_SERVER = """
+import socket, sys, threading
+def serve(family, address):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, {PORT}))
+    s.listen(128)
+    while True:
+        c, _ = s.accept()
+        c.sendall(c.recv(100))
+        c.close()
+for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    threading.Thread(target=serve, args=(family, address), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+""".replace("{PORT}", str(ECHO_PORT))
+
+# Fails (exit status 1) unless every connection gets its own bytes back.
+_ECHO_CLIENT = """
+import socket, sys
+for address in sys.argv[2:]:
+    for i in range(int(sys.argv[1])):
+        c = socket.create_connection((address, {PORT}), timeout=5)
+        c.sendall(b"flow %d" % i)
+        assert c.recv(100) == b"flow %d" % i
+        c.close()
+""".replace("{PORT}", str(ECHO_PORT))
+
+TCP_ICMPV6 = Filter(
+    id="f",
+    name="f",
+    rules=(
+        *(
+            r
+            for p, e in enumerate(EtherType, start=1)
+            for r in (
+                rule(f"r-in-tcp-{e.value}", p, ethertype=e, protocol=Protocol.TCP,
+                     dports=f"{ECHO_PORT}-{ECHO_PORT}"),
+                rule(f"r-out-tcp-{e.value}", p, direction=Direction.EGRESS, ethertype=e,
+                     protocol=Protocol.TCP, sports=f"{ECHO_PORT}-{ECHO_PORT}"),
+            )
+        ),
+        rule("r-in-icmp6", 3, ethertype=EtherType.IPV6, protocol=Protocol.ICMPV6,
+             src="fd00::200/123"),
+        rule("r-out-icmp6", 3, direction=Direction.EGRESS, ethertype=EtherType.IPV6,
+             protocol=Protocol.ICMPV6, dst="fd00::200/123"),
+    ),
+)  # fmt: skip
+
+
+def tcp_and_pings(lan: Lan) -> None:
+    """TCP_CONNECTIONS echo connections per family and one ICMPv6 echo per pinger; raises
+    (check=True) when a connection does not get its bytes back or a ping is lost."""
+    lan.test.run([sys.executable, "-c", _ECHO_CLIENT, str(TCP_CONNECTIONS), SOURCE_IP, SOURCE_IP6])
+    for address in PINGERS6:
+        lan.test.run(["ping", "-6", "-q", "-c", "1", "-W", "2", "-I", address, SOURCE_IP6])
+
+
+def icmpv6_type(m: Mirror) -> int | None:
+    return m.inner[14 + 40] if m.protocol == 58 and len(m.inner) > 14 + 40 else None
+
+
+def test_tcp_and_icmpv6_flows_both_ways_go_to_the_predicted_member_and_none_healthy_leaves_production_alone(  # noqa: E501
+    lan: Lan,
+) -> None:
+    """Real TCP connections over IPv4 and IPv6 and ICMPv6 echo: each flow's copies, both
+    directions, reach one member, the one placement.py predicts from the copy; the member
+    counters equal what each member received. With no healthy member every connection and
+    ping still succeeds, nothing is mirrored, and every copy the session's rules handed to
+    the program is counted as unplaced (packets and bytes)."""
+    everyone = set(MEMBERS)
+    add_member_addresses(lan)
+    for address in PINGERS6:
+        lan.test.run(["ip", "addr", "add", f"{address}/64", "dev", "eth0", "nodad"])
+    lan.dataplane.apply(compile_plan(group_state(everyone, "1", TCP_ICMPV6)))
+    server = lan.source.popen(
+        [sys.executable, "-c", _ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        with lan.capture() as mirrors:
+            tcp_and_pings(lan)
+        counted = lan.dataplane.counters()
+        lan.dataplane.apply(compile_plan(group_state(set(), "2", TCP_ICMPV6)))
+        with lan.capture() as none:
+            tcp_and_pings(lan)  # production: every connection and ping succeeds
+        after = lan.dataplane.counters()
+    finally:
+        server.kill()
+        server.wait()
+        for stream in (server.stdin, server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
+
+    flows: dict[tuple[object, ...], set[str]] = defaultdict(set)
+    for m in mirrors:
+        assert m.vni == 77
+        assert ADDRESS_OF[m.outer_dst] == predicted(m, everyone), m
+        flows[flow_of(m)].add(ADDRESS_OF[m.outer_dst])
+    tcp = {f for f in flows if f[0] == 6}
+    assert len(tcp) == 2 * TCP_CONNECTIONS
+    # (Neighbour discovery between the same hosts is mirrored too: flows of their own.)
+    echo = [m for m in mirrors if icmpv6_type(m) in (128, 129)]
+    assert {flow_of(m) for m in echo} == {
+        (58, *sorted([(p, None), (SOURCE_IP6, None)], key=str)) for p in PINGERS6
+    }
+    assert all(len(members) == 1 for members in flows.values()), "a flow on two members"
+    directions = defaultdict(set)  # both directions of every connection and echo
+    for m in (*(m for m in mirrors if m.protocol == 6), *echo):
+        directions[flow_of(m)].add(m.src)
+    assert all(len(d) == 2 for d in directions.values())
+    types = sorted(icmpv6_type(m) for m in echo)
+    assert types == [128] * len(PINGERS6) + [129] * len(PINGERS6)
+    assert {member for (member,) in flows.values()} == everyone
+    captured: dict[str, PacketsBytes] = defaultdict(PacketsBytes)
+    for m in mirrors:  # a member's bytes: the frames' lengths before the cut
+        assert m.ip_length is not None
+        captured[ADDRESS_OF[m.outer_dst]] += PacketsBytes(1, 14 + m.ip_length)
+    assert {port: c for (_, port), c in counted.members.items()} == captured
+    assert len(mirrors) == counted.sessions["s-elb"].packets  # every copy placed
+    assert "s-elb" not in counted.unplaced
+
+    assert none == []
+    mirrored = after.sessions["s-elb"].packets - counted.sessions["s-elb"].packets
+    octets = after.sessions["s-elb"].bytes - counted.sessions["s-elb"].bytes
+    assert mirrored >= 2 * TCP_CONNECTIONS * 6  # per connection at least 3 segments each way
+    # The program counts the copy's frame; nft's counters at the netdev ingress hook count
+    # a packet without its Ethernet header (pulled before the hook), at egress with it.
+    ingress = sum(
+        after.rules[r.id].packets - counted.rules.get(r.id, PacketsBytes()).packets
+        for r in TCP_ICMPV6.rules
+        if r.direction is Direction.INGRESS
+    )
+    assert 0 < ingress < mirrored
+    assert after.unplaced["s-elb"] == PacketsBytes(mirrored, octets + 14 * ingress)
+    assert after.members == counted.members  # nothing more placed on any member
+
+
+# --- a session with two sources on the host -----------------------------------------
+
+SECOND_SOURCE = Port(id="port-source-1", host="source", device="eth1", ipv4=("192.168.1.230",))
+UDP_IN = Filter(id="f", name="f", rules=(rule("r-in-udp", 1, protocol=Protocol.UDP),))
+FLOWS_PER_SOURCE = 60
+
+
+def test_member_and_unplaced_counters_add_up_over_the_sources_of_a_session(lan: Lan) -> None:
+    """Each source of a session has its own group entry and member entries in the map;
+    a member's counter (and the session's unplaced one) is their sum."""
+    everyone = set(MEMBERS)
+    add_member_addresses(lan)
+    veth(lan.test, "eth1", lan.source, "eth1")
+    lan.test.run(["ip", "addr", "add", "192.168.1.161/24", "dev", "eth1"])
+    lan.source.run(["ip", "addr", "add", "192.168.1.230/24", "dev", "eth1"])
+    sources = (SOURCE_PORT, SECOND_SOURCE)
+    datagrams = [
+        (4, address, 40000 + i, 9000 + i % 3, 32, 1)
+        for address in (SOURCE_IP, SECOND_SOURCE.ipv4[0])
+        for i in range(FLOWS_PER_SOURCE)
+    ]
+    lan.dataplane.apply(compile_plan(group_state(everyone, "1", UDP_IN, sources)))
+    with lan.capture() as mirrors:
+        lan.send_udp(lan.test, datagrams)
+    ours = [m for m in mirrors if m.protocol == 17 and (m.sport or 0) >= 40000]
+    assert len(ours) == len(datagrams) == len(mirrors)
+    assert {m.outer_src for m in ours} == {SOURCE_IP, SECOND_SOURCE.ipv4[0]}  # both sources
+    captured: dict[str, int] = defaultdict(int)
+    for m in ours:
+        captured[ADDRESS_OF[m.outer_dst]] += 1
+    counted = lan.dataplane.counters()
+    assert {port: c.packets for (_, port), c in counted.members.items()} == captured
+
+    lan.dataplane.apply(compile_plan(group_state(set(), "2", UDP_IN, sources)))
+    with lan.capture() as none:
+        lan.send_udp(lan.test, datagrams)
+    assert none == []
+    assert lan.dataplane.counters().unplaced["s-elb"].packets == len(datagrams)

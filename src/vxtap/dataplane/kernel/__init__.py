@@ -357,10 +357,18 @@ class Dataplane:
                 placed_count = PacketsBytes(
                     *struct.unpack_from("<QQ", entry, asm.VALUE_PLACED_PACKETS)
                 )
+                # Summed: each source of a session on this host has its own group entry
+                # and member entries.
                 if tunnel_key in placed:
-                    result.members[placed[tunnel_key]] = placed_count
+                    member = placed[tunnel_key]
+                    result.members[member] = (
+                        result.members.get(member, PacketsBytes()) + placed_count
+                    )
                 elif tunnel_key in unplaced and placed_count.packets:
-                    result.unplaced[unplaced[tunnel_key]] = placed_count
+                    session_id = unplaced[tunnel_key]
+                    result.unplaced[session_id] = (
+                        result.unplaced.get(session_id, PacketsBytes()) + placed_count
+                    )
                 # A group's copies are cut on the member's entry: its uncut count is the session's.
                 session = session_of_key.get(tunnel_key) or placed.get(tunnel_key, (None, ""))[0]
                 if session is None:
