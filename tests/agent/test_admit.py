@@ -11,10 +11,13 @@ from vxtap.model import (
     Direction,
     EtherType,
     Filter,
+    GroupMember,
     Port,
     Protocol,
     Rule,
     Session,
+    TargetGroup,
+    TargetKind,
 )
 
 SOURCE = Port(id="src", host="h", device="eth0", ipv4=("10.0.0.1",))
@@ -131,3 +134,42 @@ def test_unsafe_targets_names_each_session_and_its_reason() -> None:
         "a": "target flood address 255.255.255.255 is broadcast",
         "b": "target m6 address ff02::1 is multicast",
     }
+
+
+def group_state(members: tuple[GroupMember, ...], *ports: Port) -> DesiredState:
+    elb = Session(
+        id="e",
+        name="e",
+        filter_id="f",
+        sources=("src",),
+        target_id="tg",
+        target_kind=TargetKind.ELB,
+        priority=1,
+    )
+    return desired((elb,), targets=(TARGET, *ports)).model_copy(
+        update={"groups": (TargetGroup(id="tg", members=members),)}
+    )
+
+
+def test_a_group_session_with_a_member_that_is_not_unicast_is_left_out() -> None:
+    flood = Port(id="flood", host="x", device="eth0", ipv4=("10.0.0.255",))
+    members = (GroupMember(port_id="tgt", number=0), GroupMember(port_id="flood", number=1))
+    state = group_state(members, flood)
+    assert unsafe_targets(state, {"10.0.0.255"}) == {
+        "e": "member flood of target group tg: address 10.0.0.255 is broadcast"
+    }
+    assert unsafe_targets(state) == {}  # another subnet's broadcast: not known here
+    # Also a member out of health: it may come back at any moment.
+    sick = (members[0], members[1].model_copy(update={"healthy": False}))
+    assert unsafe_targets(group_state(sick, flood), {"10.0.0.255"}).keys() == {"e"}
+
+
+def test_repeated_groups_member_numbers_and_member_ports() -> None:
+    two = (GroupMember(port_id="tgt", number=0), GroupMember(port_id="p", number=0))
+    assert limit_problems(group_state(two)) == ["target group tg: member number 0 appears 2 times"]
+    same = (GroupMember(port_id="tgt", number=0), GroupMember(port_id="tgt", number=1))
+    assert limit_problems(group_state(same)) == ["target group tg: port tgt appears 2 times"]
+    state = group_state(two[:1])
+    twice = state.model_copy(update={"groups": state.groups * 2})
+    assert limit_problems(twice) == ["target group id tg appears 2 times"]
+    assert limit_problems(state) == []

@@ -36,11 +36,14 @@ from vxtap.model import (
     Direction,
     EtherType,
     Filter,
+    GroupMember,
     Interface,
     Port,
     Protocol,
     Rule,
     Session,
+    TargetGroup,
+    TargetKind,
 )
 from vxtap.netns import Namespace, veth
 from vxtap.wire.requests import CountersRequest
@@ -255,3 +258,28 @@ def test_a_state_beyond_the_limits_is_refused_and_the_kernel_keeps_the_last_good
     segment.peer.run([sys.executable, "-c", SEND])
     time.sleep(0.3)
     assert segment.target_vxlan() == 20
+
+
+def test_a_group_session_with_a_member_that_floods_the_underlay_is_left_out(
+    segment: Segment,
+) -> None:
+    """The same for a session whose target is a group: one member's address is the
+    source's subnet broadcast."""
+    flood = Port(id="flood", host="x", device="eth0", ipv4=("192.168.50.255",))
+    elb = session("bad", 1, "tg").model_copy(update={"target_kind": TargetKind.ELB})
+    group = TargetGroup(id="tg", members=(GroupMember(port_id="flood", number=0),))
+    state = desired("r1", (elb, session("good", 2, "tgt")), flood).model_copy(
+        update={"groups": (group,)}
+    )
+    metrics = AgentMetrics()
+    agent = segment.agent(Server(state), metrics)
+    segment.turn(agent, 0.0)
+    assert agent.applied == state and agent.refused_sessions == {
+        "bad": "member flood of target group tg: address 192.168.50.255 is broadcast"
+    }
+    segment.peer.run([sys.executable, "-c", SEND])
+    time.sleep(0.3)  # the last copies arrive
+    assert segment.bystander_vxlan() == 0
+    assert segment.target_vxlan() == 20  # the good session mirrors all of it
+    nft = segment.source.run(["nft", "list", "table", "netdev", "vxtap"]).stdout
+    assert "192.168.50.255" not in nft

@@ -6,9 +6,9 @@ underlay or program the kernel beyond what vxtap is built for:
 
 - `limit_problems`: a desired state beyond the documented limits (docs/agent.md)
   is refused as a whole; the kernel keeps the last good state.
-- `unsafe_targets`: a session whose target address is not a unicast address
-  (broadcast, multicast, unspecified, loopback, link-local) is left out; the
-  other sessions are still applied.
+- `unsafe_targets`: a session whose target address, or the address of any member of
+  its target group, is not a unicast address (broadcast, multicast, unspecified,
+  loopback, link-local) is left out; the other sessions are still applied.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from vxtap.model import (
     MAX_SESSIONS_PER_SOURCE,
     MAX_SOURCES_PER_SESSION,
     DesiredState,
+    TargetKind,
     non_unicast_kind,
 )
 
@@ -42,8 +43,20 @@ def limit_problems(state: DesiredState) -> list[str]:
         ("session", (s.id for s in state.sessions)),
         ("filter", (f.id for f in state.filters)),
         ("rule", (r.id for f in state.filters for r in f.rules)),
+        ("target group", (g.id for g in state.groups)),
     ):
         problems += [f"{kind} id {i} appears {n:,} times" for i, n in _repeated(ids).items()]
+    # A member's number names its kernel entry and fills the placement table: two members
+    # with one number would share an entry (docs/elb.md).
+    for group in state.groups:
+        for what, values in (
+            ("member number", (m.number for m in group.members)),
+            ("port", (m.port_id for m in group.members)),
+        ):
+            problems += [
+                f"target group {group.id}: {what} {v} appears {n:,} times"
+                for v, n in _repeated(values).items()
+            ]
     for session in state.sessions:
         if len(session.sources) > MAX_SOURCES_PER_SESSION:
             problems.append(
@@ -103,12 +116,27 @@ def unsafe_address(address: str, local_broadcasts: Collection[str] = ()) -> str 
 
 def unsafe_targets(state: DesiredState, local_broadcasts: Iterable[str] = ()) -> dict[str, str]:
     """Session id -> why its target is refused, for the sessions of `state` whose
-    target address is not a unicast address. A session whose target is unknown or
-    has no address is not listed: the compiler skips it anyway."""
+    target address, or a member's address of its target group (healthy or not: it may
+    be healthy at any moment), is not a unicast address. A session whose target is
+    unknown or has no address is not listed: the compiler skips it anyway."""
     broadcasts = frozenset(local_broadcasts)
     targets = {p.id: p for p in (*state.ports, *state.targets)}
+    groups = {g.id: g for g in state.groups}
     refused: dict[str, str] = {}
     for session in state.sessions:
+        if session.target_kind is TargetKind.ELB:
+            group = groups.get(session.target_id)
+            for member in sorted(group.members if group else (), key=lambda m: m.number):
+                port = targets.get(member.port_id)
+                address = port.address if port is not None else None
+                reason = None if address is None else unsafe_address(address, broadcasts)
+                if reason is not None:
+                    refused[session.id] = (
+                        f"member {member.port_id} of target group {session.target_id}: "
+                        f"address {address} is {reason}"
+                    )
+                    break
+            continue
         target = targets.get(session.target_id)
         address = target.address if target is not None else None
         if address is None:
