@@ -41,6 +41,9 @@ With --program-ns, kernel.bpf_stats_enabled is 1 while the benchmark runs (resto
 after) and each vxtap mode also reports the mirror program's own time per packet
 (run_time_ns / run_cnt of the program at vxtap-mk1's tc ingress), per direction.
 
+With --streams N, iperf3 runs N parallel flows (-P N) in every mode: vxtap-elb3 places
+per flow, so with the default single data flow all its copies go to one member.
+
 Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3] [--modes ...]
               .venv/bin/python bench/dataplane.py --rules-ahead 100,1000 [--rounds 5]
 """
@@ -343,8 +346,8 @@ def remove_hand(lab: Lab) -> None:
         lab.source.run(["ip", "link", "del", dev], check=False)
 
 
-def iperf(lab: Lab, seconds: int, udp: bool) -> dict[str, float]:
-    argv = ["iperf3", "-c", "10.10.0.2", "-t", str(seconds), "-J"]
+def iperf(lab: Lab, seconds: int, udp: bool, streams: int = 1) -> dict[str, float]:
+    argv = ["iperf3", "-c", "10.10.0.2", "-t", str(seconds), "-J", "-P", str(streams)]
     if udp:
         argv += ["-u", "-b", "0", "-l", "64"]
     out = json.loads(lab.client.run(argv, timeout=seconds + 30).stdout)
@@ -382,14 +385,14 @@ def mirror_program_stats(lab: Lab) -> tuple[int, int]:
         os.close(fd)
 
 
-def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
+def run_mode(lab: Lab, mode: str, seconds: int, udp: bool, streams: int = 1) -> dict[str, float]:
     sink = ("vxlan", "untruncated", "fragments", *(f"to-{p.ipv4[0]}" for p in ELB_MEMBERS))
     before = {name: lab.counter(lab.target, "sink", name) for name in sink}
     members_before = member_packets(lab)
     matched = matched_counter(lab, mode)
     before_m = matched()
     stats_before = mirror_program_stats(lab)
-    result = iperf(lab, seconds, udp)
+    result = iperf(lab, seconds, udp, streams)
     time.sleep(0.3)
     stats_after = mirror_program_stats(lab)
     members_after = member_packets(lab)
@@ -519,6 +522,13 @@ def main() -> None:
         "(none and hand always run: the ratios are to them)",
     )
     parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="iperf3 -P: parallel flows in one client process (vxtap-elb3 places per flow, "
+        "so its members' shares need several)",
+    )
+    parser.add_argument(
         "--no-apply-times", action="store_true", help="skip the 1,000-session apply timings"
     )
     parser.add_argument(
@@ -577,7 +587,7 @@ def run(args: argparse.Namespace) -> None:
                     set_mode(lab, mode, plans)
                     for udp in (True,) if args.udp_only else (False, True):
                         results.setdefault((mode, udp), []).append(
-                            run_mode(lab, mode, args.seconds, udp)
+                            run_mode(lab, mode, args.seconds, udp, args.streams)
                         )
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
         finally:
