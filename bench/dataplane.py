@@ -17,6 +17,11 @@ Modes, interleaved in every round:
             the path for older kernels and IPv6 targets)
   vxtap-sg  vxtap-device, then scatter-gather turned back on on vxtap's copy devices (vxtap
             before issue 15: isolates that flag's effect in the same run)
+  vxtap-elb3  the session of vxtap with a target group of 3 healthy members (10.20.0.2-4,
+            all on the target, all counted by the sink) instead of one port: the mirror
+            program places each flow on a member (docs/dataplane.md "Flow placement");
+            reports each member's share of the copies (kernel member counters and the sink
+            per address)
   vxtap1k   the same session as the last of 3 on that device (two sessions of 10
             non-matching rules first), plus 997 sessions of 10 rules on other devices
 
@@ -35,6 +40,9 @@ test) side by side, interleaved in every round.
 With --program-ns, kernel.bpf_stats_enabled is 1 while the benchmark runs (restored
 after) and each vxtap mode also reports the mirror program's own time per packet
 (run_time_ns / run_cnt of the program at vxtap-mk1's tc ingress), per direction.
+
+With --streams N, iperf3 runs N parallel flows (-P N) in every mode: vxtap-elb3 places
+per flow, so with the default single data flow all its copies go to one member.
 
 Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 3] [--modes ...]
               .venv/bin/python bench/dataplane.py --rules-ahead 100,1000 [--rounds 5]
@@ -65,11 +73,14 @@ from vxtap.model import (
     Direction,
     EtherType,
     Filter,
+    GroupMember,
     Port,
     PortRange,
     Protocol,
     Rule,
     Session,
+    TargetGroup,
+    TargetKind,
 )
 from vxtap.netns import Namespace, temporary_namespaces, veth
 
@@ -100,6 +111,27 @@ def one_session() -> DesiredState:
     )
     return DesiredState(
         host="source", revision="1", ports=(SOURCE,), sessions=(s,), filters=(f,), targets=(TARGET,)
+    )
+
+
+# The members of vxtap-elb3's group: three addresses of the target namespace.
+ELB_MEMBERS = tuple(
+    Port(id=f"p-m{i}", host="target", device="eth1", ipv4=(f"10.20.0.{2 + i}",)) for i in range(3)
+)
+
+
+def elb_session() -> DesiredState:
+    """one_session() with a group of the 3 ELB_MEMBERS, all healthy, as its target."""
+    state = one_session()
+    group = TargetGroup(
+        id="tg",
+        members=tuple(GroupMember(port_id=p.id, number=i) for i, p in enumerate(ELB_MEMBERS)),
+    )
+    session = state.sessions[0].model_copy(
+        update={"target_id": group.id, "target_kind": TargetKind.ELB}
+    )
+    return state.model_copy(
+        update={"sessions": (session,), "targets": ELB_MEMBERS, "groups": (group,)}
     )
 
 
@@ -218,14 +250,19 @@ table netdev hand {
 
 # Outer IPv4 + UDP + VXLAN + the inner frame cut to SNAPLEN.
 LONGEST_MIRROR = 20 + 8 + 8 + SNAPLEN
+# Per member address, VXLAN counted (then dropped by the "vxlan" rule with the rest).
+MEMBER_COUNTERS = "".join(f"  counter to-{p.ipv4[0]} {{}}\n" for p in ELB_MEMBERS)
+MEMBER_RULES = "".join(
+    f'    ip daddr {p.ipv4[0]} udp dport 4789 counter name "to-{p.ipv4[0]}"\n' for p in ELB_MEMBERS
+)
 SINK_NFT = f"""
 table netdev sink {{
   counter vxlan {{}}
   counter fragments {{}}
   counter untruncated {{}}
-  chain in {{ type filter hook ingress device "eth1" priority 0; policy accept;
+{MEMBER_COUNTERS}  chain in {{ type filter hook ingress device "eth1" priority 0; policy accept;
     ip frag-off & 0x3fff != 0 counter name "fragments" drop
-    udp dport 4789 ip length > {LONGEST_MIRROR} counter name "untruncated"
+{MEMBER_RULES}    udp dport 4789 ip length > {LONGEST_MIRROR} counter name "untruncated"
     udp dport 4789 counter name "vxlan" drop
   }}
 }}
@@ -309,8 +346,8 @@ def remove_hand(lab: Lab) -> None:
         lab.source.run(["ip", "link", "del", dev], check=False)
 
 
-def iperf(lab: Lab, seconds: int, udp: bool) -> dict[str, float]:
-    argv = ["iperf3", "-c", "10.10.0.2", "-t", str(seconds), "-J"]
+def iperf(lab: Lab, seconds: int, udp: bool, streams: int = 1) -> dict[str, float]:
+    argv = ["iperf3", "-c", "10.10.0.2", "-t", str(seconds), "-J", "-P", str(streams)]
     if udp:
         argv += ["-u", "-b", "0", "-l", "64"]
     out = json.loads(lab.client.run(argv, timeout=seconds + 30).stdout)
@@ -348,20 +385,30 @@ def mirror_program_stats(lab: Lab) -> tuple[int, int]:
         os.close(fd)
 
 
-def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
-    sink = ("vxlan", "untruncated", "fragments")
+def run_mode(lab: Lab, mode: str, seconds: int, udp: bool, streams: int = 1) -> dict[str, float]:
+    sink = ("vxlan", "untruncated", "fragments", *(f"to-{p.ipv4[0]}" for p in ELB_MEMBERS))
     before = {name: lab.counter(lab.target, "sink", name) for name in sink}
+    members_before = member_packets(lab)
     matched = matched_counter(lab, mode)
     before_m = matched()
     stats_before = mirror_program_stats(lab)
-    result = iperf(lab, seconds, udp)
+    result = iperf(lab, seconds, udp, streams)
     time.sleep(0.3)
     stats_after = mirror_program_stats(lab)
+    members_after = member_packets(lab)
     runs = stats_after[1] - stats_before[1]
     if runs > 0:
         result["program_ns"] = (stats_after[0] - stats_before[0]) / runs
     for name in sink:
         result[name] = lab.counter(lab.target, "sink", name) - before[name]
+    if mode == "vxtap-elb3":
+        for p in ELB_MEMBERS:
+            result[f"sink {p.id}"] = (
+                lab.counter(lab.target, "sink", f"to-{p.ipv4[0]}") - before[f"to-{p.ipv4[0]}"]
+            )
+            result[f"kernel {p.id}"] = members_after.get(("s", p.id), 0) - members_before.get(
+                ("s", p.id), 0
+            )
     mirrored = result["vxlan"]
     result["mirrored"] = mirrored
     if mode != "none":
@@ -370,6 +417,11 @@ def run_mode(lab: Lab, mode: str, seconds: int, udp: bool) -> dict[str, float]:
         else:  # per wire segment: the transfer's data segments of 1448 bytes (+ handshake)
             result["complete"] = mirrored / (result["bytes"] / 1448)
     return result
+
+
+def member_packets(lab: Lab) -> dict[object, int]:
+    """The kernel's per-member copy counters, keyed (session id, member port id)."""
+    return {key: c.packets for key, c in lab.dataplane.counters().members.items()}
 
 
 def matched_counter(lab: Lab, mode: str) -> Callable[[], int]:
@@ -465,8 +517,16 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         default="none,hand,vxtap,vxtap1k",
-        help="comma-separated, interleaved: none, hand, vxtap, vxtap-device, vxtap-sg, vxtap1k "
+        help="comma-separated, interleaved: none, hand, vxtap, vxtap-device, vxtap-sg, vxtap1k, "
+        "vxtap-elb3 "
         "(none and hand always run: the ratios are to them)",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="iperf3 -P: parallel flows in one client process (vxtap-elb3 places per flow, "
+        "so its members' shares need several)",
     )
     parser.add_argument(
         "--no-apply-times", action="store_true", help="skip the 1,000-session apply timings"
@@ -499,6 +559,7 @@ def run(args: argparse.Namespace) -> None:
         plans = {
             "vxtap": compile_plan(one_session()),
             "vxtap1k": compile_plan(thousand_sessions()),
+            "vxtap-elb3": compile_plan(elb_session()),
         }
         asked = [m for m in args.modes.split(",") if m not in ("none", "hand")]
         modes = ["none", "hand", "vxtap"] if args.udp_only else ["none", "hand", *asked]
@@ -509,9 +570,11 @@ def run(args: argparse.Namespace) -> None:
         c.run(["ip", "addr", "add", "10.10.0.1/24", "dev", "eth0"])
         s.run(["ip", "addr", "add", "10.10.0.2/24", "dev", "eth0"])
         s.run(["ip", "addr", "add", "10.20.0.1/24", "dev", "eth1"])
-        t.run(["ip", "addr", "add", "10.20.0.2/24", "dev", "eth1"])
+        for p in ELB_MEMBERS:  # 10.20.0.2 is TARGET's address too
+            t.run(["ip", "addr", "add", f"{p.ipv4[0]}/24", "dev", "eth1"])
+        for p in ELB_MEMBERS:  # resolve the neighbours before the sink drops anything
+            s.run(["ping", "-c", "1", p.ipv4[0]])
         t.run(["nft", "-f", "-"], input=SINK_NFT)
-        s.run(["ping", "-c", "1", "10.20.0.2"])
         server = s.popen(["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         lab = Lab(c, s, t, Dataplane(netns=s.name))
         try:
@@ -524,7 +587,7 @@ def run(args: argparse.Namespace) -> None:
                     set_mode(lab, mode, plans)
                     for udp in (True,) if args.udp_only else (False, True):
                         results.setdefault((mode, udp), []).append(
-                            run_mode(lab, mode, args.seconds, udp)
+                            run_mode(lab, mode, args.seconds, udp, args.streams)
                         )
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
         finally:
@@ -590,6 +653,19 @@ def run(args: argparse.Namespace) -> None:
                 cells = " / ".join(f"{med(values):.0f}" for values in per_round)
                 runs = " / ".join(", ".join(f"{v:.0f}" for v in values) for values in per_round)
                 print(f"  {m}: {cells} ({runs})")
+    if "vxtap" in modes and "vxtap-elb3" in modes:
+        elb_tcp, elb_udp = tcp["vxtap-elb3"] / tcp["vxtap"], udp["vxtap-elb3"] / udp["vxtap"]
+        print(
+            f"\ngroup of 3 vs one port (vxtap-elb3 / vxtap): TCP {elb_tcp:.2f}, UDP {elb_udp:.2f}"
+        )
+        print("vxtap-elb3, each member's share of the copies (kernel counter / sink), all runs:")
+        for u in (False, True):
+            runs = results[("vxtap-elb3", u)]
+            for source in ("kernel", "sink"):
+                counts = {p.id: sum(x[f"{source} {p.id}"] for x in runs) for p in ELB_MEMBERS}
+                total = max(1.0, sum(counts.values()))
+                shares = ", ".join(f"{k} {v / total:.3f} ({int(v)})" for k, v in counts.items())
+                print(f"  {'UDP' if u else 'TCP'} {source}: {shares}")
     if "vxtap" in modes and "vxtap1k" in modes:
         one_k_tcp, one_k_udp = tcp["vxtap1k"] / tcp["vxtap"], udp["vxtap1k"] / udp["vxtap"]
         print(f"\n1,000 sessions vs 1: TCP {one_k_tcp:.2f}, UDP {one_k_udp:.2f}")
