@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from vxtap.dataplane.bpf import asm
 from vxtap.dataplane.plan import (
-    CHUNK_KEY_FLAG,
     FAMILY,
     MARK_COPY_DEVICE,
     MARK_COPY_PEER,
@@ -137,7 +136,7 @@ def settings(key: int, value: bytes | None) -> bytes | None:
     without the counters the program keeps in it."""
     if value is None:
         return None
-    if key & CHUNK_KEY_FLAG == CHUNK_KEY_FLAG:
+    if key & asm.CHUNK_KEY_FLAG == asm.CHUNK_KEY_FLAG:
         return value[: asm.CHUNK_SLOTS]
     return value[: asm.VALUE_SETTINGS_SIZE]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vxtap.dataplane import placement
+from vxtap.dataplane.bpf.asm import CHUNK_KEY_FLAG, MEMBER_KEY_FLAG
 from vxtap.model import (
     IP_PROTOCOL_NUMBER,
     VXLAN_PORT,
@@ -37,6 +38,7 @@ from vxtap.model import (
     DesiredState,
     Direction,
     EtherType,
+    GroupMember,
     IPNetwork,
     Port,
     Protocol,
@@ -72,13 +74,10 @@ VXLAN_OVERHEAD_IPV6 = 40 + 8 + 8
 IPV4_FRAGMENT_OFFSET_MASK = 0x1FFF
 MAX_KEY = 0x7FFF_FFFF
 # Group sessions (docs/elb.md, "Placement in the kernel"): keys of the tunnel map above
-# MAX_KEY. A member entry's key is MEMBER_KEY_FLAG | index << 8 | its number, with one
-# index per (session, source); a placement table's chunks are CHUNK_KEY_FLAG | table
-# << 11 | chunk. Mirrors of vxtap.dataplane.bpf.asm's constants (this module stays pure;
-# tests check they agree).
-MEMBER_KEY_FLAG = 0x8000_0000
+# MAX_KEY (the program's layout, bpf.asm). A member entry's key is MEMBER_KEY_FLAG |
+# index << 8 | its number, with one index per (session, source); a placement table's
+# chunks are CHUNK_KEY_FLAG | table << 11 | chunk.
 MEMBER_INDEXES = 1 << 22
-CHUNK_KEY_FLAG = 0xC000_0000
 CHUNK_KEY_SHIFT = 11
 TABLE_IDS = 1 << 19
 
@@ -582,18 +581,7 @@ class PlanCompiler:
                     placing.add(session, source, key, group, targets, underlay_mtu)
                 else:
                     assert remote is not None
-                    family = source.ipv6 if ":" in remote else source.ipv4
-                    tunnels.append(
-                        Tunnel(
-                            key=key,
-                            session_id=session.id,
-                            source_port_id=source.id,
-                            vni=session.vni,
-                            remote=remote,
-                            local=family[0] if family else None,
-                            snaplen=snaplen,
-                        )
-                    )
+                    tunnels.append(_tunnel(key, session, source, remote, snaplen))
                 piece_key = (key, session.id, signatures[session.filter_id])
                 piece = self._pieces.get(piece_key)
                 if piece is None:
@@ -665,6 +653,29 @@ class PlanCompiler:
         return dataclasses.replace(plan, digest=digest.hexdigest()[:32])
 
 
+def _tunnel(
+    key: int,
+    session: Session,
+    source: Port,
+    remote: str,
+    snaplen: int,
+    member: GroupMember | None = None,
+) -> Tunnel:
+    """The entry for one (session, source) pair's copies to `remote`: the session's
+    target, or one member of its group; the source's address of the remote's family."""
+    family = source.ipv6 if ":" in remote else source.ipv4
+    return Tunnel(
+        key=key,
+        session_id=session.id,
+        source_port_id=source.id,
+        vni=session.vni,
+        remote=remote,
+        local=family[0] if family else None,
+        snaplen=snaplen,
+        member_port_id=None if member is None else member.port_id,
+    )
+
+
 class _Placing:
     """What one compile builds for sessions whose target is a group: their group entries,
     the member entries (one per member with an address, healthy or not, so that a
@@ -702,18 +713,9 @@ class _Placing:
         self.used_indexes.add(index)
         member_base = MEMBER_KEY_FLAG | index << 8
         for member, address in addressed:
-            family = source.ipv6 if ":" in address else source.ipv4
+            snaplen = snap_length(session.packet_length, address, underlay_mtu)
             self.members.append(
-                Tunnel(
-                    key=member_base | member.number,
-                    session_id=session.id,
-                    source_port_id=source.id,
-                    vni=session.vni,
-                    remote=address,
-                    local=family[0] if family else None,
-                    snaplen=snap_length(session.packet_length, address, underlay_mtu),
-                    member_port_id=member.port_id,
-                )
+                _tunnel(member_base | member.number, session, source, address, snaplen, member)
             )
         healthy = tuple((m.port_id, m.number) for m, _ in addressed if m.healthy)
         table_id = self._table_id(healthy) if healthy else None

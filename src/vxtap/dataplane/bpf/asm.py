@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Final
 
+from vxtap.dataplane.placement import TABLE_SLOTS
+
 # --- the assembler ---
 
 
@@ -251,7 +253,6 @@ FLAG_GROUP: Final = 1 << 17
 FLAG_NO_MEMBER: Final = 1 << 18
 VALUE_TABLE_BASE: Final = 4
 VALUE_MEMBER_BASE: Final = 8
-TABLE_SLOTS: Final = 65537  # = placement.TABLE_SLOTS (tests check they agree)
 CHUNK_SLOTS: Final = 64  # a power of two: the verifier then knows the byte is in bounds
 MEMBER_KEY_FLAG: Final = 0x8000_0000
 CHUNK_KEY_FLAG: Final = 0xC000_0000
@@ -365,7 +366,7 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
 def _place(a: Assembler, map_fd: int) -> None:
     """For a group entry: r7 := the member entry the flow's slot names (see FLAG_GROUP),
     counted there; without one the copy is counted in the group entry and dropped."""
-    r0, r1, r2, r3, r6, r7, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R6, Reg.R7, Reg.FP
+    r0, r1, r2, r3, r7, fp = Reg.R0, Reg.R1, Reg.R2, Reg.R3, Reg.R7, Reg.FP
     a.load32(r2, r7, VALUE_FLAGS)
     a.jump(Op.JSET_K, r2, FLAG_GROUP, "group")
     a.emit(Op.JA, to="placed")
@@ -411,7 +412,6 @@ def _place(a: Assembler, map_fd: int) -> None:
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
     a.label("placed")
-    del r6
 
 
 def group_value(*, table_base: int, member_base: int, snaplen: int, has_member: bool) -> bytes:
