@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -264,6 +264,23 @@ def column_matches(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
 
 
 _OwnedRow = TypeVar("_OwnedRow", FilterRow, RuleRow, PortRow, SessionRow, TargetGroupRow)
+
+
+def list_owned(
+    db: Session,
+    row_type: type[_OwnedRow],
+    project: str,
+    columns: Mapping[str, Any],
+    where: Mapping[str, Sequence[Any]],
+    limit: int | None,
+    marker: str | None,
+) -> RowPage:
+    """One page of the project's rows of a resource, filtered by `where` (a domain name
+    -> any of its values; `columns` names each one's column)."""
+    statement = select(row_type).where(row_type.project_id == project)
+    for key, values in where.items():
+        statement = statement.where(column_matches(columns[key], values))
+    return paginate(db, statement, row_type.id, limit, marker)
 
 
 def owned_row(

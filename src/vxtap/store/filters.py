@@ -13,12 +13,11 @@ from vxtap.store.common import (
     RowPage,
     bump_change,
     bump_hosts,
-    column_matches,
     hosts_showing,
     insert_row,
+    list_owned,
     new_id,
     owned_row,
-    paginate,
     utc_now,
 )
 from vxtap.store.errors import InUse
@@ -87,6 +86,13 @@ def delete_filter(db: Session, project: str, filter_id: str) -> None:
     db.flush()
 
 
+# A list's filters, by the domain's names (the same as the columns' here).
+_QUERY_COLUMNS = {
+    name: getattr(FilterRow, name)
+    for name in ("id", "name", "description", "created_at", "updated_at")
+}
+
+
 def list_filters(
     db: Session,
     project: str,
@@ -94,7 +100,4 @@ def list_filters(
     limit: int | None,
     marker: str | None,
 ) -> RowPage:
-    statement = select(FilterRow).where(FilterRow.project_id == project)
-    for key, values in where.items():
-        statement = statement.where(column_matches(getattr(FilterRow, key), values))
-    return paginate(db, statement, FilterRow.id, limit, marker)
+    return list_owned(db, FilterRow, project, _QUERY_COLUMNS, where, limit, marker)

@@ -13,12 +13,11 @@ from vxtap.store.common import (
     RowPage,
     bump_change,
     bump_hosts,
-    column_matches,
     hosts_showing,
     insert_row,
+    list_owned,
     new_id,
     owned_row,
-    paginate,
     utc_now,
 )
 from vxtap.store.errors import AlreadyExists, InUse
@@ -145,7 +144,4 @@ def list_ports(
     limit: int | None,
     marker: str | None,
 ) -> RowPage:
-    statement = select(PortRow).where(PortRow.project_id == project)
-    for key, values in where.items():
-        statement = statement.where(column_matches(_QUERY_COLUMNS[key], values))
-    return paginate(db, statement, PortRow.id, limit, marker)
+    return list_owned(db, PortRow, project, _QUERY_COLUMNS, where, limit, marker)

@@ -19,12 +19,11 @@ from vxtap.store.common import (
     RowPage,
     bump_change,
     bump_hosts,
-    column_matches,
     hosts_showing,
     insert_row,
+    list_owned,
     new_id,
     owned_row,
-    paginate,
     utc_now,
 )
 from vxtap.store.errors import DuplicatePriority, Invalid, QuotaExceeded
@@ -230,7 +229,4 @@ def list_rules(
     limit: int | None,
     marker: str | None,
 ) -> RowPage:
-    statement = select(RuleRow).where(RuleRow.project_id == project)
-    for key, values in where.items():
-        statement = statement.where(column_matches(_QUERY_COLUMNS[key], values))
-    return paginate(db, statement, RuleRow.id, limit, marker)
+    return list_owned(db, RuleRow, project, _QUERY_COLUMNS, where, limit, marker)

@@ -21,11 +21,10 @@ from vxtap.store.common import (
     RowPage,
     bump_change,
     bump_hosts,
-    column_matches,
     hosts_showing,
+    list_owned,
     new_id,
     owned_row,
-    paginate,
     utc_now,
 )
 from vxtap.store.errors import InUse, Invalid, QuotaExceeded
@@ -212,7 +211,8 @@ def remove_members(
     return row
 
 
-TARGET_GROUP_QUERY_FIELDS = {
+# A list's filters, by the domain's names, as columns.
+_QUERY_COLUMNS = {
     "id": TargetGroupRow.id,
     "name": TargetGroupRow.name,
 }
@@ -225,7 +225,4 @@ def list_target_groups(
     limit: int | None,
     marker: str | None,
 ) -> RowPage:
-    statement = select(TargetGroupRow).where(TargetGroupRow.project_id == project)
-    for key, values in where.items():
-        statement = statement.where(column_matches(TARGET_GROUP_QUERY_FIELDS[key], values))
-    return paginate(db, statement, TargetGroupRow.id, limit, marker)
+    return list_owned(db, TargetGroupRow, project, _QUERY_COLUMNS, where, limit, marker)
