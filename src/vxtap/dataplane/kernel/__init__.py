@@ -23,6 +23,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from vxtap.dataplane import diff
 from vxtap.dataplane.bpf import asm, syscall
@@ -333,7 +334,7 @@ class Dataplane:
                 session_of_key[int(ref.name[1:], 16)] = ref.session_id  # m<key in hex>
             else:
                 bucket, key = result.unmirrorable, ref.session_id
-            bucket[key] = bucket.get(key, PacketsBytes()) + value
+            _add(bucket, key, value)
         applied = self._applied
         placed: dict[int, tuple[str, str]] = {}
         unplaced: dict[int, str] = {}
@@ -359,24 +360,18 @@ class Dataplane:
                 )
                 # Summed: each source of a session on this host has its own group entry
                 # and member entries.
-                if tunnel_key in placed:
-                    member = placed[tunnel_key]
-                    result.members[member] = (
-                        result.members.get(member, PacketsBytes()) + placed_count
-                    )
+                member = placed.get(tunnel_key)
+                if member is not None:
+                    _add(result.members, member, placed_count)
                 elif tunnel_key in unplaced and placed_count.packets:
-                    session_id = unplaced[tunnel_key]
-                    result.unplaced[session_id] = (
-                        result.unplaced.get(session_id, PacketsBytes()) + placed_count
-                    )
+                    _add(result.unplaced, unplaced[tunnel_key], placed_count)
                 # A group's copies are cut on the member's entry: its uncut count is the session's.
-                session = session_of_key.get(tunnel_key) or placed.get(tunnel_key, (None, ""))[0]
+                session = session_of_key.get(tunnel_key) or (member[0] if member else None)
                 if session is None:
                     continue
-                packets, octets = struct.unpack_from("<QQ", entry, asm.VALUE_UNCUT_PACKETS)
-                if packets:
-                    total = result.uncut.get(session, PacketsBytes())
-                    result.uncut[session] = total + PacketsBytes(packets, octets)
+                uncut = PacketsBytes(*struct.unpack_from("<QQ", entry, asm.VALUE_UNCUT_PACKETS))
+                if uncut.packets:
+                    _add(result.uncut, session, uncut)
         return result
 
     def leftovers(self) -> list[str]:
@@ -392,3 +387,10 @@ class Dataplane:
         """Remove every trace: the table, the devices (their programs and map go with them)."""
         nftables.delete_table(self.run)
         devices.delete_all(self.run)
+
+
+_Key = TypeVar("_Key")
+
+
+def _add(bucket: dict[_Key, PacketsBytes], key: _Key, value: PacketsBytes) -> None:
+    bucket[key] = bucket.get(key, PacketsBytes()) + value
