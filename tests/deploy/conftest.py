@@ -40,14 +40,18 @@ def wheelhouse(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return house
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def install(wheel: Path, wheelhouse: Path) -> Iterator[Callable[[str | None], Path]]:
     """A fresh virtual environment with the wheel and one extra (or none): its bin/.
-    In a directory other users can read: an agent runs from it as user nobody."""
+    In a directory other users can read: an agent runs from it as user nobody. Made once
+    per extra and run: the tests only run what is installed, none installs into it."""
     where = Path(tempfile.mkdtemp(prefix="vxtap-venvs-"))
     where.chmod(0o755)
+    made_for: dict[str | None, Path] = {}
 
     def make(extra: str | None) -> Path:
+        if extra in made_for:
+            return made_for[extra]
         venv = where / f"venv-{extra or 'base'}"
         made = run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
         assert made.returncode == 0, made.stderr
@@ -57,7 +61,8 @@ def install(wheel: Path, wheelhouse: Path) -> Iterator[Callable[[str | None], Pa
              "-q", "--no-index", "--find-links", str(wheelhouse), requirement]
         )  # fmt: skip
         assert got.returncode == 0, got.stderr
-        return venv / "bin"
+        made_for[extra] = venv / "bin"
+        return made_for[extra]
 
     try:
         yield make
