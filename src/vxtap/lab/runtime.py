@@ -103,6 +103,13 @@ class LabDir:
             self.path.rmdir()
 
 
+# The processes this interpreter started, by PID: `stop` reaps them through their
+# Popen, so none is left looking "still running" to its finalizer (a ResourceWarning)
+# and an exit status is never collected behind subprocess's back. Processes of an
+# earlier `vxtap lab up` are not here; `stop` watches /proc for those.
+_started: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def start(
     lab: LabDir,
     record: LabRecord,
@@ -128,6 +135,7 @@ def start(
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
+    _started[proc.pid] = proc
     started = process_start_time(proc.pid)
     record.processes.append(
         ProcessRecord(role, namespace.name, proc.pid, started or 0, list(argv), str(log_path))
@@ -139,6 +147,16 @@ def start(
 def stop(process: ProcessRecord, *, grace: float = 3.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds; only if the PID is still the
     process the lab started."""
+    child = _started.pop(process.pid, None)
+    if child is not None:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return
     if process_start_time(process.pid) != process.start_time:
         return
     try:
