@@ -120,8 +120,9 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
             server = [*VXTAP, "server", "--listen", f"{SERVER_ADDRESS}:9696"]
             server += ["--db", f"sqlite:///{tmp_path / 'vxtap.db'}"]
             server += ["--credentials", str(credentials)]
-            log = (tmp_path / "server.log").open("ab")
-            processes.append(mgmt.popen(server, stdout=log, stderr=log))
+            # The child keeps its own descriptor of each log; ours are closed at once.
+            with (tmp_path / "server.log").open("ab") as log:
+                processes.append(mgmt.popen(server, stdout=log, stderr=log))
 
             def answers() -> bool:
                 try:
@@ -133,10 +134,10 @@ def test_counters_on_the_page_rise_while_the_agent_mirrors(tmp_path: Path) -> No
             agent_argv = [*VXTAP, "agent", "--server", ENDPOINT, "--host-name", "ECS-source"]
             agent_argv += ["--credentials", str(agent_credentials)]
             agent_argv += ["--state-dir", str(tmp_path / "agent-state")]
-            agent_log = (tmp_path / "agent.log").open("ab")
 
             def start_agent() -> subprocess.Popen[bytes]:
-                started = source.popen(agent_argv, stdout=agent_log, stderr=agent_log)
+                with (tmp_path / "agent.log").open("ab") as agent_log:
+                    started = source.popen(agent_argv, stdout=agent_log, stderr=agent_log)
                 processes.append(started)
                 return started
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from support.dataplane_lan import stop
 from vxtap.evaluate import ETHERTYPE_IPV4, Packet, explain
 from vxtap.model import (
     IP_PROTOCOL_NUMBER,
@@ -168,8 +170,7 @@ class Sender:
         assert self.process.stdout.readline() == b"sent\n"
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        stop(self.process, signal.SIGKILL)
 
 
 # --- capture at the target -------------------------------------------------------------------
@@ -229,7 +230,8 @@ class Capture:
         assert self.process.stdout.readline() == b"listening\n"
         self.lines: queue.Queue[bytes] = queue.Queue()
         self.foreign: list[bytes] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -252,6 +254,9 @@ class Capture:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
+        self.pump.join()  # it reads the pipe to its end before the pipe is closed
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
 
 # --- what hypothesis generates ---------------------------------------------------------------

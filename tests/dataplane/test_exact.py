@@ -4,6 +4,7 @@ and the outer source port of both directions of a flow (docs/dataplane.md)."""
 from __future__ import annotations
 
 import ipaddress
+import signal
 import struct
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from support.dataplane_lan import (
     rule,
     session,
     state,
+    stop,
 )
 from vxtap.dataplane.plan import compile_plan
 from vxtap.evaluate import Packet, explain
@@ -455,8 +457,7 @@ def test_both_directions_of_a_flow_leave_with_one_outer_source_port(lan: Lan) ->
             lan.test.run(["ping", "-c", "3", "-i", "0.05", SOURCE_IP])
             lan.test.run(["ping", "-6", "-c", "3", "-i", "0.05", SOURCE_IP6])
     finally:
-        server.kill()
-        server.wait()
+        stop(server, signal.SIGKILL)
     flows: dict[tuple[object, ...], list[Mirror]] = defaultdict(list)
     for m in mirrors:
         ends = sorted([(m.src, m.sport), (m.dst, m.dport)], key=str)

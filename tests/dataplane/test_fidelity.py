@@ -6,6 +6,7 @@ truncated copy per wire segment, each carrying its own segment's first bytes."""
 from __future__ import annotations
 
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from support.dataplane_lan import (
     rule,
     session,
     state,
+    stop,
 )
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import Direction, EtherType, Filter, Protocol
@@ -165,8 +167,7 @@ def test_tso_stream_is_mirrored_once_per_wire_segment_with_its_own_bytes(
         retransmitted = retransmitted_segments(lan) - retrans_before
         verdicts = [receiver.stdout.readline().strip() for _ in range(2)]
     finally:
-        receiver.kill()
-        receiver.wait()
+        stop(receiver, signal.SIGKILL)
     assert verdicts == [b"intact", b"intact"]  # production untouched
     crossed = {device: tx_packets(lan, device) for device in ("vxtap-mk0", "vxtap-pr0")}
     # IPv4 targets: the program encapsulates where the data plane says so, else the device.

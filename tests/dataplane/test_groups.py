@@ -8,6 +8,7 @@ The three members are addresses of the target namespace (one tcpdump sees them a
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -22,6 +23,7 @@ from support.dataplane_lan import (
     Lan,
     Mirror,
     rule,
+    stop,
 )
 from vxtap.dataplane import placement
 from vxtap.dataplane.kernel import PacketsBytes
@@ -304,11 +306,7 @@ def test_tcp_and_icmpv6_flows_both_ways_go_to_the_predicted_member_and_none_heal
             tcp_and_pings(lan)  # production: every connection and ping succeeds
         after = lan.dataplane.counters()
     finally:
-        server.kill()
-        server.wait()
-        for stream in (server.stdin, server.stdout, server.stderr):
-            if stream is not None:
-                stream.close()
+        stop(server, signal.SIGKILL)
 
     flows: dict[tuple[object, ...], set[str]] = defaultdict(set)
     for m in mirrors:

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -84,7 +85,7 @@ def test_seed_scenario_mirrors_hello_and_12345_and_nothing_else(lan: Lan) -> Non
             )
             received = server.communicate(timeout=10)[0].decode()
         finally:
-            server.kill()
+            stop(server, signal.SIGKILL)
         assert received == "hello\n12345\n"
         # Traffic the filter does not accept: other port, other direction, ICMP, UDP, IPv6.
         lan.test.run(["ping", "-c", "3", "-i", "0.2", SOURCE_IP])
@@ -247,8 +248,7 @@ def test_ipv6_egress_symmetric_source_port_and_own_output_never_mirrored(lan: La
             out = lan.test.run(["bash", "-c", f"(echo hello; sleep 0.3) | nc -N {SOURCE_IP} 1234"])
             assert out.stdout == "reply\n"
         finally:
-            server.kill()
-            server.wait()
+            stop(server, signal.SIGKILL)
     by_case = Counter((m.vni, m.dport, m.outer_version) for m in mirrors if m.protocol == 17)
     assert by_case == {
         (100, 7000, 4): 20,

@@ -175,10 +175,11 @@ def nsenter(ns: Namespace, argv: Sequence[str]) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> bytes:
-    """SIGINT (tcpdump flushes its file and reports drops), then wait; what is left on
-    its stderr pipe, which is then closed (as every pipe of it)."""
-    proc.send_signal(signal.SIGINT)
+def stop(proc: subprocess.Popen[bytes], how: signal.Signals = signal.SIGINT) -> bytes:
+    """SIGINT (tcpdump flushes its file and reports drops) or `how`, then wait; what is
+    left on its stderr pipe, which is then closed (as every pipe of it: an open pipe of
+    an ended process is a ResourceWarning when collected, which fails a later test)."""
+    proc.send_signal(how)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
