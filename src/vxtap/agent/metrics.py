@@ -56,31 +56,6 @@ class _KernelCounterCollector(Collector):
             "Bytes of the copies not sent because they could not be cut, per session",
             labels=session_labels,
         )
-        for session_id, totals in sorted(latest.sessions.items()):
-            session = names.get(session_id)
-            labels = [
-                session_id,
-                session.name if session else "",
-                str(session.vni) if session else "",
-            ]
-            packets.add_metric(labels, totals.packets)
-            octets.add_metric(labels, totals.bytes)
-            uncut_packets.add_metric(labels, totals.uncut_packets)
-            uncut_octets.add_metric(labels, totals.uncut_bytes)
-        rule_packets = CounterMetricFamily(
-            "vxtap_rule_packets",
-            "Packets matched by each filter rule",
-            labels=["rule_id", "filter_id"],
-        )
-        rule_octets = CounterMetricFamily(
-            "vxtap_rule_bytes",
-            "Bytes of packets matched by each filter rule",
-            labels=["rule_id", "filter_id"],
-        )
-        for rule_id, totals in sorted(latest.rules.items()):
-            labels = [rule_id, rule_filter.get(rule_id, "")]
-            rule_packets.add_metric(labels, totals.packets)
-            rule_octets.add_metric(labels, totals.bytes)
         unplaced_packets = CounterMetricFamily(
             "vxtap_session_unplaced_packets",
             "Copies dropped because the session's target group had no healthy member",
@@ -92,15 +67,31 @@ class _KernelCounterCollector(Collector):
             labels=session_labels,
         )
         for session_id, totals in sorted(latest.sessions.items()):
+            session = names.get(session_id)
+            labels = [
+                session_id,
+                session.name if session else "",
+                str(session.vni) if session else "",
+            ]
+            packets.add_metric(labels, totals.packets)
+            octets.add_metric(labels, totals.bytes)
+            uncut_packets.add_metric(labels, totals.uncut_packets)
+            uncut_octets.add_metric(labels, totals.uncut_bytes)
+            # Only sessions to a group can have unplaced copies: no series for the others.
             if totals.unplaced_packets or totals.unplaced_bytes:
-                session = names.get(session_id)
-                labels = [
-                    session_id,
-                    session.name if session else "",
-                    str(session.vni) if session else "",
-                ]
                 unplaced_packets.add_metric(labels, totals.unplaced_packets)
                 unplaced_octets.add_metric(labels, totals.unplaced_bytes)
+        rule_labels = ["rule_id", "filter_id"]
+        rule_packets = CounterMetricFamily(
+            "vxtap_rule_packets", "Packets matched by each filter rule", labels=rule_labels
+        )
+        rule_octets = CounterMetricFamily(
+            "vxtap_rule_bytes", "Bytes of packets matched by each filter rule", labels=rule_labels
+        )
+        for rule_id, totals in sorted(latest.rules.items()):
+            labels = [rule_id, rule_filter.get(rule_id, "")]
+            rule_packets.add_metric(labels, totals.packets)
+            rule_octets.add_metric(labels, totals.bytes)
         member_labels = ["session_id", "session_name", "port_id"]
         member_packets = CounterMetricFamily(
             "vxtap_member_packets",
