@@ -11,6 +11,7 @@ accepted, so schema-driven fuzzing exercises the real validation.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import re
 from collections.abc import Callable
@@ -215,54 +216,42 @@ Identifier = Annotated[
 ]
 
 
-def _sources(value: Any) -> list[str]:
-    limit = model.MAX_SOURCES_PER_SESSION
-    if not isinstance(value, list) or not 1 <= len(value) <= limit:
-        raise ValueError(f"must be a list of 1-{limit} port ids, got {shown(value)}")
-    ids = [identifier(v) for v in value]
-    duplicates = sorted({v for v in ids if ids.count(v) > 1})
-    if duplicates:
-        raise ValueError(f"lists port(s) {', '.join(duplicates)} more than once")
-    return ids
+def _port_ids(minimum: int, maximum: int) -> Callable[[Any], list[str]]:
+    """The check of a list of distinct port ids, `minimum`-`maximum` long."""
+    count = f"{minimum}-{maximum}" if minimum else f"at most {maximum}"
+
+    def check(value: Any) -> list[str]:
+        if not isinstance(value, list) or not minimum <= len(value) <= maximum:
+            raise ValueError(f"must be a list of {count} port ids, got {shown(value)}")
+        ids = [identifier(v) for v in value]
+        duplicates = sorted(v for v, n in collections.Counter(ids).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"lists port(s) {', '.join(duplicates)} more than once")
+        return ids
+
+    return check
 
 
+def _port_ids_schema(minimum: int, maximum: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    }
+    if minimum:
+        schema["minItems"] = minimum
+    return schema | {"maxItems": maximum, "uniqueItems": True}
+
+
+# A session's sources and a group's members: lists of distinct port ids.
 Sources = Annotated[
     list[str],
-    BeforeValidator(_sources),
-    WithJsonSchema(
-        {
-            "type": "array",
-            "items": {"type": "string", "minLength": 1, "maxLength": 64},
-            "minItems": 1,
-            "maxItems": model.MAX_SOURCES_PER_SESSION,
-            "uniqueItems": True,
-        }
-    ),
+    BeforeValidator(_port_ids(1, model.MAX_SOURCES_PER_SESSION)),
+    WithJsonSchema(_port_ids_schema(1, model.MAX_SOURCES_PER_SESSION)),
 ]
-
-
-def _group_ports(value: Any) -> list[str]:
-    limit = model.MAX_GROUP_MEMBERS
-    if not isinstance(value, list) or len(value) > limit:
-        raise ValueError(f"must be a list of at most {limit} port ids, got {shown(value)}")
-    ids = [identifier(v) for v in value]
-    duplicates = sorted({v for v in ids if ids.count(v) > 1})
-    if duplicates:
-        raise ValueError(f"lists port(s) {', '.join(duplicates)} more than once")
-    return ids
-
-
 GroupPorts = Annotated[
     list[str],
-    BeforeValidator(_group_ports),
-    WithJsonSchema(
-        {
-            "type": "array",
-            "items": {"type": "string", "minLength": 1, "maxLength": 64},
-            "maxItems": model.MAX_GROUP_MEMBERS,
-            "uniqueItems": True,
-        }
-    ),
+    BeforeValidator(_port_ids(0, model.MAX_GROUP_MEMBERS)),
+    WithJsonSchema(_port_ids_schema(0, model.MAX_GROUP_MEMBERS)),
 ]
 
 
