@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,13 @@ from huaweicloudsdkvpc.v3 import (
     VpcClient,
 )
 from playwright.sync_api import Browser, Page, expect
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 
 from support import console as console_support
 from support.console import SEED_RULE, chromium, create_seed_session, fill_form, number
 from vxtap.client import ApiError, VxtapClient
 from vxtap.model import Counter, Interface
-from vxtap.store.schema import Base
+from vxtap.store.schema import Base, MemberRow
 
 ApiServer = Any
 # The seed's servers (the user's document, /work/shared/seed and `vxtap lab show seed`).
@@ -615,3 +616,60 @@ def test_the_hosts_page_and_a_sessions_hosts_follow_the_agents_reports(
     with admin_client(server) as client:
         client.delete_session(session["id"])
         client.delete_filter(fleet_filter["id"])
+
+
+def test_explain_names_the_member_of_a_target_group(server: ApiServer, page: Page) -> None:
+    """A packet of an elb session: the page names the group and the member its copy goes
+    to, word for word as `vxtap explain` does (the second project, so that the other
+    tests' counts of the first stay as they are)."""
+    with admin_client(server, 1) as client:
+        (source,) = client.register_ports("tg-src", [Interface(device="eth0", ipv4=("10.7.0.1",))])
+        collectors = [
+            client.create_port("tg-col", f"eth{i}", ipv4=[f"10.7.1.{i}"]).id for i in range(3)
+        ]
+        group = client.create_target_group("ids", ports=collectors)
+        flt = client.create_filter("all")
+        client.create_rule(flt["id"], direction="ingress", priority=1, protocol="all")
+        client.create_session(
+            "to-ids", filter_id=flt["id"], sources=[source.id], target_id=group["id"],
+            target_type="elb", priority=1,
+        )  # fmt: skip
+    # Healthy as the server's checker would mark members its collectors heard from; the
+    # heartbeat an hour ahead keeps the checker from marking them down meanwhile.
+    engine = create_engine(server.db_url)
+    heard = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+    try:
+        with engine.begin() as db:
+            db.execute(update(MemberRow).values(healthy=True, last_heartbeat=heard))
+    finally:
+        engine.dispose()
+
+    sign_in(page, server, server.other_ak, server.other_sk)
+    page.click("text=Explain")
+    page.select_option("#explain-port", "tg-src/eth0")
+    page.fill("#explain-protocol", "tcp")
+    page.fill("#explain-src", "10.7.0.9")
+    page.fill("#explain-sport", "40000")
+    page.fill("#explain-dst", "10.7.0.1")
+    page.fill("#explain-dport", "443")
+    page.click("#explain button")
+    expect(page.locator("#verdict")).to_have_text("Mirrored")
+    explain = ["--port", "tg-src/eth0", "--direction", "ingress", "--protocol", "tcp"]
+    explain += ["--src", "10.7.0.9", "--sport", "40000", "--dst", "10.7.0.1", "--dport", "443"]
+    env = {
+        "VXTAP_ENDPOINT": server.endpoint,
+        "VXTAP_AK": server.other_ak,
+        "VXTAP_SK": server.other_sk,
+        "VXTAP_PROJECT_ID": server.other_project_id,
+    }
+    cli = subprocess.run(
+        [sys.executable, "-m", "vxtap", "explain", *explain, "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    member = json.loads(cli.stdout)["target_group"]["member"]
+    assert member in collectors
+    text = page.locator("#verdict-text").inner_text()
+    assert f"to target group {group['id']}, member {member} (number" in text

@@ -135,6 +135,15 @@ def group_member(state: DesiredState, group_id: str, packet: Packet) -> dict[str
     return answer
 
 
+def chosen_member(state: DesiredState, verdict: Verdict, packet: Packet) -> dict[str, Any] | None:
+    """The group member of a verdict whose session mirrors to a target group; None for
+    a verdict that mirrors to a port or not at all."""
+    kinds = {s.id: s.target_kind for s in state.sessions}
+    if verdict.target_id is None or kinds.get(verdict.session_id or "") != TargetKind.ELB:
+        return None
+    return group_member(state, verdict.target_id, packet)
+
+
 def render(verdict: Verdict, port: Port, member: dict[str, Any] | None = None) -> str:
     where = f"{port.host}/{port.device} ({port.id})"
     lines = [f"{verdict.packet}, {verdict.direction} on {where}"]
@@ -208,12 +217,7 @@ def explain(
     if port is None:
         raise CliError(f"port {port_name!r} is not a port of host {host!r}")
     verdict = evaluate(state, port.id, Direction(direction), packet)
-    kinds = {s.id: s.target_kind for s in state.sessions}
-    member = (
-        group_member(state, verdict.target_id, packet)
-        if verdict.target_id is not None and kinds.get(verdict.session_id or "") == TargetKind.ELB
-        else None
-    )
+    member = chosen_member(state, verdict, packet)
     if as_json:
         answer = verdict.model_dump(mode="json")
         answer["mirrored"] = verdict.mirrored

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vxtap.cli._api import CliError
-from vxtap.cli.explain import build_packet, find_port, render
+from vxtap.cli.explain import build_packet, chosen_member, find_port, render
 from vxtap.client import ApiError, VxtapClient
 from vxtap.console.forms import FormState, optional, refused
 from vxtap.evaluate import Verdict
@@ -61,4 +61,4 @@ def explain_form(client: VxtapClient, values: Values) -> tuple[Explained | None,
     except ApiError as error:
         return None, refused("explain", shown, error.error_msg, error.error_code)
     verdict = evaluate(state, port.id, direction, packet)
-    return Explained(verdict, render(verdict, port)), None
+    return Explained(verdict, render(verdict, port, chosen_member(state, verdict, packet))), None
