@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from support.hostile_server import SCRIPT as HOSTILE
-from support.hostile_server import free_port
+from support.servers import free_port
 from vxtap.agent.channel import MAX_DESIRED_STATE_BYTES, Channel
 from vxtap.agent.metrics import AgentMetrics
 from vxtap.client import InvalidAnswer, VxtapClient

@@ -23,7 +23,7 @@ import pytest
 from test_daemon import VXTAP, wait_for
 
 from support.hostile_server import SCRIPT as HOSTILE
-from support.hostile_server import free_port
+from support.servers import free_port
 from vxtap.dataplane.kernel import Dataplane
 from vxtap.dataplane.plan import compile_plan
 from vxtap.model import DesiredState, Filter, Port, Rule, Session

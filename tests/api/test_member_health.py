@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from support.api import ApiServer, snapshot, unique
+from support.servers import free_port, server_pair
 from vxtap.auth import sign
 from vxtap.client import ApiError, VxtapClient
 from vxtap.model import DesiredState
@@ -325,20 +326,9 @@ def test_bad_member_counter_keys_are_refused(server: ApiServer, members: dict[st
 
 
 @pytest.fixture
-def two_servers(
-    tmp_path: Path, pg_db: str, api_server_factory: Callable[..., ApiServer]
-) -> Iterator[tuple[ApiServer, ApiServer]]:
-    first = api_server_factory(tmp_path / "one", db_url=pg_db)
-    try:
-        second = api_server_factory(
-            tmp_path / "two", db_url=pg_db, credentials_path=first.credentials_path
-        )
-        try:
-            yield first, second
-        finally:
-            second.stop()
-    finally:
-        first.stop()
+def two_servers(tmp_path: Path, pg_db: str) -> Iterator[tuple[ApiServer, ApiServer]]:
+    with server_pair(tmp_path, pg_db) as pair:
+        yield pair
 
 
 def test_postgresql_two_servers_share_health(two_servers: tuple[ApiServer, ApiServer]) -> None:
@@ -379,13 +369,6 @@ def test_postgresql_hostile_heartbeat_changes_nothing(
 # -- the collector's side, end to end -----------------------------------------------------
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_vxtap_collect_beats_while_it_runs_and_stops_cleanly(
     server: ApiServer, tmp_path: Path
 ) -> None:
@@ -396,7 +379,7 @@ def test_vxtap_collect_beats_while_it_runs_and_stops_cleanly(
     log = tmp_path / "collect.log"
     argv = [
         sys.executable, "-m", "vxtap", "collect", "--config", str(tmp_path / "none.toml"),
-        "--listen", f"127.0.0.1:{_free_udp_port()}", "-i", "lo", "--quiet",
+        "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "-i", "lo", "--quiet",
         "--endpoint", server.endpoint, "--credentials", str(credentials),
     ]  # fmt: skip
     (tmp_path / "none.toml").write_text("")
@@ -430,7 +413,7 @@ def test_vxtap_collect_logs_a_refused_heartbeat_once_and_keeps_receiving(
     (tmp_path / "none.toml").write_text("")
     argv = [
         sys.executable, "-m", "vxtap", "collect", "--config", str(tmp_path / "none.toml"),
-        "--listen", f"127.0.0.1:{_free_udp_port()}", "-i", "lo", "--quiet",
+        "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "-i", "lo", "--quiet",
         "--endpoint", server.endpoint, "--credentials", str(credentials),
     ]  # fmt: skip
     with log.open("wb") as out:

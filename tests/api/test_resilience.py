@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.servers import free_port
 from vxtap.api.serve import REQUEST_TIMEOUT_S
 from vxtap.client import ApiError, VxtapClient
 from vxtap.model import Counter
@@ -43,12 +44,6 @@ class Server:
         return VxtapClient(self.endpoint, self.ak, self.sk, self.project_id, timeout=timeout)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _service_limit() -> None:
     """In the server's child: the soft open-files limit a service usually starts with."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -63,7 +58,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     key = {"ak": "AK" + secrets.token_hex(8), "sk": secrets.token_hex(16), "project_id": "p1"}
     (tmp_path / "credentials.json").write_text(json.dumps([key]))
     (tmp_path / "credentials.json").chmod(0o600)  # the server refuses a readable one
-    port = _free_port()
+    port = free_port()
     db_path = tmp_path / "vxtap.db"
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(

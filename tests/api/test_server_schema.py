@@ -4,7 +4,6 @@ migrate (`vxtap db upgrade`, or `--migrate`); a new, empty database is initialis
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.servers import free_port
 from vxtap.store.db import Store, code_schema_revision
 
 
@@ -28,13 +28,6 @@ def at_revision(url: str, revision: str) -> None:
         store.upgrade(revision)
     finally:
         store.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def serve(url: str, credentials: Path, *extra: str) -> subprocess.Popen[str]:

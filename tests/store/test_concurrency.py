@@ -26,6 +26,7 @@ from huaweicloudsdkvpc.v3 import (
     VpcClient,
 )
 
+from support.servers import server_pair
 from vxtap.auth import sign
 
 Server = Any
@@ -40,25 +41,14 @@ def call(server: Server, method: str, path: str, body: Any = None) -> httpx.Resp
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def two_servers(
-    request: pytest.FixtureRequest, tmp_path: Path, api_server_factory: Callable[..., Server]
-) -> Iterator[tuple[Server, Server]]:
+def two_servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     db_url = (
         f"sqlite:///{tmp_path / 'shared.db'}"
         if request.param == "sqlite"
         else request.getfixturevalue("pg_db")
     )
-    first = api_server_factory(tmp_path / "a", db_url=db_url)
-    try:
-        second = api_server_factory(
-            tmp_path / "b", db_url=db_url, credentials_path=first.credentials_path
-        )
-        try:
-            yield first, second
-        finally:
-            second.stop()
-    finally:
-        first.stop()
+    with server_pair(tmp_path, db_url) as pair:
+        yield pair
 
 
 def test_a_write_through_one_is_read_through_the_other(two_servers: tuple[Server, Server]) -> None:

@@ -17,7 +17,6 @@ of body written so far to DIR/sent (huge).
 from __future__ import annotations
 
 import json
-import socket
 import socketserver
 import sys
 import time
@@ -25,12 +24,6 @@ from pathlib import Path
 
 DIRECTORY = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".")
 SCRIPT = Path(__file__)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Handler(socketserver.StreamRequestHandler):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -11,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +54,11 @@ class ApiServer:
         self.process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port free at this moment (TCP, or UDP with `socket.SOCK_DGRAM`)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def start_api_server(
@@ -88,7 +90,7 @@ def start_api_server(
     keys = json.loads(credentials_path.read_text())
     db_url = db_url or f"sqlite:///{directory / 'vxtap.db'}"
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         log_path = directory / f"server-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -142,3 +144,20 @@ def start_api_server(
         if "address already in use" not in log_path.read_text().lower():
             break
     raise RuntimeError(f"vxtap server did not start:\n{log_path.read_text()}")
+
+
+@contextlib.contextmanager
+def server_pair(directory: Path, db_url: str) -> Iterator[tuple[ApiServer, ApiServer]]:
+    """Two servers on one database and one credentials file, as a fleet runs them behind
+    a load balancer; both stopped afterwards, also on failure."""
+    first = start_api_server(directory / "one", db_url=db_url)
+    try:
+        second = start_api_server(
+            directory / "two", db_url=db_url, credentials_path=first.credentials_path
+        )
+        try:
+            yield first, second
+        finally:
+            second.stop()
+    finally:
+        first.stop()
