@@ -392,9 +392,11 @@ def run_mode(lab: Lab, mode: str, seconds: int, udp: bool, streams: int = 1) -> 
     matched = matched_counter(lab, mode)
     before_m = matched()
     stats_before = mirror_program_stats(lab)
+    dropped_before = path_drops(lab)
     result = iperf(lab, seconds, udp, streams)
     time.sleep(0.3)
     stats_after = mirror_program_stats(lab)
+    result["path drops"] = path_drops(lab) - dropped_before
     members_after = member_packets(lab)
     runs = stats_after[1] - stats_before[1]
     if runs > 0:
@@ -412,11 +414,19 @@ def run_mode(lab: Lab, mode: str, seconds: int, udp: bool, streams: int = 1) -> 
     mirrored = result["vxlan"]
     result["mirrored"] = mirrored
     if mode != "none":
+        result["sent"] = matched() - before_m
         if udp:
-            result["complete"] = mirrored / max(1, matched() - before_m)
+            result["complete"] = mirrored / max(1, result["sent"])
         else:  # per wire segment: the transfer's data segments of 1448 bytes (+ handshake)
             result["complete"] = mirrored / (result["bytes"] / 1448)
     return result
+
+
+def path_drops(lab: Lab) -> int:
+    """Packets the source's eth1 (the veth the copies leave by) dropped on transmit: a
+    veth counts there what its peer's backlog refused."""
+    out = lab.source.run(["ip", "-j", "-s", "link", "show", "eth1"]).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["dropped"])
 
 
 def member_packets(lab: Lab) -> dict[object, int]:
@@ -642,6 +652,16 @@ def run(args: argparse.Namespace) -> None:
         if a in modes and b in modes:
             ratios = f"TCP {tcp[a] / tcp[b]:.2f}, UDP {udp[a] / udp[b]:.2f}"
             print(f"\n{a} vs {b} ({what}): {ratios}")
+    print("\ncopies the kernel sent vs the sink counted, all runs (path drops: eth1's tx):")
+    for m in modes:
+        for u in (False, True) if m != "none" else ():
+            runs = results[(m, u)]
+            sent, arrived = sum(x["sent"] for x in runs), sum(x["mirrored"] for x in runs)
+            drops = sum(x["path drops"] for x in runs)
+            print(
+                f"  {m} {'UDP' if u else 'TCP'}: sent {int(sent)}, arrived {int(arrived)}, "
+                f"missing {int(sent - arrived)}, path drops {int(drops)}"
+            )
     if args.program_ns:
         print("\nmirror program, ns per packet (bpf_stats; median of rounds, TCP / UDP):")
         for m in modes:
