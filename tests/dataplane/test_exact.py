@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import pytest
 
 from support.dataplane_lan import (
+    ECHO_PORT,
+    ECHO_SERVER,
     SOURCE_IP,
     SOURCE_IP6,
     TARGET6_PORT,
@@ -382,32 +384,16 @@ def test_copies_are_cut_exactly_to_packet_length_or_counted(lan: Lan) -> None:
 
 # --- 5. one outer source port for both directions of a flow -------------------------------
 
-_ECHO_SERVER = """
-import socket, sys, threading
-def serve(family, address):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((address, 7000))
-    s.listen(64)
-    while True:
-        c, _ = s.accept()
-        c.sendall(c.recv(100))
-        c.close()
-for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
-    threading.Thread(target=serve, args=(family, address), daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
 
 _ECHO_CLIENT = """
 import socket, sys
 for address in sys.argv[1:]:
     for _ in range(12):
-        c = socket.create_connection((address, 7000))
+        c = socket.create_connection((address, {ECHO_PORT}))
         c.sendall(b"hello")
         assert c.recv(100) == b"hello"
         c.close()
-"""
+""".replace("{ECHO_PORT}", str(ECHO_PORT))
 
 
 def flow_label(m: Mirror) -> int | None:
@@ -446,7 +432,7 @@ def test_both_directions_of_a_flow_leave_with_one_outer_source_port(lan: Lan) ->
     both = Filter(id="f", name="f", rules=tuple(rules))
     lan.dataplane.apply(compile_plan(state([both], [session("s", "f", 1, vni=7)])))
     server = lan.source.popen(
-        [sys.executable, "-c", _ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
+        [sys.executable, "-c", ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )

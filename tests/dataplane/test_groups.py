@@ -14,6 +14,8 @@ import sys
 from collections import defaultdict
 
 from support.dataplane_lan import (
+    ECHO_PORT,
+    ECHO_SERVER,
     SOURCE_IP,
     SOURCE_IP6,
     SOURCE_PORT,
@@ -211,27 +213,9 @@ def test_each_flow_both_ways_goes_to_the_predicted_member_and_only_its_flows_mov
 
 # --- TCP over IPv4 and IPv6 and ICMPv6 echo; production with no healthy member ----------
 
-ECHO_PORT = 7000
 # The test host pings the source from these IPv6 addresses (fd00::200-fd00::217).
 PINGERS6 = [f"fd00::{0x200 + i:x}" for i in range(24)]
 TCP_CONNECTIONS = 80  # per family
-
-_ECHO_SERVER = """
-import socket, sys, threading
-def serve(family, address):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((address, {PORT}))
-    s.listen(128)
-    while True:
-        c, _ = s.accept()
-        c.sendall(c.recv(100))
-        c.close()
-for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
-    threading.Thread(target=serve, args=(family, address), daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-""".replace("{PORT}", str(ECHO_PORT))
 
 # Fails (exit status 1) unless every connection gets its own bytes back.
 _ECHO_CLIENT = """
@@ -292,7 +276,7 @@ def test_tcp_and_icmpv6_flows_both_ways_go_to_the_predicted_member_and_none_heal
         lan.test.run(["ip", "addr", "add", f"{address}/64", "dev", "eth0", "nodad"])
     lan.dataplane.apply(compile_plan(group_state(everyone, "1", TCP_ICMPV6)))
     server = lan.source.popen(
-        [sys.executable, "-c", _ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
+        [sys.executable, "-c", ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )

@@ -192,6 +192,27 @@ def stop(proc: subprocess.Popen[bytes], how: signal.Signals = signal.SIGINT) -> 
     return left
 
 
+# A TCP echo server on port 7000 of argv[1] (IPv4) and argv[2] (IPv6), one connection at a
+# time per family: it prints "ready" once listening and serves until its stdin closes.
+ECHO_PORT = 7000
+ECHO_SERVER = f"""
+import socket, sys, threading
+def serve(family, address):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, {ECHO_PORT}))
+    s.listen(128)
+    while True:
+        c, _ = s.accept()
+        c.sendall(c.recv(100))
+        c.close()
+for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    threading.Thread(target=serve, args=(family, address), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
 # A sender run inside a namespace: many datagrams in one process (batching).
 _SENDER = r"""
 import json, socket, sys, time
