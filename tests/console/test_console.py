@@ -95,18 +95,19 @@ def server(
         started.stop()
 
 
-def admin_client(server: ApiServer, project: int = 0) -> VxtapClient:
+def project_keys(server: ApiServer, project: int) -> tuple[str, str, str]:
+    """(access key, secret key, project id) of the server's first (0) or second project."""
     if project == 0:
-        return VxtapClient(server.endpoint, server.ak, server.sk, server.project_id)
-    return VxtapClient(server.endpoint, server.other_ak, server.other_sk, server.other_project_id)
+        return server.ak, server.sk, server.project_id
+    return server.other_ak, server.other_sk, server.other_project_id
+
+
+def admin_client(server: ApiServer, project: int = 0) -> VxtapClient:
+    return VxtapClient(server.endpoint, *project_keys(server, project))
 
 
 def vpc_client(server: ApiServer, project: int) -> Any:
-    ak, sk, pid = (
-        (server.ak, server.sk, server.project_id)
-        if project == 0
-        else (server.other_ak, server.other_sk, server.other_project_id)
-    )
+    ak, sk, pid = project_keys(server, project)
     config = HttpConfig.get_default_config()
     config.retry_times = 0
     return (
@@ -325,14 +326,10 @@ def test_the_seed_through_the_console(
         reporter.join()
 
     # Explain: the same verdict as `vxtap explain` prints.
-    page.click("text=Explain")
-    page.select_option("#explain-port", "ECS-source/eth0")
-    page.fill("#explain-protocol", "tcp")
-    page.fill("#explain-src", "192.168.0.161")
-    page.fill("#explain-sport", "40000")
-    page.fill("#explain-dst", "192.168.0.230")
-    page.fill("#explain-dport", "1234")
-    page.click("#explain button")
+    explain_in_the_page(
+        page, "ECS-source/eth0", protocol="tcp", src="192.168.0.161", sport="40000",
+        dst="192.168.0.230", dport="1234",
+    )  # fmt: skip
     expect(page.locator("#verdict")).to_have_text("Mirrored")
     explain = ["--port", "ECS-source/eth0", "--direction", "ingress", "--protocol", "tcp"]
     explain += ["--src", "192.168.0.161", "--sport", "40000", "--dst", "192.168.0.230"]
@@ -375,13 +372,24 @@ def made_by_console_rule_id(server: ApiServer, filter_id: str) -> str:
         return rule_id
 
 
-def cli_env(server: ApiServer) -> dict[str, str]:
+def cli_env(server: ApiServer, project: int = 0) -> dict[str, str]:
+    ak, sk, project_id = project_keys(server, project)
     return {
         "VXTAP_ENDPOINT": server.endpoint,
-        "VXTAP_AK": server.ak,
-        "VXTAP_SK": server.sk,
-        "VXTAP_PROJECT_ID": server.project_id,
+        "VXTAP_AK": ak,
+        "VXTAP_SK": sk,
+        "VXTAP_PROJECT_ID": project_id,
     }
+
+
+def explain_in_the_page(page: Page, port: str, **fields: str) -> None:
+    """Submit the console's explain form for an ingress packet on `port` (host/device);
+    `fields` name the form's other inputs (protocol, src, sport, dst, dport)."""
+    page.click("text=Explain")
+    page.select_option("#explain-port", port)
+    for name, value in fields.items():
+        page.fill(f"#explain-{name}", value)
+    page.click("#explain button")
 
 
 def report_rising_counters(
@@ -645,26 +653,16 @@ def test_explain_names_the_member_of_a_target_group(server: ApiServer, page: Pag
         engine.dispose()
 
     sign_in(page, server, server.other_ak, server.other_sk)
-    page.click("text=Explain")
-    page.select_option("#explain-port", "tg-src/eth0")
-    page.fill("#explain-protocol", "tcp")
-    page.fill("#explain-src", "10.7.0.9")
-    page.fill("#explain-sport", "40000")
-    page.fill("#explain-dst", "10.7.0.1")
-    page.fill("#explain-dport", "443")
-    page.click("#explain button")
+    explain_in_the_page(
+        page, "tg-src/eth0", protocol="tcp", src="10.7.0.9", sport="40000", dst="10.7.0.1",
+        dport="443",
+    )  # fmt: skip
     expect(page.locator("#verdict")).to_have_text("Mirrored")
     explain = ["--port", "tg-src/eth0", "--direction", "ingress", "--protocol", "tcp"]
     explain += ["--src", "10.7.0.9", "--sport", "40000", "--dst", "10.7.0.1", "--dport", "443"]
-    env = {
-        "VXTAP_ENDPOINT": server.endpoint,
-        "VXTAP_AK": server.other_ak,
-        "VXTAP_SK": server.other_sk,
-        "VXTAP_PROJECT_ID": server.other_project_id,
-    }
     cli = subprocess.run(
         [sys.executable, "-m", "vxtap", "explain", *explain, "--json"],
-        env={**os.environ, **env},
+        env={**os.environ, **cli_env(server, project=1)},
         capture_output=True,
         text=True,
         check=True,
