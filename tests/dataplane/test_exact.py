@@ -4,7 +4,6 @@ and the outer source port of both directions of a flow (docs/dataplane.md)."""
 from __future__ import annotations
 
 import ipaddress
-import signal
 import struct
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 
 from support.dataplane_lan import (
     ECHO_PORT,
-    ECHO_SERVER,
     SOURCE_IP,
     SOURCE_IP6,
     TARGET6_PORT,
@@ -26,10 +24,10 @@ from support.dataplane_lan import (
     TEST_IP6,
     Lan,
     Mirror,
+    echo_server,
     rule,
     session,
     state,
-    stop,
 )
 from vxtap.dataplane.plan import compile_plan
 from vxtap.evaluate import Packet, explain
@@ -431,19 +429,10 @@ def test_both_directions_of_a_flow_leave_with_one_outer_source_port(lan: Lan) ->
             )
     both = Filter(id="f", name="f", rules=tuple(rules))
     lan.dataplane.apply(compile_plan(state([both], [session("s", "f", 1, vni=7)])))
-    server = lan.source.popen(
-        [sys.executable, "-c", ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
-        with lan.capture() as mirrors:
-            lan.test.run([sys.executable, "-c", _ECHO_CLIENT, SOURCE_IP, SOURCE_IP6])
-            lan.test.run(["ping", "-c", "3", "-i", "0.05", SOURCE_IP])
-            lan.test.run(["ping", "-6", "-c", "3", "-i", "0.05", SOURCE_IP6])
-    finally:
-        stop(server, signal.SIGKILL)
+    with echo_server(lan.source), lan.capture() as mirrors:
+        lan.test.run([sys.executable, "-c", _ECHO_CLIENT, SOURCE_IP, SOURCE_IP6])
+        lan.test.run(["ping", "-c", "3", "-i", "0.05", SOURCE_IP])
+        lan.test.run(["ping", "-6", "-c", "3", "-i", "0.05", SOURCE_IP6])
     flows: dict[tuple[object, ...], list[Mirror]] = defaultdict(list)
     for m in mirrors:
         ends = sorted([(m.src, m.sport), (m.dst, m.dport)], key=str)

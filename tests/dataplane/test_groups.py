@@ -8,14 +8,11 @@ The three members are addresses of the target namespace (one tcpdump sees them a
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 from collections import defaultdict
 
 from support.dataplane_lan import (
     ECHO_PORT,
-    ECHO_SERVER,
     SOURCE_IP,
     SOURCE_IP6,
     SOURCE_PORT,
@@ -24,8 +21,8 @@ from support.dataplane_lan import (
     TEST_IP6,
     Lan,
     Mirror,
+    echo_server,
     rule,
-    stop,
 )
 from vxtap.dataplane import placement
 from vxtap.dataplane.kernel import PacketsBytes
@@ -275,13 +272,7 @@ def test_tcp_and_icmpv6_flows_both_ways_go_to_the_predicted_member_and_none_heal
     for address in PINGERS6:
         lan.test.run(["ip", "addr", "add", f"{address}/64", "dev", "eth0", "nodad"])
     lan.dataplane.apply(compile_plan(group_state(everyone, "1", TCP_ICMPV6)))
-    server = lan.source.popen(
-        [sys.executable, "-c", ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+    with echo_server(lan.source):
         with lan.capture() as mirrors:
             tcp_and_pings(lan)
         counted = lan.dataplane.counters()
@@ -289,8 +280,6 @@ def test_tcp_and_icmpv6_flows_both_ways_go_to_the_predicted_member_and_none_heal
         with lan.capture() as none:
             tcp_and_pings(lan)  # production: every connection and ping succeeds
         after = lan.dataplane.counters()
-    finally:
-        stop(server, signal.SIGKILL)
 
     flows: dict[tuple[object, ...], set[str]] = defaultdict(set)
     for m in mirrors:

@@ -213,6 +213,22 @@ sys.stdin.read()
 """
 
 
+@contextlib.contextmanager
+def echo_server(ns: Namespace) -> Iterator[None]:
+    """ECHO_SERVER on the source's addresses in `ns`, listening when the block starts and
+    killed (its pipes closed) when it ends."""
+    server = ns.popen(
+        [sys.executable, "-c", ECHO_SERVER, SOURCE_IP, SOURCE_IP6],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        yield
+    finally:
+        stop(server, signal.SIGKILL)
+
+
 # A sender run inside a namespace: many datagrams in one process (batching).
 _SENDER = r"""
 import json, socket, sys, time
