@@ -323,10 +323,7 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.movx(r6, r1)  # r6 = skb
     a.load32(r2, r6, SkbField.MARK)
     a.store32(fp, _STACK_KEY, r2)
-    a.load_map_fd(r1, map_fd)  # first: the tunnel map is the program's map 0
-    a.movx(r2, fp)
-    a.emit(Op.ADD_K, r2, imm=_STACK_KEY)
-    a.call(Helper.MAP_LOOKUP_ELEM)
+    _lookup(a, map_fd, _STACK_KEY)  # first: the tunnel map is the program's map 0
     a.jump(Op.JEQ_K, r0, 0, "drop")
     a.movx(r7, r0)  # r7 = tunnel entry
     a.mov(r2, 0)
@@ -353,14 +350,28 @@ def mirror_program(map_fd: int, scratch_fd: int = 0) -> bytes:
     a.label("encapsulate_here")
     _encapsulate(a)
     a.label("uncut")  # counted in the entry, then dropped: never longer than asked
-    a.mov(r1, 1)
-    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_UNCUT_PACKETS)
-    a.load32(r1, fp, _STACK_LENGTH)
-    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_UNCUT_BYTES)
+    _count(a, VALUE_UNCUT_PACKETS, VALUE_UNCUT_BYTES)
     a.label("drop")
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
     return a.assemble()
+
+
+def _lookup(a: Assembler, map_fd: int, key_offset: int) -> None:
+    """r0 := bpf_map_lookup_elem(map, fp + key_offset): the entry, or 0."""
+    a.load_map_fd(Reg.R1, map_fd)
+    a.movx(Reg.R2, Reg.FP)
+    a.emit(Op.ADD_K, Reg.R2, imm=key_offset)
+    a.call(Helper.MAP_LOOKUP_ELEM)
+
+
+def _count(a: Assembler, packets: int, octets: int) -> None:
+    """One more copy and its length (the stack's) in the entry at r7; atomic adds,
+    as any CPU may count in the same entry. Clobbers r1."""
+    a.mov(Reg.R1, 1)
+    a.emit(Op.ATOMIC_DW, Reg.R7, Reg.R1, packets)
+    a.load32(Reg.R1, Reg.FP, _STACK_LENGTH)
+    a.emit(Op.ATOMIC_DW, Reg.R7, Reg.R1, octets)
 
 
 def _place(a: Assembler, map_fd: int) -> None:
@@ -381,10 +392,7 @@ def _place(a: Assembler, map_fd: int) -> None:
     a.store32(fp, _STACK_PLACE_KEY, r1)
     a.emit(Op.AND_K, r2, imm=CHUNK_SLOTS - 1)
     a.store32(fp, _STACK_OFFSET, r2)  # free until the cut sets it
-    a.load_map_fd(r1, map_fd)
-    a.movx(r2, fp)
-    a.emit(Op.ADD_K, r2, imm=_STACK_PLACE_KEY)
-    a.call(Helper.MAP_LOOKUP_ELEM)
+    _lookup(a, map_fd, _STACK_PLACE_KEY)
     a.jump(Op.JEQ_K, r0, 0, "unplaced")
     a.load32(r2, fp, _STACK_OFFSET)
     a.emit(Op.AND_K, r2, imm=CHUNK_SLOTS - 1)  # the verifier's bound on the offset
@@ -393,22 +401,13 @@ def _place(a: Assembler, map_fd: int) -> None:
     a.load32(r1, r7, VALUE_MEMBER_BASE)
     a.emit(Op.OR_X, r1, r2)
     a.store32(fp, _STACK_PLACE_KEY, r1)
-    a.load_map_fd(r1, map_fd)
-    a.movx(r2, fp)
-    a.emit(Op.ADD_K, r2, imm=_STACK_PLACE_KEY)
-    a.call(Helper.MAP_LOOKUP_ELEM)
+    _lookup(a, map_fd, _STACK_PLACE_KEY)
     a.jump(Op.JEQ_K, r0, 0, "unplaced")
     a.movx(r7, r0)
-    a.mov(r1, 1)
-    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_PACKETS)
-    a.load32(r1, fp, _STACK_LENGTH)
-    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_BYTES)
+    _count(a, VALUE_PLACED_PACKETS, VALUE_PLACED_BYTES)
     a.emit(Op.JA, to="placed")
     a.label("unplaced")
-    a.mov(r1, 1)
-    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_PACKETS)
-    a.load32(r1, fp, _STACK_LENGTH)
-    a.emit(Op.ATOMIC_DW, r7, r1, VALUE_PLACED_BYTES)
+    _count(a, VALUE_PLACED_PACKETS, VALUE_PLACED_BYTES)
     a.mov(r0, TC_ACT_SHOT)
     a.emit(Op.EXIT)
     a.label("placed")
@@ -786,10 +785,7 @@ def _cut(a: Assembler, scratch_fd: int) -> None:
     a.jump(Op.JGT_K, r8, SCRATCH_SIZE, "uncut")
     a.mov(r2, 0)
     a.store32(fp, _STACK_ZERO, r2)
-    a.load_map_fd(r1, scratch_fd)
-    a.movx(r2, fp)
-    a.emit(Op.ADD_K, r2, imm=_STACK_ZERO)
-    a.call(Helper.MAP_LOOKUP_ELEM)
+    _lookup(a, scratch_fd, _STACK_ZERO)
     a.jump(Op.JEQ_K, r0, 0, "uncut")
     a.movx(r9, r0)  # r9 = this CPU's buffer
     # 1. Save the first snaplen bytes: what the copy will carry.
