@@ -23,6 +23,7 @@ from support.dataplane_lan import (
     Mirror,
     echo_server,
     rule,
+    session,
 )
 from vxtap.dataplane import placement
 from vxtap.dataplane.kernel import PacketsBytes
@@ -35,9 +36,7 @@ from vxtap.model import (
     GroupMember,
     Port,
     Protocol,
-    Session,
     TargetGroup,
-    TargetKind,
 )
 from vxtap.netns import veth
 
@@ -83,16 +82,7 @@ def group_state(
         revision=revision,
         ports=sources,
         sessions=(
-            Session(
-                id="s-elb",
-                name="elb",
-                filter_id="f",
-                sources=tuple(p.id for p in sources),
-                target_id="tg-1",
-                target_kind=TargetKind.ELB,
-                vni=77,
-                priority=1,
-            ),
+            session("s-elb", "f", 1, vni=77, sources=tuple(p.id for p in sources), group="tg-1"),
         ),
         filters=(filter_,),
         targets=tuple(

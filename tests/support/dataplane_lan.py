@@ -34,6 +34,7 @@ from vxtap.model import (
     Protocol,
     Rule,
     Session,
+    TargetKind,
 )
 from vxtap.netns import Namespace
 
@@ -346,13 +347,16 @@ def session(
     enabled: bool = True,
     target: Port = TARGET_PORT,
     sources: tuple[str, ...] = (SOURCE_PORT.id,),
+    group: str | None = None,
 ) -> Session:
+    """A session to `target`, or with `group` to that target group (an `elb` session)."""
     return Session(
         id=id,
         name=id,
         filter_id=filter_id,
         sources=sources,
-        target_id=target.id,
+        target_id=target.id if group is None else group,
+        target_kind=TargetKind.ENI if group is None else TargetKind.ELB,
         vni=vni,
         packet_length=packet_length,
         priority=priority,
