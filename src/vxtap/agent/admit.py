@@ -124,26 +124,22 @@ def unsafe_targets(state: DesiredState, local_broadcasts: Iterable[str] = ()) ->
     groups = {g.id: g for g in state.groups}
     refused: dict[str, str] = {}
     for session in state.sessions:
+        # (what the message calls it, port id): the target, or every member of the group.
         if session.target_kind is TargetKind.ELB:
             group = groups.get(session.target_id)
-            for member in sorted(group.members if group else (), key=lambda m: m.number):
-                port = targets.get(member.port_id)
-                address = port.address if port is not None else None
-                reason = None if address is None else unsafe_address(address, broadcasts)
-                if reason is not None:
-                    refused[session.id] = (
-                        f"member {member.port_id} of target group {session.target_id}: "
-                        f"address {address} is {reason}"
-                    )
-                    break
-            continue
-        target = targets.get(session.target_id)
-        address = target.address if target is not None else None
-        if address is None:
-            continue
-        reason = unsafe_address(address, broadcasts)
-        if reason is not None:
-            refused[session.id] = f"target {session.target_id} address {address} is {reason}"
+            receivers = [
+                (f"member {m.port_id} of target group {session.target_id}:", m.port_id)
+                for m in sorted(group.members if group else (), key=lambda m: m.number)
+            ]
+        else:
+            receivers = [(f"target {session.target_id}", session.target_id)]
+        for name, port_id in receivers:
+            port = targets.get(port_id)
+            address = port.address if port is not None else None
+            reason = None if address is None else unsafe_address(address, broadcasts)
+            if reason is not None:
+                refused[session.id] = f"{name} address {address} is {reason}"
+                break
     return refused
 
 
