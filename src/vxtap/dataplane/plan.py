@@ -536,7 +536,7 @@ class PlanCompiler:
         signatures: dict[str, str] = {}
         pieces: dict[tuple[int, str, str], _Piece] = {}
         groups = {g.id: g for g in state.groups}
-        placing = _Placing(self._tables, skipped)
+        placing = _Placing(self._tables)
 
         for session in sorted(state.sessions, key=lambda s: (s.priority, s.id)):
             if not session.enabled:
@@ -552,14 +552,15 @@ class PlanCompiler:
                 signatures[flt.id] = _filter_signature(by_direction)
             if not any(by_direction.values()):
                 continue  # docs/behaviour.md §2.5: a filter without rules mirrors nothing
-            group = groups.get(session.target_id) if session.target_kind is TargetKind.ELB else None
+            # A group's members each get their own entry and snap length (_Placing).
+            group, remote, snaplen = None, None, session.packet_length
             if session.target_kind is TargetKind.ELB:
+                group = groups.get(session.target_id)
                 if group is None:
                     skipped.append(
                         f"session {session.id}: target group {session.target_id} is unknown"
                     )
                     continue
-                remote, snaplen = None, session.packet_length
             else:
                 remote = _target_address(targets.get(session.target_id))
                 if remote is None:
@@ -681,12 +682,9 @@ class _Placing:
     the member entries (one per member with an address, healthy or not, so that a
     member's counters outlive a spell of bad health) and the placement tables."""
 
-    def __init__(
-        self, tables: dict[tuple[tuple[str, int], ...], bytes], skipped: list[str]
-    ) -> None:
+    def __init__(self, tables: dict[tuple[tuple[str, int], ...], bytes]) -> None:
         self.known_tables = tables
         self.tables_used: dict[tuple[tuple[str, int], ...], bytes] = {}
-        self.skipped = skipped
         self.groups: list[GroupTunnel] = []
         self.members: list[Tunnel] = []
         self.table_ids: dict[bytes, int] = {}
