@@ -27,7 +27,7 @@ Identity = tuple[str, Endpoint, Endpoint, int, int, int, int]
 
 # How far above the mean the busiest member's flow count may be, in standard deviations
 # of a fair hash's binomial spread (docs/lab.md, "The elb scenario"): a fair placement
-# exceeds 4 sigma with a probability of about 3e-5 per member.
+# exceeds 5 sigma with a probability of about 3e-7 per member.
 BALANCE_SIGMAS = 5.0
 
 
