@@ -276,50 +276,29 @@ def _split_sum(column: Any) -> tuple[Any, Any]:
 _STATS_KEY = {"session": "sessions", "rule": "rules", "member": "members"}
 
 
+# Summed per (kind, object) over the hosts' reports.
+_SUMMED = ("packets", "bytes", "uncut_packets", "uncut_bytes", "unplaced_packets", "unplaced_bytes")
+# Shown for sessions only, and only when there are any.
+_SESSION_ONLY = (("uncut_packets", "uncut_bytes"), ("unplaced_packets", "unplaced_bytes"))
+
+
 def session_stats(db: Session, project: str) -> dict[str, Any]:
     stats: dict[str, Any] = {"sessions": {}, "rules": {}, "hosts": {}, "members": {}}
-    for (
-        kind,
-        object_id,
-        packets_high,
-        packets_low,
-        bytes_high,
-        bytes_low,
-        uncut_packets_high,
-        uncut_packets_low,
-        uncut_bytes_high,
-        uncut_bytes_low,
-        unplaced_packets_high,
-        unplaced_packets_low,
-        unplaced_bytes_high,
-        unplaced_bytes_low,
-    ) in db.execute(
-        select(
-            CounterRow.kind,
-            CounterRow.object_id,
-            *_split_sum(CounterRow.packets),
-            *_split_sum(CounterRow.bytes),
-            *_split_sum(CounterRow.uncut_packets),
-            *_split_sum(CounterRow.uncut_bytes),
-            *_split_sum(CounterRow.unplaced_packets),
-            *_split_sum(CounterRow.unplaced_bytes),
-        )
+    sums = [part for name in _SUMMED for part in _split_sum(getattr(CounterRow, name))]
+    for kind, object_id, *halves in db.execute(
+        select(CounterRow.kind, CounterRow.object_id, *sums)
         .where(CounterRow.project_id == project)
         .group_by(CounterRow.kind, CounterRow.object_id)
         .order_by(CounterRow.kind, CounterRow.object_id)
     ):
-        totals = {
-            "packets": (int(packets_high) << 32) + int(packets_low),
-            "bytes": (int(bytes_high) << 32) + int(bytes_low),
+        summed = {
+            name: (int(halves[2 * n]) << 32) + int(halves[2 * n + 1])
+            for n, name in enumerate(_SUMMED)
         }
-        uncut_packets = (int(uncut_packets_high) << 32) + int(uncut_packets_low)
-        uncut_bytes = (int(uncut_bytes_high) << 32) + int(uncut_bytes_low)
-        if kind == "session" and (uncut_packets or uncut_bytes):  # only when there are any
-            totals.update(uncut_packets=uncut_packets, uncut_bytes=uncut_bytes)
-        unplaced_packets = (int(unplaced_packets_high) << 32) + int(unplaced_packets_low)
-        unplaced_bytes = (int(unplaced_bytes_high) << 32) + int(unplaced_bytes_low)
-        if kind == "session" and (unplaced_packets or unplaced_bytes):
-            totals.update(unplaced_packets=unplaced_packets, unplaced_bytes=unplaced_bytes)
+        totals = {"packets": summed["packets"], "bytes": summed["bytes"]}
+        for pair in _SESSION_ONLY:
+            if kind == "session" and any(summed[name] for name in pair):
+                totals.update({name: summed[name] for name in pair})
         stats[_STATS_KEY[kind]][object_id] = totals
     for host, reported_at in db.execute(
         select(HostReportRow.host, HostReportRow.reported_at)
